@@ -1,0 +1,49 @@
+"""The ``bgfs`` command line. Each sub-command lives in ``bgfs_core/commands/<name>.py`` with
+``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``; heavy imports happen inside ``run``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import BGFSError
+
+COMMANDS = {
+    "precompute": "precompute",
+    "train-critic-cmd": "train_critic",
+    "fix": "fix",
+    "generate": "generate",
+    "score": "score",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="bgfs", description="Body-part Geometry Fixer Sidecar for Wan 2.2 videos.")
+    parser.add_argument("--version", action="version", version=f"bgfs {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(f".commands.{module_name}", __package__)
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except BGFSError as exc:
+        print(f"bgfs {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"bgfs {args.command}: interrupted; inputs are untouched and no partial output was left", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

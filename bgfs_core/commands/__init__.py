@@ -1,0 +1,1 @@
+"""One module per ``bgfs`` sub-command (see ``bgfs_core.cli``)."""
