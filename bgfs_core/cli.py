@@ -15,6 +15,7 @@ COMMANDS = {
     "fix": "fix",
     "generate": "generate",
     "score": "score",
+    "demo": "demo",
 }
 
 

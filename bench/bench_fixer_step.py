@@ -1,0 +1,206 @@
+"""One fixer step (decode -> differentiable ROI crop -> critic -> backward) at 832x480: windowed vs full-frame.
+
+Full-size architectures with random weights: diffusers AutoencoderKLWan with the Wan 2.1 config and, via
+COMFYUI_DIR, ComfyUI's TAEHV as the gradient decoder. Every configuration runs in a fresh subprocess so its peak
+memory (VmHWM from /proc/self/status, which counts torch's allocations) is its own. Examples:
+
+  python bench/bench_fixer_step.py --configs full,window --frames 1,5 --roi 160
+  COMFYUI_DIR=/opt/comfyui python bench/bench_fixer_step.py --configs window-taehv --frames 5,17
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def vm_hwm_gb() -> float:
+    """Peak resident memory of this process (GiB)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**20
+    return float("nan")
+
+
+def vm_rss_gb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 2**20
+    return float("nan")
+
+
+def stand_in_critic(width: int = 32):
+    """A small conv net like a heatmap critic: 128x128 crop -> 21 heatmaps at 32x32."""
+    import torch.nn as nn
+
+    def block(i, o, s):
+        return nn.Sequential(nn.Conv2d(i, o, 3, s, 1), nn.BatchNorm2d(o), nn.ReLU())
+
+    return nn.Sequential(block(3, width, 2), block(width, width, 1), block(width, 2 * width, 2),
+                         block(2 * width, 2 * width, 1), block(2 * width, 4 * width, 1), nn.Conv2d(4 * width, 21, 1))
+
+
+def roi_crop(frames, boxes, out_hw=128):
+    """Differentiable bilinear crops of per-frame pixel boxes [F, 4] (x0, y0, x1, y1) -> [F, 3, out, out]."""
+    import torch
+    import torch.nn.functional as F
+
+    f, _, h, w = frames.shape
+    b = torch.as_tensor(boxes, dtype=frames.dtype)
+    cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
+    sx, sy = (b[:, 2] - b[:, 0]) / 2, (b[:, 3] - b[:, 1]) / 2
+    theta = torch.zeros(f, 2, 3, dtype=frames.dtype)
+    theta[:, 0, 0], theta[:, 0, 2] = sx / (w / 2), (cx - w / 2) / (w / 2)
+    theta[:, 1, 1], theta[:, 1, 2] = sy / (h / 2), (cy - h / 2) / (h / 2)
+    grid = F.affine_grid(theta, (f, 3, out_hw, out_hw), align_corners=False)
+    return F.grid_sample(frames, grid, align_corners=False)
+
+
+def load_taehv(comfyui_dir: str):
+    """ComfyUI's TAEHV for Wan 2.1 latents, random weights (the taew2_1 architecture)."""
+    import importlib
+
+    import torch
+
+    sys.path.insert(0, comfyui_dir)
+    import comfy.cli_args
+
+    comfy.cli_args.args.cpu = True
+    m = importlib.import_module("comfy.taesd.taehv").TAEHV(latent_channels=16, latent_format=None,
+                                                           show_progress_bar=False)
+    for mod in m.modules():  # comfy.ops.disable_weight_init skips init
+        if isinstance(mod, torch.nn.Conv2d):
+            torch.nn.Conv2d.reset_parameters(mod)
+    return m.eval().requires_grad_(False)
+
+
+def one(config: str, frames: int, roi: int, chunk: int, height: int, width: int) -> dict:
+    """Run one step in this process; return timings and memory."""
+    import numpy as np
+    import torch
+
+    from bgfs_core.codecs import (
+        DiffusersWanCodec,
+        GradientProxyCodec,
+        ModuleCodec,
+        decode_window,
+        pixel_box_of_window,
+        wan_vae_config,
+        window_from_boxes,
+    )
+
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    codec = DiffusersWanCodec.from_config(wan_vae_config("2.1"), seed=0)
+    if config == "window-taehv":
+        tae = ModuleCodec(load_taehv(os.environ["COMFYUI_DIR"]), latent_channels=16, spatial_ratio=8, signed=False,
+                          context=4, margin=6, name="TAEHV")
+        codec = GradientProxyCodec(codec, tae)
+    critic = stand_in_critic().eval().requires_grad_(False)
+    t = codec.latent_frames(frames)
+    z = torch.randn(1, 16, t, height // 8, width // 8, generator=torch.Generator().manual_seed(0))
+    # A hand-sized ROI drifting slowly across the middle of the frame.
+    cx = width / 2 + 40 * np.sin(np.arange(frames) / 10)
+    cy = height / 2 + 20 * np.cos(np.arange(frames) / 10)
+    boxes = np.stack([cx - roi / 2, cy - roi / 2, cx + roi / 2, cy + roi / 2], 1)
+    if config == "full":  # the whole frame, checkpointed per chunk as well
+        win = window_from_boxes(codec, z.shape, np.array([[0, 0, width, height]] * frames), margin=0)
+    else:
+        win = window_from_boxes(codec, z.shape, boxes)
+    pw = pixel_box_of_window(win)
+    local = boxes[pw.frame0:pw.frame1] - np.array([pw.x0, pw.y0, pw.x0, pw.y0])
+    rss0 = vm_rss_gb()
+    zz = z.requires_grad_(True)
+    t0 = time.perf_counter()
+    dec = decode_window(codec, zz, win, chunk_frames=chunk, checkpoint=True)
+    heat = critic(roi_crop(dec, local))
+    loss = heat.square().mean()
+    t1 = time.perf_counter()
+    loss.backward()
+    t2 = time.perf_counter()
+    assert zz.grad is not None and torch.isfinite(zz.grad).all()
+    return {"config": config, "frames": frames, "roi": roi, "window_px": f"{dec.shape[3]}x{dec.shape[2]}",
+            "decoded_px": f"{(win.cx1 - win.cx0) * 8}x{(win.cy1 - win.cy0) * 8}", "fwd_s": t1 - t0,
+            "bwd_s": t2 - t1, "step_s": t2 - t0, "peak_gb": vm_hwm_gb(), "model_rss_gb": rss0}
+
+
+def receptive_field() -> None:
+    """How far one perturbed latent cell reaches in pixels (full-size Wan 2.1 decoder, random weights)."""
+    import torch
+
+    from bgfs_core.codecs import DiffusersWanCodec, wan_vae_config
+
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    codec = DiffusersWanCodec.from_config(wan_vae_config("2.1"), seed=0)
+    h = w = 24
+    z = torch.randn(1, 16, 1, h, w, generator=torch.Generator().manual_seed(1))
+    z2 = z.clone()
+    z2[:, :, 0, h // 2, w // 2] += 2 * torch.randn(16, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        d = (codec.decode_video(z)[0] - codec.decode_video(z2)[0]).abs().amax(dim=(0, 1, 2))
+    c0 = h // 2 * 8
+    ys, xs = torch.meshgrid(torch.arange(h * 8), torch.arange(w * 8), indexing="ij")
+    dist = torch.maximum((c0 - ys).clamp(min=0) + (ys - c0 - 7).clamp(min=0),
+                         (c0 - xs).clamp(min=0) + (xs - c0 - 7).clamp(min=0))
+    peak = d.max().item()
+    print("distance from the perturbed cell (px) | max |change| | relative to peak")
+    for r in range(0, 96, 8):
+        sel = d[(dist >= r) & (dist < r + 8)]
+        print(f"{r:3d}-{r + 7:3d} | {sel.max().item():.2e} | {sel.max().item() / peak:.3f}")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--configs", default="full,window,window-taehv", help="full, window, window-taehv, rf")
+    p.add_argument("--frames", default="1,5", help="pixel frame counts (1+4k), comma-separated")
+    p.add_argument("--roi", default="160", help="ROI sizes in px, comma-separated")
+    p.add_argument("--chunk", type=int, default=1, help="latent frames per checkpointed chunk")
+    p.add_argument("--height", type=int, default=480)
+    p.add_argument("--width", type=int, default=832)
+    p.add_argument("--timeout", type=int, default=900, help="seconds per configuration")
+    p.add_argument("--one", nargs=3, metavar=("CONFIG", "FRAMES", "ROI"), help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.one:
+        print(json.dumps(one(a.one[0], int(a.one[1]), int(a.one[2]), a.chunk, a.height, a.width)))
+        return 0
+    configs = a.configs.split(",")
+    if "rf" in configs:
+        receptive_field()
+        configs.remove("rf")
+    if "window-taehv" in configs and not os.environ.get("COMFYUI_DIR"):
+        print("window-taehv SKIPPED: set COMFYUI_DIR to a ComfyUI checkout", file=sys.stderr)
+        configs.remove("window-taehv")
+    print(f"{'config':<13} {'frames':>6} {'roi':>4} {'decoded':>9} {'window':>9} {'fwd s':>7} {'bwd s':>7} "
+          f"{'step s':>7} {'peak GB':>8} {'model GB':>8}", flush=True)
+    for frames in [int(f) for f in a.frames.split(",")]:
+        for roi in [int(r) for r in a.roi.split(",")]:
+            for config in configs:
+                if config == "full" and roi != int(a.roi.split(",")[0]):
+                    continue  # the full-frame step does not depend on the ROI size
+                cmd = [sys.executable, __file__, "--one", config, str(frames), str(roi), "--chunk", str(a.chunk),
+                       "--height", str(a.height), "--width", str(a.width)]
+                try:
+                    r = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout)
+                except subprocess.TimeoutExpired:
+                    print(f"{config:<13} {frames:>6} {roi:>4} timed out after {a.timeout} s", flush=True)
+                    continue
+                if r.returncode != 0:
+                    why = "killed (out of memory?)" if r.returncode < 0 else r.stderr.strip().splitlines()[-1]
+                    print(f"{config:<13} {frames:>6} {roi:>4} failed: {why}", flush=True)
+                    continue
+                m = json.loads(r.stdout.strip().splitlines()[-1])
+                print(f"{config:<13} {frames:>6} {roi:>4} {m['decoded_px']:>9} {m['window_px']:>9} {m['fwd_s']:>7.1f} "
+                      f"{m['bwd_s']:>7.1f} {m['step_s']:>7.1f} {m['peak_gb']:>8.2f} {m['model_rss_gb']:>8.2f}",
+                      flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""`DiffusersWanCodec`: the Wan 2.1 (16 channels, 8x) and Wan 2.2 (48 channels, 16x) VAEs via diffusers.
+
+Latents in and out are raw VAE space. ``AutoencoderKLWan.config.latents_mean/std`` are the statistics the Wan
+pipelines use to normalise latents for the transformer (``(z - mean) / std`` before denoising, the inverse before
+decoding); this codec never applies them, matching ComfyUI's ``LATENT["samples"]`` and ``WanPipeline(output_type=
+"latent")`` after de-normalisation. Convert with `normalize_latents` / `denormalize_latents` when needed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import BGFSError
+from .base import LatentCodec, straight_through_clamp
+
+if TYPE_CHECKING:
+    import torch
+
+# Full-size configs of the two Wan VAEs (diffusers `AutoencoderKLWan` keys). latents_mean/std are left at the
+# class defaults for 2.1; for 2.2 only the length matters here (the codec does not use them).
+WAN21_VAE_CONFIG: dict[str, Any] = {"base_dim": 96, "z_dim": 16, "dim_mult": [1, 2, 4, 4], "num_res_blocks": 2,
+                                    "temperal_downsample": [False, True, True]}
+WAN22_VAE_CONFIG: dict[str, Any] = {"base_dim": 160, "decoder_base_dim": 256, "z_dim": 48, "dim_mult": [1, 2, 4, 4],
+                                    "num_res_blocks": 2, "temperal_downsample": [False, True, True],
+                                    "is_residual": True, "patch_size": 2, "in_channels": 12, "out_channels": 12,
+                                    "scale_factor_spatial": 16, "latents_mean": [0.0] * 48, "latents_std": [1.0] * 48}
+
+WEIGHTS_HINT = (
+    "Put the diffusers VAE in a local folder (<folder>/vae/config.json and <folder>/vae/diffusion_pytorch_model."
+    "safetensors), e.g. `hf download Wan-AI/Wan2.2-I2V-A14B-Diffusers --include 'vae/*' --local-dir "
+    "models/Wan2.2-I2V-A14B-Diffusers`, and pass that folder as the model id."
+)
+
+
+def wan_vae_config(version: str = "2.1", **overrides: Any) -> dict[str, Any]:
+    """A config dict for `AutoencoderKLWan`: the full Wan ``"2.1"`` or ``"2.2"`` VAE, with keys overridden."""
+    if version not in ("2.1", "2.2"):
+        raise BGFSError(f"unknown Wan VAE version {version!r}; use '2.1' (16 channels) or '2.2' (48 channels).")
+    cfg = dict(WAN21_VAE_CONFIG if version == "2.1" else WAN22_VAE_CONFIG)
+    cfg.update(overrides)
+    return cfg
+
+
+def normalize_latents(latents: torch.Tensor, vae: Any) -> torch.Tensor:
+    """Raw VAE latents -> the normalised space the Wan transformer sees, ``(z - mean) / std`` per channel."""
+    import torch
+
+    mean = torch.tensor(vae.config.latents_mean, dtype=latents.dtype, device=latents.device).view(1, -1, 1, 1, 1)
+    std = torch.tensor(vae.config.latents_std, dtype=latents.dtype, device=latents.device).view(1, -1, 1, 1, 1)
+    return (latents - mean) / std
+
+
+def denormalize_latents(latents: torch.Tensor, vae: Any) -> torch.Tensor:
+    """Inverse of `normalize_latents`: the pipeline's latents -> raw VAE latents for this codec."""
+    import torch
+
+    mean = torch.tensor(vae.config.latents_mean, dtype=latents.dtype, device=latents.device).view(1, -1, 1, 1, 1)
+    std = torch.tensor(vae.config.latents_std, dtype=latents.dtype, device=latents.device).view(1, -1, 1, 1, 1)
+    return latents * std + mean
+
+
+class DiffusersWanCodec(LatentCodec):
+    """A diffusers `AutoencoderKLWan` (Wan 2.1 or 2.2 VAE) behind the `LatentCodec` interface."""
+
+    # Spatial margin measured on the full-size Wan 2.1 decoder with random weights (bench/bench_fixer_step.py
+    # --configs rf); time is streamed exactly from frame 0 (the warm-up frames run without gradients).
+    default_context = -1
+    default_margin = 6
+
+    def __init__(self, vae: Any) -> None:
+        from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d
+
+        self.vae = vae.eval().requires_grad_(False)
+        cfg = vae.config
+        self._patch = int(cfg.patch_size or 1)
+        # The real ratios follow from the architecture (a tiny test config keeps them), not scale_factor_*.
+        self._spatial = 2 ** (len(cfg.dim_mult) - 1) * self._patch
+        self._temporal = 2 ** sum(bool(t) for t in cfg.temperal_downsample)
+        self._num_convs = sum(isinstance(m, WanCausalConv3d) for m in vae.decoder.modules())
+        self._name = f"Wan {'2.2' if cfg.z_dim == 48 else '2.1' if cfg.z_dim == 16 else '?'} VAE (diffusers)"
+
+    # --- construction ---------------------------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config: dict[str, Any], seed: int | None = 0, dtype: Any = None) -> DiffusersWanCodec:
+        """Build with random weights from a config dict (tests, benchmarks); see `wan_vae_config`."""
+        import torch
+        from diffusers import AutoencoderKLWan
+
+        if seed is not None:
+            torch.manual_seed(seed)
+        vae = AutoencoderKLWan(**config)
+        return cls(vae.to(dtype) if dtype is not None else vae)
+
+    @classmethod
+    def from_pretrained(cls, model_id: str, subfolder: str | None = "vae", dtype: Any = None,
+                        device: Any = None) -> DiffusersWanCodec:
+        """Load from a local diffusers folder (offline) or a Hugging Face model id (``<id>/vae``)."""
+        import torch
+        from diffusers import AutoencoderKLWan
+
+        path = Path(os.path.expanduser(model_id))
+        if path.exists():
+            # Accept the model folder (with vae/) or the vae folder itself.
+            if subfolder and not (path / subfolder / "config.json").is_file() and (path / "config.json").is_file():
+                subfolder = None
+            where = path / subfolder if subfolder else path
+            if not (where / "config.json").is_file():
+                raise BGFSError(f"no VAE config at {where / 'config.json'}. {WEIGHTS_HINT}")
+        elif model_id.startswith((".", "/", "~")) or model_id.count("/") != 1:
+            raise BGFSError(f"VAE folder {model_id} does not exist. {WEIGHTS_HINT}")
+        try:
+            vae = AutoencoderKLWan.from_pretrained(str(path) if path.exists() else model_id, subfolder=subfolder,
+                                                   torch_dtype=dtype or torch.float32)
+        except (OSError, ValueError, RuntimeError) as e:
+            raise BGFSError(f"could not load the Wan VAE from {model_id!r} (subfolder {subfolder!r}): "
+                            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}. {WEIGHTS_HINT}") from e
+        return cls(vae.to(device) if device is not None else vae)
+
+    # --- LatentCodec ----------------------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.vae.config.z_dim)
+
+    @property
+    def temporal_ratio(self) -> int:
+        return self._temporal
+
+    @property
+    def spatial_ratio(self) -> int:
+        return self._spatial
+
+    def _param(self) -> torch.Tensor:
+        return next(self.vae.parameters())
+
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """Frames ``[T, 3, H, W]`` in [0, 1] -> raw latents ``[1, C, t, h, w]`` (posterior mean), float32."""
+        self.check_frames(frames)
+        p = self._param()
+        x = (frames.to(p.device, p.dtype) * 2.0 - 1.0).permute(1, 0, 2, 3).unsqueeze(0)
+        return self.vae.encode(x).latent_dist.mode().float()
+
+    def decode_video(self, latents: torch.Tensor, state: list | None = None) -> tuple[torch.Tensor, list]:
+        """Raw latents -> (unclamped video ``[1, 3, T, H, W]`` in about [-1, 1], causal state), with gradients.
+
+        The same frame-by-frame causal loop as ``AutoencoderKLWan._decode``, but with the feature cache passed in
+        and out (``state`` None starts a video; a returned state continues it exactly) instead of kept on the
+        module, so calls are re-entrant as activation checkpointing needs, and without its hard clamp, whose
+        gradient is zero on saturated pixels.
+        """
+        import torch
+        from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
+
+        self.check_latents(latents)
+        p = self._param()
+        x = self.vae.post_quant_conv(latents.to(p.device, p.dtype))
+        first = state is None
+        feat_map: list = [None] * self._num_convs if first else list(state)
+        outs = [self.vae.decoder(x[:, :, i:i + 1], feat_cache=feat_map, feat_idx=[0], first_chunk=first and i == 0)
+                for i in range(x.shape[2])]
+        out = torch.cat(outs, 2)
+        return (unpatchify(out, patch_size=self._patch) if self._patch > 1 else out), feat_map
+
+    def decode_stream(self, latents: torch.Tensor, state: list | None = None) -> tuple[torch.Tensor, list]:
+        """`decode` that continues from a causal ``state`` (None: a video's first frames) -> (frames, state)."""
+        video, state = self.decode_video(latents, state)
+        return straight_through_clamp((video[0].float().permute(1, 0, 2, 3) + 1.0) * 0.5), state
+
+    def grad_stream(self) -> Any:
+        return self.decode_stream
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Raw latents ``[1, C, t, h, w]`` -> frames ``[T, 3, H, W]`` in [0, 1], float32, differentiable."""
+        return self.decode_stream(latents, None)[0]

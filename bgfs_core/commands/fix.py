@@ -1,0 +1,50 @@
+"""``bgfs fix``: fix the anatomy of a video's region by optimising its VAE latents against the critic."""
+
+from __future__ import annotations
+
+import argparse
+
+from .common import add_config_arguments, config_from_args
+
+HELP = "fix a video: optimise its latents so the critic sees consistent anatomy; judge the result with MediaPipe"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_config_arguments(p)
+    p.add_argument("--in", dest="input", required=True, help="input video (mp4, mov, webm, gif or a folder of frames)")
+    p.add_argument("--out", required=True, help="output video (.mp4 H.264, .gif, or a folder for PNG frames)")
+    p.add_argument("--critic", required=True, help="critic file (critic_best.safetensors from train-critic-cmd)")
+    p.add_argument("--codec", choices=("auto", "pixel", "wan"), default="auto",
+                   help="pixel: optimise the frames themselves (no VAE); wan: a Wan VAE via --model-id "
+                        "(auto: wan when --model-id is given, else pixel)")  # fmt: skip
+    p.add_argument("--model-id", default=None, help="diffusers Wan model id or local folder holding the VAE")
+    p.add_argument("--vae-subfolder", default="vae", help="subfolder of --model-id with the VAE (default: vae)")
+    p.add_argument("--latents", default=None,
+                   help="start from these latents (safetensors from bgfs generate --save-latents) instead of "
+                        "encoding --in")  # fmt: skip
+    p.add_argument("--region", default=None, help="hands, face, feet, upper_body, full_body (default: the critic's)")
+    p.add_argument("--steps", type=int, default=None, help="optimisation steps (default: fixer.steps)")
+    p.add_argument("--lr", type=float, default=None, help="step size (default: fixer.lr)")
+    p.add_argument("--strength", type=float, default=None, help="anatomy weight against fidelity (fixer.strength)")
+    p.add_argument("--mode", choices=("latent", "warp"), default=None, help="edit mode (default: fixer.mode)")
+    p.add_argument("--max-frames", type=int, default=0, help="read at most this many frames (0: all)")
+    p.add_argument("--report-dir", default=None, help="where report.json and the plots go (default: OUT_report/)")
+    p.add_argument("--device", default="cpu", help="torch device for the codec and critic (cpu, cuda, ...)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..fix_video import FixVideoRequest, fix_video
+
+    cfg = config_from_args(
+        args, **{"fixer.steps": args.steps, "fixer.lr": args.lr, "fixer.strength": args.strength,
+                 "fixer.mode": args.mode}
+    )  # fmt: skip
+    request = FixVideoRequest(
+        input=args.input, output=args.out, critic=args.critic, codec=args.codec, model_id=args.model_id,
+        vae_subfolder=args.vae_subfolder, latents=args.latents, region=args.region, max_frames=args.max_frames,
+        report_dir=args.report_dir, device=args.device, progress=not args.quiet,
+    )  # fmt: skip
+    result = fix_video(cfg, request)
+    print(result.summary)
+    return 0

@@ -1,0 +1,315 @@
+"""The Latent Anatomy Fixer: optimise the latents of a video so the critic sees consistent anatomy.
+
+One step: paste the optimised window into the latents, decode only that window (chunked, checkpointed, through the
+codec's gradient decoder), crop each ROI differentiably, let the critic find the keypoints, and descend on
+``strength * anatomy + fidelity``. Two edit modes: ``latent`` optimises the window's latent values directly;
+``warp`` optimises a smooth displacement field over the ROI and resamples the latents with it, so the edit moves
+anatomy instead of painting texture that fools the critic. Latents outside the window come back bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .detections import Detections
+from .errors import BGFSError
+from .losses import (
+    LossWeights,
+    bone_constancy_loss,
+    confidence_loss,
+    joint_limit_loss,
+    latent_proximity_loss,
+    pixel_proximity_loss,
+    smoothness_loss,
+    warp_smoothness_loss,
+)
+from .regions import get_region
+
+if TYPE_CHECKING:
+    import torch
+
+    from .codecs import LatentCodec
+    from .critic import CriticSpec
+
+MODES = ("latent", "warp")
+StepCallback = Callable[[int, int, dict, "np.ndarray | None"], None]
+
+
+@dataclass
+class FixSettings:
+    steps: int = 25
+    lr: float = 0.07
+    strength: float = 1.0  # weight of the anatomy terms against fidelity
+    mode: str = "latent"  # latent | warp
+    margin: float = 0.25  # ROI box margin (fraction of its size)
+    min_conf: float = 0.3  # detections below this do not shape the ROI
+    smooth: float = 0.6  # temporal smoothing of ROI boxes
+    feather: int = 1  # latent cells over which the edit fades out at the window's edge
+    chunk_frames: int | None = None  # latent frames per decode chunk (None: codec-dependent)
+    checkpoint: bool = True  # activation checkpointing of each decode chunk
+    keypoint_conf: float = 0.25  # critic keypoints below this confidence are not used by the anatomy terms
+    weights: LossWeights = field(default_factory=LossWeights)
+
+    def validate(self) -> None:
+        if self.mode not in MODES:
+            raise BGFSError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.steps < 0:
+            raise BGFSError(f"steps must be >= 0, got {self.steps}")
+        if not self.lr > 0:
+            raise BGFSError(f"lr must be > 0, got {self.lr}")
+        if self.strength < 0:
+            raise BGFSError(f"strength must be >= 0, got {self.strength}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class FixResult:
+    latents: torch.Tensor  # same shape and dtype as the input; outside the window bit for bit unchanged
+    report: dict[str, Any]  # JSON-able; report["summary"] is one readable paragraph
+    preview: dict[str, np.ndarray] = field(default_factory=dict)  # before/after crops, heatmaps, keypoints
+
+
+def _scaled_detections(det: Detections, frame_hw: tuple[int, int], warnings: list[str]) -> Detections:
+    """Detections in the pixel space of the decoded frames; rescaled (with a warning) when only the size differs."""
+    if tuple(det.frame_hw) == tuple(frame_hw):
+        return det
+    (h0, w0), (h1, w1) = det.frame_hw, frame_hw
+    if abs(h0 / w0 - h1 / w1) > 0.02 * (h1 / w1):
+        raise BGFSError(
+            f"the ROI was detected on {w0}x{h0} frames but the latents decode to {w1}x{h1} frames, another aspect "
+            "ratio: run ROI Detect on frames decoded from these latents"
+        )
+    warnings.append(
+        f"the ROI was detected on {w0}x{h0} frames but the latents decode to {w1}x{h1}: ROI boxes were rescaled"
+    )
+    sx, sy = w1 / w0, h1 / h0
+    scale2, scale4 = np.array([sx, sy], np.float32), np.array([sx, sy, sx, sy], np.float32)
+    return Detections(det.region, det.keypoints * scale2, det.confidence, det.present, det.boxes * scale4,
+                      det.scores, (h1, w1))  # fmt: skip
+
+
+class _Problem:
+    """What one optimisation step evaluates, set up once: window, boxes, masks, the critic's crops."""
+
+    def __init__(self, latents, codec, critic, spec, det, settings, warnings):
+        import torch
+
+        from .codecs import feather_mask, pixel_box_of_window, window_from_boxes, window_latents
+        from .roi import roi_boxes, roi_mask_union
+
+        self.codec, self.critic, self.spec, self.settings = codec, critic, spec, settings
+        self.region = get_region(spec.region)
+        self.z0 = latents.detach().float()
+        boxes = roi_boxes(det, settings.margin, settings.min_conf, settings.smooth)  # [T, I, 4]
+        present = np.isfinite(boxes).all(-1) & (boxes[..., 2] > boxes[..., 0])
+        self.any_roi = bool(present.any())
+        if not self.any_roi:
+            return
+        union = np.full((boxes.shape[0], 4), np.nan, np.float32)
+        has = present.any(1)
+        b = np.where(present[..., None], boxes, np.nan)
+        union[has] = np.stack([np.nanmin(b[has, :, 0], 1), np.nanmin(b[has, :, 1], 1),
+                               np.nanmax(b[has, :, 2], 1), np.nanmax(b[has, :, 3], 1)], 1)  # fmt: skip
+        self.window = window_from_boxes(codec, self.z0.shape, union)
+        pw = pixel_box_of_window(self.window)
+        self.frame0, self.frame1 = pw.frame0, pw.frame1
+        offset = np.array([pw.x0, pw.y0, pw.x0, pw.y0], np.float32)
+        self.boxes = boxes[pw.frame0 : pw.frame1] - offset  # window pixel coordinates
+        self.present = present[pw.frame0 : pw.frame1]
+        self.pairs = np.argwhere(self.present)  # (frame, instance) of every crop
+        sides = np.where(present, boxes[..., 2] - boxes[..., 0], 0.0)
+        # per instance: the median ROI side, the unit of the anatomy terms (1 for an instance never seen)
+        self.side = np.array([np.median(sides[present[:, i], i]) if present[:, i].any() else 1.0
+                              for i in range(present.shape[1])], np.float32)  # fmt: skip
+        self.z_win0 = window_latents(self.z0, self.window)
+        self.fmask = feather_mask(self.window, settings.feather)
+        chunk = settings.chunk_frames or (64 if codec.temporal_ratio == 1 else 2)
+        self.chunk = max(1, int(chunk))
+        hw = (pw.y1 - pw.y0, pw.x1 - pw.x0)
+        inside = roi_mask_union(np.where(self.present[..., None], self.boxes, np.nan), hw, feather=0.1)
+        self.outside = torch.from_numpy(1.0 - inside)[:, None]
+        self.frames0 = None
+
+    # --- the edit -------------------------------------------------------------------------------------------------
+    def init_params(self) -> torch.Tensor:
+        import torch
+
+        if self.settings.mode == "latent":
+            return torch.zeros_like(self.z_win0, requires_grad=True)
+        t, h, w = self.z_win0.shape[2:]
+        return torch.zeros(t, 2, h, w, requires_grad=True)
+
+    def window_from_params(self, params: torch.Tensor) -> torch.Tensor:
+        import torch
+        import torch.nn.functional as F
+
+        if self.settings.mode == "latent":
+            return self.z_win0 + params
+        # warp: displacement in latent cells, faded out at the ROI's edge, applied frame by frame
+        z = self.z_win0[0].permute(1, 0, 2, 3)  # [t, C, h, w]
+        t, _, h, w = z.shape
+        flow = params * self.fmask[0, 0][:, None]
+        ys, xs = torch.meshgrid(torch.arange(h, dtype=z.dtype), torch.arange(w, dtype=z.dtype), indexing="ij")
+        gx = (xs + flow[:, 0] + 0.5) / w * 2 - 1
+        gy = (ys + flow[:, 1] + 0.5) / h * 2 - 1
+        warped = F.grid_sample(z, torch.stack([gx, gy], -1), mode="bilinear", padding_mode="border",
+                               align_corners=False)  # fmt: skip
+        return warped.permute(1, 0, 2, 3)[None]
+
+    # --- one evaluation ---------------------------------------------------------------------------------------------
+    def evaluate(self, params: torch.Tensor, need_preview: bool = False) -> tuple[torch.Tensor, dict, dict]:
+        import torch
+
+        from .codecs import decode_window, paste_window
+        from .roi import crop_to_frame, crop_torch
+
+        s, w = self.settings, self.settings.weights
+        z_win = self.window_from_params(params)
+        z_full = paste_window(self.z0, self.window, z_win, feather=s.feather)
+        frames = decode_window(self.codec, z_full, self.window, chunk_frames=self.chunk, checkpoint=s.checkpoint)
+        if self.frames0 is None:
+            self.frames0 = frames.detach()
+        t_idx = torch.from_numpy(self.pairs[:, 0])
+        boxes = torch.from_numpy(self.boxes[self.pairs[:, 0], self.pairs[:, 1]])
+        crops = crop_torch(frames[t_idx], boxes, self.spec.input_hw)
+        pts_crop, conf, heat = self.critic.predict_keypoints(crops)
+        pts = crop_to_frame(pts_crop, boxes, self.spec.input_hw)  # window pixels
+        side = torch.from_numpy(self.side[self.pairs[:, 1]])[:, None, None]
+        t_n, i_n = self.present.shape
+        k = self.region.num_keypoints
+        points = pts.new_zeros(t_n, i_n, k, 2)
+        confidence = pts.new_zeros(t_n, i_n, k)
+        points = points.index_put((t_idx, torch.from_numpy(self.pairs[:, 1])), pts / side)
+        confidence = confidence.index_put((t_idx, torch.from_numpy(self.pairs[:, 1])), conf)
+        roi_present = torch.from_numpy(self.present)
+        valid = (confidence.detach() >= s.keypoint_conf) & roi_present[..., None]
+        parts = {
+            "bone": bone_constancy_loss(points, valid, self.region),
+            "smooth": smoothness_loss(points, valid),
+            "joint": joint_limit_loss(points, valid, self.region),
+            "confidence": confidence_loss(confidence, roi_present),
+            "latent": latent_proximity_loss(z_win, self.z_win0),
+            "pixel": pixel_proximity_loss(frames, self.frames0, self.outside),
+        }
+        anatomy = w.bone * parts["bone"] + w.smooth * parts["smooth"] + w.joint * parts["joint"]
+        anatomy = anatomy + w.confidence * parts["confidence"]
+        total = s.strength * anatomy + w.latent * parts["latent"] + w.pixel * parts["pixel"]
+        if s.mode == "warp":
+            parts["warp"] = warp_smoothness_loss(params)
+            total = total + w.warp * parts["warp"]
+        parts["anatomy"] = anatomy
+        parts["total"] = total
+        extras: dict[str, Any] = {}
+        if need_preview:
+            extras = {
+                "crops": (crops.detach().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy(),
+                "heatmaps": heat.detach().float().numpy(),
+                "keypoints": pts_crop.detach().float().numpy(),
+            }
+        return total, parts, extras
+
+
+def fix_latents(
+    latents: torch.Tensor,
+    codec: LatentCodec,
+    critic: Any,
+    critic_spec: CriticSpec,
+    det: Detections,
+    settings: FixSettings | None = None,
+    on_step: StepCallback | None = None,
+) -> FixResult:
+    """Optimise ``latents [1, C, t, h, w]`` so the critic sees consistent anatomy in the ROI of ``det``.
+
+    ``det`` are detections on the frames these latents decode to (rescaled, with a warning, when only their size
+    differs). ``on_step(step, total, losses, preview_crop)`` runs after every step; an exception raised there
+    (a user's cancel) propagates and leaves ``latents`` untouched. With no ROI anywhere, the latents come back
+    unchanged and the report says why.
+    """
+    import torch
+
+    settings = settings or FixSettings()
+    settings.validate()
+    codec.check_latents(latents)
+    if critic_spec.region != det.region:
+        raise BGFSError(
+            f"the critic was trained for {critic_spec.region!r} but the ROI is {det.region!r}: "
+            "load a critic for the same region"
+        )
+    t, h, w = (int(v) for v in latents.shape[2:])
+    num_frames, frame_hw = codec.pixel_frames(t), codec.pixel_hw((h, w))
+    if det.num_frames != num_frames:
+        raise BGFSError(
+            f"the ROI covers {det.num_frames} frames but the latents decode to {num_frames} frames: "
+            "run ROI Detect on frames decoded from these latents"
+        )
+    warnings: list[str] = []
+    det = _scaled_detections(det, frame_hw, warnings)
+    started = time.perf_counter()
+    with torch.enable_grad():
+        problem = _Problem(latents, codec, critic, critic_spec, det, settings, warnings)
+        if not problem.any_roi:
+            summary = f"{det.region}: not detected in any of the {num_frames} frames; latents returned unchanged"
+            return FixResult(latents, {"summary": summary, "changed": False, "warnings": warnings})
+        params = problem.init_params()
+        optimiser = torch.optim.Adam([params], lr=settings.lr)
+        history: list[dict[str, float]] = []
+        _, before, preview_before = problem.evaluate(params, need_preview=True)
+        for step in range(settings.steps):
+            optimiser.zero_grad(set_to_none=True)
+            total, parts, extras = problem.evaluate(params, need_preview=on_step is not None)
+            total.backward()
+            optimiser.step()
+            history.append({k: float(v.detach()) for k, v in parts.items()})
+            if on_step is not None:
+                crop = extras["crops"][0] if len(extras.get("crops", ())) else None
+                on_step(step + 1, settings.steps, history[-1], crop)
+        with torch.no_grad():
+            _, after, preview_after = problem.evaluate(params, need_preview=True)
+            z_win = problem.window_from_params(params).detach()
+    from .codecs import paste_window
+
+    out = paste_window(latents, problem.window, z_win.to(latents.dtype), feather=settings.feather)
+    before_f = {k: float(v.detach()) for k, v in before.items()}
+    after_f = {k: float(v) for k, v in after.items()}
+    win = problem.window
+    report = {
+        "changed": settings.steps > 0,
+        "mode": settings.mode,
+        "settings": settings.to_dict(),
+        "codec": codec.name,
+        "window": {"latent_t": [win.t0, win.t1], "latent_y": [win.y0, win.y1], "latent_x": [win.x0, win.x1],
+                   "frames": [problem.frame0, problem.frame1], "crops": len(problem.pairs)},  # fmt: skip
+        "critic_before": before_f,
+        "critic_after": after_f,
+        "history": history,
+        "seconds": time.perf_counter() - started,
+        "warnings": warnings,
+    }
+    report["summary"] = _summary(det.region, settings, before_f, after_f, report)
+    preview = dict(preview_before)
+    preview.update({f"after_{k}": v for k, v in preview_after.items()})
+    return FixResult(out, report, preview)
+
+
+def _summary(region: str, s: FixSettings, before: dict, after: dict, report: dict) -> str:
+    def change(key: str) -> str:
+        a, b = before[key], after[key]
+        pct = "n/a" if a <= 0 or not math.isfinite(a) else f"{100 * (b - a) / a:+.0f}%"
+        return f"{key} {a:.4f} -> {b:.4f} ({pct})"
+
+    lines = [
+        f"BGFS fix ({region}, mode {s.mode}, {s.steps} steps, lr {s.lr}, strength {s.strength}) on "
+        f"{report['window']['crops']} ROI crops in {report['seconds']:.1f} s.",
+        "Critic view: " + "; ".join(change(k) for k in ("bone", "smooth", "joint", "confidence")) + ".",
+        f"Fidelity: latent change {after['latent']:.5f}, pixel change outside the ROI {after['pixel']:.6f}.",
+    ]
+    lines += [f"Warning: {w}" for w in report["warnings"]]
+    return "\n".join(lines)

@@ -1,0 +1,103 @@
+"""The fixer's objective: anatomy terms on the critic's keypoints, fidelity terms on latents and pixels.
+
+Keypoints enter as ``[T, I, K, 2]`` in units of the region's size (pixels divided by the ROI box side), with a
+validity mask ``[T, I, K]`` (keypoint seen with enough confidence in an ROI that exists in that frame), so every
+term compares across regions and resolutions. Each anatomy term is 0 for a perfect clip and grows with the defect.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+from .regions import Region
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass
+class LossWeights:
+    bone: float = 1.0  # bone-length constancy over time
+    smooth: float = 1.0  # second differences of keypoints (jerk)
+    joint: float = 0.5  # bends outside human ranges
+    confidence: float = 0.05  # the critic should see every keypoint clearly
+    latent: float = 0.2  # proximity to the original latents
+    pixel: float = 20.0  # proximity to the original pixels outside the ROI
+    warp: float = 0.5  # smoothness of the displacement field (warp mode)
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask.to(x.dtype)
+    return (x * m).sum() / m.sum().clamp_min(1.0)
+
+
+def _charbonnier(x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """A smooth L1: robust to the odd large residual (a detection glitch) yet differentiable at 0."""
+    return (x.square() + eps * eps).sqrt() - eps
+
+
+def bone_constancy_loss(points: torch.Tensor, valid: torch.Tensor, region: Region) -> torch.Tensor:
+    """Mean squared coefficient of variation of each bone's length over time, per instance."""
+    from .kinematics import bone_lengths, bone_valid
+
+    lengths = bone_lengths(points, region.bones, valid)  # [T, I, B]
+    ok = bone_valid(valid, region.bones).to(lengths.dtype)
+    count = ok.sum(0)
+    mean = (lengths * ok).sum(0) / count.clamp_min(1.0)
+    rel = (lengths - mean) / mean.detach().clamp_min(1e-3)
+    enough = (count >= 3).to(lengths.dtype)  # a bone seen in fewer than 3 frames says nothing about constancy
+    return _masked_mean(_charbonnier(rel), ok * enough)
+
+
+def smoothness_loss(points: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Robust second differences over time, only where three consecutive frames are valid (dropouts skip)."""
+    from .kinematics import second_differences
+
+    if points.shape[0] < 3:
+        return points.sum() * 0.0
+    acc, ok = second_differences(points, valid)
+    return _masked_mean(_charbonnier(acc.norm(dim=-1), 1e-2), ok)
+
+
+def joint_limit_loss(points: torch.Tensor, valid: torch.Tensor, region: Region) -> torch.Tensor:
+    """Hinge on bends beyond ``JointLimit.max_bend`` and on bending backwards beyond ``max_hyperextension``."""
+    from .kinematics import curl_direction, joint_bends, joint_limit_excess, joint_valid
+
+    if not region.joint_limits:
+        return points.sum() * 0.0
+    bends = joint_bends(points, region.joint_limits, valid)  # [T, I, J] degrees
+    ok = joint_valid(valid, region.joint_limits)
+    # one curl direction per instance, voted over all its joints and frames, so one wild frame cannot flip it
+    t, i, j = bends.shape
+    curl = curl_direction(bends.permute(1, 0, 2).reshape(i, t * j), ok.permute(1, 0, 2).reshape(i, t * j))
+    excess = joint_limit_excess(bends, region.joint_limits, curl[None].expand(t, i))
+    return _masked_mean((excess / 30.0).square(), ok)
+
+
+def confidence_loss(confidence: torch.Tensor, roi_present: torch.Tensor) -> torch.Tensor:
+    """1 - confidence of the critic, over the ROIs that exist."""
+    return _masked_mean(1.0 - confidence, roi_present[..., None].expand_as(confidence))
+
+
+def latent_proximity_loss(z: torch.Tensor, z0: torch.Tensor) -> torch.Tensor:
+    """Mean squared change of the latents, relative to their variance (scale-free across VAEs)."""
+    return (z - z0).square().mean() / z0.var().clamp_min(1e-6)
+
+
+def pixel_proximity_loss(frames: torch.Tensor, frames0: torch.Tensor, outside: torch.Tensor) -> torch.Tensor:
+    """Mean squared pixel change where ``outside`` ([T, 1, H, W], 1 = outside the ROI) is set."""
+    diff = (frames - frames0).square().mean(1, keepdim=True)
+    return (diff * outside).sum() / outside.sum().clamp_min(1.0)
+
+
+def warp_smoothness_loss(flow: torch.Tensor) -> torch.Tensor:
+    """Spatial and temporal smoothness of a displacement field ``[t, 2, h, w]`` (latent cells)."""
+    loss = (flow[..., 1:, :] - flow[..., :-1, :]).square().mean() + (flow[..., 1:] - flow[..., :-1]).square().mean()
+    if flow.shape[0] > 1:
+        loss = loss + (flow[1:] - flow[:-1]).square().mean()
+    return loss
+

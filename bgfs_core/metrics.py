@@ -1,0 +1,534 @@
+"""The anatomy score: MediaPipe's independent judgement of a region's geometry in a video, 0-100 with its parts.
+
+The judge never uses the critic that the fixer optimises; it reads :class:`Detections` from MediaPipe.
+
+How the score is made
+---------------------
+1. Instances are linked into **tracks** by position (a hand stays the same hand from frame to frame even when
+   MediaPipe's handedness label or slot flips); every flip or crossing of slots between consecutive frames is a
+   **swap**. For one-instance regions with left/right keypoints (face, bodies) a frame whose keypoints match the
+   previous frame better after exchanging left and right is a swap too. All other metrics are computed per track
+   and pooled over tracks weighted by their samples, so the order of slots (and a mirrored copy) does not matter.
+2. Raw metrics (all scale-free):
+
+   ===============  ==========================================================================================
+   detection        frames where the region is found / frames where it should be: every frame, or with a
+                    reference, sum over frames of min(instances found, instances in the reference) / instances
+                    in the reference, over frames where the reference found it
+   jitter           mean |x[t+1] - 2 x[t] + x[t-1]| / region size over keypoints valid in 3 consecutive frames
+                    (size: the track's median box diagonal, ``kinematics.region_scale``)
+   bone_cv          coefficient of variation (std / mean) of each bone's length over the frames it is seen in
+                    (at least 3), averaged over bones and tracks
+   joint_violations fraction of joint-frames whose bend lies outside its ``JointLimit`` (over-flexed, or bent
+                    backwards against the hand's majority curl beyond ``max_hyperextension``)
+   swaps            fraction of frame transitions with a left/right or instance swap
+   low_confidence   hands only: fraction of hand-frames whose landmark confidence is below ``low_conf``
+   ===============  ==========================================================================================
+
+3. Each raw value ``x`` becomes a part in [0, 1] (1 = perfect): ``detection`` is used as it is; every other part
+   is ``1 / (1 + x / half)``, where ``half`` (``ScoreSettings``) is the value that halves the part. The clip score
+   is ``100 x`` the weighted mean of the parts that apply (``ScoreSettings.weights``; equal by default).
+   A per-frame score uses the same maps on per-frame values; a frame where the region should be but is not found
+   scores 0.
+
+A region never found gives ``found=False``, ``score=None`` and a message, never a silent 0.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import kinematics as K
+from .detections import Detections
+from .errors import BGFSError
+from .regions import get_region
+
+PART_NAMES = ("detection", "jitter", "bone_cv", "joint_violations", "swaps", "low_confidence")
+PER_FRAME_COLUMNS = ("frame", "instances", "expected", "jitter", "bone_dev", "joint_violations", "swap",
+                     "low_confidence", "score")  # fmt: skip
+
+
+@dataclass
+class ScoreSettings:
+    """Thresholds and scales of the anatomy score (see the module doc)."""
+
+    min_conf: float = 0.3  # keypoints below this confidence do not count
+    low_conf: float = 0.8  # hands: a hand-frame below this landmark confidence counts as low-confidence
+    jitter_half: float = 0.05  # mean second difference of 5% of the region's size per frame^2 halves the part
+    bone_cv_half: float = 0.15
+    joint_half: float = 0.15
+    swap_half: float = 0.05
+    low_conf_half: float = 0.1
+    track_gate: float = 1.5  # a detection farther than this x region size from a track starts a new track
+    relabel_cost: float = 0.25  # prefer keeping a track's slot label unless moving it saves this much distance
+    max_gap: int = 8  # frames a lost track is remembered for
+    weights: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PART_NAMES, 1.0))
+
+    def half(self, part: str) -> float:
+        return {"jitter": self.jitter_half, "bone_cv": self.bone_cv_half, "joint_violations": self.joint_half,
+                "swaps": self.swap_half, "low_confidence": self.low_conf_half}[part]  # fmt: skip
+
+
+@dataclass
+class Part:
+    """One part of the score: the raw metric, the [0, 1] value it maps to, and how."""
+
+    name: str
+    raw: float
+    value: float  # in [0, 1], 1 = perfect
+    weight: float
+    scale: str  # how raw maps to value, in words
+    samples: int  # how many measurements the raw value rests on
+
+
+@dataclass
+class AnatomyScore:
+    """The judgement of one clip: ``score`` in [0, 100] (None when the region is never found)."""
+
+    region: str
+    found: bool
+    score: float | None
+    parts: dict[str, Part]
+    instances: list[dict[str, Any]]  # per track: label, frames, jitter, bone_cv, joint_violations
+    per_frame: dict[str, np.ndarray]  # PER_FRAME_COLUMNS -> [T]
+    num_frames: int
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able (NaN -> None); per-frame columns as lists."""
+        return _json_safe({
+            "region": self.region, "found": self.found, "score": self.score, "message": self.message,
+            "num_frames": self.num_frames, "parts": {k: asdict(p) for k, p in self.parts.items()},
+            "instances": self.instances, "per_frame": {k: v.tolist() for k, v in self.per_frame.items()},
+        })  # fmt: skip
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        v = float(obj)
+        if math.isnan(v):
+            return None
+        return v if math.isfinite(v) else ("inf" if v > 0 else "-inf")
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def json_safe(obj: Any) -> Any:
+    """Numbers as plain Python, NaN -> None, +-inf -> "inf"/"-inf" (strict JSON has neither)."""
+    return _json_safe(obj)
+
+
+# --- tracks ------------------------------------------------------------------------------------------------------
+
+
+def _centres(kp: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Mean of the valid keypoints: [T, I, 2], NaN where none."""
+    w = valid[..., None].astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(valid[..., None], kp, 0.0).sum(-2) / w.sum(-2)
+
+
+def _link_tracks(present: np.ndarray, centres: np.ndarray, sizes: np.ndarray,
+                 s: ScoreSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Link detections into tracks by position.
+
+    Returns ``slot_of [T, I]`` (the slot that track ``i`` takes its detection from at frame ``t``, -1 if none),
+    ``swap [T]`` (a detection continued a track seen in the previous frame under another slot) and
+    ``transition [T]`` (some track seen at ``t - 1`` continued at ``t``).
+    """
+    t_len, n = present.shape
+    slot_of = np.full((t_len, n), -1, np.int64)
+    swap = np.zeros(t_len, bool)
+    transition = np.zeros(t_len, bool)
+    last_c = np.full((n, 2), np.nan)
+    last_size = np.full(n, np.nan)
+    last_t = np.full(n, -(10**9))
+    last_slot = np.arange(n)
+    for t in range(t_len):
+        slots = [i for i in range(n) if present[t, i] and np.isfinite(centres[t, i]).all()]
+        if not slots:
+            continue
+        best, best_cost = None, math.inf
+        for tracks in itertools.permutations(range(n), len(slots)):
+            cost = 0.0
+            for slot, tr in zip(slots, tracks):
+                known = t - last_t[tr] <= s.max_gap and np.isfinite(last_c[tr]).all()
+                if known:
+                    size = np.nanmax([sizes[t, slot], last_size[tr], 1e-6])
+                    cost += min(float(np.linalg.norm(centres[t, slot] - last_c[tr])) / size, s.track_gate)
+                else:
+                    cost += s.track_gate
+                cost += s.relabel_cost * (slot != last_slot[tr])
+            if cost < best_cost - 1e-12:
+                best, best_cost = tracks, cost
+        for slot, tr in zip(slots, best):
+            if last_t[tr] == t - 1:
+                transition[t] = True
+                swap[t] |= slot != last_slot[tr]
+            slot_of[t, tr] = slot
+            last_c[tr], last_t[tr], last_slot[tr] = centres[t, slot], t, slot
+            if np.isfinite(sizes[t, slot]):
+                last_size[tr] = sizes[t, slot]
+    return slot_of, swap, transition
+
+
+def _gather(arr: np.ndarray, slot_of: np.ndarray, fill: Any) -> np.ndarray:
+    """Re-order the slot axis (1) of ``arr [T, I, ...]`` into tracks; ``fill`` where a track has no detection."""
+    idx = np.clip(slot_of, 0, None)
+    out = np.take_along_axis(arr, idx.reshape(idx.shape + (1,) * (arr.ndim - 2)), axis=1).copy()
+    out[slot_of < 0] = fill
+    return out
+
+
+def _lr_swaps(kp: np.ndarray, valid: np.ndarray, flip_perm: tuple[int, ...], scale: np.ndarray) -> np.ndarray:
+    """[T] frames whose left/right keypoints match the previous frame better after exchanging them."""
+    perm = np.asarray(flip_perm)
+    moving = np.flatnonzero(perm != np.arange(len(perm)))
+    out = np.zeros(kp.shape[0], bool)
+    if len(moving) == 0:
+        return out
+    for t in range(1, kp.shape[0]):
+        for i in range(kp.shape[1]):
+            ok = valid[t, i, moving] & valid[t - 1, i, moving] & valid[t - 1, i, perm[moving]]
+            if ok.sum() < 2 or not np.isfinite(scale[i]):
+                continue
+            cur, prev = kp[t, i, moving][ok], kp[t - 1, i, moving][ok]
+            prev_flipped = kp[t - 1, i, perm[moving]][ok]
+            d_same = np.linalg.norm(cur - prev, axis=-1).mean()
+            d_flip = np.linalg.norm(cur - prev_flipped, axis=-1).mean()
+            # the pair must be far apart (a face seen edge-on has left and right on top of each other)
+            out[t] |= d_same > 0.05 * scale[i] and d_flip < 0.5 * d_same
+    return out
+
+
+# --- the score ---------------------------------------------------------------------------------------------------
+
+
+def _part_value(name: str, raw: float, s: ScoreSettings) -> float:
+    if name == "detection":
+        return float(np.clip(raw, 0.0, 1.0))
+    return 1.0 / (1.0 + raw / s.half(name))
+
+
+def _scale_text(name: str, s: ScoreSettings) -> str:
+    if name == "detection":
+        return "value = detection rate"
+    return f"value = 1 / (1 + raw / {s.half(name):g})"
+
+
+def _weighted_mean(values: dict[str, float], s: ScoreSettings) -> float:
+    num = sum(s.weights.get(k, 1.0) * v for k, v in values.items())
+    den = sum(s.weights.get(k, 1.0) for k in values)
+    return num / den if den > 0 else math.nan
+
+
+def _check_detections(det: Detections, what: str) -> None:
+    if not isinstance(det, Detections):
+        raise BGFSError(f"{what} must be Detections, got {type(det).__name__}")
+    if det.num_frames == 0:
+        raise BGFSError(f"{what} has no frames: score a video with at least one frame")
+
+
+def score_detections(det: Detections, reference: Detections | None = None,
+                     settings: ScoreSettings | None = None) -> AnatomyScore:
+    """Score one clip's detections (optionally against a reference's, for the detection rate)."""
+    s = settings or ScoreSettings()
+    _check_detections(det, "detections")
+    spec = det.spec
+    t_len, n_inst = det.present.shape
+    if reference is not None:
+        _check_detections(reference, "reference detections")
+        if reference.num_frames != t_len or reference.region != det.region:
+            raise BGFSError(f"reference detections ({reference.region}, {reference.num_frames} frames) do not match "
+                            f"the video's ({det.region}, {t_len} frames): score clips of the same length and region")
+    n_found = det.present.sum(1)
+    if reference is None:
+        expected = np.ones(t_len, np.int64)
+        found_frac = (n_found > 0).astype(np.float64)
+    else:
+        expected = reference.present.sum(1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            found_frac = np.where(expected > 0, np.minimum(n_found, expected) / np.maximum(expected, 1), np.nan)
+    frame_cols = {c: np.full(t_len, np.nan) for c in PER_FRAME_COLUMNS}
+    frame_cols["frame"] = np.arange(t_len, dtype=np.float64)
+    frame_cols["instances"] = n_found.astype(np.float64)
+    frame_cols["expected"] = expected.astype(np.float64)
+    if reference is not None and not expected.any():
+        return AnatomyScore(det.region, bool(n_found.any()), None, {}, [], frame_cols, t_len,
+                            f"the reference shows no {det.region} in any of its {t_len} frames: nothing to compare "
+                            "against; score the video without a reference")  # fmt: skip
+    if not n_found.any():
+        return AnatomyScore(det.region, False, None, {}, [], frame_cols, t_len,
+                            f"{det.region} not found in any of the {t_len} frames: no score (check --region, or "
+                            "that the region is visible and large enough)")  # fmt: skip
+
+    # tracks
+    valid = det.present[..., None] & np.isfinite(det.keypoints).all(-1) & (det.confidence >= s.min_conf)
+    kp = np.where(valid[..., None], det.keypoints, np.nan).astype(np.float64)
+    sizes = K.frame_scale(kp, valid)
+    slot_of, swap, transition = _link_tracks(det.present, _centres(kp, valid), sizes, s)
+    kp_t = _gather(kp, slot_of, np.nan)
+    valid_t = _gather(valid, slot_of, False)
+    present_t = slot_of >= 0
+    conf_t = _gather(det.confidence.astype(np.float64), slot_of, 0.0)
+    scale = K.region_scale(kp_t, valid_t)  # [I]
+    if len(spec.flip_permutation()) and n_inst == 1:
+        lr = _lr_swaps(kp_t, valid_t, spec.flip_permutation(), scale)
+        swap |= lr & ~swap
+        transition |= lr
+    safe_scale = np.where(np.isfinite(scale) & (scale > 0), scale, np.nan)
+
+    # jitter [T-2, I, K]
+    acc, ok_acc = K.second_differences(kp_t, valid_t)
+    jit = np.linalg.norm(acc, axis=-1) / safe_scale[None, :, None] if len(acc) else np.zeros((0, n_inst, 1))
+    ok_acc = ok_acc & np.isfinite(jit) if len(acc) else np.zeros((0, n_inst, 1), bool)
+    jit = np.where(ok_acc, jit, 0.0)
+    # bones [T, I, B]
+    lengths = K.bone_lengths(kp_t, spec.bones, valid_t)
+    ok_bone = K.bone_valid(valid_t, spec.bones) & (lengths > 1e-6)
+    counts = ok_bone.sum(0)  # [I, B]
+    lengths_nan = np.where(ok_bone, lengths, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"), _quiet():
+        mean_len = np.nanmean(lengths_nan, 0)
+        cv = np.nanstd(lengths_nan, 0) / mean_len
+        med_len = np.nanmedian(lengths_nan, 0)
+    cv_ok = (counts >= 3) & np.isfinite(cv)
+    # joints [T, I, J]
+    limits = spec.joint_limits
+    if limits:
+        bends = K.joint_bends(kp_t, limits, valid_t)
+        ok_joint = K.joint_valid(valid_t, limits)
+        curl = K.curl_direction(bends, ok_joint)
+        violated = (K.joint_limit_excess(bends, limits, curl) > 0) & ok_joint
+    else:
+        ok_joint = violated = np.zeros((t_len, n_inst, 0), bool)
+
+    # clip-level raw metrics, pooled over tracks by samples
+    parts_raw: dict[str, tuple[float, int]] = {}
+    if reference is None:
+        parts_raw["detection"] = (float((n_found > 0).mean()), t_len)
+    else:
+        parts_raw["detection"] = (float(np.minimum(n_found, expected).sum() / expected.sum()), int(expected.sum()))
+    if ok_acc.any():
+        parts_raw["jitter"] = (float(jit[ok_acc].mean()), int(ok_acc.sum()))
+    if cv_ok.any():
+        parts_raw["bone_cv"] = (float(np.average(cv[cv_ok], weights=counts[cv_ok])), int(counts[cv_ok].sum()))
+    if ok_joint.any():
+        parts_raw["joint_violations"] = (float(violated.sum() / ok_joint.sum()), int(ok_joint.sum()))
+    if transition.any():
+        parts_raw["swaps"] = (float(swap.sum() / transition.sum()), int(transition.sum()))
+    low = present_t & (conf_t.max(-1) < s.low_conf)
+    if spec.source == "hands":
+        parts_raw["low_confidence"] = (float(low.sum() / present_t.sum()), int(present_t.sum()))
+    parts = {
+        name: Part(name, raw, _part_value(name, raw, s), s.weights.get(name, 1.0), _scale_text(name, s), n)
+        for name, (raw, n) in parts_raw.items()
+    }
+    score = 100.0 * _weighted_mean({k: p.value for k, p in parts.items()}, s)
+
+    # per-frame values and score
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if len(acc):
+            per = ok_acc.sum((1, 2))
+            frame_cols["jitter"][1:-1] = np.where(per > 0, jit.sum((1, 2)) / np.maximum(per, 1), np.nan)
+        dev = np.abs(lengths_nan / med_len[None] - 1.0)
+        dev_ok = ok_bone & cv_ok[None]
+        per = dev_ok.sum((1, 2))
+        frame_cols["bone_dev"] = np.where(per > 0, np.where(dev_ok, dev, 0.0).sum((1, 2)) / np.maximum(per, 1), np.nan)
+        per = ok_joint.sum((1, 2))
+        frame_cols["joint_violations"] = np.where(per > 0, violated.sum((1, 2)) / np.maximum(per, 1), np.nan)
+    frame_cols["swap"] = np.where(transition, swap.astype(np.float64), np.nan)
+    if spec.source == "hands":
+        frame_cols["low_confidence"] = np.where(present_t.any(1), low.sum(1), np.nan).astype(np.float64)
+    frame_map = {"jitter": "jitter", "bone_cv": "bone_dev", "joint_violations": "joint_violations",
+                 "swaps": "swap", "low_confidence": "low_confidence"}  # fmt: skip
+    for t in range(t_len):
+        if not np.isfinite(found_frac[t]):
+            continue  # the reference has nothing here either: no judgement
+        values = {"detection": float(found_frac[t])}
+        if n_found[t] > 0:
+            for part, col in frame_map.items():
+                v = frame_cols[col][t]
+                if part in parts and np.isfinite(v):
+                    if part == "low_confidence":
+                        v = v / max(int(n_found[t]), 1)
+                    values[part] = _part_value(part, float(v), s)
+        frame_cols["score"][t] = 100.0 * _weighted_mean(values, s) if n_found[t] > 0 else 0.0
+
+    instances = []
+    for i in range(n_inst):
+        if not present_t[:, i].any():
+            continue
+        labels = slot_of[present_t[:, i], i]
+        label = spec.instance_labels[int(np.bincount(labels).argmax())]
+        okj = ok_acc[:, i] if len(acc) else np.zeros((0, 1), bool)
+        instances.append({
+            "track": len(instances), "label": label, "frames": int(present_t[:, i].sum()),
+            "first_frame": int(np.flatnonzero(present_t[:, i])[0]), "scale_px": float(scale[i]),
+            "jitter": float(jit[:, i][okj].mean()) if okj.any() else math.nan,
+            "bone_cv": float(np.average(cv[i][cv_ok[i]], weights=counts[i][cv_ok[i]])) if cv_ok[i].any() else math.nan,
+            "joint_violations": float(violated[:, i].sum() / ok_joint[:, i].sum()) if ok_joint[:, i].any() else math.nan,
+        })  # fmt: skip
+    message = _describe(det.region, score, parts, t_len)
+    return AnatomyScore(det.region, True, float(score), parts, instances, frame_cols, t_len, message)
+
+
+class _quiet:
+    """Silence numpy's 'mean of empty slice' warnings for all-NaN columns (they become NaN, which we handle)."""
+
+    def __enter__(self) -> None:
+        import warnings
+
+        self._w = warnings.catch_warnings()
+        self._w.__enter__()
+        warnings.simplefilter("ignore", RuntimeWarning)
+
+    def __exit__(self, *exc: object) -> None:
+        self._w.__exit__(*exc)
+
+
+def _describe(region: str, score: float, parts: dict[str, Part], t_len: int) -> str:
+    worst = min(parts.values(), key=lambda p: p.value)
+    shown = ", ".join(f"{p.name} {p.value:.2f}" for p in parts.values())
+    return f"{region}: {score:.1f}/100 over {t_len} frames ({shown}); weakest part: {worst.name}"
+
+
+# --- whole videos ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ScoreResult:
+    """Everything a report, a node or the fixer needs about one scored video (and its reference)."""
+
+    region: str
+    fps: float
+    anatomy: AnatomyScore
+    detections: Detections
+    reference: AnatomyScore | None = None
+    ref_detections: Detections | None = None
+    fidelity: Any = None  # fidelity.Fidelity when a reference was given
+    summary: str = ""
+
+    @property
+    def score(self) -> float | None:
+        return self.anatomy.score
+
+    @property
+    def found(self) -> bool:
+        return self.anatomy.found
+
+    def needs_fixing(self, threshold: float) -> bool:
+        """Score below ``threshold``. A region never found needs no fixing: there is nothing to fix."""
+        return self.anatomy.score is not None and self.anatomy.score < threshold
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able summary (scores.json); per-frame columns included."""
+        out: dict[str, Any] = {
+            "summary": self.summary, "region": self.region, "fps": self.fps, "score": self.anatomy.score,
+            "found": self.anatomy.found, "num_frames": self.anatomy.num_frames, "anatomy": self.anatomy.to_dict(),
+        }  # fmt: skip
+        if self.reference is not None:
+            out["reference"] = self.reference.to_dict()
+            ref = self.reference.score
+            out["delta"] = None if ref is None or self.anatomy.score is None else self.anatomy.score - ref
+        if self.fidelity is not None:
+            out["fidelity"] = self.fidelity.to_dict()
+        return json_safe(out)
+
+
+def _check_frames(frames: Any, what: str) -> np.ndarray:
+    if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        got = f"{frames.dtype} {list(frames.shape)}" if isinstance(frames, np.ndarray) else type(frames).__name__
+        raise BGFSError(f"{what} must be RGB uint8 frames [T, H, W, 3], got {got}")
+    if len(frames) == 0:
+        raise BGFSError(f"{what} has no frames: give a video with at least one frame")
+    return frames
+
+
+def score_video(
+    frames: np.ndarray,
+    region: str,
+    reference: np.ndarray | None = None,
+    fps: float = 25.0,
+    detector_kwargs: dict[str, Any] | None = None,
+    settings: ScoreSettings | None = None,
+    detections: Detections | None = None,
+    ref_detections: Detections | None = None,
+    roi: tuple[float, float, float] = (0.25, 0.3, 0.6),
+    progress: bool = False,
+) -> ScoreResult:
+    """Detect ``region`` with MediaPipe in ``frames`` (and ``reference``) and score it; fidelity when a reference.
+
+    ``detector_kwargs`` go to ``detection.Detector`` (backend, model_dir, confidences, mirrored). Detections already
+    at hand can be passed to skip MediaPipe. ``roi`` = (margin, min_conf, smooth) of the ROI mask for fidelity.
+    """
+    from .detection import detect_video
+
+    try:
+        get_region(region)
+    except ValueError as e:
+        raise BGFSError(str(e)) from None
+    frames = _check_frames(frames, "the video")
+    if reference is not None:
+        reference = _check_frames(reference, "the reference")
+        if reference.shape != frames.shape:
+            raise BGFSError(f"the reference ({len(reference)} frames of {reference.shape[2]}x{reference.shape[1]}) "
+                            f"does not match the video ({len(frames)} frames of {frames.shape[2]}x{frames.shape[1]})"
+                            ": give a reference with the same number of frames and size")  # fmt: skip
+    kw = dict(detector_kwargs or {})
+    for det, what, n in ((detections, "detections", len(frames)), (ref_detections, "ref_detections", len(frames))):
+        if det is not None and (det.num_frames != n or det.region != region):
+            raise BGFSError(f"{what} ({det.region}, {det.num_frames} frames) do not match the video ({region}, {n} "
+                            "frames)")
+    if detections is None:
+        detections = detect_video(frames, region, fps=fps, progress=progress, **kw)
+    ref_score = fid = None
+    if reference is not None and ref_detections is None:
+        ref_detections = detect_video(reference, region, fps=fps, progress=progress, **kw)
+    anatomy = score_detections(detections, ref_detections if reference is not None else None, settings)
+    if reference is not None:
+        ref_score = score_detections(ref_detections, None, settings)
+        from .fidelity import compare
+        from .roi import roi_boxes, roi_mask_union
+
+        margin, min_conf, smooth = roi
+        mask_det = ref_detections if ref_detections.present.any() else detections
+        boxes = roi_boxes(mask_det, margin, min_conf, smooth)
+        mask = roi_mask_union(boxes, frames.shape[1:3], feather=0.1)
+        fid = compare(frames, reference, mask)
+    result = ScoreResult(region, float(fps), anatomy, detections, ref_score,
+                         ref_detections if reference is not None else None, fid)  # fmt: skip
+    result.summary = summarize(result)
+    return result
+
+
+def summarize(result: ScoreResult) -> str:
+    """A few readable lines: the score, its parts, the reference's score and the fidelity."""
+    a = result.anatomy
+    lines = [f"Anatomy score ({result.region}): " + ("not found" if a.score is None else f"{a.score:.1f}/100")]
+    if a.score is None:
+        lines.append(a.message)
+    else:
+        lines.append("  parts: " + ", ".join(f"{p.name} {p.value:.2f} (raw {p.raw:.3g})" for p in a.parts.values()))
+        if a.instances:
+            lines.append("  instances: " + ", ".join(f"{d['label']} in {d['frames']} frames" for d in a.instances))
+    if result.reference is not None:
+        r = result.reference
+        ref = "not found" if r.score is None else f"{r.score:.1f}/100"
+        delta = "" if r.score is None or a.score is None else f" (change {a.score - r.score:+.1f})"
+        lines.append(f"Reference: {ref}{delta}")
+    if result.fidelity is not None:
+        lines.append("Fidelity: " + result.fidelity.describe())
+    return "\n".join(lines)

@@ -1,0 +1,503 @@
+"""Train the heatmap critic on the ROI cache: augmentation, masked heatmap loss, validation PCK, resumable state.
+
+Targets are re-rendered each step from the cached MediaPipe keypoints (``heatmaps.render_heatmaps``) after the
+same random geometric transform as the crop, so crop and target always agree and have the critic's sigma.
+
+Validation PCK@0.1: a visible keypoint is correct when the critic's soft-argmax lands within 0.1 x the larger
+side of the bounding box of that frame's visible cached keypoints (frames with fewer than two visible keypoints
+are not scored). The best checkpoint is the epoch with the lowest validation loss (train loss when nothing is held
+out).
+
+Files in ``out_dir`` (all written atomically after every epoch, so Ctrl-C leaves the last epoch intact):
+``critic_best.safetensors``, ``critic_last.safetensors`` (critics, see ``critic_io``), ``train_state.safetensors``
+(weights + optimizer tensors, with the rest as JSON in its metadata; never pickle) and ``train_log.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .atomic import atomic_path, write_json_atomic
+from .config import Config
+from .critic import CriticSpec
+from .errors import BGFSError
+from .regions import get_region
+
+STATE_FORMAT = "bgfs-train-state-1"
+PCK_THRESHOLD = 0.1
+FOREGROUND_WEIGHT = 10.0  # heatmap pixels near a keypoint weigh up to 11x: otherwise "all zero" is a cheap optimum
+COORD_WEIGHT = 0.05  # weight of the soft-argmax coordinate term (integral regression) against the heatmap term
+WEIGHT_DECAY = 1e-4
+MIN_LR_FRACTION = 0.05  # cosine schedule floor
+
+
+@dataclass
+class TrainResult:
+    best_path: Path
+    last_path: Path
+    history: list[dict[str, Any]] = field(default_factory=list)  # {epoch, train_loss, val_loss, val_pck, ...}
+    best_val_pck: float | None = None
+    best_epoch: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class FrameSet:
+    """Cached frames resized for the critic."""
+
+    crops: np.ndarray  # uint8 [N, H, W, 3] at spec.input_hw
+    keypoints: np.ndarray  # float32 [N, K, 2], pixels of the resized crop
+    visible: np.ndarray  # bool [N, K]
+    crop_scale: np.ndarray  # float32 [N, 2]: resized-crop pixels -> cached-crop pixels (x, y)
+
+    def __len__(self) -> int:
+        return len(self.crops)
+
+
+# --- data --------------------------------------------------------------------------------------------------------
+
+
+class _ClipReader:
+    """Map-style dataset over cache clips: loads one .npz and resizes its crops (runs in DataLoader workers)."""
+
+    def __init__(self, cache_dir: Path, entries: list[dict], input_hw: tuple[int, int]) -> None:
+        self.cache_dir, self.entries, self.input_hw = cache_dir, entries, input_hw
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        import torch
+        import torch.nn.functional as F
+
+        from .cache import load_clip
+
+        clip = load_clip(self.cache_dir, self.entries[i])
+        roi = np.asarray(clip["roi"])
+        kp = np.asarray(clip["keypoints"], np.float32)
+        vis = np.asarray(clip["visibility"], np.float32) > 0
+        vis &= np.isfinite(kp).all(-1)
+        keep = vis.sum(-1) > 0  # frames with nothing visible add nothing to a visibility-masked loss
+        roi, kp, vis = roi[keep], np.nan_to_num(kp[keep]), vis[keep]
+        h, w = roi.shape[1:3]
+        if (h, w) != self.input_hw and len(roi):
+            x = torch.from_numpy(roi).permute(0, 3, 1, 2).float()
+            shrink = h > self.input_hw[0] or w > self.input_hw[1]
+            x = F.interpolate(x, size=self.input_hw, mode="bilinear", align_corners=False, antialias=shrink)
+            roi = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        scale = np.array([self.input_hw[1] / w, self.input_hw[0] / h], np.float32)
+        return {"crops": roi, "keypoints": kp * scale, "visible": vis, "crop_scale": np.broadcast_to(1 / scale, (len(roi), 2))}
+
+
+def _identity(item: Any) -> Any:
+    return item
+
+
+def _load_frames(cache_dir: Path, entries: list[dict], spec: CriticSpec, num_workers: int) -> FrameSet:
+    import torch
+
+    k = spec.num_keypoints
+    parts: dict[str, list[np.ndarray]] = {"crops": [], "keypoints": [], "visible": [], "crop_scale": []}
+    if entries:
+        reader = _ClipReader(cache_dir, entries, spec.input_hw)
+        loader = torch.utils.data.DataLoader(reader, batch_size=None, num_workers=num_workers, collate_fn=_identity)
+        for item in loader:
+            for key in parts:
+                parts[key].append(np.asarray(item[key]))
+    if not parts["crops"]:
+        h, w = spec.input_hw
+        return FrameSet(np.zeros((0, h, w, 3), np.uint8), np.zeros((0, k, 2), np.float32), np.zeros((0, k), bool),
+                        np.ones((0, 2), np.float32))  # fmt: skip
+    return FrameSet(*(np.concatenate(parts[key]) for key in ("crops", "keypoints", "visible", "crop_scale")))
+
+
+def split_clips(clips: list[dict], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Deterministic (train, val) clip indices: whole source videos held out when there are >= 2, else clips."""
+    if val_fraction <= 0:
+        return list(range(len(clips))), []
+    if len(clips) < 2:
+        raise BGFSError(
+            f"the cache holds {len(clips)} clip(s): validation needs at least 2; raise clips.clips_per_video "
+            "and run bgfs precompute again, or set critic.val_fraction=0"
+        )
+    rng = np.random.default_rng(seed)
+    sources = sorted({int(c["source"]) for c in clips})
+    want = val_fraction * len(clips)
+    if len(sources) >= 2:
+        val_sources: set[int] = set()
+        held = 0
+        for s in rng.permutation(sources):
+            if held >= want or len(val_sources) == len(sources) - 1:
+                break
+            val_sources.add(int(s))
+            held += sum(int(c["source"]) == s for c in clips)
+        val = [i for i, c in enumerate(clips) if int(c["source"]) in val_sources]
+    else:
+        n_val = min(max(round(want), 1), len(clips) - 1)
+        val = sorted(int(i) for i in rng.permutation(len(clips))[:n_val])
+    val_set = set(val)
+    return [i for i in range(len(clips)) if i not in val_set], val
+
+
+def _read_cache(cfg: Config) -> tuple[Path, dict]:
+    from .cache import load_manifest
+
+    cache_dir = Path(cfg.data.cache_dir)
+    if not (cache_dir / "manifest.json").is_file():
+        raise BGFSError(f"no ROI cache in {str(cache_dir)!r}: run bgfs precompute first (or set data.cache_dir)")
+    manifest = load_manifest(cache_dir)
+    if not manifest.get("clips"):
+        raise BGFSError(
+            f"the ROI cache in {str(cache_dir)!r} holds no clips (no {cfg.roi.region} found in the videos?): "
+            "run bgfs precompute first, on videos that show the region"
+        )
+    if manifest.get("region") != cfg.roi.region:
+        raise BGFSError(
+            f"the ROI cache in {str(cache_dir)!r} was built for {manifest.get('region')!r}, but roi.region is "
+            f"{cfg.roi.region!r}: run bgfs precompute for {cfg.roi.region} or point data.cache_dir elsewhere"
+        )
+    if tuple(manifest.get("keypoint_names", ())) != get_region(cfg.roi.region).keypoint_names:
+        raise BGFSError(f"the ROI cache in {str(cache_dir)!r} has another keypoint set: run bgfs precompute again")
+    return cache_dir, manifest
+
+
+# --- augmentation, targets, loss ----------------------------------------------------------------------------------
+
+
+def augment(crops: Any, keypoints: Any, visible: Any, flip_perm: tuple[int, ...], gen: Any) -> tuple[Any, Any, Any]:
+    """Random rotation (+-20 deg), scale (0.8-1.25), shift (+-10%), horizontal flip, colour, blur and noise.
+
+    ``crops`` float ``[B, 3, H, W]`` in [0, 1], ``keypoints`` ``[B, K, 2]`` pixels, ``visible`` bool ``[B, K]``.
+    The keypoints get the same geometric transform (and the flip permutation); those pushed out of the crop
+    become invisible.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    b, _, h, w = crops.shape
+    dev = crops.device
+
+    def uniform(lo: float, hi: float, n: int = b) -> Any:
+        return torch.rand(n, generator=gen).to(dev) * (hi - lo) + lo
+
+    angle = uniform(-20.0, 20.0) * (math.pi / 180)
+    scale = torch.exp(uniform(math.log(0.8), math.log(1.25)))
+    shift = torch.stack([uniform(-0.1, 0.1) * w, uniform(-0.1, 0.1) * h], -1)
+    flip = torch.rand(b, generator=gen).to(dev) < 0.5
+    # Forward map in centred pixels: q_out = scale * R @ Flip @ q_in + shift.
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    rot = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
+    fl = torch.diag_embed(torch.stack([torch.where(flip, -1.0, 1.0), torch.ones(b, device=dev)], -1))
+    fwd = scale[:, None, None] * rot @ fl
+    centre = torch.tensor([w / 2, h / 2], device=dev)
+    kp = (keypoints - centre) @ fwd.transpose(1, 2) + shift[:, None] + centre
+    # grid_sample wants the inverse in normalised coordinates: u_in = D^-1 fwd^-1 (D u_out - shift).
+    d = torch.diag(torch.tensor([w / 2, h / 2], device=dev))
+    d_inv = torch.diag(torch.tensor([2 / w, 2 / h], device=dev))
+    inv = torch.linalg.inv(fwd)
+    theta = torch.cat([d_inv @ inv @ d, (-(d_inv @ inv) @ shift[:, :, None])], -1)
+    grid = F.affine_grid(theta, list(crops.shape), align_corners=False)
+    out = F.grid_sample(crops, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+    perm = torch.tensor(flip_perm, device=dev)
+    kp = torch.where(flip[:, None, None], kp[:, perm], kp)
+    vis = torch.where(flip[:, None], visible[:, perm], visible)
+    vis = vis & (kp[..., 0] >= 0) & (kp[..., 0] < w) & (kp[..., 1] >= 0) & (kp[..., 1] < h)
+
+    # Colour: brightness, contrast, saturation.
+    gray = out.mean(1, keepdim=True)
+    sat = uniform(0.7, 1.3)[:, None, None, None]
+    out = gray + (out - gray) * sat
+    contrast = uniform(0.75, 1.25)[:, None, None, None]
+    mean = out.mean((1, 2, 3), keepdim=True)
+    out = (out - mean) * contrast + mean
+    out = out * uniform(0.75, 1.25)[:, None, None, None]
+    # Blur a third of the crops (generated video is often soft), sigma 0.4-1.5 px, separable 7-tap Gaussian.
+    sigma = torch.where(torch.rand(b, generator=gen).to(dev) < 1 / 3, uniform(0.4, 1.5), torch.zeros(b, device=dev))
+    taps = torch.arange(-3, 4, device=dev, dtype=out.dtype)
+    kern = torch.exp(-0.5 * (taps[None] / sigma.clamp_min(1e-3)[:, None]) ** 2)
+    kern = (kern / kern.sum(-1, keepdim=True)).repeat_interleave(3, 0)
+    x = out.reshape(1, b * 3, h, w)
+    x = F.conv2d(F.pad(x, (3, 3, 0, 0), mode="replicate"), kern[:, None, None, :], groups=b * 3)
+    x = F.conv2d(F.pad(x, (0, 0, 3, 3), mode="replicate"), kern[:, None, :, None], groups=b * 3)
+    out = x.reshape(b, 3, h, w)
+    noise = uniform(0.0, 0.03)[:, None, None, None]
+    out = out + noise * torch.randn(out.shape, generator=gen).to(dev)
+    return out.clamp(0, 1), kp, vis
+
+
+def render_targets(keypoints: Any, visible: Any, spec: CriticSpec, crop_hw: tuple[int, int]) -> Any:
+    """Gaussian target heatmaps ``[B, K, hh, hw]`` for keypoints given in pixels of a crop of size ``crop_hw``."""
+    from .heatmaps import render_heatmaps_torch
+
+    hh, hw = spec.heatmap_hw
+    scale = keypoints.new_tensor([hw / crop_hw[1], hh / crop_hw[0]])
+    return render_heatmaps_torch(keypoints.detach() * scale, visible, (hh, hw), spec.sigma)
+
+
+def heatmap_loss(pred: Any, target: Any, keypoints: Any, visible: Any, crop_hw: tuple[int, int]) -> Any:
+    """Visibility-masked loss: foreground-weighted MSE on the heatmaps plus an L1 term on their soft-argmax.
+
+    The coordinate term (integral regression) trains what the fixer and PCK use, the soft-argmax point, so a
+    faint background cannot pull it off the peak. Its unit is the crop side, the heatmap term's is peak height.
+    """
+    from .critic import soft_argmax_crop
+
+    mask = visible.to(pred.dtype)
+    weight = 1.0 + FOREGROUND_WEIGHT * target
+    per_map = (weight * (pred - target) ** 2).mean((-2, -1))
+    points, _ = soft_argmax_crop(pred, crop_hw)
+    side = keypoints.new_tensor([crop_hw[1], crop_hw[0]])
+    per_point = ((points - keypoints).abs() / side).sum(-1)
+    return ((per_map + COORD_WEIGHT * per_point) * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def pck(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray, threshold: float = PCK_THRESHOLD) -> tuple[int, int]:
+    """(correct, scored) keypoints: distance < threshold x larger side of the visible keypoints' bounding box."""
+    correct = scored = 0
+    for p, g, v in zip(pred, gt, visible):
+        if v.sum() < 2:
+            continue
+        extent = float((g[v].max(0) - g[v].min(0)).max())
+        if extent < 1.0:
+            continue
+        dist = np.linalg.norm(p[v] - g[v], axis=-1)
+        correct += int((dist < threshold * extent).sum())
+        scored += int(v.sum())
+    return correct, scored
+
+
+# --- one epoch ----------------------------------------------------------------------------------------------------
+
+
+def _to_tensors(frames: FrameSet, idx: np.ndarray, device: Any) -> tuple[Any, Any, Any]:
+    import torch
+
+    crops = torch.from_numpy(frames.crops[idx]).to(device).permute(0, 3, 1, 2).float() / 255.0
+    return crops, torch.from_numpy(frames.keypoints[idx]).to(device), torch.from_numpy(frames.visible[idx]).to(device)
+
+
+def _train_epoch(model: Any, opt: Any, frames: FrameSet, spec: CriticSpec, batch_size: int, seed: int, epoch: int,
+                 device: Any, progress: bool) -> float:  # fmt: skip
+    import torch
+
+    gen = torch.Generator().manual_seed(seed * 100_003 + epoch)  # per epoch: a resumed run repeats the same draws
+    order = torch.randperm(len(frames), generator=gen).numpy()
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    flip_perm = get_region(spec.region).flip_permutation()
+    model.train()
+    total = 0.0
+    bar = _progress(batches, f"epoch {epoch + 1}", progress)
+    for idx in bar:
+        crops, kp, vis = _to_tensors(frames, idx, device)
+        crops, kp, vis = augment(crops, kp, vis, flip_perm, gen)
+        target = render_targets(kp, vis, spec, spec.input_hw)
+        loss = heatmap_loss(model(crops), target, kp, vis, spec.input_hw)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += loss.item() * len(idx)
+        if progress:
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+    return total / max(len(frames), 1)
+
+
+def evaluate(model: Any, frames: FrameSet, spec: CriticSpec, batch_size: int, device: Any) -> tuple[float, float | None]:
+    """(validation loss, PCK@0.1 in cached-crop pixels) without augmentation."""
+    import torch
+
+    from .critic import soft_argmax_crop
+
+    model.eval()
+    total, correct, scored = 0.0, 0, 0
+    with torch.no_grad():
+        for i in range(0, len(frames), batch_size):
+            idx = np.arange(i, min(i + batch_size, len(frames)))
+            crops, kp, vis = _to_tensors(frames, idx, device)
+            heatmaps = model(crops)
+            target = render_targets(kp, vis, spec, spec.input_hw)
+            total += float(heatmap_loss(heatmaps, target, kp, vis, spec.input_hw)) * len(idx)
+            points, _ = soft_argmax_crop(heatmaps, spec.input_hw)
+            scale = frames.crop_scale[idx][:, None, :]
+            c, s = pck(points.cpu().numpy() * scale, frames.keypoints[idx] * scale, frames.visible[idx])
+            correct, scored = correct + c, scored + s
+    return total / max(len(frames), 1), (correct / scored if scored else None)
+
+
+def _progress(items: list, desc: str, enabled: bool) -> Any:
+    if not enabled:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, leave=False, file=sys.stderr, dynamic_ncols=True)
+
+
+# --- checkpoints --------------------------------------------------------------------------------------------------
+
+
+def save_train_state(path: Path, model: Any, opt: Any, info: dict[str, Any]) -> None:
+    """Weights + optimizer tensors as safetensors; everything else (epoch, history, ...) as JSON metadata."""
+    from safetensors.torch import save_file
+
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    opt_state = opt.state_dict()
+    for pid, state in opt_state["state"].items():
+        for key, value in state.items():
+            tensors[f"optim.{pid}.{key}"] = value.detach().cpu().contiguous().clone()
+    info = {**info, "param_groups": opt_state["param_groups"]}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"bgfs.format": STATE_FORMAT, "bgfs.train_state": json.dumps(info)})
+
+
+def load_train_state(path: Path, model: Any, opt: Any, spec: CriticSpec) -> dict[str, Any]:
+    """Restore weights and optimizer from :func:`save_train_state`; returns the JSON part."""
+    from safetensors.torch import load_file
+
+    from .critic_io import read_raw_metadata
+
+    raw = read_raw_metadata(path)
+    if raw.get("bgfs.format") != STATE_FORMAT:
+        raise BGFSError(f"{str(path)!r} is not a BGFS training state: remove it or train with --no-resume")
+    info = json.loads(raw["bgfs.train_state"])
+    saved = CriticSpec(**info["spec"])
+    if not saved.same_model(spec):
+        raise BGFSError(
+            f"{str(path.parent)!r} holds a training run for another critic setup ({saved.region}, input "
+            f"{list(saved.input_hw)}, heatmap {list(saved.heatmap_hw)}, width {saved.width}): "
+            "use --no-resume to start over there, or another --out-dir"
+        )
+    tensors = load_file(str(path))
+    model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optim."):
+            _, pid, key = name.split(".", 2)
+            state.setdefault(int(pid), {})[key] = value
+    opt.load_state_dict({"state": state, "param_groups": info.pop("param_groups")})
+    return info
+
+
+def _lr(base: float, epoch: int, epochs: int) -> float:
+    """Cosine decay from ``base`` to ``MIN_LR_FRACTION * base`` over the run."""
+    t = epoch / max(epochs - 1, 1)
+    return base * (MIN_LR_FRACTION + (1 - MIN_LR_FRACTION) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+# --- the loop -----------------------------------------------------------------------------------------------------
+
+
+def train_critic(
+    cfg: Config,
+    out_dir: str | Path,
+    epochs: int | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    device: str | None = None,
+) -> TrainResult:
+    """Train a critic on ``cfg.data.cache_dir`` for ``epochs`` (default ``cfg.critic.epochs``) into ``out_dir``.
+
+    With ``resume`` a run continues from ``out_dir/train_state.safetensors`` (same setup only); ``epochs`` is the
+    total, so a finished run is not trained again. ``on_epoch`` gets each epoch's history record.
+    """
+    import torch
+
+    from .critic import HeatmapCritic
+    from .critic_io import save_critic
+
+    started = time.perf_counter()
+    epochs = cfg.critic.epochs if epochs is None else int(epochs)
+    if epochs <= 0:
+        raise BGFSError(f"epochs must be > 0, got {epochs}")
+    out_dir = Path(out_dir)
+    best_path, last_path = out_dir / "critic_best.safetensors", out_dir / "critic_last.safetensors"
+    state_path, log_path = out_dir / "train_state.safetensors", out_dir / "train_log.json"
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    c = cfg.critic
+
+    cache_dir, manifest = _read_cache(cfg)
+    spec = CriticSpec.from_config(cfg)
+    clips = manifest["clips"]
+    train_idx, val_idx = split_clips(clips, c.val_fraction, c.seed)
+    train = _load_frames(cache_dir, [clips[i] for i in train_idx], spec, c.num_workers)
+    val = _load_frames(cache_dir, [clips[i] for i in val_idx], spec, c.num_workers)
+    if len(train) == 0:
+        raise BGFSError(f"the training clips in {str(cache_dir)!r} have no visible keypoints: run bgfs precompute on videos that show the region")  # fmt: skip
+    summary = {
+        "cache_dir": str(cache_dir), "clips": len(clips), "frames": len(train) + len(val),
+        "sources": len({int(cl["source"]) for cl in clips}), "train_clips": len(train_idx), "val_clips": len(val_idx),
+        "train_frames": len(train), "val_frames": len(val), "split": "source" if _split_by_source(clips, val_idx) else "clip",
+    }  # fmt: skip
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(c.seed)
+        model = HeatmapCritic(spec).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=WEIGHT_DECAY)
+    info: dict[str, Any] = {"epoch": 0, "history": [], "best_epoch": 0, "best_score": None, "seconds": 0.0}
+    if resume and state_path.is_file():
+        info = load_train_state(state_path, model, opt, spec)
+        if progress:
+            print(f"resuming {out_dir} after epoch {info['epoch']}", file=sys.stderr)
+    start_epoch, history = int(info["epoch"]), list(info["history"])
+    prior_seconds = float(info.get("seconds", 0.0))
+
+    def best_pck() -> float | None:
+        rec = next((h for h in history if h["epoch"] == info["best_epoch"]), None)
+        return rec["val_pck"] if rec else None
+
+    try:
+        for epoch in range(start_epoch, epochs):
+            for group in opt.param_groups:
+                group["lr"] = _lr(c.lr, epoch, epochs)
+            train_loss = _train_epoch(model, opt, train, spec, c.batch_size, c.seed, epoch, device, progress)
+            val_loss, val_pck = evaluate(model, val, spec, c.batch_size, device) if len(val) else (None, None)
+            record = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, "val_pck": val_pck,
+                      "lr": opt.param_groups[0]["lr"]}  # fmt: skip
+            history.append(record)
+            score = val_loss if val_loss is not None else train_loss
+            is_best = info["best_score"] is None or score < info["best_score"]
+            if is_best:
+                info["best_score"], info["best_epoch"] = score, epoch + 1
+            seconds = prior_seconds + time.perf_counter() - started
+            meta = {"train_summary": {**summary, "epochs": epoch + 1}, "val_pck": val_pck}
+            if is_best:
+                save_critic(best_path, model, spec, {**meta, "train_summary": {**meta["train_summary"], "best_epoch": epoch + 1}})
+            save_critic(last_path, model, spec, meta)
+            info.update(epoch=epoch + 1, history=history, seconds=seconds, spec=spec.to_dict())
+            save_train_state(state_path, model, opt, info)
+            write_json_atomic(log_path, {
+                "spec": spec.to_dict(), "data": summary, "config": cfg.to_dict(), "epochs_done": epoch + 1,
+                "best_epoch": info["best_epoch"], "best_val_pck": best_pck(), "pck_threshold": PCK_THRESHOLD,
+                "seconds": seconds, "history": history,
+            })  # fmt: skip
+            if progress:
+                print(_epoch_line(record, epochs, is_best), file=sys.stderr)
+            if on_epoch is not None:
+                on_epoch(record)
+    except KeyboardInterrupt:
+        done = len(history)
+        print(f"training interrupted: {out_dir} holds epoch {done}; run again to resume", file=sys.stderr)
+        raise
+    if start_epoch >= epochs and progress:
+        print(f"{out_dir} already holds {start_epoch} epoch(s) (asked {epochs}): nothing to train", file=sys.stderr)
+    return TrainResult(best_path=best_path, last_path=last_path, history=history, best_val_pck=best_pck(),
+                       best_epoch=int(info["best_epoch"]), seconds=prior_seconds + time.perf_counter() - started)  # fmt: skip
+
+
+def _split_by_source(clips: list[dict], val_idx: list[int]) -> bool:
+    return len({int(c["source"]) for c in clips}) >= 2 and bool(val_idx)
+
+
+def _epoch_line(rec: dict[str, Any], epochs: int, is_best: bool) -> str:
+    val = "" if rec["val_loss"] is None else f"  val_loss {rec['val_loss']:.4f}"
+    pck_txt = "" if rec["val_pck"] is None else f"  val PCK@{PCK_THRESHOLD:g} {rec['val_pck']:.3f}"
+    return f"epoch {rec['epoch']}/{epochs}  train_loss {rec['train_loss']:.4f}{val}{pck_txt}" + ("  (best)" if is_best else "")

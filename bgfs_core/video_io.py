@@ -1,0 +1,289 @@
+"""Video files and folders of frames in, H.264 mp4 / gif / png frames out. Frames are RGB ``uint8 [T, H, W, 3]``."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import atomic_path
+from .errors import BGFSError
+
+VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".mov", ".webm", ".gif", ".mkv", ".avi", ".m4v")
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+DEFAULT_FOLDER_FPS = 25.0
+_H264_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv")
+_CONTAINER_FORMAT = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    num_frames: int
+    fps: float
+    height: int
+    width: int
+
+
+def _natural_key(path: Path) -> list:
+    # frame_2.png before frame_10.png
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
+
+
+def _frame_files(folder: Path) -> list[Path]:
+    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    return sorted((p for p in files if not p.name.startswith(".")), key=_natural_key)
+
+
+def _is_video_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS and not path.name.startswith(".")
+
+
+def list_videos(folder: str | Path) -> list[Path]:
+    """Sorted video files in ``folder`` plus its sub-folders that hold image frames (one video each)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise BGFSError(f"videos folder {folder} does not exist (or is not a folder)")
+    found = []
+    for entry in sorted(folder.iterdir(), key=_natural_key):
+        if _is_video_file(entry) or (entry.is_dir() and not entry.name.startswith(".") and _frame_files(entry)):
+            found.append(entry)
+    if not found:
+        raise BGFSError(
+            f"no videos in {folder}: put video files ({' '.join(VIDEO_EXTENSIONS)}) or sub-folders of frames "
+            f"({' '.join(IMAGE_EXTENSIONS)}) there"
+        )
+    return found
+
+
+def _check_exists(path: Path) -> None:
+    if not path.exists():
+        raise BGFSError(f"video {path} does not exist")
+    if path.is_file() and path.suffix.lower() not in VIDEO_EXTENSIONS:
+        raise BGFSError(f"{path}: not a video file; accepted extensions: {' '.join(VIDEO_EXTENSIONS)} "
+                        "(or a folder of image frames)")
+
+
+def read_video(path: str | Path, max_frames: int = 0) -> tuple[np.ndarray, float]:
+    """Decode a video file or a folder of frames to (RGB ``uint8 [T, H, W, 3]``, fps); ``max_frames`` 0 = all."""
+    path = Path(path)
+    _check_exists(path)
+    if max_frames < 0:
+        raise BGFSError(f"max_frames must be >= 0 (0 = all frames), got {max_frames}")
+    if path.is_dir():
+        frames, fps = _read_folder(path, max_frames)
+    elif path.suffix.lower() == ".gif":
+        frames, fps = _read_gif(path, max_frames)
+    else:
+        frames, fps = _read_av(path, max_frames)
+    if len(frames) == 0:
+        raise BGFSError(f"video {path} has no frames: it is empty or unreadable, re-export it")
+    return np.stack(frames), fps
+
+
+def _read_folder(folder: Path, max_frames: int) -> tuple[list[np.ndarray], float]:
+    from PIL import Image
+
+    files = _frame_files(folder)
+    if not files:
+        raise BGFSError(f"folder {folder} holds no image frames ({' '.join(IMAGE_EXTENSIONS)})")
+    frames: list[np.ndarray] = []
+    for f in files[: max_frames or None]:
+        try:
+            with Image.open(f) as im:
+                arr = np.asarray(im.convert("RGB"))
+        except OSError as e:
+            raise BGFSError(f"frame {f} cannot be read ({e}); replace or delete it") from None
+        if frames and arr.shape != frames[0].shape:
+            raise BGFSError(
+                f"frame {f} is {arr.shape[1]}x{arr.shape[0]} but {files[0].name} is "
+                f"{frames[0].shape[1]}x{frames[0].shape[0]}: all frames of a folder must have the same size"
+            )
+        frames.append(arr)
+    return frames, DEFAULT_FOLDER_FPS
+
+
+def _read_gif(path: Path, max_frames: int) -> tuple[list[np.ndarray], float]:
+    # PIL composes GIF frames (palettes, disposal) the way browsers show them and gives per-frame durations.
+    from PIL import Image, ImageSequence
+
+    frames: list[np.ndarray] = []
+    durations: list[float] = []
+    try:
+        with Image.open(path) as im:
+            for frame in ImageSequence.Iterator(im):
+                frames.append(np.asarray(frame.convert("RGB")))
+                durations.append(float(frame.info.get("duration") or 0.0))
+                if max_frames and len(frames) >= max_frames:
+                    break
+    except (OSError, EOFError, ValueError) as e:
+        raise BGFSError(f"video {path} cannot be read as a GIF ({e}); re-export it") from None
+    valid = [d for d in durations if d > 0]
+    fps = 1000.0 / float(np.mean(valid)) if valid else 10.0  # browsers show a GIF without delays at ~10 fps
+    return frames, fps
+
+
+def _stream_fps(stream) -> float:
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate and float(rate) > 0:
+            return float(rate)
+    return DEFAULT_FOLDER_FPS
+
+
+def _open_av(path: Path):
+    import av
+
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, OSError) as e:
+        raise BGFSError(f"video {path} cannot be opened ({e}); is it a complete video file?") from None
+    if not container.streams.video:
+        container.close()
+        raise BGFSError(f"{path} has no video stream")
+    return container
+
+
+def _read_av(path: Path, max_frames: int) -> tuple[list[np.ndarray], float]:
+    import av
+
+    frames: list[np.ndarray] = []
+    with _open_av(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        fps = _stream_fps(stream)
+        size = None
+        try:
+            for frame in container.decode(stream):
+                if size is None:
+                    size = (frame.width, frame.height)
+                # A stream that changes size mid-way is scaled back to its first size, so frames stack.
+                if (frame.width, frame.height) != size:
+                    frame = frame.reformat(width=size[0], height=size[1])
+                frames.append(frame.to_ndarray(format="rgb24"))
+                if max_frames and len(frames) >= max_frames:
+                    break
+        except av.FFmpegError as e:
+            if not frames:
+                raise BGFSError(f"video {path} cannot be decoded ({e}); re-export it") from None
+            # A truncated file: keep the frames that decoded, as players do.
+    return frames, fps
+
+
+def video_info(path: str | Path) -> VideoInfo:
+    """Frame count, fps and size without decoding to RGB (a GIF or a stream without a frame count is decoded)."""
+    path = Path(path)
+    _check_exists(path)
+    if path.is_dir():
+        files = _frame_files(path)
+        if not files:
+            raise BGFSError(f"folder {path} holds no image frames ({' '.join(IMAGE_EXTENSIONS)})")
+        from PIL import Image
+
+        with Image.open(files[0]) as im:
+            return VideoInfo(len(files), DEFAULT_FOLDER_FPS, im.height, im.width)
+    if path.suffix.lower() == ".gif":
+        frames, fps = _read_gif(path, 0)
+        if not frames:
+            raise BGFSError(f"video {path} has no frames")
+        return VideoInfo(len(frames), fps, frames[0].shape[0], frames[0].shape[1])
+    import av
+
+    with _open_av(path) as container:
+        stream = container.streams.video[0]
+        fps = _stream_fps(stream)
+        n = stream.frames
+        if not n:  # containers such as webm/mkv do not store it: count packets that hold frames
+            try:
+                n = sum(1 for p in container.demux(stream) if p.size)
+            except av.FFmpegError as e:
+                raise BGFSError(f"video {path} cannot be read ({e})") from None
+        return VideoInfo(int(n), fps, stream.codec_context.height, stream.codec_context.width)
+
+
+def _check_frames(frames: np.ndarray) -> np.ndarray:
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise BGFSError(f"frames must be RGB uint8 [T, H, W, 3], got {frames.dtype} {list(frames.shape)}")
+    if frames.shape[0] == 0 or frames.shape[1] == 0 or frames.shape[2] == 0:
+        raise BGFSError(f"no frames to write (shape {list(frames.shape)})")
+    return frames
+
+
+def write_video(path: str | Path, frames: np.ndarray, fps: float) -> Path:
+    """Write frames atomically: .mp4/.mov/.m4v/.mkv as H.264, .gif, or PNG frames for a folder / suffix-less path."""
+    path = Path(path)
+    frames = _check_frames(frames)
+    if not np.isfinite(fps) or fps <= 0:
+        raise BGFSError(f"fps must be > 0, got {fps}")
+    suffix = path.suffix.lower()
+    if path.is_dir() or not suffix:
+        _write_png_folder(path, frames)
+    elif suffix in _H264_SUFFIXES:
+        with atomic_path(path) as tmp:
+            _write_h264(tmp, frames, fps, _CONTAINER_FORMAT[suffix])
+    elif suffix == ".gif":
+        with atomic_path(path) as tmp:
+            _write_gif(tmp, frames, fps)
+    else:
+        raise BGFSError(f"cannot write {path}: use .mp4, .mov, .m4v, .mkv, .gif, or a folder for PNG frames")
+    return path
+
+
+def _write_h264(path: Path, frames: np.ndarray, fps: float, fmt: str) -> None:
+    import av
+
+    # yuv420p (what every player decodes) needs even sizes: repeat the last row/column rather than drop pixels.
+    t, h, w, _ = frames.shape
+    pad_h, pad_w = h % 2, w % 2
+    if pad_h or pad_w:
+        frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+    rate = Fraction(fps).limit_denominator(1001)
+    opts = {"movflags": "+faststart"} if fmt in ("mp4", "mov") else {}
+    with av.open(str(path), "w", format=fmt, options=opts) as container:
+        stream = container.add_stream("libx264", rate=rate, options={"crf": "16", "preset": "medium"})
+        stream.width, stream.height = w + pad_w, h + pad_h
+        stream.pix_fmt = "yuv420p"
+        for i in range(t):
+            frame = av.VideoFrame.from_ndarray(frames[i], format="rgb24")
+            frame.pts = i
+            frame.time_base = 1 / rate
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))  # flush delayed frames
+
+
+def _write_gif(path: Path, frames: np.ndarray, fps: float) -> None:
+    from PIL import Image
+
+    images = [Image.fromarray(f) for f in frames]
+    # GIF delays are in 1/100 s; identical consecutive frames are merged by the GIF format's optimiser.
+    duration = max(20, int(round(1000.0 / fps / 10.0)) * 10)
+    images[0].save(path, format="GIF", save_all=True, append_images=images[1:], duration=duration, loop=0)
+
+
+def _write_png_folder(folder: Path, frames: np.ndarray) -> None:
+    from PIL import Image
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    names = [f"frame_{i:06d}.png" for i in range(len(frames))]
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".partial", dir=folder.parent))
+    try:
+        for name, frame in zip(names, frames):
+            Image.fromarray(frame).save(tmp / name)
+        if not folder.exists():
+            os.replace(tmp, folder)
+            return
+        # An existing folder: replace our frame files one by one (each rename is atomic) and drop stale ones.
+        for name in names:
+            os.replace(tmp / name, folder / name)
+        keep = set(names)
+        for old in folder.glob("frame_*.png"):
+            if old.name not in keep and re.fullmatch(r"frame_\d{6}\.png", old.name):
+                old.unlink()
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

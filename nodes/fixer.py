@@ -1,0 +1,88 @@
+"""BGFS Latent Anatomy Fixer: optimise a Wan video LATENT inside the ROI so the critic sees consistent anatomy."""
+
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from .glue import CATEGORY, node_errors
+from .sockets import CriticType, RoiType
+
+NAME = "BGFS Latent Anatomy Fixer"
+MODES = ("latent", "warp")
+
+
+class BGFSLatentAnatomyFixer(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="BGFSLatentAnatomyFixer",
+            display_name=NAME,
+            category=CATEGORY,
+            description="Edits the Wan latents inside the region of interest so that the heatmap critic sees "
+            "consistent bone lengths, smooth motion and plausible joint angles; the rest of the video is kept.",
+            inputs=[
+                io.Latent.Input("latent", tooltip="The Wan video latent to fix (the second sampler's output): "
+                                "16 channels for the Wan 2.1 VAE (14B models), 48 for the Wan 2.2 VAE (TI2V-5B)."),
+                io.Vae.Input("vae", tooltip="The VAE these latents belong to (wan_2.1_vae or wan2.2_vae), as "
+                             "loaded by Load VAE."),
+                CriticType.Input("critic", tooltip="A heatmap critic for the same region (BGFS Heatmap Critic "
+                                 "Loader or BGFS Critic Trainer)."),
+                RoiType.Input("roi", tooltip="Where the region is, from BGFS ROI Detect run on frames decoded from "
+                              "these latents."),
+                io.Int.Input("steps", default=25, min=0, max=10000, step=1,
+                             tooltip="Optimisation steps: more is a stronger correction but a higher risk of "
+                             "texture drift (0 passes the latents through)."),
+                io.Float.Input("lr", default=0.07, min=0.0001, max=10.0, step=0.005,
+                               tooltip="Step size of the optimiser in latent space."),
+                io.Float.Input("strength", default=1.0, min=0.0, max=100.0, step=0.1,
+                               tooltip="Weight of the anatomy terms against the fidelity terms (keep the video "
+                               "as it was)."),
+                io.Combo.Input("mode", options=list(MODES), default="latent",
+                               tooltip="latent: optimise the latent values in the ROI; warp: optimise a smooth "
+                               "displacement of the latents, which moves anatomy rather than repainting it."),
+                io.Vae.Input("gradient_vae", optional=True,
+                             tooltip="Optional light decoder of the same latent space for the gradient steps, "
+                             "e.g. the Tiny AutoEncoder for Wan (lighttaew2_1 in models/vae_approx, taew2_1 in "
+                             "models/vae) via Load VAE: much cheaper steps; the result stays in the main VAE's "
+                             "latent space."),
+            ],
+            outputs=[
+                io.Latent.Output(display_name="latent"),
+                io.String.Output(display_name="report"),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, latent, vae, critic, roi, steps: int, lr: float, strength: float, mode: str,
+                gradient_vae=None) -> io.NodeOutput:  # fmt: skip
+        import logging
+
+        import comfy.model_management as mm
+        import comfy.utils
+
+        from ..bgfs_core.fixer import FixSettings
+        from .glue import check_roi, dumps_report, merge_ui, preview_ui, progress_preview, run_fix
+
+        with node_errors(NAME):
+            roi = check_roi(roi)
+            settings = FixSettings(steps=int(steps), lr=float(lr), strength=float(strength), mode=mode,
+                                   margin=roi.margin, min_conf=roi.min_conf, smooth=roi.smooth)  # fmt: skip
+            settings.validate()
+            mm.load_models_gpu([v.patcher for v in (vae, gradient_vae) if v is not None])
+            pbar = comfy.utils.ProgressBar(max(int(steps), 1))
+            logging.info("%s: %d steps (%s mode) on the %s in %d frames", NAME, settings.steps, settings.mode,
+                         roi.region, roi.num_frames)  # fmt: skip
+
+            def on_step(step: int, total: int, losses: dict, crop) -> None:
+                # A cancel raises InterruptProcessingException here; fix_latents lets it through untouched.
+                mm.throw_exception_if_processing_interrupted()
+                pbar.update_absolute(step, total, progress_preview(crop))
+
+            out, result = run_fix(latent, vae, critic, roi, settings, gradient_vae=gradient_vae, on_step=on_step,
+                                  check_cancel=mm.throw_exception_if_processing_interrupted)
+        prev = result.preview or {}
+        widget = preview_ui("fix", roi.region, prev.get("crops"), prev.get("heatmaps"), prev.get("keypoints"),
+                            after_crops=prev.get("after_crops"), after_heatmaps=prev.get("after_heatmaps"),
+                            after_keypoints=prev.get("after_keypoints"))  # fmt: skip
+        ui = merge_ui({"text": [result.report.get("summary", "")]}, widget)
+        return io.NodeOutput(out, dumps_report(result.report), ui=ui)

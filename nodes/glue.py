@@ -1,0 +1,405 @@
+"""Host-free helpers of the BGFS nodes: tensor layouts, the BGFS_ROI / BGFS_CRITIC payloads, names and errors.
+
+Nothing here imports ComfyUI, so the glue is testable without a host (tests/test_nodes_glue.py). torch and PIL
+are imported inside the functions that use them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..bgfs_core.detections import Detections
+from ..bgfs_core.errors import BGFSError
+
+if TYPE_CHECKING:
+    import torch
+
+CATEGORY = "BGFS"
+CRITICS_FOLDER = "bgfs_critics"  # folder_paths key and folder name under models/
+MEDIAPIPE_FOLDER = "bgfs_mediapipe"  # folder_paths key for models/mediapipe (Tasks backend .task files)
+CACHE_SUBDIR = "bgfs_cache"  # ROI caches live in <output>/bgfs_cache/<name>/
+RUNS_SUBDIR = "bgfs_critic_runs"  # training states live in <output>/bgfs_critic_runs/<critic name>/
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+# --- errors ----------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def node_errors(display_name: str) -> Iterator[None]:
+    """Re-raise user errors (``BGFSError``) prefixed with the node's display name; everything else passes through.
+
+    Only ``BGFSError`` is caught: ComfyUI's cancel (``InterruptProcessingException``) and real bugs must propagate
+    untouched.
+    """
+    try:
+        yield
+    except BGFSError as exc:
+        msg = str(exc)
+        if msg.startswith(f"{display_name}:"):
+            raise
+        raise BGFSError(f"{display_name}: {msg}") from exc
+
+
+def prefixed(display_name: str, message: str) -> BGFSError:
+    """A ``BGFSError`` whose message starts with the node's display name."""
+    return BGFSError(f"{display_name}: {message}")
+
+
+# --- IMAGE / MASK / LATENT layouts -----------------------------------------------------------------------------
+
+
+def image_to_uint8(images: Any) -> np.ndarray:
+    """ComfyUI IMAGE (float ``[T, H, W, C]`` in [0, 1], C = 3 or 4) -> RGB ``uint8 [T, H, W, 3]`` (alpha dropped)."""
+    import torch
+
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
+        shape = list(images.shape) if hasattr(images, "shape") else type(images).__name__
+        raise BGFSError(f"expected an IMAGE batch [frames, height, width, 3], got {shape}")
+    if images.shape[0] == 0:
+        raise BGFSError("the IMAGE batch holds no frames")
+    x = images.detach()
+    if x.shape[-1] == 1:
+        x = x.expand(*x.shape[:-1], 3)
+    x = x[..., :3].float().clamp(0, 1).mul(255).round().to(torch.uint8)
+    return np.ascontiguousarray(x.cpu().numpy())
+
+
+def uint8_to_image(frames: np.ndarray) -> torch.Tensor:
+    """RGB ``uint8 [T, H, W, 3]`` -> ComfyUI IMAGE float ``[T, H, W, 3]`` in [0, 1] (CPU)."""
+    import torch
+
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise BGFSError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {list(frames.shape)}")
+    return torch.from_numpy(np.ascontiguousarray(frames)).float().div(255.0)
+
+
+def mask_to_tensor(mask: np.ndarray) -> torch.Tensor:
+    """Float mask ``[T, H, W]`` in [0, 1] -> ComfyUI MASK tensor (float32, CPU)."""
+    import torch
+
+    mask = np.asarray(mask, np.float32)
+    if mask.ndim != 3:
+        raise BGFSError(f"a mask must be [T, H, W], got {list(mask.shape)}")
+    return torch.from_numpy(np.ascontiguousarray(np.clip(mask, 0.0, 1.0)))
+
+
+def latent_samples(latent: Any) -> torch.Tensor:
+    """The ``samples`` tensor of a video LATENT, ``[1, C, t, h, w]``, with errors a user can act on."""
+    import torch
+
+    if not isinstance(latent, dict) or not isinstance(latent.get("samples"), torch.Tensor):
+        raise BGFSError("the latent input is not a ComfyUI LATENT (a dict with 'samples')")
+    samples = latent["samples"]
+    if samples.ndim != 5:
+        raise BGFSError(
+            f"the latent is {samples.ndim}-dimensional {list(samples.shape)}; a video latent [1, C, t, h, w] from "
+            "a Wan model (EmptyHunyuanLatentVideo, WanImageToVideo, Wan22ImageToVideoLatent, VAEEncode of frames) "
+            "is needed"
+        )
+    if samples.shape[0] != 1:
+        raise BGFSError(f"the latent holds a batch of {samples.shape[0]} videos; fix one video at a time (batch 1)")
+    if not torch.isfinite(samples).all():
+        raise BGFSError("the latent holds NaN or infinite values: check the sampler that produced it")
+    return samples
+
+
+def replace_samples(latent: dict, samples: torch.Tensor) -> dict:
+    """A new LATENT dict with ``samples`` replaced and every other key (noise_mask, batch_index, ...) kept."""
+    out = dict(latent)
+    out["samples"] = samples
+    return out
+
+
+# --- BGFS_ROI / BGFS_CRITIC --------------------------------------------------------------------------------------
+
+
+@dataclass
+class RoiData:
+    """What ``BGFS ROI Detect`` hands to the fixer: detections plus the ROI settings they were made with."""
+
+    detections: Detections
+    margin: float = 0.25
+    min_conf: float = 0.3
+    smooth: float = 0.6
+    backend: str = "solutions"
+
+    @property
+    def region(self) -> str:
+        return self.detections.region
+
+    @property
+    def frame_hw(self) -> tuple[int, int]:
+        return self.detections.frame_hw
+
+    @property
+    def num_frames(self) -> int:
+        return self.detections.num_frames
+
+
+@dataclass
+class CriticData:
+    """What ``BGFS Heatmap Critic Loader`` hands on: the network (frozen, built outside inference mode) and spec."""
+
+    model: Any
+    spec: Any  # bgfs_core.critic.CriticSpec
+    meta: dict = field(default_factory=dict)
+    name: str = ""
+
+    @property
+    def region(self) -> str:
+        return self.spec.region
+
+
+def check_roi(obj: Any) -> RoiData:
+    if not isinstance(obj, RoiData):
+        raise BGFSError(f"the roi input must come from a BGFS ROI Detect node, got {type(obj).__name__}")
+    return obj
+
+
+def check_critic(obj: Any) -> CriticData:
+    if not isinstance(obj, CriticData):
+        raise BGFSError(
+            f"the critic input must come from BGFS Heatmap Critic Loader or BGFS Critic Trainer, got {type(obj).__name__}"
+        )
+    return obj
+
+
+def roi_boxes(roi: RoiData) -> np.ndarray:
+    """Square, smoothed ROI boxes ``[T, I, 4]`` (NaN where an instance is absent) with the ROI's own settings."""
+    from ..bgfs_core.roi import roi_boxes as core_roi_boxes
+
+    return core_roi_boxes(roi.detections, roi.margin, roi.min_conf, roi.smooth)
+
+
+def roi_mask_frames(roi: RoiData, feather: float = 0.0) -> np.ndarray:
+    """ROI mask per frame, ``float32 [T, H, W]``: the union of every instance's ROI box (0 where none)."""
+    from ..bgfs_core.roi import roi_mask_union
+
+    return roi_mask_union(roi_boxes(roi), roi.frame_hw, feather=feather)
+
+
+def roi_crops(frames: np.ndarray, roi: RoiData, size: int = 128) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Square crops ``uint8 [N, S, S, 3]`` of every (frame, instance) that has an ROI box, the detected keypoints
+    in crop pixels ``[N, K, 2]`` (NaN where unseen) and their confidence ``[N, K]``. N may be 0."""
+    return crops_at(frames, roi.detections, roi_boxes(roi), size)
+
+
+def crops_at(frames: np.ndarray, det: Detections, boxes: np.ndarray, size: int = 128
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``roi_crops`` with given boxes ``[T, I, 4]``: crops of ``frames`` and ``det``'s keypoints in them. Two
+    videos cropped with the same boxes give tiles that compare one to one (before / after)."""
+    from ..bgfs_core.roi import box_valid, crop_frames, frame_to_crop
+
+    pairs = np.argwhere(box_valid(boxes))
+    k = det.keypoints.shape[2]
+    if len(pairs) == 0:
+        return np.zeros((0, size, size, 3), np.uint8), np.zeros((0, k, 2), np.float32), np.zeros((0, k), np.float32)
+    t, i = pairs[:, 0], pairs[:, 1]
+    crops = crop_frames(frames[t], boxes[t, i], (size, size))
+    keypoints = frame_to_crop(det.keypoints[t, i], boxes[t, i], (size, size)).astype(np.float32)
+    return crops, keypoints, det.confidence[t, i].astype(np.float32)
+
+
+def keypoint_heatmaps(keypoints: np.ndarray, confidence: np.ndarray, crop_size: int, heatmap_size: int = 64,
+                      sigma: float = 2.0, min_conf: float = 0.0) -> np.ndarray:
+    """Gaussian heatmaps ``float32 [N, K, hs, hs]`` of keypoints given in pixels of ``crop_size`` crops."""
+    from ..bgfs_core.heatmaps import render_heatmaps
+
+    visible = np.isfinite(keypoints).all(-1) & (confidence > min_conf)
+    pts = keypoints * (heatmap_size / crop_size)
+    return np.asarray(render_heatmaps(pts, visible, (heatmap_size, heatmap_size), sigma), np.float32)
+
+
+# --- the fixer under ComfyUI's inference mode ------------------------------------------------------------------
+
+
+def copy_module(module: Any) -> Any:
+    """A deep copy with frozen parameters; made outside inference mode, its tensors are ones autograd accepts."""
+    import copy
+
+    return copy.deepcopy(module).requires_grad_(False).eval()
+
+
+def build_codec(vae: Any, gradient_vae: Any = None) -> Any:
+    """A ``LatentCodec`` over ComfyUI VAE objects (duck-typed: ``first_stage_model``, ``latent_channels``,
+    ``upscale_ratio``, ``process_output``); gradients go through ``gradient_vae`` when given.
+
+    Call it under ``torch.inference_mode(False)``: the decoder that gradients pass through is deep-copied, since
+    ComfyUI's weights are inference tensors; the main VAE is only wrapped when a gradient VAE does that job.
+    """
+    from types import SimpleNamespace
+
+    from ..bgfs_core.codecs import GradientProxyCodec, ModuleCodec
+
+    def wrap(v: Any, what: str, copy: bool) -> Any:
+        model = getattr(v, "first_stage_model", None)
+        if model is None:
+            raise BGFSError(f"the {what} input is not a loaded VAE (it has no first_stage_model): use Load VAE")
+        view = SimpleNamespace(first_stage_model=copy_module(model) if copy else model,
+                               latent_channels=v.latent_channels, upscale_ratio=v.upscale_ratio,
+                               process_output=v.process_output)  # fmt: skip
+        return ModuleCodec.from_comfy_vae(view, name=f"{type(model).__name__} ({what})")
+
+    real = wrap(vae, "vae", copy=gradient_vae is None)
+    if gradient_vae is None:
+        return real
+    return GradientProxyCodec(real, wrap(gradient_vae, "gradient_vae", copy=True))
+
+
+def run_fix(latent: dict, vae: Any, critic: CriticData, roi: RoiData, settings: Any, gradient_vae: Any = None,
+            on_step: Any = None, check_cancel: Callable[[], None] | None = None) -> tuple[dict, Any]:
+    """Fix a LATENT dict -> (new LATENT with every other key kept, ``FixResult``).
+
+    Safe under ComfyUI's ``torch.inference_mode()``: decoder, critic and latent are copied outside it first. The
+    optimisation runs on the device of the decoder the gradients go through; the result comes back on the
+    latent's device and dtype. ``check_cancel`` runs before every layer of the copied decoder and critic, so a
+    cancel (it raises) stops the run within a layer rather than after a whole step; it propagates unchanged.
+    """
+    import torch
+
+    from ..bgfs_core.fixer import fix_latents
+
+    samples = latent_samples(latent)
+    roi, critic = check_roi(roi), check_critic(critic)
+    settings.validate()
+    with torch.inference_mode(False):
+        codec = build_codec(vae, gradient_vae)
+        grad_codec = getattr(codec, "grad", codec)
+        device = next(grad_codec.module.parameters()).device
+        model = copy_module(critic.model).to(device)
+        if check_cancel is not None:  # hooks on our own copies only, never on ComfyUI's shared models
+            for module in (grad_codec.module, model):
+                for sub in module.modules():
+                    sub.register_forward_pre_hook(lambda *_: check_cancel())
+        z = samples.detach().to(device=device, dtype=torch.float32).clone()
+        result = fix_latents(z, codec, model, critic.spec, roi.detections, settings, on_step=on_step)
+        new = result.latents.detach().to(device=samples.device, dtype=samples.dtype).clone()
+    return replace_samples(latent, new), result
+
+
+# --- drawing -----------------------------------------------------------------------------------------------------
+
+_COLORS = ((255, 64, 64), (64, 160, 255), (80, 220, 80), (255, 200, 0), (220, 80, 255))
+
+
+def draw_overlay(frames: np.ndarray, det: Detections, boxes: np.ndarray | None = None, min_conf: float = 0.0
+                 ) -> np.ndarray:
+    """Frames with each instance's skeleton, keypoints and ROI box drawn on them (``uint8 [T, H, W, 3]``)."""
+    from PIL import Image, ImageDraw
+
+    spec = det.spec
+    out = np.empty_like(frames)
+    h, w = frames.shape[1:3]
+    r = max(1.5, min(h, w) / 160)
+    for t, frame in enumerate(frames):
+        img = Image.fromarray(frame)
+        draw = ImageDraw.Draw(img)
+        for i in range(det.keypoints.shape[1]):
+            color = _COLORS[i % len(_COLORS)]
+            if boxes is not None and np.isfinite(boxes[t, i]).all():
+                draw.rectangle([float(v) for v in boxes[t, i]], outline=color, width=max(1, int(r / 1.5)))
+            if not det.present[t, i]:
+                continue
+            kp, conf = det.keypoints[t, i], det.confidence[t, i]
+            ok = np.isfinite(kp).all(-1) & (conf > min_conf)
+            for a, b in spec.bones:
+                if ok[a] and ok[b]:
+                    draw.line([tuple(kp[a]), tuple(kp[b])], fill=color, width=max(1, int(r)))
+            for (x, y), good in zip(kp, ok):
+                if good:
+                    draw.ellipse([x - r, y - r, x + r, y + r], fill=(255, 255, 255), outline=color)
+        out[t] = np.asarray(img)
+    return out
+
+
+def progress_preview(crop: np.ndarray | None, max_size: int = 512) -> tuple | None:
+    """The ``(format, PIL image, max size)`` tuple that ComfyUI's ProgressBar sends as the node's live preview."""
+    if crop is None:
+        return None
+    from PIL import Image
+
+    return ("JPEG", Image.fromarray(np.ascontiguousarray(np.asarray(crop, np.uint8))), max_size)
+
+
+def loss_plot(values: list[float], size: tuple[int, int] = (320, 160), title: str = "loss") -> Any:
+    """A small line chart of ``values`` as a PIL image (the Critic Trainer's live preview)."""
+    from PIL import Image, ImageDraw
+
+    w, h = size
+    img = Image.new("RGB", size, (24, 24, 28))
+    draw = ImageDraw.Draw(img)
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    draw.text((6, 4), f"{title}: {vals[-1]:.4f}" if vals else title, fill=(230, 230, 230))
+    if len(vals) >= 2:
+        lo, hi = min(vals), max(vals)
+        span = (hi - lo) or 1.0
+        pts = [(8 + (w - 16) * i / (len(vals) - 1), h - 8 - (h - 30) * (v - lo) / span) for i, v in enumerate(vals)]
+        draw.line(pts, fill=(90, 200, 255), width=2)
+    return img
+
+
+# --- names, JSON -------------------------------------------------------------------------------------------------
+
+
+def check_name(name: str, what: str) -> str:
+    """A file/folder name a user typed: letters, digits, ``_ . -``; no paths (nothing can escape its folder)."""
+    name = (name or "").strip()
+    if name.endswith(".safetensors"):
+        name = name[: -len(".safetensors")]
+    if not _NAME.match(name) or ".." in name:
+        raise BGFSError(f"{what} {name!r}: use letters, digits, '_', '.' or '-' only (no folders), e.g. 'hands_v1'")
+    return name
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with numpy scalars/arrays turned into Python values and NaN/inf into None (strict JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, np.generic):
+        return json_safe(obj.item())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def dumps_report(report: dict) -> str:
+    """A report dict as strict JSON text, ``summary`` first."""
+    report = json_safe(report)
+    ordered = {"summary": report.get("summary", "")} | {k: v for k, v in report.items() if k != "summary"}
+    return json.dumps(ordered, indent=1)
+
+
+def preview_ui(kind: str, region: str, crops: np.ndarray, heatmaps: np.ndarray | None, keypoints: np.ndarray | None,
+               **after: Any) -> dict | None:
+    """The heatmap widget's ``ui`` dict (built by ``nodes/preview_ui.py``), or None when there is nothing to show
+    or that module is absent (a trimmed install): the nodes' results never depend on the widget."""
+    if crops is None or len(crops) == 0:
+        return None
+    try:
+        from .preview_ui import preview_ui as build
+    except ImportError:
+        return None
+    return build(kind, region, crops, heatmaps, keypoints, **after)
+
+
+def merge_ui(*parts: dict | None) -> dict | None:
+    """Merge ui dicts (every value a list, as ComfyUI wants); None when all are empty."""
+    out: dict[str, list] = {}
+    for part in parts:
+        for key, value in (part or {}).items():
+            out.setdefault(key, []).extend(value if isinstance(value, list) else [value])
+    return out or None

@@ -1,0 +1,67 @@
+"""Where the nodes read and write inside a ComfyUI install (folder_paths), and images for the node's ui."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+from ..bgfs_core.errors import BGFSError
+from .glue import CACHE_SUBDIR, CRITICS_FOLDER, RUNS_SUBDIR, check_name
+
+
+def critics_dir() -> Path:
+    """The folder new critics are saved to: the first ``bgfs_critics`` model folder (models/bgfs_critics)."""
+    import folder_paths
+
+    path = Path(folder_paths.get_folder_paths(CRITICS_FOLDER)[0])
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def cache_root() -> Path:
+    """ROI caches built in ComfyUI live in ``<output>/bgfs_cache/<name>/`` (the CLI reads them with --cache-dir)."""
+    import folder_paths
+
+    return Path(folder_paths.get_output_directory()) / CACHE_SUBDIR
+
+
+def runs_root() -> Path:
+    """Critic training runs (resumable state, logs) live in ``<output>/bgfs_critic_runs/<critic name>/``."""
+    import folder_paths
+
+    return Path(folder_paths.get_output_directory()) / RUNS_SUBDIR
+
+
+def cache_dir_for(name: str) -> Path:
+    """The cache folder for a cache name typed on a node."""
+    return cache_root() / check_name(name, "cache name")
+
+
+def resolve_cache(cache: str) -> Path:
+    """A cache given as a name (under output/bgfs_cache) or as a folder path (e.g. a Cache Builder's output)."""
+    cache = (cache or "").strip()
+    if not cache:
+        raise BGFSError("no cache given: connect a BGFS Cache Builder's cache_path or type a cache name")
+    path = Path(cache) if os.path.isabs(cache) else cache_dir_for(cache)
+    if not (path / "manifest.json").is_file():
+        raise BGFSError(f"no ROI cache at {str(path)!r} (no manifest.json): build one with BGFS Cache Builder "
+                        "or `bgfs precompute`")  # fmt: skip
+    return path
+
+
+def save_temp_image(image: Any, prefix: str) -> dict[str, str]:
+    """Save a PIL image (or copy a PNG file) into ComfyUI's temp folder -> the ``ui["images"]`` entry for it."""
+    import shutil
+
+    import folder_paths
+
+    temp = Path(folder_paths.get_temp_directory())
+    temp.mkdir(parents=True, exist_ok=True)
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}.png"
+    if isinstance(image, (str, Path)):
+        shutil.copyfile(image, temp / name)
+    else:
+        image.save(temp / name, format="PNG", compress_level=4)
+    return {"filename": name, "subfolder": "", "type": "temp"}

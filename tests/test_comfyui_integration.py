@@ -1,0 +1,299 @@
+"""The pack inside a real ComfyUI server (``COMFYUI_DIR``): start-up, /object_info, example workflows, a CPU run
+of the whole graph with a tiny random-weight Wan 2.1 VAE on real hand frames, a cancel, and critic training.
+
+One server for the module (loopback, free port, a temporary --base-directory with the pack linked in). Skips,
+loudly, without ``COMFYUI_DIR``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import numpy as np
+import pytest
+from comfy_host import (
+    PACK,
+    REPO,
+    SAMPLE_VIDEO,
+    TINY_VAE,
+    VIRTUAL_NODES,
+    ComfyServer,
+    build_tiny_critic,
+    build_tiny_wan_vae,
+    history_messages,
+    make_base_dir,
+    require_comfy,
+    workflow_to_api,
+    write_sample_video,
+)
+
+pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
+
+EXAMPLES = REPO / "example_workflows"
+CRITIC = "hands_critic.safetensors"  # the name the example workflows load
+FIXER = "BGFSLatentAnatomyFixer"
+
+# node id -> (required inputs, optional inputs, outputs, output node): names and types that must stay stable
+EXPECTED = {
+    "BGFSROIDetect": ({"images": "IMAGE", "region": "COMBO", "margin": "FLOAT", "min_conf": "FLOAT", "smooth": "FLOAT",
+                       "backend": "COMBO", "fps": "FLOAT"}, {},
+                      [("roi", "BGFS_ROI"), ("mask", "MASK"), ("overlay", "IMAGE")], False),
+    "BGFSCriticLoader": ({"critic_name": "COMBO"}, {}, [("critic", "BGFS_CRITIC")], False),
+    FIXER: ({"latent": "LATENT", "vae": "VAE", "critic": "BGFS_CRITIC", "roi": "BGFS_ROI", "steps": "INT",
+             "lr": "FLOAT", "strength": "FLOAT", "mode": "COMBO"}, {"gradient_vae": "VAE"},
+            [("latent", "LATENT"), ("report", "STRING")], False),
+    "BGFSCacheBuilder": ({"images": "IMAGE", "region": "COMBO", "cache_name": "STRING", "fps": "FLOAT",
+                          "clip_len": "INT", "clips_per_video": "INT", "frame_stride": "INT", "crop_size": "INT",
+                          "clip_seed": "INT"}, {}, [("cache_path", "STRING")], True),
+    "BGFSCriticTrainer": ({"cache": "STRING", "critic_name": "STRING", "epochs": "INT", "lr": "FLOAT",
+                           "batch_size": "INT", "val_fraction": "FLOAT", "resume": "BOOLEAN"}, {},
+                          [("critic", "BGFS_CRITIC")], True),
+    "BGFSAnatomyScore": ({"images": "IMAGE", "region": "COMBO", "threshold": "FLOAT", "fps": "FLOAT"},
+                         {"reference": "IMAGE"}, [("score", "FLOAT"), ("summary", "STRING"), ("needs_fixing", "BOOLEAN")],
+                         False),
+}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, hand_video_frames):
+    comfy, python = require_comfy()
+    base = make_base_dir(tmp_path_factory.mktemp("comfy_base"))
+    build_tiny_wan_vae(python, comfy, base / "models" / "vae" / TINY_VAE)
+    build_tiny_critic(base / "models" / "bgfs_critics" / CRITIC)
+    write_sample_video(base / "input" / SAMPLE_VIDEO, hand_video_frames, fps=10.0)
+    srv = ComfyServer(comfy, python, base).start()
+    srv.object_info = srv.get("/object_info")
+    yield srv
+    srv.stop()
+
+
+def _example(name: str) -> dict:
+    return json.loads((EXAMPLES / f"{name}.json").read_text())
+
+
+def _by_title(prompt: dict, title: str) -> str:
+    return next(k for k, v in prompt.items() if v["_meta"]["title"] == title)
+
+
+def _by_type(prompt: dict, class_type: str) -> str:
+    ids = [k for k, v in prompt.items() if v["class_type"] == class_type]
+    assert len(ids) == 1, f"expected one {class_type}, got {ids}"
+    return ids[0]
+
+
+# --- start-up, /object_info ---------------------------------------------------------------------------------------
+
+
+def test_server_loads_the_pack_without_import_failure(server):
+    log = server.log()
+    assert "IMPORT FAILED" not in log, log[-3000:]
+    assert f"Cannot import {server.base / 'custom_nodes' / PACK}" not in log
+    assert re.search(rf"\d+\.\d+ seconds: \S*custom_nodes/{PACK}\s*$", log, re.M), "the pack is listed as loaded"
+    assert not [line for line in log.splitlines() if "Traceback" in line], log[-3000:]
+    assert set(EXPECTED) <= set(server.object_info)
+    print(f"\nComfyUI ready in {server.startup_seconds:.1f} s with {len(server.object_info)} node types")
+
+
+def test_object_info_lists_every_node_with_its_inputs_and_outputs(server):
+    for node_id, (required, optional, outputs, output_node) in EXPECTED.items():
+        info = server.object_info[node_id]
+        assert info["category"] == "BGFS" and info["display_name"].startswith("BGFS ")
+        assert info["python_module"] == f"custom_nodes.{PACK}"
+        got_req = {k: v[0] if isinstance(v[0], str) else "COMBO" for k, v in info["input"]["required"].items()}
+        got_opt = {k: v[0] for k, v in info["input"].get("optional", {}).items()}
+        assert got_req == required, node_id
+        assert got_opt == optional, node_id
+        assert list(zip(info["output_name"], info["output"])) == outputs, node_id
+        assert info["output_node"] is output_node, node_id
+        for name, spec in {**info["input"]["required"], **info["input"].get("optional", {})}.items():
+            assert spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
+    # the model folder is registered: the critic put into models/bgfs_critics is offered
+    assert CRITIC in server.object_info["BGFSCriticLoader"]["input"]["required"]["critic_name"][1]["options"]
+    assert server.object_info["BGFSROIDetect"]["input"]["required"]["region"][1]["options"] == [
+        "hands", "face", "feet", "upper_body", "full_body"]
+
+
+# --- example workflows ----------------------------------------------------------------------------------------------
+
+
+def test_every_example_workflow_is_served_and_refers_to_known_nodes(server):
+    from PIL import Image
+
+    names = sorted(p.stem for p in EXAMPLES.glob("*.json"))
+    assert len(names) >= 5
+    assert sorted(server.get("/api/workflow_templates")[PACK]) == names
+    info = server.object_info
+    for name in names:
+        served = server.get(f"/api/workflow_templates/{PACK}/{name}.json")
+        assert served == _example(name)
+        status, jpg = server.request(f"/api/workflow_templates/{PACK}/{name}.jpg")
+        assert status == 200 and jpg[:3] == b"\xff\xd8\xff", f"{name}.jpg thumbnail"
+        with Image.open(EXAMPLES / f"{name}.jpg") as im:
+            assert im.format == "JPEG" and min(im.size) >= 200
+        types = {n["type"] for n in served["nodes"]}
+        assert types - VIRTUAL_NODES <= set(info), f"{name}: unknown node types {types - VIRTUAL_NODES - set(info)}"
+        assert any(t.startswith("BGFS") for t in types)
+        _check_api_prompt(name, workflow_to_api(served, info), info)
+
+
+def _check_api_prompt(name: str, prompt: dict, info: dict) -> None:
+    """Every required input is there, links join matching types, widget values fit their specs."""
+    for nid, node in prompt.items():
+        spec = info[node["class_type"]]["input"]
+        for key in spec["required"]:
+            assert key in node["inputs"], f"{name}: node {nid} {node['class_type']} lacks {key}"
+        for key, value in node["inputs"].items():
+            typ = {**spec["required"], **spec.get("optional", {})}[key][0]
+            if isinstance(value, list):
+                src = prompt[value[0]]
+                out_type = info[src["class_type"]]["output"][value[1]]
+                assert typ in ("*", out_type) or out_type == "*", f"{name}: {nid}.{key} {typ} <- {out_type}"
+            elif typ in ("INT", "FLOAT"):
+                assert isinstance(value, (int, float)) and not isinstance(value, bool), f"{name}: {nid}.{key}={value!r}"
+            elif typ == "BOOLEAN":
+                assert isinstance(value, bool), f"{name}: {nid}.{key}={value!r}"
+            elif typ == "COMBO" or isinstance(typ, list):
+                assert isinstance(value, str), f"{name}: {nid}.{key}={value!r}"
+
+
+def test_the_wan_examples_insert_roi_detect_and_the_fixer_before_vae_decode(server):
+    for name, vae in (("bgfs_wan2_2_14B_t2v_fix_hands", "wan_2.1_vae.safetensors"),
+                      ("bgfs_wan2_2_14B_i2v_fix_hands", "wan_2.1_vae.safetensors"),
+                      ("bgfs_wan2_2_5B_ti2v_fix_hands", "wan2.2_vae.safetensors")):  # fmt: skip
+        prompt = workflow_to_api(_example(name), server.object_info)
+        fix = prompt[_by_type(prompt, FIXER)]
+        sampler = prompt[fix["inputs"]["latent"][0]]
+        assert sampler["class_type"] in ("KSamplerAdvanced", "KSampler")
+        if sampler["class_type"] == "KSamplerAdvanced":
+            assert sampler["inputs"]["start_at_step"] > 0, f"{name}: the fixer follows the second (low-noise) sampler"
+        assert prompt[fix["inputs"]["vae"][0]]["inputs"]["vae_name"] == vae
+        roi = prompt[fix["inputs"]["roi"][0]]
+        assert roi["class_type"] == "BGFSROIDetect"
+        pre = prompt[roi["inputs"]["images"][0]]
+        assert pre["class_type"] == "VAEDecode" and pre["inputs"]["samples"] == fix["inputs"]["latent"]
+        final = [v for v in prompt.values() if v["class_type"] == "VAEDecode" and v is not pre]
+        assert len(final) == 1 and final[0]["inputs"]["samples"] == [_by_type(prompt, FIXER), 0]
+
+
+# --- running the CPU example ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cpu_prompt(server) -> dict:
+    prompt = workflow_to_api(_example("bgfs_cpu_tiny_vae"), server.object_info)
+    assert prompt[_by_type(prompt, "LoadVideo")]["inputs"]["file"] == SAMPLE_VIDEO
+    assert prompt[_by_type(prompt, "VAELoader")]["inputs"]["vae_name"] == TINY_VAE
+    return prompt
+
+
+def _with_latent_probes(prompt: dict) -> dict:
+    """The prompt plus SaveLatent nodes for the encoded and the fixed latents (test probes, not in the example)."""
+    prompt = json.loads(json.dumps(prompt))
+    enc, fix = _by_type(prompt, "VAEEncode"), _by_type(prompt, FIXER)
+    prompt["probe_before"] = {"class_type": "SaveLatent", "inputs": {"samples": [enc, 0], "filename_prefix": "probe/before"}}
+    prompt["probe_after"] = {"class_type": "SaveLatent", "inputs": {"samples": [fix, 0], "filename_prefix": "probe/after"}}
+    return prompt
+
+
+def _load_latent(server, outputs: dict, node: str):
+    from safetensors.torch import load_file
+
+    item = outputs[node]["latents"][0]
+    return load_file(str(server.base / "output" / item["subfolder"] / item["filename"]))["latent_tensor"]
+
+
+def test_cpu_example_runs_end_to_end_on_real_frames(server, cpu_prompt):
+    prompt = _with_latent_probes(cpu_prompt)
+    started = time.perf_counter()
+    entry = server.wait(server.queue(prompt), timeout=400)
+    seconds = time.perf_counter() - started
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000] + server.log()[-3000:]
+    out = entry["outputs"]
+    print(f"\nCPU example: {seconds:.1f} s")
+
+    roi_text = out[_by_type(prompt, "BGFSROIDetect")]["text"][0]
+    assert roi_text.startswith("hands: found in 5 of 5 frames (96x72"), roi_text
+    fix_out = out[_by_type(prompt, FIXER)]
+    assert fix_out["text"][0].startswith("BGFS fix (hands, mode latent, 2 steps")
+    report = json.loads(out[_by_title(prompt, "fix report")]["text"][0])
+    assert report["changed"] is True and report["codec"].startswith("WanVAE")
+    assert len(report["history"]) == 2 and report["window"]["crops"] == 5
+
+    before, after = _load_latent(server, out, "probe_before"), _load_latent(server, out, "probe_after")
+    assert before.shape == after.shape == (1, 16, 2, 9, 12)
+    win = report["window"]
+    t0, t1 = win["latent_t"]
+    y0, y1 = win["latent_y"]
+    x0, x1 = win["latent_x"]
+    core = (slice(None), slice(None), slice(t0, t1), slice(y0, y1), slice(x0, x1))
+    assert (after[core] - before[core]).abs().max() > 1e-4, "the fixer changed the latents inside the ROI window"
+    outside = np.ones(before.shape[2:], bool)
+    feather = 1  # FixSettings.feather: the edit fades out over one latent cell around the core
+    outside[t0:t1, max(0, y0 - feather) : y1 + feather, max(0, x0 - feather) : x1 + feather] = False
+    assert outside.any()
+    np.testing.assert_array_equal(after.numpy()[:, :, outside], before.numpy()[:, :, outside])
+
+    score_text = out[_by_title(prompt, "score")]["text"][0]
+    score = float(score_text)
+    assert 0.0 <= score <= 100.0
+    summary = out[_by_title(prompt, "score summary")]["text"][0]
+    assert "hands" in summary
+    previews = out[_by_title(prompt, "ROI overlay")]["images"]
+    assert len(previews) == 5 and all((server.base / "temp" / p["subfolder"] / p["filename"]).is_file() for p in previews)
+    if "bgfs_preview" in fix_out:  # the heatmap widget's payload (nodes/preview_ui.py)
+        sheet = fix_out["bgfs_preview"][0]
+        assert sheet["kind"] == "fix" and (server.base / "temp" / sheet["crops"]["subfolder"] / sheet["crops"]["filename"]).is_file()
+
+
+def test_cancel_stops_the_fixer_promptly(server, cpu_prompt):
+    prompt = json.loads(json.dumps(cpu_prompt))
+    prompt[_by_type(prompt, FIXER)]["inputs"]["steps"] = 5000
+    log_before = len(server.log())
+    prompt_id = server.queue(prompt)
+    end = time.perf_counter() + 300
+    marker = "BGFS Latent Anatomy Fixer: 5000 steps"
+    while marker not in server.log()[log_before:]:
+        assert time.perf_counter() < end, "the fixer never started:\n" + server.log()[-3000:]
+        time.sleep(0.2)
+    time.sleep(2.0)  # let it take a step or two
+    sent = time.perf_counter()
+    server.post("/interrupt", {})
+    entry = server.wait(prompt_id, timeout=120)
+    latency = time.perf_counter() - sent
+    print(f"\ncancel: the fixer stopped {latency:.1f} s after POST /interrupt")
+    assert entry["status"]["status_str"] == "error" and entry["status"]["completed"] is False
+    msgs = history_messages(entry)
+    assert "execution_interrupted" in msgs and "execution_error" not in msgs, json.dumps(entry["status"])[:2000]
+    assert msgs["execution_interrupted"]["node_type"] == FIXER
+    assert latency < 30.0
+    assert server.get("/queue")["queue_running"] == []
+
+
+# --- critic training graph -----------------------------------------------------------------------------------------
+
+
+def test_training_example_builds_a_cache_and_trains_a_critic(server):
+    from bgfs_core.cache import load_manifest
+    from bgfs_core.critic_io import load_critic
+
+    prompt = workflow_to_api(_example("bgfs_train_critic"), server.object_info)
+    prompt[_by_type(prompt, "LoadVideo")]["inputs"]["file"] = SAMPLE_VIDEO
+    builder, trainer = _by_type(prompt, "BGFSCacheBuilder"), _by_type(prompt, "BGFSCriticTrainer")
+    prompt[builder]["inputs"].update(cache_name="e2e_hands", crop_size=128)
+    prompt[trainer]["inputs"].update(critic_name="e2e_critic", epochs=1, batch_size=16)
+    entry = server.wait(server.queue(prompt), timeout=400)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000] + server.log()[-3000:]
+    cache_dir = server.base / "output" / "bgfs_cache" / "e2e_hands"
+    manifest = load_manifest(cache_dir)  # the CLI reads it the same way
+    assert manifest["region"] == "hands" and len(manifest["clips"]) >= 2
+    assert "clips:" in entry["outputs"][builder]["text"][0]
+    text = entry["outputs"][trainer]["text"][0]
+    assert "epoch 1/1: train loss" in text
+    critic_path = server.base / "models" / "bgfs_critics" / "e2e_critic.safetensors"
+    model, spec, meta = load_critic(critic_path, region="hands")
+    assert spec.input_hw == (128, 128) and meta["train_summary"]["clips"] == len(manifest["clips"])
+    assert entry["outputs"][trainer]["images"][0]["type"] == "temp"
+    assert "e2e_critic.safetensors" in server.get("/object_info/BGFSCriticLoader")["BGFSCriticLoader"]["input"][
+        "required"]["critic_name"][1]["options"]

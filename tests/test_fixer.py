@@ -1,0 +1,143 @@
+"""The Latent Anatomy Fixer: gradients reach the latents through real Wan VAE classes, latents outside the window
+come back bit for bit, bad input gives clear errors, a cancel leaves the input untouched."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bgfs_core.codecs import DiffusersWanCodec, PixelCodec, wan_vae_config
+from bgfs_core.critic import CriticSpec, HeatmapCritic
+from bgfs_core.detections import Detections
+from bgfs_core.errors import BGFSError
+from bgfs_core.fixer import FixSettings, fix_latents
+
+TINY = {16: wan_vae_config("2.1", base_dim=8), 48: wan_vae_config("2.2", base_dim=8, decoder_base_dim=12)}
+
+
+def hand_detections(num_frames: int, frame_hw: tuple[int, int], box: tuple[float, float, float, float]) -> Detections:
+    """A synthetic left hand: 21 keypoints spread over ``box`` in every frame, drifting one pixel per frame."""
+    det = Detections.empty("hands", num_frames, frame_hw)
+    x0, y0, x1, y1 = box
+    rng = np.random.default_rng(0)
+    base = np.stack([rng.uniform(x0, x1, 21), rng.uniform(y0, y1, 21)], -1).astype(np.float32)
+    for t in range(num_frames):
+        det.keypoints[t, 0] = base + np.float32(t % 3)
+        det.confidence[t, 0] = 0.9
+        det.present[t, 0] = True
+        det.scores[t, 0] = 0.9
+        det.boxes[t, 0] = [x0, y0, x1, y1]
+    return det
+
+
+def random_critic() -> tuple[torch.nn.Module, CriticSpec]:
+    torch.manual_seed(0)
+    spec = CriticSpec.for_region("hands", input_hw=(32, 32), heatmap_hw=(16, 16), width=8)
+    critic = HeatmapCritic(spec).eval().requires_grad_(False)
+    torch.nn.init.normal_(critic.head.weight, std=0.3)  # an untrained critic with visible, varied peaks
+    return critic, spec
+
+
+SETTINGS = FixSettings(steps=2, lr=0.05, keypoint_conf=0.0, chunk_frames=1)
+
+
+@pytest.mark.parametrize("channels", [16, 48])
+def test_fix_changes_the_window_and_nothing_else(channels):
+    codec = DiffusersWanCodec.from_config(TINY[channels], seed=0)
+    s = codec.spatial_ratio
+    torch.manual_seed(1)
+    latents = torch.randn(1, channels, 2, 64 // s, 96 // s)
+    original = latents.clone()
+    det = hand_detections(codec.pixel_frames(2), (64, 96), (8.0, 8.0, 36.0, 36.0))
+    critic, spec = random_critic()
+    result = fix_latents(latents, codec, critic, spec, det, SETTINGS)
+    assert torch.equal(latents, original), "the input latents must never be modified in place"
+    changed = (result.latents != original).any(1)[0]  # [t, h, w]
+    assert changed.any(), "no gradient reached the latents"
+    win = result.report["window"]
+    t0, t1 = win["latent_t"]
+    (y0, y1), (x0, x1) = win["latent_y"], win["latent_x"]
+    feather = SETTINGS.feather
+    allowed = torch.zeros_like(changed)
+    allowed[t0:t1, max(0, y0 - feather) : y1 + feather, max(0, x0 - feather) : x1 + feather] = True
+    assert not (changed & ~allowed).any(), "latents outside the window changed"
+    assert x1 < latents.shape[-1], "the window should not cover the whole frame in this case"
+
+
+def test_warp_mode_moves_pixels_with_the_pixel_codec(hand_video_frames):
+    codec = PixelCodec()
+    frames = torch.from_numpy(hand_video_frames[:5]).permute(0, 3, 1, 2).float() / 255
+    latents = codec.encode(frames)
+    det = hand_detections(5, frames.shape[-2:], (100.0, 60.0, 200.0, 160.0))
+    critic, spec = random_critic()
+    result = fix_latents(latents, codec, critic, spec, det, FixSettings(steps=3, lr=0.5, mode="warp", keypoint_conf=0.0))
+    diff = (result.latents - latents).abs()[0].amax(0)  # [T, H, W]
+    assert diff.max() > 0.01
+    assert diff[:, :, :60].max() == 0 and diff[:, :30].max() == 0, "pixels far outside the ROI changed"
+    assert "warp" in result.report["history"][-1]
+
+
+def test_the_objective_falls_over_the_steps(hand_video_frames):
+    codec = PixelCodec()
+    frames = torch.from_numpy(hand_video_frames[:6]).permute(0, 3, 1, 2).float() / 255
+    det = hand_detections(6, frames.shape[-2:], (100.0, 60.0, 200.0, 160.0))
+    critic, spec = random_critic()
+    result = fix_latents(codec.encode(frames), codec, critic, spec, det,
+                         FixSettings(steps=12, lr=0.01, keypoint_conf=0.0))  # fmt: skip
+    assert result.report["critic_after"]["total"] < 0.9 * result.report["critic_before"]["total"]
+
+
+def test_nothing_detected_is_a_clean_pass_through():
+    codec = PixelCodec()
+    latents = torch.rand(1, 3, 4, 32, 32) * 2 - 1
+    critic, spec = random_critic()
+    result = fix_latents(latents, codec, critic, spec, Detections.empty("hands", 4, (32, 32)), SETTINGS)
+    assert result.latents is latents and not result.report["changed"]
+    assert "not detected" in result.report["summary"]
+
+
+def test_bad_input_errors():
+    codec = PixelCodec()
+    latents = torch.rand(1, 3, 4, 32, 32)
+    critic, spec = random_critic()
+    with pytest.raises(BGFSError, match="trained for 'hands' but the ROI is 'face'"):
+        fix_latents(latents, codec, critic, spec, Detections.empty("face", 4, (32, 32)), SETTINGS)
+    with pytest.raises(BGFSError, match="covers 5 frames but the latents decode to 4 frames"):
+        fix_latents(latents, codec, critic, spec, Detections.empty("hands", 5, (32, 32)), SETTINGS)
+    with pytest.raises(BGFSError, match="another aspect ratio"):
+        fix_latents(latents, codec, critic, spec, Detections.empty("hands", 4, (32, 64)), SETTINGS)
+    with pytest.raises(BGFSError, match="mode must be one of latent, warp"):
+        fix_latents(latents, codec, critic, spec, Detections.empty("hands", 4, (32, 32)), FixSettings(mode="paint"))
+    with pytest.raises(BGFSError, match="expects 3|channels"):
+        fix_latents(torch.rand(1, 16, 2, 4, 4), codec, critic, spec, Detections.empty("hands", 2, (32, 32)), SETTINGS)
+
+
+def test_rois_from_frames_of_another_size_are_rescaled_with_a_warning():
+    codec = PixelCodec()
+    latents = torch.rand(1, 3, 4, 64, 64) * 2 - 1
+    det = hand_detections(4, (32, 32), (4.0, 4.0, 20.0, 20.0))
+    critic, spec = random_critic()
+    result = fix_latents(latents, codec, critic, spec, det, SETTINGS)
+    assert any("rescaled" in w for w in result.report["warnings"])
+    assert result.report["window"]["latent_x"][1] <= 48  # the box was scaled x2, not left at 20 px
+
+
+def test_cancel_propagates_and_leaves_the_input_untouched():
+    codec = PixelCodec()
+    latents = torch.rand(1, 3, 4, 32, 32) * 2 - 1
+    original = latents.clone()
+    det = hand_detections(4, (32, 32), (4.0, 4.0, 20.0, 20.0))
+    critic, spec = random_critic()
+
+    class Cancelled(Exception):
+        pass
+
+    def on_step(step, total, losses, crop):
+        assert crop is not None and crop.dtype == np.uint8 and crop.shape[-1] == 3
+        if step == 2:
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        fix_latents(latents, codec, critic, spec, det, FixSettings(steps=10, keypoint_conf=0.0), on_step=on_step)
+    assert torch.equal(latents, original)

@@ -1,0 +1,187 @@
+"""Training the critic on a real ROI cache built from the bundled hand video."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from bgfs_core.config import load_config
+from bgfs_core.critic import CriticSpec
+from bgfs_core.critic_io import load_critic, read_critic_meta
+from bgfs_core.errors import BGFSError
+from bgfs_core.regions import FACE
+from bgfs_core.train_critic import augment, split_clips, train_critic
+
+# Small everything: the point is the mechanics on real data, not accuracy.
+SMALL = {
+    "clips.clip_len": 4, "clips.clips_per_video": 4, "roi.out_hw": [128, 128], "critic.input_hw": [64, 64],
+    "critic.heatmap_hw": [32, 32], "critic.heatmap_sigma": 1.5, "critic.width": 16, "critic.batch_size": 4,
+    "critic.lr": 3e-3,
+}  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def hand_cache(tmp_path_factory, data_dir):
+    """A real ROI cache (MediaPipe on fingers-lq.gif), built once for the session."""
+    from bgfs_core.cache import build_cache
+
+    cache_dir = tmp_path_factory.mktemp("cache")
+    cfg = load_config(None, {**SMALL, "data.videos_dir": str(data_dir / "clips"), "data.cache_dir": str(cache_dir)})
+    build_cache(cfg)
+    return cache_dir
+
+
+def _cfg(cache_dir, **extra):
+    return load_config(None, {**SMALL, "data.cache_dir": str(cache_dir), **extra})
+
+
+def _weights(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def test_training_lowers_validation_loss_and_writes_a_critic(hand_cache, tmp_path):
+    from bgfs_core.critic import HeatmapCritic
+    from bgfs_core.train_critic import _load_frames, _read_cache, evaluate
+
+    cfg = _cfg(hand_cache)
+    cache_dir, manifest = _read_cache(cfg)
+    _, val_idx = split_clips(manifest["clips"], cfg.critic.val_fraction, cfg.critic.seed)
+    spec = CriticSpec.from_config(cfg)
+    val = _load_frames(cache_dir, [manifest["clips"][i] for i in val_idx], spec, 0)
+    assert len(val) > 0
+    torch.manual_seed(cfg.critic.seed)
+    untrained_loss, _ = evaluate(HeatmapCritic(spec), val, spec, 8, "cpu")
+
+    seen = []
+    result = train_critic(cfg, tmp_path / "out", epochs=4, progress=False, on_epoch=seen.append)
+    assert [h["epoch"] for h in result.history] == [1, 2, 3, 4] and seen == result.history
+    assert result.history[-1]["val_loss"] < 0.8 * untrained_loss
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert all(0.0 <= h["val_pck"] <= 1.0 for h in result.history)
+
+    model, spec2, meta = load_critic(result.best_path, region="hands")
+    assert spec2.same_model(spec)
+    best = result.history[result.best_epoch - 1]
+    assert best["val_loss"] == min(h["val_loss"] for h in result.history)
+    assert meta["val_pck"] == pytest.approx(best["val_pck"]) and result.best_val_pck == pytest.approx(best["val_pck"])
+    summary = meta["train_summary"]
+    assert summary["sources"] == 1 and summary["clips"] == len(manifest["clips"]) and summary["split"] == "clip"
+    assert summary["train_frames"] + summary["val_frames"] == summary["frames"] > 0
+    log = json.loads((tmp_path / "out" / "train_log.json").read_text())
+    assert log["history"] == result.history and log["best_epoch"] == result.best_epoch
+    assert read_critic_meta(result.last_path)["train_summary"]["epochs"] == 4
+    # The loaded critic reproduces the validation loss it was saved with.
+    again, _ = evaluate(model, val, spec, 8, "cpu")
+    assert again == pytest.approx(best["val_loss"], rel=1e-4)
+
+
+def test_interrupted_run_resumes_to_the_same_weights(hand_cache, tmp_path):
+    cfg = _cfg(hand_cache)
+
+    def stop_after_two(record):
+        if record["epoch"] == 2:
+            raise KeyboardInterrupt  # as Ctrl-C right after the epoch's checkpoint
+
+    with pytest.raises(KeyboardInterrupt):
+        train_critic(cfg, tmp_path / "a", epochs=3, progress=False, on_epoch=stop_after_two)
+    assert read_critic_meta(tmp_path / "a" / "critic_last.safetensors")["train_summary"]["epochs"] == 2
+    load_critic(tmp_path / "a" / "critic_last.safetensors")  # the checkpoint left behind is whole
+
+    resumed = train_critic(cfg, tmp_path / "a", epochs=3, progress=False)
+    straight = train_critic(cfg, tmp_path / "b", epochs=3, progress=False)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    for a, b in zip(resumed.history, straight.history):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+    wa, wb = _weights(resumed.last_path), _weights(straight.last_path)
+    assert all(torch.allclose(wa[k], wb[k], rtol=1e-4, atol=1e-6) for k in wb)
+
+    # Asking for epochs already done trains nothing; --no-resume starts over.
+    again = train_critic(cfg, tmp_path / "a", epochs=3, progress=False)
+    assert len(again.history) == 3
+    fresh = train_critic(cfg, tmp_path / "a", epochs=1, resume=False, progress=False)
+    assert len(fresh.history) == 1
+    assert read_critic_meta(fresh.last_path)["train_summary"]["epochs"] == 1
+
+
+def test_resume_refuses_another_setup(hand_cache, tmp_path):
+    train_critic(_cfg(hand_cache), tmp_path, epochs=1, progress=False)
+    with pytest.raises(BGFSError, match="another critic setup.*--no-resume"):
+        train_critic(_cfg(hand_cache, **{"critic.width": 8}), tmp_path, epochs=2, progress=False)
+
+
+def test_missing_or_empty_cache(tmp_path, hand_cache):
+    with pytest.raises(BGFSError, match="run bgfs precompute first"):
+        train_critic(_cfg(tmp_path / "nothing"), tmp_path / "out", epochs=1, progress=False)
+    manifest = json.loads((hand_cache / "manifest.json").read_text())
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "manifest.json").write_text(json.dumps({**manifest, "clips": []}))
+    with pytest.raises(BGFSError, match="holds no clips"):
+        train_critic(_cfg(empty), tmp_path / "out", epochs=1, progress=False)
+    with pytest.raises(BGFSError, match="built for 'hands', but roi.region is 'face'"):
+        train_critic(_cfg(hand_cache, **{"roi.region": "face"}), tmp_path / "out", epochs=1, progress=False)
+
+
+def test_command_line(hand_cache, tmp_path, capsys):
+    from bgfs_core.commands import train_critic as cmd
+
+    parser = argparse.ArgumentParser()
+    cmd.add_arguments(parser)
+    sets = [f"{k}={json.dumps(v)}" for k, v in SMALL.items()]
+    argv = ["--cache-dir", str(hand_cache), "--out-dir", str(tmp_path), "--epochs", "1", "--lr", "0.001", "--quiet"]
+    args = parser.parse_args(argv + [a for s in sets for a in ("--set", s)])
+    assert cmd.run(args) == 0
+    assert "critic_best.safetensors" in capsys.readouterr().out
+    assert json.loads((tmp_path / "train_log.json").read_text())["config"]["critic"]["lr"] == 0.001
+    args = parser.parse_args(["--cache-dir", str(tmp_path / "none"), "--out-dir", str(tmp_path / "x")])
+    with pytest.raises(BGFSError, match="precompute"):
+        cmd.run(args)
+
+
+def test_split_by_source_or_clip():
+    by_source = [{"source": s} for s in (0, 0, 0, 1, 1, 2, 2, 2, 3, 3)]
+    train, val = split_clips(by_source, 0.2, seed=0)
+    assert sorted(train + val) == list(range(10)) and val
+    held = {by_source[i]["source"] for i in val}
+    assert held.isdisjoint({by_source[i]["source"] for i in train})  # no video on both sides
+    assert split_clips(by_source, 0.2, seed=0) == (train, val)  # deterministic
+    one_video = [{"source": 0}] * 10
+    train, val = split_clips(one_video, 0.2, seed=1)
+    assert len(val) == 2 and len(train) == 8
+    assert split_clips(one_video, 0.0, seed=1) == (list(range(10)), [])
+    with pytest.raises(BGFSError, match="at least 2"):
+        split_clips([{"source": 0}], 0.2, seed=0)
+
+
+def test_augmentation_moves_crop_and_keypoints_together():
+    """A bright dot drawn at one keypoint must end up where the augmented keypoint says, flips included."""
+    b, h, w = 64, 96, 96
+    gen = torch.Generator().manual_seed(0)
+    kp = torch.rand(b, FACE.num_keypoints, 2, generator=gen) * 48 + 24
+    visible = torch.zeros(b, FACE.num_keypoints, dtype=torch.bool)
+    visible[:, 0] = True  # right_eye_outer; after a flip it is the left eye's outer corner (index 5)
+    crops = torch.zeros(b, 3, h, w)
+    yy, xx = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+    for i in range(b):
+        crops[i] = torch.exp(-((xx - kp[i, 0, 0]) ** 2 + (yy - kp[i, 0, 1]) ** 2) / (2 * 2.0**2))
+    out, kp2, vis2 = augment(crops, kp, visible, FACE.flip_permutation(), gen)
+    assert out.shape == crops.shape and out.min() >= 0 and out.max() <= 1
+    assert vis2.sum(1).le(1).all() and vis2[:, 0].any() and vis2[:, 5].any()  # both flipped and unflipped seen
+    errors, moved = [], []
+    for i in range(b):
+        if not vis2[i].any():
+            continue  # pushed out of the crop
+        j = int(vis2[i].nonzero()[0, 0])
+        img = out[i].mean(0)
+        mass = torch.where(img > 0.5 * img.max(), img, torch.zeros_like(img))
+        centre = torch.stack([(mass * xx).sum(), (mass * yy).sum()]) / mass.sum()
+        errors.append(float((centre - kp2[i, j]).norm()))
+        moved.append(float((kp2[i, j] - kp[i, 0]).norm()))
+    assert len(errors) > b // 2 and max(errors) < 1.0, errors
+    assert np.median(moved) > 3.0  # the geometric transforms are real, not near-identity

@@ -1,0 +1,130 @@
+"""Video I/O on the real GIF in tests/data: decode, encode H.264 / GIF / PNG frames, and clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import HAND_PHOTOS, HAND_VIDEO
+
+from bgfs_core.errors import BGFSError
+from bgfs_core.video_io import VIDEO_EXTENSIONS, list_videos, read_video, video_info, write_video
+
+
+def _mae(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+
+
+def test_read_gif_matches_pil_frames_and_timing(hand_video_frames):
+    frames, fps = read_video(HAND_VIDEO)
+    assert frames.dtype == np.uint8 and frames.shape == (43, 240, 320, 3)
+    np.testing.assert_array_equal(frames, hand_video_frames)
+    assert fps == pytest.approx(10.0)  # 100 ms per frame in the file
+    assert read_video(HAND_VIDEO, max_frames=5)[0].shape[0] == 5
+    info = video_info(HAND_VIDEO)
+    assert (info.num_frames, info.height, info.width) == (43, 240, 320) and info.fps == pytest.approx(10.0)
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_h264_round_trip_keeps_frames_fps_and_quality(tmp_path, hand_video_frames, suffix):
+    path = write_video(tmp_path / f"clip{suffix}", hand_video_frames, 10.0)
+    back, fps = read_video(path)
+    assert back.shape == hand_video_frames.shape and fps == pytest.approx(10.0)
+    assert _mae(back, hand_video_frames) < 4.0, "crf 16: close to the source"
+    per_frame = [_mae(a, b) for a, b in zip(back, hand_video_frames)]
+    assert max(per_frame) < 6.0, "frames stay in order (a shifted frame would differ far more)"
+    info = video_info(path)
+    assert (info.num_frames, info.height, info.width) == (43, 240, 320) and info.fps == pytest.approx(10.0)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no temporary file left behind"
+
+
+def test_h264_odd_size_and_ntsc_rate(tmp_path, hand_video_frames):
+    odd = hand_video_frames[:6, :239, :317]
+    back, fps = read_video(write_video(tmp_path / "odd.mp4", odd, 30000 / 1001))
+    assert fps == pytest.approx(29.97, abs=1e-3)
+    assert back.shape == (6, 240, 318, 3), "yuv420p needs even sizes: padded by one repeated row/column"
+    assert _mae(back[:, :239, :317], odd) < 4.0
+    assert _mae(back[:, 239], back[:, 238]) < 4.0 and _mae(back[:, :, 317], back[:, :, 316]) < 4.0  # edge copies
+
+
+def test_gif_and_png_folder_round_trips(tmp_path, hand_video_frames):
+    frames = hand_video_frames[:10]
+    back, fps = read_video(write_video(tmp_path / "clip.gif", frames, 10.0))
+    assert back.shape == frames.shape and fps == pytest.approx(10.0)
+    assert _mae(back, frames) < 3.0  # the source is already a GIF: palette loss is small
+    folder = write_video(tmp_path / "frames", frames, 10.0)
+    back, fps = read_video(folder)
+    np.testing.assert_array_equal(back, frames)  # PNG is lossless
+    assert fps == 25.0  # a folder has no timing: the default
+    write_video(folder, frames[:3], 10.0)  # rewriting drops the stale frames
+    assert read_video(folder)[0].shape[0] == 3
+
+
+def test_list_videos(tmp_path, hand_video_frames):
+    write_video(tmp_path / "b.mp4", hand_video_frames[:2], 10.0)
+    write_video(tmp_path / "a.gif", hand_video_frames[:2], 10.0)
+    write_video(tmp_path / "c_frames", hand_video_frames[:2], 10.0)
+    (tmp_path / "notes.txt").write_text("not a video")
+    (tmp_path / "empty_dir").mkdir()
+    assert [p.name for p in list_videos(tmp_path)] == ["a.gif", "b.mp4", "c_frames"]
+
+
+def test_list_videos_errors(tmp_path):
+    with pytest.raises(BGFSError, match="does not exist"):
+        list_videos(tmp_path / "missing")
+    (tmp_path / "readme.txt").write_text("x")
+    with pytest.raises(BGFSError, match=r"no videos in .*\.mp4 .*\.gif"):
+        list_videos(tmp_path)
+
+
+def test_unreadable_inputs_name_the_file(tmp_path):
+    bad = tmp_path / "random.mp4"
+    bad.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    empty = tmp_path / "empty.mov"
+    empty.write_bytes(b"")
+    fake_gif = tmp_path / "fake.gif"
+    fake_gif.write_text("GIF? no")
+    for path in (bad, empty, fake_gif, tmp_path / "missing.mp4"):
+        with pytest.raises(BGFSError, match=path.name):
+            read_video(path)
+    with pytest.raises(BGFSError, match="not a video file"):
+        read_video(HAND_PHOTOS[0])
+
+
+def test_truncated_mp4_keeps_what_decodes_or_says_so(tmp_path, hand_video_frames):
+    path = write_video(tmp_path / "full.mp4", hand_video_frames, 10.0)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    try:
+        frames, _ = read_video(cut)
+    except BGFSError as e:
+        assert "cut.mp4" in str(e)
+    else:
+        assert 0 < len(frames) < 43
+
+
+def test_folder_of_frames_must_share_one_size(tmp_path, hand_video_frames):
+    from PIL import Image
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    Image.fromarray(hand_video_frames[0]).save(folder / "0001.png")
+    Image.fromarray(hand_video_frames[1][:100]).save(folder / "0002.png")
+    with pytest.raises(BGFSError, match="0002.png.*same size"):
+        read_video(folder)
+
+
+def test_write_rejects_bad_input(tmp_path):
+    ok = np.zeros((2, 16, 16, 3), np.uint8)
+    with pytest.raises(BGFSError, match=r"RGB uint8 \[T, H, W, 3\]"):
+        write_video(tmp_path / "x.mp4", ok.astype(np.float32), 10.0)
+    with pytest.raises(BGFSError, match=r"RGB uint8 \[T, H, W, 3\]"):
+        write_video(tmp_path / "x.mp4", ok[0], 10.0)
+    with pytest.raises(BGFSError, match="no frames"):
+        write_video(tmp_path / "x.mp4", ok[:0], 10.0)
+    with pytest.raises(BGFSError, match="fps"):
+        write_video(tmp_path / "x.mp4", ok, 0)
+    with pytest.raises(BGFSError, match=r"\.mp4.*\.gif"):
+        write_video(tmp_path / "x.webm", ok, 10.0)
+    assert not list(tmp_path.iterdir()), "nothing written on error"
+    assert ".webm" in VIDEO_EXTENSIONS  # readable, though not written

@@ -1,0 +1,298 @@
+"""The heatmap preview widget in a real browser: headless Chromium, the real ComfyUI frontend, a real server.
+
+Two small CPU graphs are loaded into the page with ``app.loadGraphData`` and queued with ``app.queuePrompt``:
+1. core LoadImage of tests/data/clips/fingers-lq.gif (a GIF loads as a frame batch) -> ImageFromBatch -> BGFS ROI
+   Detect -> PreviewImage: MediaPipe finds the real hand; the widget (web/bgfs_preview.js) must draw each crop
+   with its heatmap (the heat pixels it counts on its canvas are checked against the heat sheet the node saved)
+   and the scrubber must move it to other frames.
+2. the same plus an empty Wan latent, a tiny random-weight Wan 2.1 VAE, a tiny critic and the Latent Anatomy
+   Fixer: its widget must switch to the "after" sheets with the toggle.
+Screenshots go to test-artifacts/ (git-ignored).
+
+Needs COMFYUI_DIR (see tests/comfy_host.py), Chromium at /usr/bin/chromium (Debian package ``chromium``) and the
+``playwright`` Python package; Playwright's own browsers are never downloaded. Skips loudly without them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import sys
+import time
+import urllib.parse
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from comfy_host import TINY_VAE, ComfyServer, build_tiny_critic, build_tiny_wan_vae, make_base_dir, require_comfy
+
+pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]  # fmt: skip
+CLIP = "fingers-lq.gif"
+CRITIC = "bgfs_widget_test_critic.safetensors"
+FRAMES = 9  # frames of the clip ROI Detect runs on in the first graph (320 x 240)
+FIX_FRAMES, FIX_W, FIX_H = 5, 160, 120  # the Fixer's graph: 1 + 4 * 1 frames, as many as a 2-frame Wan latent
+# decodes to; small, as the tiny VAE decodes ~10 frames of 160 x 120 per 10 s on 2 CPU cores
+HEAT_MIN = 12  # must match HEAT_MIN in web/bgfs_preview.js (grey levels drawn transparent)
+VIEW = 256  # the widget's canvas side (VIEW in web/bgfs_preview.js)
+# the frontend's first-run template browser and the minimap would cover the graph
+SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False, "Comfy.Graph.CanvasInfo": False}
+DETECT, FIXER = 3, 8  # node ids in the graphs below
+
+
+def _skip_loudly(msg: str) -> None:
+    print(f"\n!!! {msg}", file=sys.stderr)
+    warnings.warn(msg, stacklevel=2)
+    pytest.skip(msg)
+
+
+def _graph(with_fixer: bool) -> dict:
+    """A frontend workflow (``nodes`` + ``links``, as the frontend saves it); widgets not given keep defaults."""
+    nodes, links = [], []
+
+    def node(nid, type_, pos, inputs=(), outputs=(), values=()):
+        ins = [{"name": n, "type": t, "link": None} for n, t in inputs]
+        outs = [{"name": n, "type": t, "links": []} for n, t in outputs]
+        nodes.append({"id": nid, "type": type_, "pos": pos, "size": [280, 100], "flags": {}, "order": len(nodes),
+                      "mode": 0, "inputs": ins, "outputs": outs, "properties": {}, "widgets_values": list(values)})  # fmt: skip
+
+    def link(src, slot, dst, dst_slot):
+        lid = len(links) + 1
+        by_id = {n["id"]: n for n in nodes}
+        out, inp = by_id[src]["outputs"][slot], by_id[dst]["inputs"][dst_slot]
+        out["links"].append(lid)
+        inp["link"] = lid
+        links.append([lid, src, slot, dst, dst_slot, out["type"]])
+
+    node(1, "LoadImage", [0, 0], outputs=[("IMAGE", "IMAGE"), ("MASK", "MASK")], values=[CLIP, "image"])
+    node(2, "ImageFromBatch", [0, 380], [("image", "IMAGE")], [("IMAGE", "IMAGE")],
+         values=[0, FIX_FRAMES if with_fixer else FRAMES])
+    node(DETECT, "BGFSROIDetect", [310, 0], [("images", "IMAGE")],
+         [("roi", "BGFS_ROI"), ("mask", "MASK"), ("overlay", "IMAGE")])  # region: hands (the default)
+    node(4, "PreviewImage", [310, 640], [("images", "IMAGE")])
+    link(1, 0, 2, 0)
+    if with_fixer:
+        node(10, "ImageScale", [0, 520], [("image", "IMAGE")], [("IMAGE", "IMAGE")],
+             values=["area", FIX_W, FIX_H, "disabled"])
+        link(2, 0, 10, 0)
+        link(10, 0, DETECT, 0)
+    else:
+        link(2, 0, DETECT, 0)
+    link(DETECT, 2, 4, 0)
+    if with_fixer:
+        node(5, "EmptyHunyuanLatentVideo", [620, 0], outputs=[("LATENT", "LATENT")],
+             values=[FIX_W, FIX_H, FIX_FRAMES, 1])
+        node(6, "VAELoader", [620, 180], outputs=[("VAE", "VAE")], values=[TINY_VAE])
+        node(7, "BGFSCriticLoader", [620, 280], outputs=[("critic", "BGFS_CRITIC")], values=[CRITIC])
+        node(FIXER, "BGFSLatentAnatomyFixer", [930, 0],
+             [("latent", "LATENT"), ("vae", "VAE"), ("critic", "BGFS_CRITIC"), ("roi", "BGFS_ROI")],
+             [("latent", "LATENT"), ("report", "STRING")], values=[1, 0.07, 1.0, "latent"])
+        node(9, "PreviewAny", [1240, 0], [("source", "*")])
+        for src, slot in ((5, 0), (6, 0), (7, 0), (DETECT, 0)):
+            link(src, slot, FIXER, [5, 6, 7, DETECT].index(src))
+        link(FIXER, 1, 9, 0)
+    return {"last_node_id": max(n["id"] for n in nodes), "last_link_id": len(links), "nodes": nodes, "links": links,
+            "groups": [], "config": {}, "extra": {}, "version": 0.4}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    comfy, python = require_comfy()
+    base = make_base_dir(tmp_path_factory.mktemp("comfy_widget"))
+    (base / "user" / "default").mkdir(parents=True, exist_ok=True)
+    (base / "user" / "default" / "comfy.settings.json").write_text(json.dumps(SETTINGS))
+    shutil.copy(REPO / "tests" / "data" / "clips" / CLIP, base / "input" / CLIP)
+    build_tiny_wan_vae(python, comfy, base / "models" / "vae" / TINY_VAE)
+    build_tiny_critic(base / "models" / "bgfs_critics" / CRITIC)
+    srv = ComfyServer(comfy, python, base).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        _skip_loudly(f"{CHROMIUM} is missing: the widget's browser test is SKIPPED (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _skip_loudly("the playwright package is missing: the widget's browser test is SKIPPED (pip install -e '.[dev]')")
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(server: ComfyServer, browser):
+    """The ComfyUI page with the BGFS extension registered; page errors are collected in ``page.bgfs_errors``."""
+    pg = browser.new_page(viewport={"width": 1400, "height": 900})
+    pg.bgfs_errors = []
+    pg.on("pageerror", lambda e: pg.bgfs_errors.append(str(e)))
+    pg.on("console", lambda m: pg.bgfs_errors.append(m.text) if m.type == "error" and "bgfs" in m.text.lower() else None)
+    pg.goto(server.url, wait_until="domcontentloaded")
+    # our module is served from /extensions/bgfs/ and must have registered itself
+    pg.wait_for_function("() => window.app?.extensions?.some(e => e.name === 'bgfs.preview')", timeout=60_000)
+    yield pg
+    pg.close()
+
+
+class Widget:
+    """One node's preview widget in the page, found by node id."""
+
+    def __init__(self, page, node_id: int) -> None:
+        self.page, self.id = page, node_id
+        self.root = page.locator(f".bgfs-preview[data-bgfs-node='{node_id}']")
+        self.slider = self.root.locator("input[type=range]")
+        self.toggle = self.root.locator("button")
+
+    def dataset(self) -> dict:
+        return self.root.locator("canvas").evaluate("c => ({...c.dataset})")
+
+    def digest(self) -> list[float]:
+        """Mean and standard deviation of the canvas' RGB, read back from its ImageData."""
+        return self.root.locator("canvas").evaluate(
+            """c => { const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let s = 0, s2 = 0, n = 0;
+            for (let j = 0; j < d.length; j += 4) for (let k = 0; k < 3; k++) { s += d[j + k]; s2 += d[j + k] ** 2; n++; }
+            const m = s / n; return [m, Math.sqrt(s2 / n - m * m)]; }"""
+        )
+
+    def show(self) -> None:
+        """Bring the node into view at 100 % zoom (DOM widgets follow the canvas on its next draw)."""
+        self.page.evaluate(
+            """(id) => { const c = window.app.canvas, n = window.app.graph.getNodeById(id);
+            c.ds.scale = 1; c.ds.offset = [90 - n.pos[0], 110 - n.pos[1]]; c.setDirty(true, true); }""",
+            self.id,
+        )
+        self.page.wait_for_timeout(400)
+
+    def screenshot(self, path: Path) -> None:
+        clip = self.page.evaluate(
+            """(id) => { const n = window.app.graph.getNodeById(id), c = window.app.canvas;
+            const r = c.canvas.getBoundingClientRect(), [x, y] = c.ds.convertOffsetToCanvas([n.pos[0], n.pos[1]]);
+            const s = c.ds.scale, title = 30;
+            return {x: r.left + x - 12, y: r.top + y - title * s - 12, width: n.size[0] * s + 24,
+                    height: (n.size[1] + title) * s + 24}; }""",
+            self.id,
+        )
+        self.page.screenshot(path=path, clip=clip)
+
+
+def _run(server: ComfyServer, page, graph: dict, node_ids: list[int], timeout: float = 120.0) -> dict:
+    """Load ``graph`` into the page, queue it, wait until ComfyUI has finished it and every widget has drawn
+    its heat; the prompt's outputs by node id."""
+    page.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", graph)
+    before = set(server.get("/history"))
+    page.evaluate("async () => { await window.app.queuePrompt(0); }")
+    end = time.perf_counter() + timeout
+    while True:  # the widget draws on the "executed" event, before ComfyUI records the prompt as done
+        done = {k: h for k, h in server.get("/history").items() if k not in before and h["status"].get("completed") is not None}
+        if done:
+            (entry,) = done.values()
+            assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[-3000:]
+            break
+        assert time.perf_counter() < end, f"the graph did not finish within {timeout:.0f} s:\n{server.log()[-3000:]}"
+        time.sleep(0.25)
+    drawn = """(ids) => ids.every(id => document.querySelector(`.bgfs-preview[data-bgfs-node='${id}'] canvas`)
+                                        ?.dataset.bgfsHeatDrawn === '1')"""
+    try:
+        page.wait_for_function(drawn, arg=node_ids, timeout=15_000)
+    except Exception as exc:
+        page.screenshot(path=ARTIFACTS / "widget_browser_failed.png")
+        raise AssertionError(f"the widgets drew no heatmap: {exc}\npage errors: {page.bgfs_errors}") from exc
+    return entry["outputs"]
+
+
+def _heat_tile_count(server: ComfyServer, ref: dict, payload: dict, i: int) -> int:
+    """Pixels of tile ``i`` of a saved heat sheet that the widget should draw opaque, at canvas resolution."""
+    from PIL import Image
+
+    query = urllib.parse.urlencode({"filename": ref["filename"], "subfolder": ref["subfolder"], "type": ref["type"]})
+    status, body = server.request(f"/view?{query}")
+    assert status == 200, f"/view of {ref['filename']} -> {status}"
+    sheet = Image.open(io.BytesIO(body)).convert("L")
+    t, cols = payload["tile"], payload["cols"]
+    x, y = (i % cols) * t, (i // cols) * t
+    tile = sheet.crop((x, y, x + t, y + t)).resize((VIEW, VIEW), Image.Resampling.BILINEAR)
+    return int((np.asarray(tile) >= HEAT_MIN).sum())
+
+
+def _assert_heat_matches(server: ComfyServer, widget: Widget, payload: dict, sheet: str, i: int) -> int:
+    ds = widget.dataset()
+    drawn = int(ds["bgfsHeatPixels"])
+    expected = _heat_tile_count(server, payload[sheet], payload, i)
+    assert ds["bgfsHeatDrawn"] == "1" and ds["bgfsFrame"] == str(payload["frames"][i]), ds
+    # browser and PIL resample slightly differently; neighbouring tiles differ by far more than 5 %
+    assert abs(drawn - expected) <= 0.05 * max(expected, 20), f"node {widget.id}: drew {drawn} heat pixels, {sheet} tile {i} has {expected}"
+    return drawn
+
+
+def test_roi_detect_widget_draws_heatmaps_and_scrubs(server: ComfyServer, page):
+    started = time.perf_counter()
+    ARTIFACTS.mkdir(exist_ok=True)
+    outputs = _run(server, page, _graph(with_fixer=False), [DETECT])
+    payload = outputs[str(DETECT)]["bgfs_preview"][0]
+    assert (payload["kind"], payload["region"]) == ("detect", "hands"), payload
+    assert payload["n"] >= FRAMES - 1, f"MediaPipe found the hand in only {payload['n']} of {FRAMES} frames"
+
+    roi = Widget(page, DETECT)
+    roi.show()
+    assert roi.dataset()["bgfsView"] == "before" and not roi.toggle.is_visible(), "ROI Detect has no toggle"
+    drawn0 = _assert_heat_matches(server, roi, payload, "heat", 0)
+    assert drawn0 < 0.6 * VIEW * VIEW, "21 Gaussian blobs, not a filled square"
+    digest0 = roi.digest()
+    assert digest0[1] > 20, f"the canvas looks blank (RGB mean, std: {digest0})"
+    # scrub with the keyboard, as a user would
+    assert roi.slider.get_attribute("max") == str(payload["n"] - 1)
+    roi.slider.focus()
+    roi.slider.press("End")
+    _assert_heat_matches(server, roi, payload, "heat", payload["n"] - 1)
+    assert roi.digest() != digest0, "scrubbing did not change what the canvas shows"
+    roi.slider.press("Home")
+    for _ in range(payload["n"] // 2):
+        roi.slider.press("ArrowRight")
+    _assert_heat_matches(server, roi, payload, "heat", payload["n"] // 2)
+    page.screenshot(path=ARTIFACTS / "widget_browser_page.png")
+    roi.screenshot(ARTIFACTS / "widget_roi_detect.png")
+    assert not page.bgfs_errors, f"errors in the page: {page.bgfs_errors}"
+    print(f"\nROI Detect widget: server start {server.startup_seconds:.1f} s, page + run + checks "
+          f"{time.perf_counter() - started:.1f} s")  # fmt: skip
+
+
+def test_fixer_widget_toggles_before_and_after(server: ComfyServer, page):
+    started = time.perf_counter()
+    ARTIFACTS.mkdir(exist_ok=True)
+    outputs = _run(server, page, _graph(with_fixer=True), [FIXER])
+    payload = outputs[str(FIXER)]["bgfs_preview"][0]
+    assert payload["kind"] == "fix" and {"heat", "after_crops", "after_heat"} <= set(payload), sorted(payload)
+
+    fix = Widget(page, FIXER)
+    fix.show()
+    assert fix.toggle.is_visible() and fix.toggle.text_content() == "before"
+    assert fix.dataset()["bgfsView"] == "before"
+    _assert_heat_matches(server, fix, payload, "heat", 0)
+    fix.screenshot(ARTIFACTS / "widget_fixer_before.png")
+    fix.toggle.click()
+    assert fix.dataset()["bgfsView"] == "after" and fix.toggle.text_content() == "after"
+    _assert_heat_matches(server, fix, payload, "after_heat", 0)
+    fix.screenshot(ARTIFACTS / "widget_fixer_after.png")
+    fix.slider.focus()
+    fix.slider.press("End")  # scrubbing keeps the "after" view
+    assert fix.dataset()["bgfsView"] == "after"
+    _assert_heat_matches(server, fix, payload, "after_heat", payload["n"] - 1)
+    fix.toggle.click()
+    assert fix.dataset()["bgfsView"] == "before"
+    _assert_heat_matches(server, fix, payload, "heat", payload["n"] - 1)
+    assert not page.bgfs_errors, f"errors in the page: {page.bgfs_errors}"
+    print(f"\nFixer widget: page + run + checks {time.perf_counter() - started:.1f} s")
