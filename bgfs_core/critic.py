@@ -5,11 +5,13 @@ through it (in eval mode, often one crop at a time) to move the keypoints it see
 the same for one crop or many and in train or eval mode, and smooth SiLU activations, whose gradients do not switch
 on and off.
 
-Output: non-negative heatmaps ``[N, K, hh, hw]`` (softplus, not logits), one per keypoint, trained to match a
-Gaussian of peak 1 and ``spec.sigma`` heatmap pixels at the keypoint, ~0 elsewhere. Training also puts a loss on
-``heatmaps.soft_argmax`` (default, temperature-free: the map's normalised mass), which teaches the network to keep
-the background near 0 so that the soft-argmax lands on the peak. ``predict_keypoints`` returns those points in
-crop pixels; its confidence (the map's height at the point) is ~1 for a clear keypoint and low when it is unsure.
+Output: non-negative heatmaps ``[N, K, hh, hw]``: per keypoint a softmax over the pixels, scaled by ``2 pi
+sigma^2``, the mass of the training target (a Gaussian of peak 1 and ``spec.sigma`` heatmap pixels). A confident
+prediction thus looks like its target, peak ~1; an unsure one is spread out, with a low peak. The temperature-free
+``heatmaps.soft_argmax`` is then the expected position under that distribution (integral regression), and its
+confidence (the map's height at the point) is ~1 for a clear keypoint. Each map always holds the same mass, so a
+keypoint the critic cannot see gives a flat, low map rather than an empty one. ``predict_keypoints`` returns the
+points in crop pixels.
 """
 
 from __future__ import annotations
@@ -105,9 +107,6 @@ def _build_layers(spec: CriticSpec) -> dict[str, Any]:
     }
 
 
-_OUTPUT = "softmax"
-
-
 def __getattr__(name: str) -> Any:
     # PEP 562: ``HeatmapCritic`` subclasses torch.nn.Module, so it is defined on first access, not at import time.
     if name == "HeatmapCritic":
@@ -135,9 +134,9 @@ def _define_critic_class() -> type:
             self.spec = spec
             for name, layer in _build_layers(spec).items():
                 self.add_module(name, layer)
-            # Start from near-empty maps (what most target pixels are) so early training is not spent on offsets.
-            nn.init.normal_(self.head.weight, std=1e-3)
-            nn.init.constant_(self.head.bias, 0.0)
+            nn.init.normal_(self.head.weight, std=1e-3)  # start from flat maps: no keypoint preferred
+            nn.init.zeros_(self.head.bias)
+            self.map_mass = 2 * math.pi * spec.sigma**2  # sum of a Gaussian of peak 1 on the pixel grid
 
         def forward(self, crops: torch.Tensor) -> torch.Tensor:
             if crops.ndim != 4 or crops.shape[1] != 3:
@@ -157,12 +156,9 @@ def _define_critic_class() -> type:
             y = self.head(y)
             if tuple(y.shape[-2:]) != self.spec.heatmap_hw:
                 y = F.interpolate(y, size=self.spec.heatmap_hw, mode="bilinear", align_corners=False)
-            if _OUTPUT == "softmax":
-                n, k, h, w = y.shape
-                mass = 2 * math.pi * self.spec.sigma**2
-                return torch.softmax(y.reshape(n, k, h * w), -1).reshape(n, k, h, w) * mass
-            # softplus: non-negative (soft-argmax weights) yet never flat, so gradients always reach the crop.
-            return F.softplus(y, beta=4.0)
+            # Spatial softmax per keypoint, scaled to the mass of the target Gaussian (see the module docstring).
+            n, k, h, w = y.shape
+            return torch.softmax(y.reshape(n, k, h * w), -1).reshape(n, k, h, w) * self.map_mass
 
         def predict_keypoints(self, crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             """Keypoints in the crops' pixel coordinates ``[N, K, 2]``, confidence ``[N, K]`` and the heatmaps."""

@@ -140,7 +140,35 @@ def fix_video(cfg: Config, req: FixVideoRequest) -> FixVideoResult:
     return FixVideoResult(out_path, report_path, report, summary)
 
 
+def detector_kwargs(cfg: Config) -> dict[str, Any]:
+    """``Detector`` keyword arguments from the ``detect`` section of a config."""
+    d = cfg.detect
+    return {"backend": d.backend, "model_dir": d.model_dir, "min_detection_confidence": d.min_detection_confidence,
+            "min_tracking_confidence": d.min_tracking_confidence, "mirrored": d.mirrored}  # fmt: skip
+
+
 def judge_fix(before: np.ndarray, after: np.ndarray, det_before: Any, region: str, fps: float, cfg: Config,
               report_dir: Path) -> dict[str, Any]:
-    """MediaPipe's verdict on before and after, fidelity outside the ROI, and the before/after plots."""
-    raise NotImplementedError  # wired to metrics.score_video once it lands
+    """MediaPipe's verdict on before and after, fidelity inside and outside the ROI, and the before/after plots."""
+    from .metrics import PART_NAMES, score_video
+    from .report import write_report
+
+    result = score_video(after, region, reference=before, fps=fps, detector_kwargs=detector_kwargs(cfg),
+                         ref_detections=det_before, roi=(cfg.roi.margin, cfg.roi.min_conf, cfg.roi.smooth))  # fmt: skip
+    write_report(report_dir, result, after, before)
+    ref, now = result.reference, result.anatomy
+    table = {
+        name: {"before": ref.parts[name].raw, "after": now.parts[name].raw}
+        for name in PART_NAMES
+        if name in ref.parts and name in now.parts
+    }
+    out = {"score_before": ref.score, "score_after": now.score, "metrics": table,
+           "fidelity": result.fidelity.to_dict() if result.fidelity is not None else None}  # fmt: skip
+    rows = [f"  {name:<17} {v['before']:.4f} -> {v['after']:.4f}" for name, v in table.items()]
+    fmt = "not found" if now.score is None else f"{now.score:.1f}"
+    fmt_ref = "not found" if ref.score is None else f"{ref.score:.1f}"
+    fid = result.fidelity.describe() if result.fidelity is not None else ""
+    out["summary"] = "\n".join([f"MediaPipe's judgement (anatomy score {fmt_ref} -> {fmt}):", *rows, f"  {fid}"])
+    from .metrics import json_safe
+
+    return json_safe(out)

@@ -261,11 +261,16 @@ def fix_latents(
         params = problem.init_params()
         optimiser = torch.optim.Adam([params], lr=settings.lr)
         history: list[dict[str, float]] = []
+        bad_steps = 0
         _, before, preview_before = problem.evaluate(params, need_preview=True)
         for step in range(settings.steps):
             optimiser.zero_grad(set_to_none=True)
             total, parts, extras = problem.evaluate(params, need_preview=on_step is not None)
             total.backward()
+            if not torch.isfinite(params.grad).all():
+                # e.g. RMS norms differentiated at an all-zero latent: skip those components, never spread NaN
+                bad_steps += 1
+                params.grad = torch.nan_to_num(params.grad, nan=0.0, posinf=0.0, neginf=0.0)
             optimiser.step()
             history.append({k: float(v.detach()) for k, v in parts.items()})
             if on_step is not None:
@@ -276,6 +281,13 @@ def fix_latents(
             z_win = problem.window_from_params(params).detach()
     from .codecs import paste_window
 
+    if bad_steps:
+        warnings.append(f"{bad_steps} of {settings.steps} steps had non-finite gradients; those components were "
+                        "skipped (an all-zero or saturated latent?)")
+    if not torch.isfinite(z_win).all():
+        warnings.append("the optimised window was not finite: latents returned unchanged")
+        return FixResult(latents, {"summary": "BGFS fix failed numerically; latents returned unchanged",
+                                   "changed": False, "warnings": warnings})
     out = paste_window(latents, problem.window, z_win.to(latents.dtype), feather=settings.feather)
     before_f = {k: float(v.detach()) for k, v in before.items()}
     after_f = {k: float(v) for k, v in after.items()}

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .regions import JointLimit
+from .regions import JointLimit, Region
 
 if TYPE_CHECKING:
     import torch
@@ -109,42 +109,86 @@ def joint_valid(valid: torch.Tensor, joints: Triples) -> torch.Tensor:
 
 
 @_numpy_io
-def curl_direction(bends: torch.Tensor, valid: torch.Tensor | None = None, min_bend: float = 10.0) -> torch.Tensor:
+def curl_direction(bends: torch.Tensor, valid: torch.Tensor | None = None, time_dim: int | None = None,
+                   min_bend: float = 10.0, max_bend: float = 150.0) -> torch.Tensor:
     """The majority bend sign of each instance: ``[...]`` in {-1, +1} (no gradient).
 
-    Joints bent by at least ``min_bend`` degrees vote with their sign; with no such joint the sign of the summed
-    bends decides, and +1 when even that is 0. Pass the bends of one instance (one hand) in the last dim.
+    ``bends [..., J]`` are one instance's joints (one hand) in the last dim; ``valid [..., J]`` says which may vote
+    (see ``curl_voters``). Joints bent by ``min_bend`` to ``max_bend`` degrees vote with their sign (a joint folded
+    near 180 degrees has no reliable sign). With ``time_dim`` (a dim of ``bends.shape[:-1]``) the votes of all
+    frames along it are pooled, so each instance gets one direction for the clip (the output keeps that dim with
+    size 1); one finger bent the wrong way in a few frames cannot flip it. No vote or a tie: the sign of the summed voting bends decides, +1
+    when even that is 0.
     """
     import torch
 
     b = bends.detach()
     ok = torch.ones_like(b, dtype=torch.bool) if valid is None else valid.bool()
+    ok = ok & (b.abs() <= max_bend)
     b = torch.where(ok, b, torch.zeros_like(b))
     votes = (torch.sign(b) * (b.abs() >= min_bend)).sum(-1)
-    fallback = torch.sign(b.sum(-1))
-    sign = torch.where(votes != 0, torch.sign(votes), fallback)
+    total = b.sum(-1)
+    if time_dim is not None:
+        votes, total = votes.sum(time_dim, keepdim=True), total.sum(time_dim, keepdim=True)
+    sign = torch.where(votes != 0, torch.sign(votes), torch.sign(total))
     return torch.where(sign == 0, torch.ones_like(sign), sign)
 
 
+def curl_voters(region: Region) -> list[bool]:
+    """Which of ``region.joint_limits`` share the main curl direction: for hands all but the thumb's joints.
+
+    The thumb flexes across the palm, in another plane than the fingers, so in 2D it often bends the other way;
+    ``joint_curl`` gives it its own majority direction.
+    """
+    if region.source != "hands" or not region.chains:
+        return [True] * len(region.joint_limits)
+    thumb = set(region.chains[0][1:])
+    return [lim.b not in thumb for lim in region.joint_limits]
+
+
 @_numpy_io
-def joint_limit_excess(bends: torch.Tensor, joints: Sequence[JointLimit], curl: torch.Tensor | None = None) -> torch.Tensor:
+def joint_curl(bends: torch.Tensor, valid: torch.Tensor | None, region: Region,
+               time_dim: int | None = None) -> torch.Tensor:
+    """Forward sign per joint ``[..., J]`` for ``joint_limit_excess``: the fingers' majority curl for the fingers,
+    the thumb's own for the thumb (``curl_voters``); pooled over ``time_dim`` when given (size 1 there)."""
+    import torch
+
+    voters = torch.tensor(curl_voters(region), dtype=torch.bool, device=bends.device)
+    ok = torch.ones_like(bends, dtype=torch.bool) if valid is None else valid.bool()
+    main = curl_direction(bends, ok & voters, time_dim)[..., None]
+    if bool(voters.all()):
+        return main.expand(*main.shape[:-1], bends.shape[-1])
+    other = curl_direction(bends, ok & ~voters, time_dim)[..., None]
+    return torch.where(voters, main, other)
+
+
+@_numpy_io
+def joint_limit_excess(bends: torch.Tensor, joints: Sequence[JointLimit], curl: torch.Tensor | None = None,
+                       flexion_slack: float | Sequence[float] = 0.0, fold: float = 150.0) -> torch.Tensor:
     """Degrees by which each bend lies outside its ``JointLimit``: ``[..., J]``, 0 inside the range.
 
-    ``bends`` as from ``joint_bends``; ``curl [...]`` the instance's forward sign (``curl_direction`` of the same
-    bends when None). Bending forwards beyond ``max_bend``, or backwards beyond ``max_hyperextension`` (not judged
-    when that is None), counts. Differentiable in ``bends``.
+    ``bends`` as from ``joint_bends``; ``curl`` the forward sign, ``[...]`` per instance or ``[..., J]`` per joint
+    (``curl_direction`` of the same bends when None). Bending forwards beyond ``max_bend + flexion_slack``, or
+    backwards beyond ``max_hyperextension`` (not judged when that is None), counts. A joint that reads as bent
+    backwards by more than ``fold`` degrees is taken as folded forwards (near 180 the sign of a 2D angle is noise)
+    and a fold counts as 180. ``flexion_slack`` allows for 2D projection: a flexed finger pointing at the camera
+    looks folded; ``max_bend + flexion_slack`` (one number, or one per joint) is capped at 180, where flexion is
+    not judged at all.
+    Differentiable in ``bends``.
     """
     import torch
 
     if curl is None:
         curl = curl_direction(bends)
-    forward = bends * curl.detach()[..., None]  # > 0: bends with the instance's curl, < 0: against it
-    max_bend = bends.new_tensor([j.max_bend for j in joints])
-    max_back = bends.new_tensor([float("inf") if j.max_hyperextension is None else j.max_hyperextension
-                                 for j in joints])  # fmt: skip
-    over = torch.relu(forward - max_bend)
-    back = torch.where(max_back.isfinite(), torch.relu(-forward - max_back.clamp_max(360.0)), torch.zeros_like(forward))
-    return over + back
+    curl = curl.detach()
+    if curl.shape != bends.shape:
+        curl = curl[..., None]
+    forward = bends * curl  # > 0: bends with the instance's curl, < 0: against it
+    forward = torch.where(forward < -fold, 360.0 + forward, forward).clamp_max(180.0)  # folded: at most 180
+    slack = [float(flexion_slack)] * len(joints) if np.isscalar(flexion_slack) else list(flexion_slack)
+    max_bend = bends.new_tensor([min(j.max_bend + d, 180.0) for j, d in zip(joints, slack)])
+    max_back = bends.new_tensor([360.0 if j.max_hyperextension is None else j.max_hyperextension for j in joints])
+    return torch.relu(forward - max_bend) + torch.relu(-forward - max_back)
 
 
 @_numpy_io

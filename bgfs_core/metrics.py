@@ -14,20 +14,25 @@ How the score is made
    ===============  ==========================================================================================
    detection        frames where the region is found / frames where it should be: every frame, or with a
                     reference, sum over frames of min(instances found, instances in the reference) / instances
-                    in the reference, over frames where the reference found it
+                    in the reference, over the frames where the reference found it
    jitter           mean |x[t+1] - 2 x[t] + x[t-1]| / region size over keypoints valid in 3 consecutive frames
-                    (size: the track's median box diagonal, ``kinematics.region_scale``)
-   bone_cv          coefficient of variation (std / mean) of each bone's length over the frames it is seen in
-                    (at least 3), averaged over bones and tracks
-   joint_violations fraction of joint-frames whose bend lies outside its ``JointLimit`` (over-flexed, or bent
-                    backwards against the hand's majority curl beyond ``max_hyperextension``)
+                    (size: the track's median box diagonal, ``kinematics.region_scale``); dropouts never count
+   bone_cv          coefficient of variation of each bone's length over time, sqrt(mean((L / L_ref - 1)^2)),
+                    where L_ref is the bone's running median over ``bone_window`` frames (so a limb turning
+                    slowly in depth does not count, a stretch for a few frames does; ``bone_window=0``: the
+                    clip's mean, the plain CV), averaged over bones and tracks weighted by frames seen
+   joint_violations fraction of joint-frames outside their ``JointLimit``: bent backwards, against the track's
+                    majority curl over the clip (the thumb against its own), beyond ``max_hyperextension``; or
+                    flexed beyond ``max_bend`` (+ ``flexion_slack`` for fingers: in 2D a finger curled towards
+                    the camera looks folded, so fingers' anatomical flexion limits are loosened)
    swaps            fraction of frame transitions with a left/right or instance swap
    low_confidence   hands only: fraction of hand-frames whose landmark confidence is below ``low_conf``
    ===============  ==========================================================================================
 
-3. Each raw value ``x`` becomes a part in [0, 1] (1 = perfect): ``detection`` is used as it is; every other part
-   is ``1 / (1 + x / half)``, where ``half`` (``ScoreSettings``) is the value that halves the part. The clip score
-   is ``100 x`` the weighted mean of the parts that apply (``ScoreSettings.weights``; equal by default).
+3. Each raw value ``x`` becomes a part in [0, 1] (1 = perfect): ``1 / (1 + x / half)``, where ``half``
+   (``ScoreSettings``) is the value of ``x`` that halves the part; for ``detection`` ``x`` is the miss rate
+   ``1 - detection``. The clip score is ``100 x`` the weighted mean of the parts that apply
+   (``ScoreSettings.weights``, equal by default; e.g. the face has no joint limits and no confidence part).
    A per-frame score uses the same maps on per-frame values; a frame where the region should be but is not found
    scores 0.
 
@@ -59,18 +64,21 @@ class ScoreSettings:
 
     min_conf: float = 0.3  # keypoints below this confidence do not count
     low_conf: float = 0.8  # hands: a hand-frame below this landmark confidence counts as low-confidence
+    flexion_slack: float = 70.0  # 2D: degrees over a finger's max_bend before it counts as over-flexed
+    bone_window: int = 9  # frames of the running median that bone lengths vary about (0: the clip's mean)
     jitter_half: float = 0.05  # mean second difference of 5% of the region's size per frame^2 halves the part
     bone_cv_half: float = 0.15
-    joint_half: float = 0.15
+    joint_half: float = 0.05
     swap_half: float = 0.05
     low_conf_half: float = 0.1
+    miss_half: float = 0.25  # missing the region in a quarter of the frames where it should be halves the part
     track_gate: float = 1.5  # a detection farther than this x region size from a track starts a new track
     relabel_cost: float = 0.25  # prefer keeping a track's slot label unless moving it saves this much distance
     max_gap: int = 8  # frames a lost track is remembered for
     weights: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PART_NAMES, 1.0))
 
     def half(self, part: str) -> float:
-        return {"jitter": self.jitter_half, "bone_cv": self.bone_cv_half, "joint_violations": self.joint_half,
+        return {"detection": self.miss_half, "jitter": self.jitter_half, "bone_cv": self.bone_cv_half, "joint_violations": self.joint_half,
                 "swaps": self.swap_half, "low_confidence": self.low_conf_half}[part]  # fmt: skip
 
 
@@ -217,14 +225,13 @@ def _lr_swaps(kp: np.ndarray, valid: np.ndarray, flip_perm: tuple[int, ...], sca
 
 
 def _part_value(name: str, raw: float, s: ScoreSettings) -> float:
-    if name == "detection":
-        return float(np.clip(raw, 0.0, 1.0))
-    return 1.0 / (1.0 + raw / s.half(name))
+    bad = 1.0 - float(np.clip(raw, 0.0, 1.0)) if name == "detection" else raw  # detection: the miss rate
+    return 1.0 / (1.0 + bad / s.half(name))
 
 
 def _scale_text(name: str, s: ScoreSettings) -> str:
     if name == "detection":
-        return "value = detection rate"
+        return f"value = 1 / (1 + (1 - raw) / {s.half(name):g})"
     return f"value = 1 / (1 + raw / {s.half(name):g})"
 
 
@@ -253,6 +260,10 @@ def score_detections(det: Detections, reference: Detections | None = None,
         if reference.num_frames != t_len or reference.region != det.region:
             raise BGFSError(f"reference detections ({reference.region}, {reference.num_frames} frames) do not match "
                             f"the video's ({det.region}, {t_len} frames): score clips of the same length and region")
+    note = ""
+    if reference is not None and not reference.present.any():
+        note = f" (the reference shows no {det.region}: detection is judged over every frame)"
+        reference = None
     n_found = det.present.sum(1)
     if reference is None:
         expected = np.ones(t_len, np.int64)
@@ -265,138 +276,181 @@ def score_detections(det: Detections, reference: Detections | None = None,
     frame_cols["frame"] = np.arange(t_len, dtype=np.float64)
     frame_cols["instances"] = n_found.astype(np.float64)
     frame_cols["expected"] = expected.astype(np.float64)
-    if reference is not None and not expected.any():
-        return AnatomyScore(det.region, bool(n_found.any()), None, {}, [], frame_cols, t_len,
-                            f"the reference shows no {det.region} in any of its {t_len} frames: nothing to compare "
-                            "against; score the video without a reference")  # fmt: skip
     if not n_found.any():
         return AnatomyScore(det.region, False, None, {}, [], frame_cols, t_len,
                             f"{det.region} not found in any of the {t_len} frames: no score (check --region, or "
                             "that the region is visible and large enough)")  # fmt: skip
 
-    # tracks
-    valid = det.present[..., None] & np.isfinite(det.keypoints).all(-1) & (det.confidence >= s.min_conf)
-    kp = np.where(valid[..., None], det.keypoints, np.nan).astype(np.float64)
-    sizes = K.frame_scale(kp, valid)
-    slot_of, swap, transition = _link_tracks(det.present, _centres(kp, valid), sizes, s)
-    kp_t = _gather(kp, slot_of, np.nan)
-    valid_t = _gather(valid, slot_of, False)
-    present_t = slot_of >= 0
-    conf_t = _gather(det.confidence.astype(np.float64), slot_of, 0.0)
-    scale = K.region_scale(kp_t, valid_t)  # [I]
-    if len(spec.flip_permutation()) and n_inst == 1:
-        lr = _lr_swaps(kp_t, valid_t, spec.flip_permutation(), scale)
-        swap |= lr & ~swap
-        transition |= lr
-    safe_scale = np.where(np.isfinite(scale) & (scale > 0), scale, np.nan)
-
-    # jitter [T-2, I, K]
-    acc, ok_acc = K.second_differences(kp_t, valid_t)
-    jit = np.linalg.norm(acc, axis=-1) / safe_scale[None, :, None] if len(acc) else np.zeros((0, n_inst, 1))
-    ok_acc = ok_acc & np.isfinite(jit) if len(acc) else np.zeros((0, n_inst, 1), bool)
-    jit = np.where(ok_acc, jit, 0.0)
-    # bones [T, I, B]
-    lengths = K.bone_lengths(kp_t, spec.bones, valid_t)
-    ok_bone = K.bone_valid(valid_t, spec.bones) & (lengths > 1e-6)
-    counts = ok_bone.sum(0)  # [I, B]
-    lengths_nan = np.where(ok_bone, lengths, np.nan)
-    with np.errstate(invalid="ignore", divide="ignore"), _quiet():
-        mean_len = np.nanmean(lengths_nan, 0)
-        cv = np.nanstd(lengths_nan, 0) / mean_len
-        med_len = np.nanmedian(lengths_nan, 0)
-    cv_ok = (counts >= 3) & np.isfinite(cv)
-    # joints [T, I, J]
-    limits = spec.joint_limits
-    if limits:
-        bends = K.joint_bends(kp_t, limits, valid_t)
-        ok_joint = K.joint_valid(valid_t, limits)
-        curl = K.curl_direction(bends, ok_joint)
-        violated = (K.joint_limit_excess(bends, limits, curl) > 0) & ok_joint
-    else:
-        ok_joint = violated = np.zeros((t_len, n_inst, 0), bool)
-
-    # clip-level raw metrics, pooled over tracks by samples
-    parts_raw: dict[str, tuple[float, int]] = {}
-    if reference is None:
-        parts_raw["detection"] = (float((n_found > 0).mean()), t_len)
-    else:
-        parts_raw["detection"] = (float(np.minimum(n_found, expected).sum() / expected.sum()), int(expected.sum()))
-    if ok_acc.any():
-        parts_raw["jitter"] = (float(jit[ok_acc].mean()), int(ok_acc.sum()))
-    if cv_ok.any():
-        parts_raw["bone_cv"] = (float(np.average(cv[cv_ok], weights=counts[cv_ok])), int(counts[cv_ok].sum()))
-    if ok_joint.any():
-        parts_raw["joint_violations"] = (float(violated.sum() / ok_joint.sum()), int(ok_joint.sum()))
-    if transition.any():
-        parts_raw["swaps"] = (float(swap.sum() / transition.sum()), int(transition.sum()))
-    low = present_t & (conf_t.max(-1) < s.low_conf)
-    if spec.source == "hands":
-        parts_raw["low_confidence"] = (float(low.sum() / present_t.sum()), int(present_t.sum()))
-    parts = {
-        name: Part(name, raw, _part_value(name, raw, s), s.weights.get(name, 1.0), _scale_text(name, s), n)
-        for name, (raw, n) in parts_raw.items()
-    }
+    m = _measure(det, s)
+    parts_raw = {"detection": (float((n_found > 0).mean()), t_len) if reference is None else
+                 (float(np.minimum(n_found, expected).sum() / expected.sum()), int(expected.sum()))}  # fmt: skip
+    parts_raw.update(m.clip_metrics(spec.source == "hands"))
+    parts = {name: Part(name, raw, _part_value(name, raw, s), s.weights.get(name, 1.0), _scale_text(name, s), n)
+             for name, (raw, n) in parts_raw.items()}  # fmt: skip
     score = 100.0 * _weighted_mean({k: p.value for k, p in parts.items()}, s)
+    frame_cols.update(m.frame_metrics(spec.source == "hands"))
+    frame_cols["score"] = _frame_scores(frame_cols, found_frac, n_found, parts, s)
+    message = _describe(det.region, score, parts, t_len) + note
+    return AnatomyScore(det.region, True, float(score), parts, m.instances(spec), frame_cols, t_len, message)
 
-    # per-frame values and score
-    with np.errstate(invalid="ignore", divide="ignore"):
-        if len(acc):
-            per = ok_acc.sum((1, 2))
-            frame_cols["jitter"][1:-1] = np.where(per > 0, jit.sum((1, 2)) / np.maximum(per, 1), np.nan)
-        dev = np.abs(lengths_nan / med_len[None] - 1.0)
-        dev_ok = ok_bone & cv_ok[None]
-        per = dev_ok.sum((1, 2))
-        frame_cols["bone_dev"] = np.where(per > 0, np.where(dev_ok, dev, 0.0).sum((1, 2)) / np.maximum(per, 1), np.nan)
-        per = ok_joint.sum((1, 2))
-        frame_cols["joint_violations"] = np.where(per > 0, violated.sum((1, 2)) / np.maximum(per, 1), np.nan)
-    frame_cols["swap"] = np.where(transition, swap.astype(np.float64), np.nan)
-    if spec.source == "hands":
-        frame_cols["low_confidence"] = np.where(present_t.any(1), low.sum(1), np.nan).astype(np.float64)
-    frame_map = {"jitter": "jitter", "bone_cv": "bone_dev", "joint_violations": "joint_violations",
-                 "swaps": "swap", "low_confidence": "low_confidence"}  # fmt: skip
-    for t in range(t_len):
+
+_FRAME_PART = {"jitter": "jitter", "bone_cv": "bone_dev", "joint_violations": "joint_violations", "swaps": "swap",
+               "low_confidence": "low_confidence"}  # fmt: skip
+
+
+def _frame_scores(cols: dict[str, np.ndarray], found_frac: np.ndarray, n_found: np.ndarray,
+                  parts: dict[str, Part], s: ScoreSettings) -> np.ndarray:
+    """Per-frame score: the clip's maps on per-frame values; 0 where the region should be and is not found."""
+    out = np.full(len(found_frac), np.nan)
+    for t in range(len(found_frac)):
         if not np.isfinite(found_frac[t]):
             continue  # the reference has nothing here either: no judgement
-        values = {"detection": float(found_frac[t])}
-        if n_found[t] > 0:
-            for part, col in frame_map.items():
-                v = frame_cols[col][t]
-                if part in parts and np.isfinite(v):
-                    if part == "low_confidence":
-                        v = v / max(int(n_found[t]), 1)
-                    values[part] = _part_value(part, float(v), s)
-        frame_cols["score"][t] = 100.0 * _weighted_mean(values, s) if n_found[t] > 0 else 0.0
-
-    instances = []
-    for i in range(n_inst):
-        if not present_t[:, i].any():
+        if n_found[t] == 0:
+            out[t] = 0.0
             continue
-        labels = slot_of[present_t[:, i], i]
-        label = spec.instance_labels[int(np.bincount(labels).argmax())]
-        okj = ok_acc[:, i] if len(acc) else np.zeros((0, 1), bool)
-        instances.append({
-            "track": len(instances), "label": label, "frames": int(present_t[:, i].sum()),
-            "first_frame": int(np.flatnonzero(present_t[:, i])[0]), "scale_px": float(scale[i]),
-            "jitter": float(jit[:, i][okj].mean()) if okj.any() else math.nan,
-            "bone_cv": float(np.average(cv[i][cv_ok[i]], weights=counts[i][cv_ok[i]])) if cv_ok[i].any() else math.nan,
-            "joint_violations": float(violated[:, i].sum() / ok_joint[:, i].sum()) if ok_joint[:, i].any() else math.nan,
-        })  # fmt: skip
-    message = _describe(det.region, score, parts, t_len)
-    return AnatomyScore(det.region, True, float(score), parts, instances, frame_cols, t_len, message)
+        values = {"detection": _part_value("detection", float(found_frac[t]), s)}
+        for part, col in _FRAME_PART.items():
+            v = cols[col][t]
+            if part in parts and np.isfinite(v):
+                values[part] = _part_value(part, float(v / n_found[t] if part == "low_confidence" else v), s)
+        out[t] = 100.0 * _weighted_mean(values, s)
+    return out
 
 
-class _quiet:
-    """Silence numpy's 'mean of empty slice' warnings for all-NaN columns (they become NaN, which we handle)."""
+@dataclass
+class _Measures:
+    """Per-sample measurements of one clip's tracks (``I`` tracks, re-ordered from slots by ``_link_tracks``)."""
 
-    def __enter__(self) -> None:
-        import warnings
+    slot_of: np.ndarray  # [T, I] slot each track takes its detection from, -1 if none
+    swap: np.ndarray  # [T] bool
+    transition: np.ndarray  # [T] bool
+    scale: np.ndarray  # [I] pixels
+    jitter: np.ndarray  # [T-2, I, K] second difference / scale at frames 1..T-2 (0 where not ok)
+    jitter_ok: np.ndarray  # [T-2, I, K]
+    bone_rel: np.ndarray  # [T, I, B] length / reference length - 1 (0 where not ok)
+    bone_ok: np.ndarray  # [T, I, B] (only bones seen in >= 3 frames)
+    violated: np.ndarray  # [T, I, J]
+    joint_ok: np.ndarray  # [T, I, J]
+    low: np.ndarray  # [T, I] present with low confidence
 
-        self._w = warnings.catch_warnings()
-        self._w.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
+    @property
+    def present(self) -> np.ndarray:
+        return self.slot_of >= 0
 
-    def __exit__(self, *exc: object) -> None:
-        self._w.__exit__(*exc)
+    def clip_metrics(self, hands: bool) -> dict[str, tuple[float, int]]:
+        """Raw clip metrics pooled over tracks by samples: name -> (value, samples)."""
+        out: dict[str, tuple[float, int]] = {}
+        if self.jitter_ok.any():
+            out["jitter"] = (float(self.jitter[self.jitter_ok].mean()), int(self.jitter_ok.sum()))
+        if self.bone_ok.any():
+            seen = self.bone_ok.sum(0)  # [I, B]
+            cv = np.sqrt((self.bone_rel**2).sum(0) / np.maximum(seen, 1))
+            out["bone_cv"] = (float(np.average(cv[seen > 0], weights=seen[seen > 0])), int(seen.sum()))
+        if self.joint_ok.any():
+            out["joint_violations"] = (float(self.violated.sum() / self.joint_ok.sum()), int(self.joint_ok.sum()))
+        if self.transition.any():
+            out["swaps"] = (float(self.swap.sum() / self.transition.sum()), int(self.transition.sum()))
+        if hands:
+            out["low_confidence"] = (float(self.low.sum() / self.present.sum()), int(self.present.sum()))
+        return out
+
+    def frame_metrics(self, hands: bool) -> dict[str, np.ndarray]:
+        """Per-frame columns: means over the frame's samples (NaN where a frame has none)."""
+
+        def mean(values: np.ndarray, ok: np.ndarray) -> np.ndarray:
+            n = ok.sum((1, 2))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return np.where(n > 0, np.where(ok, values, 0.0).sum((1, 2)) / np.maximum(n, 1), np.nan)
+
+        t_len = len(self.swap)
+        jitter = np.full(t_len, np.nan)
+        if len(self.jitter):
+            jitter[1:-1] = mean(self.jitter, self.jitter_ok)
+        cols = {
+            "jitter": jitter,
+            "bone_dev": mean(np.abs(self.bone_rel), self.bone_ok),
+            "joint_violations": mean(self.violated.astype(np.float64), self.joint_ok),
+            "swap": np.where(self.transition, self.swap.astype(np.float64), np.nan),
+        }
+        if hands:
+            cols["low_confidence"] = np.where(self.present.any(1), self.low.sum(1), np.nan).astype(np.float64)
+        return cols
+
+    def instances(self, spec: Any) -> list[dict[str, Any]]:
+        """Per track: its usual slot label, frames, size and its own raw metrics."""
+        out = []
+        for i in np.flatnonzero(self.present.any(0)):
+            label = spec.instance_labels[int(np.bincount(self.slot_of[self.present[:, i], i]).argmax())]
+            jit_ok, bone_ok, joint_ok = self.jitter_ok[:, i], self.bone_ok[:, i], self.joint_ok[:, i]
+            seen = bone_ok.sum(0)
+            cv = np.sqrt((self.bone_rel[:, i] ** 2).sum(0) / np.maximum(seen, 1))
+            out.append({
+                "track": len(out), "label": label, "frames": int(self.present[:, i].sum()),
+                "first_frame": int(np.flatnonzero(self.present[:, i])[0]), "scale_px": float(self.scale[i]),
+                "jitter": float(self.jitter[:, i][jit_ok].mean()) if jit_ok.any() else math.nan,
+                "bone_cv": float(np.average(cv[seen > 0], weights=seen[seen > 0])) if seen.any() else math.nan,
+                "joint_violations": float(self.violated[:, i].sum() / joint_ok.sum()) if joint_ok.any() else math.nan,
+            })  # fmt: skip
+        return out
+
+
+def _measure(det: Detections, s: ScoreSettings) -> _Measures:
+    """Link the detections into tracks and measure jitter, bone lengths, joint limits and swaps per sample."""
+    spec = det.spec
+    t_len, n_inst = det.present.shape
+    valid = det.present[..., None] & np.isfinite(det.keypoints).all(-1) & (det.confidence >= s.min_conf)
+    kp = np.where(valid[..., None], det.keypoints, np.nan).astype(np.float64)
+    slot_of, swap, transition = _link_tracks(det.present, _centres(kp, valid), K.frame_scale(kp, valid), s)
+    kp = _gather(kp, slot_of, np.nan)
+    valid = _gather(valid, slot_of, False)
+    conf = _gather(det.confidence.astype(np.float64), slot_of, 0.0)
+    scale = K.region_scale(kp, valid)  # [I]
+    if n_inst == 1:  # left/right keypoints exchanged between frames
+        lr = _lr_swaps(kp, valid, spec.flip_permutation(), scale)
+        swap, transition = swap | lr, transition | lr
+    safe_scale = np.where(np.isfinite(scale) & (scale > 0), scale, np.nan)
+
+    acc, jitter_ok = K.second_differences(kp, valid)  # [T-2, I, K, 2]
+    with np.errstate(invalid="ignore"):
+        jitter = np.linalg.norm(acc, axis=-1) / safe_scale[None, :, None]
+    jitter_ok = jitter_ok & np.isfinite(jitter)
+    jitter = np.where(jitter_ok, jitter, 0.0)
+
+    lengths = K.bone_lengths(kp, spec.bones, valid)  # [T, I, B]
+    seen = K.bone_valid(valid, spec.bones) & (lengths > 1e-6)
+    lengths = np.where(seen, lengths, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rel = lengths / _reference_lengths(lengths, s.bone_window) - 1.0
+    bone_ok = seen & np.isfinite(rel) & (seen.sum(0) >= 3)[None]
+    rel = np.where(bone_ok, rel, 0.0)
+
+    limits = spec.joint_limits
+    if limits:
+        bends = K.joint_bends(kp, limits, valid)  # [T, I, J]
+        joint_ok = K.joint_valid(valid, limits)
+        curl = np.broadcast_to(K.joint_curl(bends, joint_ok, spec, time_dim=0), bends.shape).copy()  # per track
+        # Fingers' flexion limits are anatomical (3D); limbs' (no hyperextension limit) are already set for 2D.
+        slack = [s.flexion_slack if lim.max_hyperextension is not None else 0.0 for lim in limits]
+        violated = (K.joint_limit_excess(bends, limits, curl, flexion_slack=slack) > 0) & joint_ok
+    else:
+        joint_ok = violated = np.zeros((t_len, n_inst, 0), bool)
+    low = (slot_of >= 0) & (conf.max(-1) < s.low_conf)
+    return _Measures(slot_of, swap, transition, scale, jitter, jitter_ok, rel, bone_ok, violated, joint_ok, low)
+
+
+def _reference_lengths(lengths: np.ndarray, window: int) -> np.ndarray:
+    """What each bone length ``[T, I, B]`` (NaN where unseen) is compared with: its running median over
+    ``window`` frames centred on each frame (unseen frames skipped), or its mean over the clip when ``window`` is 0."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows give NaN, handled by the caller
+        if window <= 0:
+            return np.broadcast_to(np.nanmean(lengths, 0, keepdims=True), lengths.shape)
+        half = window // 2
+        padded = np.pad(lengths, ((half, half), (0, 0), (0, 0)), constant_values=np.nan)
+        windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1, axis=0)  # [T, I, B, w]
+        return np.nanmedian(windows, -1)
 
 
 def _describe(region: str, score: float, parts: dict[str, Part], t_len: int) -> str:

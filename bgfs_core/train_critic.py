@@ -1,8 +1,13 @@
 """Train the heatmap critic on the ROI cache: augmentation, masked heatmap loss, validation PCK, resumable state.
 
-Targets are re-rendered each step from the cached MediaPipe keypoints (``heatmaps.render_heatmaps``) after the
-same random geometric transform as the crop, so crop and target always agree and have the critic's sigma.
+Each step draws a batch of cached frames (crops resized to ``critic.input_hw``), augments it (rotation, scale,
+shift, flip with the region's flip permutation, colour, blur, noise; ``augment``) and re-renders the Gaussian
+targets from the cached MediaPipe keypoints after the same geometric transform, so crop and target always agree
+and use the critic's sigma. The loss (``heatmap_loss``) is masked by the cached visibility. One epoch is one pass
+over the training frames; AdamW with a cosine learning-rate decay over ``epochs``.
 
+Held-out clips: whole source videos when the cache has two or more, else clips (``split_clips``, fixed by
+``critic.seed``); with a single video, neighbouring clips share its look, so validation is optimistic there.
 Validation PCK@0.1: a visible keypoint is correct when the critic's soft-argmax lands within 0.1 x the larger
 side of the bounding box of that frame's visible cached keypoints (frames with fewer than two visible keypoints
 are not scored). The best checkpoint is the epoch with the lowest validation loss (train loss when nothing is held
@@ -34,8 +39,7 @@ from .regions import get_region
 
 STATE_FORMAT = "bgfs-train-state-1"
 PCK_THRESHOLD = 0.1
-FOREGROUND_WEIGHT = 10.0  # heatmap pixels near a keypoint weigh up to 11x: otherwise "all zero" is a cheap optimum
-COORD_WEIGHT = 0.05  # weight of the soft-argmax coordinate term (integral regression) against the heatmap term
+COORD_WEIGHT = 5.0  # weight of the soft-argmax L1 term (crop-side units) against the KL term (nats)
 WEIGHT_DECAY = 1e-4
 MIN_LR_FRACTION = 0.05  # cosine schedule floor
 
@@ -52,7 +56,7 @@ class TrainResult:
 
 @dataclass
 class FrameSet:
-    """Cached frames resized for the critic."""
+    """Cached frames resized for the critic, held in memory (about 48 KiB a frame at 128 x 128)."""
 
     crops: np.ndarray  # uint8 [N, H, W, 3] at spec.input_hw
     keypoints: np.ndarray  # float32 [N, K, 2], pixels of the resized crop
@@ -95,7 +99,8 @@ class _ClipReader:
             x = F.interpolate(x, size=self.input_hw, mode="bilinear", align_corners=False, antialias=shrink)
             roi = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
         scale = np.array([self.input_hw[1] / w, self.input_hw[0] / h], np.float32)
-        return {"crops": roi, "keypoints": kp * scale, "visible": vis, "crop_scale": np.broadcast_to(1 / scale, (len(roi), 2))}
+        back = np.broadcast_to(1 / scale, (len(roi), 2))
+        return {"crops": roi, "keypoints": kp * scale, "visible": vis, "crop_scale": back}
 
 
 def _identity(item: Any) -> Any:
@@ -245,20 +250,30 @@ def render_targets(keypoints: Any, visible: Any, spec: CriticSpec, crop_hw: tupl
 
 
 def heatmap_loss(pred: Any, target: Any, keypoints: Any, visible: Any, crop_hw: tuple[int, int]) -> Any:
-    """Visibility-masked loss: foreground-weighted MSE on the heatmaps plus an L1 term on their soft-argmax.
+    """Visibility-masked mean over keypoints of KL(target || prediction) + ``COORD_WEIGHT`` x L1 of the soft-argmax.
 
-    The coordinate term (integral regression) trains what the fixer and PCK use, the soft-argmax point, so a
-    faint background cannot pull it off the peak. Its unit is the crop side, the heatmap term's is peak height.
+    Both maps are read as distributions over the pixels (the critic's is a softmax; the target Gaussian is
+    normalised): the KL term matches their shapes, and so the peak height (confidence); the L1 term (in units of
+    the crop side) trains the point the fixer and PCK use. Pixel-wise MSE learns the same maps far more slowly.
     """
     from .critic import soft_argmax_crop
 
+    n, k, h, w = pred.shape
     mask = visible.to(pred.dtype)
-    weight = 1.0 + FOREGROUND_WEIGHT * target
-    per_map = (weight * (pred - target) ** 2).mean((-2, -1))
+    p = pred.reshape(n, k, h * w)
+    p = p / p.sum(-1, keepdim=True)
+    t = target.reshape(n, k, h * w)
+    t = t / t.sum(-1, keepdim=True).clamp_min(1e-12)
+    kl = (t * (torch_log(t) - torch_log(p))).sum(-1)
     points, _ = soft_argmax_crop(pred, crop_hw)
     side = keypoints.new_tensor([crop_hw[1], crop_hw[0]])
-    per_point = ((points - keypoints).abs() / side).sum(-1)
-    return ((per_map + COORD_WEIGHT * per_point) * mask).sum() / mask.sum().clamp_min(1.0)
+    l1 = ((points - keypoints).abs() / side).sum(-1)
+    return ((kl + COORD_WEIGHT * l1) * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def torch_log(x: Any) -> Any:
+    """log with 0 -> a large negative number instead of -inf (a pixel the softmax underflowed, or 0 x log 0)."""
+    return x.clamp_min(1e-30).log()
 
 
 def pck(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray, threshold: float = PCK_THRESHOLD) -> tuple[int, int]:
@@ -311,7 +326,9 @@ def _train_epoch(model: Any, opt: Any, frames: FrameSet, spec: CriticSpec, batch
     return total / max(len(frames), 1)
 
 
-def evaluate(model: Any, frames: FrameSet, spec: CriticSpec, batch_size: int, device: Any) -> tuple[float, float | None]:
+def evaluate(
+    model: Any, frames: FrameSet, spec: CriticSpec, batch_size: int, device: Any
+) -> tuple[float, float | None]:
     """(validation loss, PCK@0.1 in cached-crop pixels) without augmentation."""
     import torch
 
@@ -431,14 +448,18 @@ def train_critic(
     train = _load_frames(cache_dir, [clips[i] for i in train_idx], spec, c.num_workers)
     val = _load_frames(cache_dir, [clips[i] for i in val_idx], spec, c.num_workers)
     if len(train) == 0:
-        raise BGFSError(f"the training clips in {str(cache_dir)!r} have no visible keypoints: run bgfs precompute on videos that show the region")  # fmt: skip
+        raise BGFSError(
+            f"the training clips in {str(cache_dir)!r} have no visible keypoints: "
+            "run bgfs precompute on videos that show the region"
+        )
+    sources = len({int(cl["source"]) for cl in clips})
     summary = {
-        "cache_dir": str(cache_dir), "clips": len(clips), "frames": len(train) + len(val),
-        "sources": len({int(cl["source"]) for cl in clips}), "train_clips": len(train_idx), "val_clips": len(val_idx),
-        "train_frames": len(train), "val_frames": len(val), "split": "source" if _split_by_source(clips, val_idx) else "clip",
+        "cache_dir": str(cache_dir), "clips": len(clips), "frames": len(train) + len(val), "sources": sources,
+        "train_clips": len(train_idx), "val_clips": len(val_idx), "train_frames": len(train), "val_frames": len(val),
+        "split": "source" if sources >= 2 and val_idx else "clip",
     }  # fmt: skip
 
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]):  # seeded weights without touching the caller's RNG
         torch.manual_seed(c.seed)
         model = HeatmapCritic(spec).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=WEIGHT_DECAY)
@@ -454,6 +475,7 @@ def train_critic(
         rec = next((h for h in history if h["epoch"] == info["best_epoch"]), None)
         return rec["val_pck"] if rec else None
 
+    saved = start_epoch
     try:
         for epoch in range(start_epoch, epochs):
             for group in opt.param_groups:
@@ -468,12 +490,15 @@ def train_critic(
             if is_best:
                 info["best_score"], info["best_epoch"] = score, epoch + 1
             seconds = prior_seconds + time.perf_counter() - started
-            meta = {"train_summary": {**summary, "epochs": epoch + 1}, "val_pck": val_pck}
+            meta = {"train_summary": {**summary, "epochs": epoch + 1, "best_epoch": info["best_epoch"]},
+                    "val_pck": val_pck}  # fmt: skip
+            # Order matters for Ctrl-C: the critics first, the training state (the resume point) last.
             if is_best:
-                save_critic(best_path, model, spec, {**meta, "train_summary": {**meta["train_summary"], "best_epoch": epoch + 1}})
+                save_critic(best_path, model, spec, meta)
             save_critic(last_path, model, spec, meta)
             info.update(epoch=epoch + 1, history=history, seconds=seconds, spec=spec.to_dict())
             save_train_state(state_path, model, opt, info)
+            saved = epoch + 1
             write_json_atomic(log_path, {
                 "spec": spec.to_dict(), "data": summary, "config": cfg.to_dict(), "epochs_done": epoch + 1,
                 "best_epoch": info["best_epoch"], "best_val_pck": best_pck(), "pck_threshold": PCK_THRESHOLD,
@@ -484,20 +509,18 @@ def train_critic(
             if on_epoch is not None:
                 on_epoch(record)
     except KeyboardInterrupt:
-        done = len(history)
-        print(f"training interrupted: {out_dir} holds epoch {done}; run again to resume", file=sys.stderr)
+        print(f"training interrupted: {out_dir} holds epoch {saved}; run again to resume", file=sys.stderr)
         raise
     if start_epoch >= epochs and progress:
         print(f"{out_dir} already holds {start_epoch} epoch(s) (asked {epochs}): nothing to train", file=sys.stderr)
-    return TrainResult(best_path=best_path, last_path=last_path, history=history, best_val_pck=best_pck(),
-                       best_epoch=int(info["best_epoch"]), seconds=prior_seconds + time.perf_counter() - started)  # fmt: skip
-
-
-def _split_by_source(clips: list[dict], val_idx: list[int]) -> bool:
-    return len({int(c["source"]) for c in clips}) >= 2 and bool(val_idx)
+    return TrainResult(
+        best_path=best_path, last_path=last_path, history=history, best_val_pck=best_pck(),
+        best_epoch=int(info["best_epoch"]), seconds=prior_seconds + time.perf_counter() - started,
+    )  # fmt: skip
 
 
 def _epoch_line(rec: dict[str, Any], epochs: int, is_best: bool) -> str:
     val = "" if rec["val_loss"] is None else f"  val_loss {rec['val_loss']:.4f}"
     pck_txt = "" if rec["val_pck"] is None else f"  val PCK@{PCK_THRESHOLD:g} {rec['val_pck']:.3f}"
-    return f"epoch {rec['epoch']}/{epochs}  train_loss {rec['train_loss']:.4f}{val}{pck_txt}" + ("  (best)" if is_best else "")
+    best = "  (best)" if is_best else ""
+    return f"epoch {rec['epoch']}/{epochs}  train_loss {rec['train_loss']:.4f}{val}{pck_txt}{best}"

@@ -60,6 +60,16 @@ class BGFSCriticLoader(io.ComfyNode):
         )
 
     @classmethod
+    def fingerprint_inputs(cls, critic_name: str | None = None, **_: object) -> str:
+        """The file's modification time: a critic retrained under the same name is loaded again."""
+        import os
+
+        import folder_paths
+
+        path = folder_paths.get_full_path(CRITICS_FOLDER, critic_name) if critic_name else None
+        return f"{critic_name}:{os.path.getmtime(path)}" if path else str(critic_name)
+
+    @classmethod
     def execute(cls, critic_name: str) -> io.NodeOutput:
         import folder_paths
 

@@ -55,8 +55,23 @@ class BGFSCriticTrainer(io.ComfyNode):
         return True
 
     @classmethod
+    def fingerprint_inputs(cls, cache: str | None = None, **_: object) -> str:
+        """A typed cache name: its manifest's modification time (clips added since -> train again). A linked
+        cache (None here) is judged by the nodes upstream."""
+        from ..bgfs_core.errors import BGFSError
+        from .host import resolve_cache
+
+        if cache is None:
+            return ""
+        try:
+            return str((resolve_cache(cache) / "manifest.json").stat().st_mtime)
+        except (BGFSError, OSError):
+            return ""
+
+    @classmethod
     def execute(cls, cache: str, critic_name: str, epochs: int, lr: float, batch_size: int, val_fraction: float,
                 resume: bool) -> io.NodeOutput:  # fmt: skip
+        import logging
         import shutil
 
         import comfy.model_management as mm
@@ -68,13 +83,14 @@ class BGFSCriticTrainer(io.ComfyNode):
         from ..bgfs_core.config import load_config
         from ..bgfs_core.train_critic import PCK_THRESHOLD, train_critic
         from .critic_loader import describe, load_critic_data
-        from .glue import check_name, loss_plot
+        from .glue import cancel_checks, check_name, loss_plot
         from .host import critics_dir, resolve_cache, runs_root, save_temp_image
 
         with node_errors(NAME):
             name = check_name(critic_name, "critic_name")
             cache_dir = resolve_cache(cache)
-            region = load_manifest(cache_dir).get("region", "hands")
+            manifest = load_manifest(cache_dir)
+            region = manifest.get("region", "hands")
             cfg = load_config(None, {
                 "data.cache_dir": str(cache_dir), "roi.region": region, "critic.epochs": int(epochs),
                 "critic.lr": float(lr), "critic.batch_size": int(batch_size), "critic.val_fraction": float(val_fraction),
@@ -90,10 +106,12 @@ class BGFSCriticTrainer(io.ComfyNode):
                 pck = "" if record["val_pck"] is None else f", val PCK {record['val_pck']:.3f}"
                 lines.append(f"epoch {record['epoch']}/{epochs}: train loss {record['train_loss']:.4f}{val}{pck}")
                 pbar.update_absolute(int(record["epoch"]), int(epochs), ("PNG", loss_plot(losses, title="train loss"), 320))
-                mm.throw_exception_if_processing_interrupted()  # cancel between epochs; the run resumes later
 
             device = mm.get_torch_device()
-            with torch.inference_mode(False), torch.enable_grad():
+            logging.info("%s: %s on %s (%d %s clips), %d epochs on %s", NAME, name, cache_dir,
+                         len(manifest.get("clips", [])), region, int(epochs), device)  # fmt: skip
+            # A cancel stops within a batch (every layer checks); the last finished epoch is saved and resumes.
+            with torch.inference_mode(False), torch.enable_grad(), cancel_checks(mm.throw_exception_if_processing_interrupted):
                 result = train_critic(cfg, run_dir, epochs=int(epochs), resume=bool(resume), progress=True,
                                       on_epoch=on_epoch, device=str(device))  # fmt: skip
             target = critics_dir() / f"{name}.safetensors"

@@ -49,11 +49,6 @@ def node_errors(display_name: str) -> Iterator[None]:
         raise BGFSError(f"{display_name}: {msg}") from exc
 
 
-def prefixed(display_name: str, message: str) -> BGFSError:
-    """A ``BGFSError`` whose message starts with the node's display name."""
-    return BGFSError(f"{display_name}: {message}")
-
-
 # --- IMAGE / MASK / LATENT layouts -----------------------------------------------------------------------------
 
 
@@ -254,6 +249,22 @@ def build_codec(vae: Any, gradient_vae: Any = None) -> Any:
     if gradient_vae is None:
         return real
     return GradientProxyCodec(real, wrap(gradient_vae, "gradient_vae", copy=True))
+
+
+@contextlib.contextmanager
+def cancel_checks(check_cancel: Callable[[], None]) -> Iterator[None]:
+    """Run ``check_cancel`` before every torch module's forward while the block runs (and never after).
+
+    For loops that BGFS does not own step by step (critic training): a cancel then stops within a batch instead
+    of at the end of an epoch. The hook is global to the process, so keep the block to the job itself.
+    """
+    from torch.nn.modules.module import register_module_forward_pre_hook
+
+    handle = register_module_forward_pre_hook(lambda *_: check_cancel())
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def run_fix(latent: dict, vae: Any, critic: CriticData, roi: RoiData, settings: Any, gradient_vae: Any = None,

@@ -52,16 +52,16 @@ def resolve_cache(cache: str) -> Path:
 
 
 def save_temp_image(image: Any, prefix: str) -> dict[str, str]:
-    """Save a PIL image (or copy a PNG file) into ComfyUI's temp folder -> the ``ui["images"]`` entry for it."""
-    import shutil
-
+    """Save a PIL image or PNG bytes into ComfyUI's temp folder -> the ``ui["images"]`` entry that shows it."""
     import folder_paths
 
+    from ..bgfs_core.atomic import atomic_path
+
     temp = Path(folder_paths.get_temp_directory())
-    temp.mkdir(parents=True, exist_ok=True)
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}.png"
-    if isinstance(image, (str, Path)):
-        shutil.copyfile(image, temp / name)
-    else:
-        image.save(temp / name, format="PNG", compress_level=4)
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}.png"  # unique: many nodes and runs share the temp folder
+    with atomic_path(temp / name) as tmp:
+        if isinstance(image, (bytes, bytearray)):
+            tmp.write_bytes(image)
+        else:
+            image.save(tmp, format="PNG", compress_level=4)
     return {"filename": name, "subfolder": "", "type": "temp"}

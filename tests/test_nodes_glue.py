@@ -350,3 +350,19 @@ def test_run_fix_rescales_an_roi_from_larger_frames_and_says_so(small_roi, tiny_
         wide = type(det)(det.region, det.keypoints, det.confidence, det.present, det.boxes, det.scores, (72, 200))
         with pytest.raises(BGFSError, match="another aspect ratio"):
             glue.run_fix({"samples": torch.randn(1, 16, 2, 9, 12)}, vae, tiny_critic, glue.RoiData(wide), _settings())
+
+
+def test_cancel_checks_reach_every_layer_and_go_away():
+    net = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1))
+    seen: list[int] = []
+
+    def check() -> None:
+        seen.append(1)
+        if len(seen) == 3:
+            raise _CancelError()
+
+    with pytest.raises(_CancelError), glue.cancel_checks(check):
+        net(torch.randn(2, 3))  # Sequential, Linear, ReLU: the third layer's check cancels
+    assert len(seen) == 3
+    net(torch.randn(2, 3))
+    assert len(seen) == 3, "no check after the block"

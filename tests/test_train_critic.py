@@ -59,9 +59,9 @@ def test_training_lowers_validation_loss_and_writes_a_critic(hand_cache, tmp_pat
     untrained_loss, _ = evaluate(HeatmapCritic(spec), val, spec, 8, "cpu")
 
     seen = []
-    result = train_critic(cfg, tmp_path / "out", epochs=4, progress=False, on_epoch=seen.append)
-    assert [h["epoch"] for h in result.history] == [1, 2, 3, 4] and seen == result.history
-    assert result.history[-1]["val_loss"] < 0.8 * untrained_loss
+    result = train_critic(cfg, tmp_path / "out", epochs=10, progress=False, on_epoch=seen.append)
+    assert [h["epoch"] for h in result.history] == list(range(1, 11)) and seen == result.history
+    assert result.history[-1]["val_loss"] < 0.85 * untrained_loss
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     assert all(0.0 <= h["val_pck"] <= 1.0 for h in result.history)
 
@@ -75,7 +75,7 @@ def test_training_lowers_validation_loss_and_writes_a_critic(hand_cache, tmp_pat
     assert summary["train_frames"] + summary["val_frames"] == summary["frames"] > 0
     log = json.loads((tmp_path / "out" / "train_log.json").read_text())
     assert log["history"] == result.history and log["best_epoch"] == result.best_epoch
-    assert read_critic_meta(result.last_path)["train_summary"]["epochs"] == 4
+    assert read_critic_meta(result.last_path)["train_summary"]["epochs"] == 10
     # The loaded critic reproduces the validation loss it was saved with.
     again, _ = evaluate(model, val, spec, 8, "cpu")
     assert again == pytest.approx(best["val_loss"], rel=1e-4)
@@ -134,7 +134,8 @@ def test_command_line(hand_cache, tmp_path, capsys):
     parser = argparse.ArgumentParser()
     cmd.add_arguments(parser)
     sets = [f"{k}={json.dumps(v)}" for k, v in SMALL.items()]
-    argv = ["--cache-dir", str(hand_cache), "--out-dir", str(tmp_path), "--epochs", "1", "--lr", "0.001", "--quiet"]
+    argv = ["--cache-dir", str(hand_cache), "--out-dir", str(tmp_path), "--epochs", "1", "--lr", "0.001", "--quiet",
+            "--num-workers", "2"]  # fmt: skip
     args = parser.parse_args(argv + [a for s in sets for a in ("--set", s)])
     assert cmd.run(args) == 0
     assert "critic_best.safetensors" in capsys.readouterr().out

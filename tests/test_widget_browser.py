@@ -5,8 +5,8 @@ Two small CPU graphs are loaded into the page with ``app.loadGraphData`` and que
    Detect -> PreviewImage: MediaPipe finds the real hand; the widget (web/bgfs_preview.js) must draw each crop
    with its heatmap (the heat pixels it counts on its canvas are checked against the heat sheet the node saved)
    and the scrubber must move it to other frames.
-2. the same plus an empty Wan latent, a tiny random-weight Wan 2.1 VAE, a tiny critic and the Latent Anatomy
-   Fixer: its widget must switch to the "after" sheets with the toggle.
+2. 5 of those frames at 160 x 120, encoded by a tiny random-weight Wan 2.1 VAE, ROI Detect, a tiny critic and
+   the Latent Anatomy Fixer: its widget must switch to the "after" sheets with the toggle.
 Screenshots go to test-artifacts/ (git-ignored).
 
 Needs COMFYUI_DIR (see tests/comfy_host.py), Chromium at /usr/bin/chromium (Debian package ``chromium``) and the
@@ -38,8 +38,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 CLIP = "fingers-lq.gif"
 CRITIC = "bgfs_widget_test_critic.safetensors"
 FRAMES = 9  # frames of the clip ROI Detect runs on in the first graph (320 x 240)
-FIX_FRAMES, FIX_W, FIX_H = 5, 160, 120  # the Fixer's graph: 1 + 4 * 1 frames, as many as a 2-frame Wan latent
-# decodes to; small, as the tiny VAE decodes ~10 frames of 160 x 120 per 10 s on 2 CPU cores
+FIX_FRAMES, FIX_W, FIX_H = 5, 160, 120  # the Fixer's graph: 1 + 4 * 1 frames (a 2-frame Wan latent); small, as
+# the tiny VAE encodes or decodes ~10 frames of 160 x 120 per 10 s on 2 CPU cores
 HEAT_MIN = 12  # must match HEAT_MIN in web/bgfs_preview.js (grey levels drawn transparent)
 VIEW = 256  # the widget's canvas side (VIEW in web/bgfs_preview.js)
 # the frontend's first-run template browser and the minimap would cover the graph
@@ -76,7 +76,7 @@ def _graph(with_fixer: bool) -> dict:
          values=[0, FIX_FRAMES if with_fixer else FRAMES])
     node(DETECT, "BGFSROIDetect", [310, 0], [("images", "IMAGE")],
          [("roi", "BGFS_ROI"), ("mask", "MASK"), ("overlay", "IMAGE")])  # region: hands (the default)
-    node(4, "PreviewImage", [310, 640], [("images", "IMAGE")])
+    node(4, "PreviewImage", [620, 0], [("images", "IMAGE")])
     link(1, 0, 2, 0)
     if with_fixer:
         node(10, "ImageScale", [0, 520], [("image", "IMAGE")], [("IMAGE", "IMAGE")],
@@ -87,16 +87,17 @@ def _graph(with_fixer: bool) -> dict:
         link(2, 0, DETECT, 0)
     link(DETECT, 2, 4, 0)
     if with_fixer:
-        node(5, "EmptyHunyuanLatentVideo", [620, 0], outputs=[("LATENT", "LATENT")],
-             values=[FIX_W, FIX_H, FIX_FRAMES, 1])
-        node(6, "VAELoader", [620, 180], outputs=[("VAE", "VAE")], values=[TINY_VAE])
-        node(7, "BGFSCriticLoader", [620, 280], outputs=[("critic", "BGFS_CRITIC")], values=[CRITIC])
-        node(FIXER, "BGFSLatentAnatomyFixer", [930, 0],
+        node(6, "VAELoader", [930, 180], outputs=[("VAE", "VAE")], values=[TINY_VAE])
+        node(5, "VAEEncode", [930, 0], [("pixels", "IMAGE"), ("vae", "VAE")], [("LATENT", "LATENT")])
+        link(10, 0, 5, 0)
+        link(6, 0, 5, 1)
+        node(7, "BGFSCriticLoader", [930, 280], outputs=[("critic", "BGFS_CRITIC")], values=[CRITIC])
+        node(FIXER, "BGFSLatentAnatomyFixer", [1240, 0],
              [("latent", "LATENT"), ("vae", "VAE"), ("critic", "BGFS_CRITIC"), ("roi", "BGFS_ROI")],
              [("latent", "LATENT"), ("report", "STRING")], values=[1, 0.07, 1.0, "latent"])
-        node(9, "PreviewAny", [1240, 0], [("source", "*")])
-        for src, slot in ((5, 0), (6, 0), (7, 0), (DETECT, 0)):
-            link(src, slot, FIXER, [5, 6, 7, DETECT].index(src))
+        node(9, "PreviewAny", [1550, 0], [("source", "*")])
+        for dst_slot, src in enumerate((5, 6, 7, DETECT)):
+            link(src, 0, FIXER, dst_slot)
         link(FIXER, 1, 9, 0)
     return {"last_node_id": max(n["id"] for n in nodes), "last_link_id": len(links), "nodes": nodes, "links": links,
             "groups": [], "config": {}, "extra": {}, "version": 0.4}  # fmt: skip
@@ -172,7 +173,7 @@ class Widget:
         """Bring the node into view at 100 % zoom (DOM widgets follow the canvas on its next draw)."""
         self.page.evaluate(
             """(id) => { const c = window.app.canvas, n = window.app.graph.getNodeById(id);
-            c.ds.scale = 1; c.ds.offset = [90 - n.pos[0], 110 - n.pos[1]]; c.setDirty(true, true); }""",
+            c.ds.scale = 1; c.ds.offset = [90 - n.pos[0], 150 - n.pos[1]]; c.setDirty(true, true); }""",
             self.id,
         )
         self.page.wait_for_timeout(400)
@@ -193,6 +194,7 @@ def _run(server: ComfyServer, page, graph: dict, node_ids: list[int], timeout: f
     """Load ``graph`` into the page, queue it, wait until ComfyUI has finished it and every widget has drawn
     its heat; the prompt's outputs by node id."""
     page.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", graph)
+    page.bgfs_saved = _saved_widget_values(page)
     before = set(server.get("/history"))
     page.evaluate("async () => { await window.app.queuePrompt(0); }")
     end = time.perf_counter() + timeout
@@ -212,6 +214,11 @@ def _run(server: ComfyServer, page, graph: dict, node_ids: list[int], timeout: f
         page.screenshot(path=ARTIFACTS / "widget_browser_failed.png")
         raise AssertionError(f"the widgets drew no heatmap: {exc}\npage errors: {page.bgfs_errors}") from exc
     return entry["outputs"]
+
+
+def _saved_widget_values(page) -> dict:
+    """widgets_values of every node as the frontend would save the workflow now."""
+    return page.evaluate("() => Object.fromEntries(window.app.graph.serialize().nodes.map(n => [n.id, n.widgets_values]))")
 
 
 def _heat_tile_count(server: ComfyServer, ref: dict, payload: dict, i: int) -> int:
@@ -263,8 +270,18 @@ def test_roi_detect_widget_draws_heatmaps_and_scrubs(server: ComfyServer, page):
     for _ in range(payload["n"] // 2):
         roi.slider.press("ArrowRight")
     _assert_heat_matches(server, roi, payload, "heat", payload["n"] // 2)
-    page.screenshot(path=ARTIFACTS / "widget_browser_page.png")
+    # the widget is no value: a workflow saved after the run stores the same widget values as before it
+    assert _saved_widget_values(page) == page.bgfs_saved
     roi.screenshot(ARTIFACTS / "widget_roi_detect.png")
+    Widget(page, 1).show()  # the whole graph, for the README
+    page.screenshot(path=ARTIFACTS / "widget_browser_page.png")
+    page.screenshot(path=ARTIFACTS / "widget_browser_graph.png", clip=page.evaluate(
+        """() => { const c = window.app.canvas, r = c.canvas.getBoundingClientRect(), s = c.ds.scale;
+        let x0 = 1e9, y0 = 1e9, x1 = -1e9, y1 = -1e9;
+        for (const n of window.app.graph._nodes) { x0 = Math.min(x0, n.pos[0]); y0 = Math.min(y0, n.pos[1] - 30);
+          x1 = Math.max(x1, n.pos[0] + n.size[0]); y1 = Math.max(y1, n.pos[1] + n.size[1]); }
+        const [x, y] = c.ds.convertOffsetToCanvas([x0, y0]);
+        return {x: r.left + x - 16, y: r.top + y - 16, width: (x1 - x0) * s + 32, height: (y1 - y0) * s + 32}; }"""))
     assert not page.bgfs_errors, f"errors in the page: {page.bgfs_errors}"
     print(f"\nROI Detect widget: server start {server.startup_seconds:.1f} s, page + run + checks "
           f"{time.perf_counter() - started:.1f} s")  # fmt: skip
@@ -287,12 +304,17 @@ def test_fixer_widget_toggles_before_and_after(server: ComfyServer, page):
     assert fix.dataset()["bgfsView"] == "after" and fix.toggle.text_content() == "after"
     _assert_heat_matches(server, fix, payload, "after_heat", 0)
     fix.screenshot(ARTIFACTS / "widget_fixer_after.png")
+    # scrub to the tile with the most "after" heat (heat is scaled to the hottest pixel of both sheets, so some
+    # tile has some): scrubbing keeps the "after" view and draws that tile's heat
+    hottest = max(range(payload["n"]), key=lambda i: _heat_tile_count(server, payload["after_heat"], payload, i))
     fix.slider.focus()
-    fix.slider.press("End")  # scrubbing keeps the "after" view
+    fix.slider.press("Home")
+    for _ in range(hottest):
+        fix.slider.press("ArrowRight")
     assert fix.dataset()["bgfsView"] == "after"
-    _assert_heat_matches(server, fix, payload, "after_heat", payload["n"] - 1)
+    assert _assert_heat_matches(server, fix, payload, "after_heat", hottest) > 0
     fix.toggle.click()
     assert fix.dataset()["bgfsView"] == "before"
-    _assert_heat_matches(server, fix, payload, "heat", payload["n"] - 1)
+    _assert_heat_matches(server, fix, payload, "heat", hottest)
     assert not page.bgfs_errors, f"errors in the page: {page.bgfs_errors}"
     print(f"\nFixer widget: page + run + checks {time.perf_counter() - started:.1f} s")

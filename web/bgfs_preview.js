@@ -137,7 +137,8 @@ class Preview {
       px[j] = LUT[v * 3];
       px[j + 1] = LUT[v * 3 + 1];
       px[j + 2] = LUT[v * 3 + 2];
-      px[j + 3] = v < HEAT_MIN ? 0 : Math.min(220, 1.3 * v); // fades in with the heat: no hard rim
+      px[j + 3] = v < HEAT_MIN ? 0 : Math.min(180, 1.2 * v); // fades in with the heat (no hard rim), caps
+      // below opaque so the crop stays visible under broad heat
       if (px[j + 3] > 0) count++;
     }
     hctx.putImageData(data, 0, 0);

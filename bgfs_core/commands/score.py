@@ -1,0 +1,52 @@
+"""``bgfs score``: MediaPipe's anatomy score of a video (optionally against a reference) and an HTML report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .common import add_config_arguments, config_from_args
+
+HELP = ("score the anatomy of a body region in a video with MediaPipe (0-100, with its parts) and write a report; "
+        "with --ref also before/after plots and fidelity (PSNR/SSIM inside and outside the ROI, flicker)")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_config_arguments(p)
+    p.add_argument("--in", dest="input", required=True, help="the video to score (file or folder of frames)")
+    p.add_argument("--ref", default=None, help="a reference video of the same length and size (e.g. before fixing)")
+    p.add_argument("--region", default=None, help="hands | face | feet | upper_body | full_body (default: roi.region)")
+    p.add_argument("--out", required=True, help="report folder: scores.json, per_frame.csv, *.png, report.html")
+    p.add_argument("--backend", default=None, help="MediaPipe backend: solutions | tasks (default: detect.backend)")
+    p.add_argument("--model-dir", default=None, help="folder of .task models for --backend tasks (detect.model_dir)")
+    p.add_argument("--max-frames", type=int, default=0, help="score only the first N frames (0: all)")
+    p.add_argument("--fail-below", type=float, default=None, metavar="SCORE",
+                   help="exit with status 1 when the score is below SCORE or the region is not found (a gate)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..metrics import score_video
+    from ..report import write_report
+    from ..video_io import read_video
+
+    cfg = config_from_args(args, **{"roi.region": args.region, "detect.backend": args.backend,
+                                    "detect.model_dir": args.model_dir})  # fmt: skip
+    frames, fps = read_video(args.input, max_frames=args.max_frames)
+    ref = None
+    if args.ref:
+        ref, _ = read_video(args.ref, max_frames=args.max_frames)
+    d = cfg.detect
+    detector_kwargs = {"backend": d.backend, "model_dir": d.model_dir, "min_detection_confidence":
+                       d.min_detection_confidence, "min_tracking_confidence": d.min_tracking_confidence,
+                       "mirrored": d.mirrored}  # fmt: skip
+    result = score_video(frames, cfg.roi.region, reference=ref, fps=fps, detector_kwargs=detector_kwargs,
+                         roi=(cfg.roi.margin, cfg.roi.min_conf, cfg.roi.smooth), progress=not args.quiet)
+    paths = write_report(args.out, result, frames, ref)
+    print(result.summary)
+    print(f"Report: {paths['html']}")
+    if args.fail_below is not None and (result.score is None or result.needs_fixing(args.fail_below)):
+        why = "no score (region not found)" if result.score is None else f"score {result.score:.1f}"
+        print(f"bgfs score: {why} is below {args.fail_below:g}", file=sys.stderr)
+        return 1
+    return 0

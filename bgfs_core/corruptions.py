@@ -1,0 +1,346 @@
+"""Named, seeded corruptions of a real clip, made in image space so MediaPipe judges real (moved) pixels.
+
+``corrupt(frames, det, name, seed, strength)`` takes RGB ``uint8 [T, H, W, 3]`` frames and the clip's own
+:class:`Detections` (where the fingers are) and returns a corrupted copy of the same shape:
+
+- ``finger_jitter``: every frame, each finger (a chain of the region: fingers for hands, limbs for bodies, the
+  midline for the face) is turned by a small random angle about its root and its keypoints nudged, through a
+  smooth displacement field (``cv2.remap``) around the keypoints.
+- ``finger_backwards``: over a third of the clip the straightest finger is turned about its first joint (the
+  knuckle; an elbow or knee for bodies) until it bends backwards, against the hand's curl, 90 x strength degrees
+  past ``JointLimit.max_hyperextension`` (for joints without one: folded past ``max_bend``); the finger's old
+  place is inpainted.
+- ``bone_stretch``: over a few frames (a sixth of the clip) a finger is stretched along its length
+  (x 1 + 0.6 strength).
+- ``flicker``: the region's ROI changes brightness, contrast, colour and sharpness at random every frame.
+- ``dropped_frames``: some frames are replaced by a copy of the previous one (a stall), others by a black frame.
+
+Every corruption is deterministic for a ``seed``. ``strength`` scales it (1 = the default, clearly visible).
+``photo_clip`` makes a short clip from a still photo with a slow, smooth pan and zoom (real pixels, synthetic
+camera motion), for regions that no test clip shows.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .detections import Detections
+from .errors import BGFSError
+
+CORRUPTIONS = ("finger_jitter", "finger_backwards", "bone_stretch", "flicker", "dropped_frames")
+# Width of a finger / limb / face feature as a fraction of the region's box diagonal, by landmark source.
+_WIDTH = {"hands": 0.1, "face_mesh": 0.12, "pose": 0.05}
+
+
+def corrupt(frames: np.ndarray, det: Detections, name: str, seed: int = 0, strength: float = 1.0) -> np.ndarray:
+    """A corrupted copy of ``frames`` (see the module doc for ``name``); ``det`` are the frames' detections."""
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
+        raise BGFSError(f"frames must be RGB uint8 [T, H, W, 3] with T >= 1, got {frames.dtype} {list(frames.shape)}")
+    if name not in CORRUPTIONS:
+        raise BGFSError(f"unknown corruption {name!r}: choose one of {', '.join(CORRUPTIONS)}")
+    if not isinstance(det, Detections) or det.num_frames != len(frames):
+        n = det.num_frames if isinstance(det, Detections) else type(det).__name__
+        raise BGFSError(f"det must be the Detections of these {len(frames)} frames, got {n}")
+    if tuple(det.frame_hw) != tuple(frames.shape[1:3]):
+        raise BGFSError(f"detections were made on {det.frame_hw} frames, these are {frames.shape[1:3]}")
+    if not strength >= 0:
+        raise BGFSError(f"strength must be >= 0, got {strength}")
+    if name != "dropped_frames" and not det.present.any():
+        raise BGFSError(f"{det.region} is not found in any frame: nothing to corrupt with {name!r}")
+    rng = np.random.default_rng(seed)
+    return _FUNCS[name](frames.copy(), det, rng, float(strength))
+
+
+# --- geometry helpers --------------------------------------------------------------------------------------------
+
+
+def _scale(det: Detections, t: int, i: int) -> float:
+    kp = det.keypoints[t, i]
+    ok = np.isfinite(kp).all(-1)
+    if ok.sum() < 2:
+        return math.nan
+    return float(np.linalg.norm(kp[ok].max(0) - kp[ok].min(0)))
+
+
+def _chains(det: Detections) -> list[tuple[int, ...]]:
+    spec = det.spec
+    return [tuple(c) for c in spec.chains] if spec.chains else [tuple(range(spec.num_keypoints))]
+
+
+def _pivot(det: Detections, chain: tuple[int, ...]) -> int:
+    """Index into ``chain`` of the joint to bend: its first joint with a limit (a finger's knuckle, an elbow, a
+    knee), else the chain's middle."""
+    limited = {lim.b for lim in det.spec.joint_limits}
+    return next((k for k in range(1, len(chain) - 1) if chain[k] in limited), len(chain) // 2)
+
+
+def _densify(points: np.ndarray, step: float) -> np.ndarray:
+    """Points along the polyline ``points [N, 2]``, about ``step`` pixels apart (ends included)."""
+    out = [points[0]]
+    for a, b in zip(points[:-1], points[1:]):
+        n = max(1, int(math.ceil(np.linalg.norm(b - a) / max(step, 1e-3))))
+        out += [a + (b - a) * k / n for k in range(1, n + 1)]
+    return np.asarray(out, np.float64)
+
+
+def _capsule_mask(hw: tuple[int, int], points: np.ndarray, radius: float) -> np.ndarray:
+    """uint8 {0, 255} mask of the thick polyline through ``points`` (radius in pixels)."""
+    import cv2
+
+    mask = np.zeros(hw, np.uint8)
+    pts = np.round(points).astype(np.int32)
+    th = max(1, int(round(2 * radius)))
+    for a, b in zip(pts[:-1], pts[1:]):
+        cv2.line(mask, tuple(int(v) for v in a), tuple(int(v) for v in b), 255, th)
+    for p in pts:
+        cv2.circle(mask, tuple(int(v) for v in p), max(1, int(round(radius))), 255, -1)
+    return mask
+
+
+def _field_warp(frame: np.ndarray, dst: np.ndarray, src: np.ndarray, sigma: float) -> np.ndarray:
+    """Move the pixels at ``src [N, 2]`` to ``dst [N, 2]`` with a smooth displacement field (``cv2.remap``).
+
+    Backward map: output pixel ``x`` samples the input at ``x + a(x) * d(x)``, where ``d`` is the Gaussian-weighted
+    (Shepard) average of ``src - dst`` around the ``dst`` points and ``a`` fades the warp out away from them.
+    """
+    import cv2
+
+    h, w = frame.shape[:2]
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    x0, x1 = max(0, int(dst[:, 0].min() - 3 * sigma)), min(w, int(dst[:, 0].max() + 3 * sigma) + 1)
+    y0, y1 = max(0, int(dst[:, 1].min() - 3 * sigma)), min(h, int(dst[:, 1].max() + 3 * sigma) + 1)
+    if x1 <= x0 or y1 <= y0:
+        return frame
+    px, py = xs[y0:y1, x0:x1] + 0.5, ys[y0:y1, x0:x1] + 0.5  # pixel centres, in the keypoints' coordinates
+    wsum = np.zeros_like(px)
+    dx = np.zeros_like(px)
+    dy = np.zeros_like(px)
+    disp = (src - dst).astype(np.float32)
+    for (cx, cy), (ddx, ddy) in zip(dst.astype(np.float32), disp):
+        g = np.exp(-((px - cx) ** 2 + (py - cy) ** 2) / (2 * sigma * sigma))
+        wsum += g
+        dx += g * ddx
+        dy += g * ddy
+    alpha = np.minimum(wsum, 1.0)
+    norm = np.maximum(wsum, 1e-6)
+    map_x, map_y = xs.copy(), ys.copy()
+    map_x[y0:y1, x0:x1] += alpha * dx / norm
+    map_y[y0:y1, x0:x1] += alpha * dy / norm
+    return cv2.remap(frame, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
+def _rigid_move(frame: np.ndarray, src_pts: np.ndarray, matrix: np.ndarray, radius: float) -> np.ndarray:
+    """Move the thick polyline ``src_pts`` by the affine ``matrix [2, 3]``: inpaint where it was, paste it anew."""
+    import cv2
+
+    h, w = frame.shape[:2]
+    dst_pts = src_pts @ matrix[:, :2].T + matrix[:, 2]
+    src_mask = _capsule_mask((h, w), src_pts, radius * 1.5)
+    dst_mask = _capsule_mask((h, w), dst_pts, radius)
+    hole = cv2.bitwise_and(src_mask, cv2.bitwise_not(dst_mask))
+    base = cv2.inpaint(frame, hole, max(3.0, radius), cv2.INPAINT_TELEA) if hole.any() else frame
+    # cv2 puts pixel centres at integers, keypoints at +0.5: shift the matrix into cv2's frame
+    m = matrix.astype(np.float64).copy()
+    m[:, 2] += m[:, :2] @ np.array([0.5, 0.5]) - 0.5
+    moved = cv2.warpAffine(frame, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    alpha = cv2.GaussianBlur(dst_mask.astype(np.float32) / 255.0, (0, 0), max(1.0, radius / 3))[..., None]
+    return np.clip(base * (1 - alpha) + moved * alpha + 0.5, 0, 255).astype(np.uint8)
+
+
+def _rotation(pivot: np.ndarray, degrees: float) -> np.ndarray:
+    """Affine [2, 3] turning points about ``pivot`` by ``degrees`` (the sign convention of ``joint_bends``)."""
+    a = math.radians(degrees)
+    r = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+    return np.concatenate([r, (pivot - r @ pivot)[:, None]], 1)
+
+
+def _stretch(origin: np.ndarray, direction: np.ndarray, factor: float) -> np.ndarray:
+    """Affine [2, 3] scaling by ``factor`` along ``direction`` about ``origin``."""
+    u = direction / max(np.linalg.norm(direction), 1e-9)
+    m = np.eye(2) + (factor - 1.0) * np.outer(u, u)
+    return np.concatenate([m, (origin - m @ origin)[:, None]], 1)
+
+
+def _span(rng: np.random.Generator, t_len: int, length: int) -> range:
+    length = max(1, min(t_len, length))
+    start = int(rng.integers(0, t_len - length + 1))
+    return range(start, start + length)
+
+
+def _chain_points(det: Detections, t: int, i: int, chain: tuple[int, ...]) -> np.ndarray | None:
+    pts = det.keypoints[t, i, list(chain)].astype(np.float64)
+    ok = det.confidence[t, i, list(chain)] > 0
+    return pts if np.isfinite(pts).all() and ok.all() else None
+
+
+def _straightest_chain(det: Detections, t: int, i: int) -> tuple[int, ...] | None:
+    """The chain whose end is farthest from its root relative to its length (most extended), if any is seen."""
+    best, best_ratio = None, -1.0
+    for chain in _chains(det):
+        pts = _chain_points(det, t, i, chain)
+        if pts is None or len(chain) < 3:
+            continue
+        length = np.linalg.norm(np.diff(pts, axis=0), axis=-1).sum()
+        ratio = np.linalg.norm(pts[-1] - pts[0]) / max(length, 1e-6)
+        if ratio > best_ratio:
+            best, best_ratio = chain, ratio
+    return best
+
+
+# --- corruptions -------------------------------------------------------------------------------------------------
+
+
+def _finger_jitter(frames: np.ndarray, det: Detections, rng: np.random.Generator, strength: float) -> np.ndarray:
+    width = _WIDTH[det.spec.source]
+    for t in range(len(frames)):
+        for i in np.flatnonzero(det.present[t]):
+            scale = _scale(det, t, i)
+            if not np.isfinite(scale):
+                continue
+            src, dst = [], []
+            for chain in _chains(det):
+                pts = _chain_points(det, t, i, chain)
+                if pts is None:
+                    continue
+                root = pts[0]
+                angle = rng.normal(0.0, 9.0 * strength)
+                moved = pts @ _rotation(root, angle)[:, :2].T + _rotation(root, angle)[:, 2]
+                moved[1:] += rng.normal(0.0, 0.025 * strength * scale, size=(len(pts) - 1, 2))
+                moved[0] = root
+                s = _densify(pts, width * scale / 2)
+                d = _densify(moved, width * scale / 2)
+                n = min(len(s), len(d))
+                src.append(s[:n])
+                dst.append(d[:n])
+            if src:
+                frames[t] = _field_warp(frames[t], np.concatenate(dst), np.concatenate(src), width * scale)
+    return frames
+
+
+def _finger_backwards(frames: np.ndarray, det: Detections, rng: np.random.Generator, strength: float) -> np.ndarray:
+    from .kinematics import curl_direction, curl_voters, joint_bends, joint_valid
+
+    spec = det.spec
+    width = _WIDTH[spec.source]
+    curls = np.ones(det.present.shape[1])
+    if spec.joint_limits:  # each instance's curl over the whole clip, as the metrics judge it
+        ok = det.present[..., None] & np.isfinite(det.keypoints).all(-1) & (det.confidence > 0)
+        bends = joint_bends(det.keypoints.astype(np.float64), spec.joint_limits, ok)
+        voters = joint_valid(ok, spec.joint_limits) & np.asarray(curl_voters(spec))
+        curls = curl_direction(bends, voters, time_dim=0)[0]
+    for t in _span(rng, len(frames), max(3, len(frames) // 3)):
+        for i in np.flatnonzero(det.present[t]):
+            chain = _straightest_chain(det, t, i)
+            scale = _scale(det, t, i)
+            if chain is None or not np.isfinite(scale):
+                continue
+            pts = _chain_points(det, t, i, chain)
+            k = _pivot(det, chain)
+            joint = (chain[k - 1], chain[k], chain[k + 1])
+            bend = float(joint_bends(pts[[k - 1, k, k + 1]][None], [(0, 1, 2)])[0, 0])
+            lim = next((j for j in spec.joint_limits if (j.a, j.b, j.c) == joint), None)
+            curl = float(curls[i])
+            if lim is not None and lim.max_hyperextension is not None:
+                target = -curl * (lim.max_hyperextension + 90.0 * strength)  # bent backwards
+            elif lim is not None:
+                target = curl * min(178.0, lim.max_bend + 12.0 * strength)  # folded past its range
+            else:
+                target = -np.sign(bend or 1.0) * 40.0 * strength
+            matrix = _rotation(pts[k], target - bend)
+            frames[t] = _rigid_move(frames[t], _densify(pts[k:], width * scale / 3), matrix, width * scale / 2)
+    return frames
+
+
+def _bone_stretch(frames: np.ndarray, det: Detections, rng: np.random.Generator, strength: float) -> np.ndarray:
+    width = _WIDTH[det.spec.source]
+    factor = 1.0 + 0.6 * strength
+    for t in _span(rng, len(frames), max(3, len(frames) // 6)):
+        for i in np.flatnonzero(det.present[t]):
+            chain = _straightest_chain(det, t, i)
+            scale = _scale(det, t, i)
+            if chain is None or not np.isfinite(scale):
+                continue
+            pts = _chain_points(det, t, i, chain)
+            root = 1 if len(chain) > 3 else 0  # fingers stretch from the knuckle, not the wrist
+            matrix = _stretch(pts[root], pts[-1] - pts[root], factor)
+            frames[t] = _rigid_move(frames[t], _densify(pts[root:], width * scale / 3), matrix, width * scale / 2)
+    return frames
+
+
+def _flicker(frames: np.ndarray, det: Detections, rng: np.random.Generator, strength: float) -> np.ndarray:
+    import cv2
+
+    from .roi import roi_boxes, roi_mask_union
+
+    mask = roi_mask_union(roi_boxes(det, 0.25, 0.0, 0.6), frames.shape[1:3], feather=0.2)[..., None]
+    for t in range(len(frames)):
+        if not mask[t].any():
+            continue
+        f = frames[t].astype(np.float32)
+        gain = 1.0 + rng.uniform(-0.45, 0.45) * strength
+        colour = 1.0 + rng.uniform(-0.2, 0.2, size=3) * strength
+        bias = rng.uniform(-30.0, 30.0) * strength
+        sigma = rng.uniform(0.0, 2.5 * strength)
+        g = cv2.GaussianBlur(f, (0, 0), sigma) if sigma > 0.3 else f
+        mean = g.mean((0, 1), keepdims=True)
+        g = (g - mean) * gain * colour + mean + bias
+        g += rng.normal(0.0, 6.0 * strength, size=g.shape).astype(np.float32)
+        frames[t] = np.clip(f * (1 - mask[t]) + g * mask[t] + 0.5, 0, 255).astype(np.uint8)
+    return frames
+
+
+def _dropped_frames(frames: np.ndarray, det: Detections, rng: np.random.Generator, strength: float) -> np.ndarray:
+    t_len = len(frames)
+    n = max(1, int(round(t_len * 0.15 * strength)))
+    candidates = np.arange(1, t_len) if t_len > 1 else np.arange(t_len)
+    picked = np.sort(rng.choice(candidates, size=min(n, len(candidates)), replace=False))
+    source = frames.copy()
+    for j, t in enumerate(picked):
+        if j % 2 == 0 and t > 0:
+            frames[t] = source[t - 1]  # a stall: the previous frame again
+        else:
+            frames[t] = 0  # a dropped frame left black
+    return frames
+
+
+_FUNCS = {
+    "finger_jitter": _finger_jitter,
+    "finger_backwards": _finger_backwards,
+    "bone_stretch": _bone_stretch,
+    "flicker": _flicker,
+    "dropped_frames": _dropped_frames,
+}
+
+
+# --- clips from photos -------------------------------------------------------------------------------------------
+
+
+def photo_clip(image: np.ndarray, num_frames: int = 16, zoom: float = 1.12, pan: tuple[float, float] = (0.04, 0.02),
+               seed: int = 0) -> np.ndarray:
+    """A clip of ``num_frames`` from one RGB photo: a slow, eased pan and zoom-in (``uint8 [T, H, W, 3]``).
+
+    ``zoom`` is the final magnification (1 = none); ``pan`` the final shift of the view as a fraction of the
+    width and height; ``seed`` picks the pan's direction. Every frame is a resampling of the photo's pixels.
+    """
+    import cv2
+
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise BGFSError(f"image must be RGB uint8 [H, W, 3], got {image.dtype} {list(image.shape)}")
+    if num_frames < 1 or zoom < 1.0:
+        raise BGFSError(f"need num_frames >= 1 and zoom >= 1, got {num_frames} and {zoom}")
+    h, w = image.shape[:2]
+    signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=2)
+    out = np.empty((num_frames,) + image.shape, np.uint8)
+    for t in range(num_frames):
+        s = 0.5 - 0.5 * math.cos(math.pi * t / max(num_frames - 1, 1))  # ease in and out: 0 -> 1
+        z = 1.0 + (zoom - 1.0) * s
+        cx = w / 2 + signs[0] * pan[0] * w * s
+        cy = h / 2 + signs[1] * pan[1] * h * s
+        # output pixel (x, y) shows photo point ((x - w/2) / z + cx, (y - h/2) / z + cy)
+        m = np.array([[z, 0.0, w / 2 - z * cx], [0.0, z, h / 2 - z * cy]])
+        out[t] = cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    return out

@@ -1,0 +1,104 @@
+"""``bgfs score`` end to end on real media: the report files, before/after with --ref, and its errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from conftest import FACE_PHOTO, HAND_VIDEO, load_rgb
+
+from bgfs_core.cli import main
+from bgfs_core.errors import BGFSError
+
+FRAMES = 16
+
+
+def _strict(path) -> dict:
+    def bad(name: str):
+        raise AssertionError(f"{name} in {path}")
+
+    return json.loads(path.read_text(), parse_constant=bad)
+
+
+@pytest.fixture(scope="module")
+def hand_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("score") / "report"
+    rc = main(["score", "--in", str(HAND_VIDEO), "--region", "hands", "--out", str(out), "--max-frames", str(FRAMES),
+               "--quiet"])  # fmt: skip
+    return rc, out
+
+
+def test_score_writes_json_csv_plots_and_html(hand_report, capsys):
+    rc, out = hand_report
+    assert rc == 0
+    scores = _strict(out / "scores.json")
+    assert scores["found"] is True and 0 < scores["score"] <= 100
+    assert scores["num_frames"] == FRAMES and set(scores["anatomy"]["parts"]) >= {"detection", "jitter", "bone_cv"}
+    rows = list(csv.DictReader((out / "per_frame.csv").open()))
+    assert len(rows) == FRAMES and {"frame", "score", "jitter", "bone_dev", "swap"} <= set(rows[0])
+    assert float(rows[5]["score"]) == pytest.approx(scores["anatomy"]["per_frame"]["score"][5], rel=1e-5)
+    for name in ("trajectories", "bone_lengths", "per_frame_score"):
+        assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 3 and "data:image/jpeg;base64," in page  # plots + frame strip
+    assert "src=\"http" not in page and f"{scores['score']:.1f} / 100" in page  # self-contained
+
+
+def test_score_against_a_reference_reports_before_after_and_fidelity(tmp_path, capsys):
+    out = tmp_path / "rep"
+    rc = main(["score", "--in", str(HAND_VIDEO), "--ref", str(HAND_VIDEO), "--region", "hands", "--out", str(out),
+               "--max-frames", "12", "--quiet"])  # fmt: skip
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "Reference:" in printed and "change +0.0" in printed and "inf dB" in printed
+    scores = _strict(out / "scores.json")
+    assert scores["delta"] == 0.0 and scores["reference"]["score"] == scores["score"]
+    assert scores["fidelity"]["psnr_inside"] == "inf" and scores["fidelity"]["ssim_outside"] == 1.0
+    assert "ref_score" in (out / "per_frame.csv").read_text().splitlines()[0]
+    page = (out / "report.html").read_text()
+    assert "reference (before)" in page and "Fidelity against the reference" in page
+
+
+def test_reference_of_another_length_is_a_clear_error(tmp_path, capsys):
+    from bgfs_core.video_io import read_video, write_video
+
+    frames, fps = read_video(HAND_VIDEO, max_frames=8)
+    short = write_video(tmp_path / "short.gif", frames[:5], fps)
+    rc = main(["score", "--in", str(HAND_VIDEO), "--ref", str(short), "--region", "hands", "--out",
+               str(tmp_path / "r"), "--max-frames", "8", "--quiet"])  # fmt: skip
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "bgfs score: error:" in err and "same number of frames" in err
+    assert not (tmp_path / "r" / "scores.json").exists()
+
+
+def test_region_not_found_is_reported_and_fails_the_gate(tmp_path, capsys):
+    from bgfs_core.video_io import write_video
+
+    clip = write_video(tmp_path / "portrait.gif", np.repeat(load_rgb(FACE_PHOTO)[None], 4, 0), 8.0)
+    out = tmp_path / "r"
+    rc = main(["score", "--in", str(clip), "--region", "hands", "--out", str(out), "--fail-below", "50", "--quiet"])
+    assert rc == 1
+    captured = capsys.readouterr()
+    assert "not found" in captured.out and "region not found" in captured.err
+    scores = _strict(out / "scores.json")
+    assert scores["score"] is None and scores["found"] is False
+    assert "not found" in (out / "report.html").read_text()
+
+
+def test_write_report_checks_its_inputs(tmp_path, hand_video_frames):
+    from bgfs_core.metrics import score_video
+    from bgfs_core.report import png_to_rgb, render_plots, write_report
+
+    frames = hand_video_frames[:6]
+    res = score_video(frames, "hands", fps=10.0)
+    with pytest.raises(BGFSError, match="no reference"):
+        write_report(tmp_path, res, frames, ref_frames=frames)
+    with pytest.raises(BGFSError, match="scored frames"):
+        write_report(tmp_path, res, frames[:3])
+    plots = render_plots(res)  # what a node shows
+    assert set(plots) == {"trajectories", "bone_lengths", "per_frame_score"}
+    img = png_to_rgb(plots["per_frame_score"])
+    assert img.ndim == 3 and img.shape[2] == 3 and img.std() > 0
