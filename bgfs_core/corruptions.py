@@ -13,6 +13,8 @@
 - ``bone_stretch``: over a few frames (a sixth of the clip) a finger is stretched along its length
   (x 1 + 0.6 strength).
 - ``flicker``: the region's ROI changes brightness, contrast, colour and sharpness at random every frame.
+- ``region_jitter``: every frame the whole region (all its chains) is shifted by a small random offset and turned
+  by a small random angle, through the same smooth displacement field: a shaky, wobbling hand.
 - ``dropped_frames``: some frames are replaced by a copy of the previous one (a stall), others by a black frame.
 
 Every corruption is deterministic for a ``seed``. ``strength`` scales it (1 = the default, clearly visible).
@@ -29,7 +31,9 @@ import numpy as np
 from .detections import Detections
 from .errors import BGFSError
 
-CORRUPTIONS = ("finger_jitter", "finger_backwards", "bone_stretch", "flicker", "dropped_frames")
+CORRUPTIONS = (
+    "finger_jitter", "finger_backwards", "bone_stretch", "flicker", "dropped_frames", "region_jitter",
+)  # fmt: skip
 # Width of a finger / limb / face feature as a fraction of the region's box diagonal, by landmark source.
 _WIDTH = {"hands": 0.1, "face_mesh": 0.12, "pose": 0.05}
 
@@ -306,12 +310,31 @@ def _dropped_frames(frames: np.ndarray, det: Detections, rng: np.random.Generato
     return frames
 
 
+def _region_jitter(frames: np.ndarray, det: Detections, rng: np.random.Generator, strength: float) -> np.ndarray:
+    width = _WIDTH[det.spec.source]
+    for t in range(len(frames)):
+        for i in np.flatnonzero(det.present[t]):
+            scale = _scale(det, t, i)
+            if not np.isfinite(scale):
+                continue
+            chains = [p for p in (_chain_points(det, t, i, c) for c in _chains(det)) if p is not None]
+            if not chains:
+                continue
+            src = np.concatenate([_densify(p, width * scale / 2) for p in chains])
+            move = _rotation(src.mean(0), rng.normal(0.0, 4.0 * strength))
+            move[:, 2] += rng.normal(0.0, 0.04 * strength * scale, size=2)
+            dst = src @ move[:, :2].T + move[:, 2]
+            frames[t] = _field_warp(frames[t], dst, src, 1.5 * width * scale)
+    return frames
+
+
 _FUNCS = {
     "finger_jitter": _finger_jitter,
     "finger_backwards": _finger_backwards,
     "bone_stretch": _bone_stretch,
     "flicker": _flicker,
     "dropped_frames": _dropped_frames,
+    "region_jitter": _region_jitter,
 }
 
 

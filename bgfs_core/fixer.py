@@ -53,7 +53,7 @@ class FixSettings:
     feather: int = 1  # latent cells over which the edit fades out at the window's edge
     chunk_frames: int | None = None  # latent frames per decode chunk (None: codec-dependent)
     checkpoint: bool = True  # activation checkpointing of each decode chunk
-    keypoint_conf: float = 0.25  # critic keypoints below this confidence are not used by the anatomy terms
+    keypoint_conf: float = 0.25  # critic keypoints below this share of their best frame's confidence are not used
     weights: LossWeights = field(default_factory=LossWeights)
 
     def validate(self) -> None:
@@ -108,6 +108,7 @@ class _Problem:
         self.codec, self.critic, self.spec, self.settings = codec, critic, spec, settings
         self.region = get_region(spec.region)
         self.z0 = latents.detach().float()
+        self.device = dev = latents.device
         boxes = roi_boxes(det, settings.margin, settings.min_conf, settings.smooth)  # [T, I, 4]
         present = np.isfinite(boxes).all(-1) & (boxes[..., 2] > boxes[..., 0])
         self.any_roi = bool(present.any())
@@ -130,12 +131,12 @@ class _Problem:
         self.side = np.array([np.median(sides[present[:, i], i]) if present[:, i].any() else 1.0
                               for i in range(present.shape[1])], np.float32)  # fmt: skip
         self.z_win0 = window_latents(self.z0, self.window)
-        self.fmask = feather_mask(self.window, settings.feather)
+        self.fmask = feather_mask(self.window, settings.feather, device=dev)
         chunk = settings.chunk_frames or (64 if codec.temporal_ratio == 1 else 2)
         self.chunk = max(1, int(chunk))
         hw = (pw.y1 - pw.y0, pw.x1 - pw.x0)
         inside = roi_mask_union(np.where(self.present[..., None], self.boxes, np.nan), hw, feather=0.1)
-        self.outside = torch.from_numpy(1.0 - inside)[:, None]
+        self.outside = torch.from_numpy(1.0 - inside)[:, None].to(dev)
         self.frames0 = None
 
     # --- the edit -------------------------------------------------------------------------------------------------
@@ -145,7 +146,7 @@ class _Problem:
         if self.settings.mode == "latent":
             return torch.zeros_like(self.z_win0, requires_grad=True)
         t, h, w = self.z_win0.shape[2:]
-        return torch.zeros(t, 2, h, w, requires_grad=True)
+        return torch.zeros(t, 2, h, w, device=self.device, requires_grad=True)
 
     def window_from_params(self, params: torch.Tensor) -> torch.Tensor:
         import torch
@@ -157,7 +158,8 @@ class _Problem:
         z = self.z_win0[0].permute(1, 0, 2, 3)  # [t, C, h, w]
         t, _, h, w = z.shape
         flow = params * self.fmask[0, 0][:, None]
-        ys, xs = torch.meshgrid(torch.arange(h, dtype=z.dtype), torch.arange(w, dtype=z.dtype), indexing="ij")
+        ys, xs = torch.meshgrid(torch.arange(h, dtype=z.dtype, device=z.device),
+                                torch.arange(w, dtype=z.dtype, device=z.device), indexing="ij")  # fmt: skip
         gx = (xs + flow[:, 0] + 0.5) / w * 2 - 1
         gy = (ys + flow[:, 1] + 0.5) / h * 2 - 1
         warped = F.grid_sample(z, torch.stack([gx, gy], -1), mode="bilinear", padding_mode="border",
@@ -177,20 +179,26 @@ class _Problem:
         frames = decode_window(self.codec, z_full, self.window, chunk_frames=self.chunk, checkpoint=s.checkpoint)
         if self.frames0 is None:
             self.frames0 = frames.detach()
-        t_idx = torch.from_numpy(self.pairs[:, 0])
-        boxes = torch.from_numpy(self.boxes[self.pairs[:, 0], self.pairs[:, 1]])
+        dev = self.device
+        t_idx = torch.from_numpy(self.pairs[:, 0]).to(dev)
+        i_idx = torch.from_numpy(self.pairs[:, 1]).to(dev)
+        boxes = torch.from_numpy(self.boxes[self.pairs[:, 0], self.pairs[:, 1]]).to(dev)
         crops = crop_torch(frames[t_idx], boxes, self.spec.input_hw)
         pts_crop, conf, heat = self.critic.predict_keypoints(crops)
         pts = crop_to_frame(pts_crop, boxes, self.spec.input_hw)  # window pixels
-        side = torch.from_numpy(self.side[self.pairs[:, 1]])[:, None, None]
+        side = torch.from_numpy(self.side[self.pairs[:, 1]])[:, None, None].to(dev)
         t_n, i_n = self.present.shape
         k = self.region.num_keypoints
         points = pts.new_zeros(t_n, i_n, k, 2)
         confidence = pts.new_zeros(t_n, i_n, k)
-        points = points.index_put((t_idx, torch.from_numpy(self.pairs[:, 1])), pts / side)
-        confidence = confidence.index_put((t_idx, torch.from_numpy(self.pairs[:, 1])), conf)
-        roi_present = torch.from_numpy(self.present)
-        valid = (confidence.detach() >= s.keypoint_conf) & roi_present[..., None]
+        points = points.index_put((t_idx, i_idx), pts / side)
+        confidence = confidence.index_put((t_idx, i_idx), conf)
+        roi_present = torch.from_numpy(self.present).to(dev)
+        # a keypoint counts where the critic is at least keypoint_conf x as sure as its best frame for it: critics
+        # differ in how high their peaks are, so the threshold is relative
+        c = confidence.detach()
+        best = c.amax(0, keepdim=True).clamp_min(1e-6)
+        valid = (c >= s.keypoint_conf * best) & roi_present[..., None]
         parts = {
             "bone": bone_constancy_loss(points, valid, self.region),
             "smooth": smoothness_loss(points, valid),

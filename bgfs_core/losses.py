@@ -86,7 +86,7 @@ def joint_limit_loss(points: torch.Tensor, valid: torch.Tensor, region: Region) 
     bends = joint_bends(points, region.joint_limits, valid)  # [T, I, J] degrees
     ok = joint_valid(valid, region.joint_limits)
     # the judge's rules: one curl per instance over the clip (the thumb its own), 2D slack on finger flexion
-    curl = joint_curl(bends, ok, region, time_dim=0)
+    curl = joint_curl(bends, ok, region, time_dim=0).expand_as(bends)
     slack = [ScoreSettings.flexion_slack if lim.max_hyperextension is not None else 0.0 for lim in region.joint_limits]
     excess = joint_limit_excess(bends, region.joint_limits, curl, flexion_slack=slack)
     return _masked_mean((excess / 30.0).square(), ok)

@@ -264,14 +264,14 @@ def heatmap_loss(pred: Any, target: Any, keypoints: Any, visible: Any, crop_hw: 
     p = p / p.sum(-1, keepdim=True)
     t = target.reshape(n, k, h * w)
     t = t / t.sum(-1, keepdim=True).clamp_min(1e-12)
-    kl = (t * (torch_log(t) - torch_log(p))).sum(-1)
+    kl = (t * (_safe_log(t) - _safe_log(p))).sum(-1)
     points, _ = soft_argmax_crop(pred, crop_hw)
     side = keypoints.new_tensor([crop_hw[1], crop_hw[0]])
     l1 = ((points - keypoints).abs() / side).sum(-1)
     return ((kl + COORD_WEIGHT * l1) * mask).sum() / mask.sum().clamp_min(1.0)
 
 
-def torch_log(x: Any) -> Any:
+def _safe_log(x: Any) -> Any:
     """log with 0 -> a large negative number instead of -inf (a pixel the softmax underflowed, or 0 x log 0)."""
     return x.clamp_min(1e-30).log()
 

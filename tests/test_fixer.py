@@ -130,14 +130,14 @@ def test_cancel_propagates_and_leaves_the_input_untouched():
     det = hand_detections(4, (32, 32), (4.0, 4.0, 20.0, 20.0))
     critic, spec = random_critic()
 
-    class Cancelled(Exception):
+    class UserCancelError(Exception):
         pass
 
     def on_step(step, total, losses, crop):
         assert crop is not None and crop.dtype == np.uint8 and crop.shape[-1] == 3
         if step == 2:
-            raise Cancelled
+            raise UserCancelError
 
-    with pytest.raises(Cancelled):
+    with pytest.raises(UserCancelError):
         fix_latents(latents, codec, critic, spec, det, FixSettings(steps=10, keypoint_conf=0.0), on_step=on_step)
     assert torch.equal(latents, original)
