@@ -29,7 +29,7 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=30, help="epochs when training the critic here")
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--lr-latent", type=float, default=0.02)
-    p.add_argument("--lr-warp", type=float, default=0.3)
+    p.add_argument("--lr-warp", type=float, default=0.07)
     p.add_argument("--strength", type=float, default=1.0)
     p.add_argument("--modes", default="latent,warp")
     p.add_argument("--strength-corrupt", type=float, default=1.0, help="corruption strength")

@@ -24,9 +24,9 @@ class DataConfig:
 
 @dataclass
 class ClipsConfig:
-    clip_len: int = 8
+    clip_len: int = 4
     frame_stride: int = 1
-    clips_per_video: int = 4
+    clips_per_video: int = 10
     max_frames_per_video: int = 0
     seed: int = 0
 
@@ -56,19 +56,19 @@ class CriticConfig:
     input_hw: list[int] = field(default_factory=lambda: [128, 128])
     width: int = 32
     lr: float = 2e-3
-    batch_size: int = 32
+    batch_size: int = 8
     num_workers: int = 0
-    epochs: int = 5
+    epochs: int = 150
     val_fraction: float = 0.2
     seed: int = 0
 
 
 @dataclass
 class FixerConfig:
-    steps: int = 25
-    lr: float = 0.07
+    steps: int = 30
+    lr: float = 0.035
     strength: float = 1.0
-    mode: str = "latent"
+    mode: str = "warp"
 
 
 @dataclass

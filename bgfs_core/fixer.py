@@ -43,16 +43,19 @@ StepCallback = Callable[[int, int, dict, "np.ndarray | None"], None]
 
 @dataclass
 class FixSettings:
-    steps: int = 25
-    lr: float = 0.07
+    steps: int = 30
+    lr: float = 0.035  # warp: control-point spacings per step; latent: latent units per step
     strength: float = 1.0  # weight of the anatomy terms against fidelity
-    mode: str = "latent"  # latent | warp
+    mode: str = "warp"  # warp | latent
     margin: float = 0.25  # ROI box margin (fraction of its size)
     min_conf: float = 0.3  # detections below this do not shape the ROI
     smooth: float = 0.6  # temporal smoothing of ROI boxes
     feather: int = 1  # latent cells over which the edit fades out at the window's edge
     chunk_frames: int | None = None  # latent frames per decode chunk (None: codec-dependent)
     checkpoint: bool = True  # activation checkpointing of each decode chunk
+    warp_grid: int = 8  # warp mode: control points of the displacement field across the window's longer side
+    crop_jitter: float = 0.05  # random shift / scale of the critic's crops each step (fraction of the ROI side)
+    seed: int = 0
     keypoint_conf: float = 0.25  # critic keypoints below this share of their best frame's confidence are not used
     weights: LossWeights = field(default_factory=LossWeights)
 
@@ -102,7 +105,7 @@ class _Problem:
     def __init__(self, latents, codec, critic, spec, det, settings, warnings):
         import torch
 
-        from .codecs import feather_mask, pixel_box_of_window, window_from_boxes, window_latents
+        from .codecs import pixel_box_of_window, window_from_boxes, window_latents
         from .roi import roi_boxes, roi_mask_union
 
         self.codec, self.critic, self.spec, self.settings = codec, critic, spec, settings
@@ -131,13 +134,31 @@ class _Problem:
         self.side = np.array([np.median(sides[present[:, i], i]) if present[:, i].any() else 1.0
                               for i in range(present.shape[1])], np.float32)  # fmt: skip
         self.z_win0 = window_latents(self.z0, self.window)
-        self.fmask = feather_mask(self.window, settings.feather, device=dev)
         chunk = settings.chunk_frames or (64 if codec.temporal_ratio == 1 else 2)
         self.chunk = max(1, int(chunk))
         hw = (pw.y1 - pw.y0, pw.x1 - pw.x0)
         inside = roi_mask_union(np.where(self.present[..., None], self.boxes, np.nan), hw, feather=0.1)
         self.outside = torch.from_numpy(1.0 - inside)[:, None].to(dev)
+        self.roi_latent = self._latent_roi_mask(torch.from_numpy(inside)).to(dev)
         self.frames0 = None
+        self.rng = torch.Generator().manual_seed(settings.seed)
+
+    def _latent_roi_mask(self, inside: torch.Tensor) -> torch.Tensor:
+        """Per latent frame, the ROI on the decoded region's latent grid ``[t, h, w]`` (max over the pixel frames
+        and pixels a latent cell holds): where the warp may move content."""
+        import torch
+        import torch.nn.functional as F
+
+        from .codecs.window import first_pixel_frame
+
+        win, r, s = self.window, self.window.temporal_ratio, self.window.spatial_ratio
+        out = torch.zeros(win.t1 - win.ct0, win.cy1 - win.cy0, win.cx1 - win.cx0)
+        for j in range(win.t0, win.t1):
+            a = first_pixel_frame(j, r) - self.frame0
+            b = first_pixel_frame(j + 1, r) - self.frame0
+            cell = F.max_pool2d(inside[a:b].amax(0)[None, None], s)[0, 0]
+            out[j - win.ct0, win.y0 - win.cy0 : win.y1 - win.cy0, win.x0 - win.cx0 : win.x1 - win.cx0] = cell
+        return out
 
     # --- the edit -------------------------------------------------------------------------------------------------
     def init_params(self) -> torch.Tensor:
@@ -145,8 +166,17 @@ class _Problem:
 
         if self.settings.mode == "latent":
             return torch.zeros_like(self.z_win0, requires_grad=True)
+        # a coarse grid of control points: the field can move fingers and limbs, not paint texture
         t, h, w = self.z_win0.shape[2:]
-        return torch.zeros(t, 2, h, w, device=self.device, requires_grad=True)
+        n = max(2, int(self.settings.warp_grid))
+        gh, gw = (n, max(2, round(n * w / h))) if h >= w else (max(2, round(n * h / w)), n)
+        return torch.zeros(t, 2, gh, gw, device=self.device, requires_grad=True)
+
+    @staticmethod
+    def _spacing(h: int, w: int, params: torch.Tensor) -> torch.Tensor:
+        """Latent cells between control points, as (x, y) shaped to scale a ``[t, 2, gh, gw]`` field."""
+        gh, gw = params.shape[-2:]
+        return params.new_tensor([w / (gw - 1), h / (gh - 1)])[None, :, None, None]
 
     def window_from_params(self, params: torch.Tensor) -> torch.Tensor:
         import torch
@@ -154,10 +184,12 @@ class _Problem:
 
         if self.settings.mode == "latent":
             return self.z_win0 + params
-        # warp: displacement in latent cells, faded out at the ROI's edge, applied frame by frame
+        # warp: displacement in latent cells, faded out at each frame's ROI edge, applied frame by frame
         z = self.z_win0[0].permute(1, 0, 2, 3)  # [t, C, h, w]
         t, _, h, w = z.shape
-        flow = params * self.fmask[0, 0][:, None]
+        # params are in units of the control-point spacing, so lr means the same for every codec and ROI size
+        dense = F.interpolate(params * self._spacing(h, w, params), size=(h, w), mode="bicubic", align_corners=True)
+        flow = dense * self.roi_latent[:, None]  # each frame moves only inside its own ROI
         ys, xs = torch.meshgrid(torch.arange(h, dtype=z.dtype, device=z.device),
                                 torch.arange(w, dtype=z.dtype, device=z.device), indexing="ij")  # fmt: skip
         gx = (xs + flow[:, 0] + 0.5) / w * 2 - 1
@@ -166,8 +198,19 @@ class _Problem:
                                align_corners=False)  # fmt: skip
         return warped.permute(1, 0, 2, 3)[None]
 
+    def _jittered(self, boxes: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        j = self.settings.crop_jitter
+        noise = torch.randn(len(boxes), 3, generator=self.rng).to(boxes)
+        side = boxes[:, 2:] - boxes[:, :2]
+        centre = (boxes[:, :2] + boxes[:, 2:]) / 2 + noise[:, :2] * j * side
+        half = side / 2 * (1 + j * noise[:, 2:3])
+        return torch.cat([centre - half, centre + half], 1)
+
     # --- one evaluation ---------------------------------------------------------------------------------------------
-    def evaluate(self, params: torch.Tensor, need_preview: bool = False) -> tuple[torch.Tensor, dict, dict]:
+    def evaluate(self, params: torch.Tensor, need_preview: bool = False, jitter: bool = False
+                 ) -> tuple[torch.Tensor, dict, dict]:
         import torch
 
         from .codecs import decode_window, paste_window
@@ -183,6 +226,10 @@ class _Problem:
         t_idx = torch.from_numpy(self.pairs[:, 0]).to(dev)
         i_idx = torch.from_numpy(self.pairs[:, 1]).to(dev)
         boxes = torch.from_numpy(self.boxes[self.pairs[:, 0], self.pairs[:, 1]]).to(dev)
+        if jitter and s.crop_jitter > 0:
+            # Expectation over small crop shifts and zooms: an edit must move the keypoints the critic sees in
+            # every such crop, which adversarial texture does not survive but real geometry does
+            boxes = self._jittered(boxes)
         crops = crop_torch(frames[t_idx], boxes, self.spec.input_hw)
         pts_crop, conf, heat = self.critic.predict_keypoints(crops)
         pts = crop_to_frame(pts_crop, boxes, self.spec.input_hw)  # window pixels
@@ -209,9 +256,11 @@ class _Problem:
         }
         anatomy = w.bone * parts["bone"] + w.smooth * parts["smooth"] + w.joint * parts["joint"]
         anatomy = anatomy + w.confidence * parts["confidence"]
-        total = s.strength * anatomy + w.latent * parts["latent"] + w.pixel * parts["pixel"]
+        # fidelity: pixels outside the ROI always; latent values only in latent mode (moving them is warp's point)
+        fidelity = w.pixel * parts["pixel"] + (w.latent * parts["latent"] if s.mode == "latent" else 0.0)
+        total = s.strength * anatomy + fidelity
         if s.mode == "warp":
-            parts["warp"] = warp_smoothness_loss(params)
+            parts["warp"] = warp_smoothness_loss(params)  # strain: params are in control-point spacings
             total = total + w.warp * parts["warp"]
         parts["anatomy"] = anatomy
         parts["total"] = total
@@ -273,7 +322,7 @@ def fix_latents(
         _, before, preview_before = problem.evaluate(params, need_preview=True)
         for step in range(settings.steps):
             optimiser.zero_grad(set_to_none=True)
-            total, parts, extras = problem.evaluate(params, need_preview=on_step is not None)
+            total, parts, extras = problem.evaluate(params, need_preview=on_step is not None, jitter=True)
             total.backward()
             if not torch.isfinite(params.grad).all():
                 # e.g. RMS norms differentiated at an all-zero latent: skip those components, never spread NaN

@@ -29,17 +29,19 @@ class BGFSLatentAnatomyFixer(io.ComfyNode):
                                  "Loader or BGFS Critic Trainer)."),
                 RoiType.Input("roi", tooltip="Where the region is, from BGFS ROI Detect run on frames decoded from "
                               "these latents."),
-                io.Int.Input("steps", default=25, min=0, max=10000, step=1,
+                io.Int.Input("steps", default=30, min=0, max=10000, step=1,
                              tooltip="Optimisation steps: more is a stronger correction but a higher risk of "
                              "texture drift (0 passes the latents through)."),
-                io.Float.Input("lr", default=0.07, min=0.0001, max=10.0, step=0.005,
-                               tooltip="Step size of the optimiser in latent space."),
+                io.Float.Input("lr", default=0.035, min=0.0001, max=10.0, step=0.005,
+                               tooltip="Step size of the optimiser: in warp mode, control-point spacings per "
+                               "step; in latent mode, latent units per step."),
                 io.Float.Input("strength", default=1.0, min=0.0, max=100.0, step=0.1,
                                tooltip="Weight of the anatomy terms against the fidelity terms (keep the video "
                                "as it was)."),
-                io.Combo.Input("mode", options=list(MODES), default="latent",
-                               tooltip="latent: optimise the latent values in the ROI; warp: optimise a smooth "
-                               "displacement of the latents, which moves anatomy rather than repainting it."),
+                io.Combo.Input("mode", options=list(MODES), default="warp",
+                               tooltip="warp: optimise a smooth displacement of the latents inside the ROI, which moves "
+                               "anatomy rather than repainting it (better on MediaPipe's judgement); latent: optimise "
+                               "the latent values in the ROI directly."),
                 io.Vae.Input("gradient_vae", optional=True,
                              tooltip="Optional light decoder of the same latent space for the gradient steps, "
                              "e.g. the Tiny AutoEncoder for Wan (lighttaew2_1 in models/vae_approx, taew2_1 in "
