@@ -39,7 +39,7 @@ def random_critic() -> tuple[torch.nn.Module, CriticSpec]:
     return critic, spec
 
 
-SETTINGS = FixSettings(steps=2, lr=0.05, keypoint_conf=0.0, chunk_frames=1)
+SETTINGS = FixSettings(steps=2, lr=0.05, mode="latent", keypoint_conf=0.0, chunk_frames=1)
 
 
 @pytest.mark.parametrize("channels", [16, 48])
@@ -84,7 +84,7 @@ def test_the_objective_falls_over_the_steps(hand_video_frames):
     det = hand_detections(6, frames.shape[-2:], (100.0, 60.0, 200.0, 160.0))
     critic, spec = random_critic()
     result = fix_latents(codec.encode(frames), codec, critic, spec, det,
-                         FixSettings(steps=20, lr=0.03, keypoint_conf=0.0, crop_jitter=0.0))  # fmt: skip
+                         FixSettings(steps=20, lr=0.03, mode="latent", keypoint_conf=0.0, crop_jitter=0.0))  # fmt: skip
     assert result.report["critic_after"]["total"] < 0.9 * result.report["critic_before"]["total"]
 
 
