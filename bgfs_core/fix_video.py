@@ -32,6 +32,7 @@ class FixVideoRequest:
     report_dir: str | None = None
     device: str = "cpu"
     progress: bool = True
+    guard: bool = True  # keep the input when MediaPipe scores the fix lower than it
 
 
 @dataclass
@@ -128,6 +129,13 @@ def fix_video(cfg: Config, req: FixVideoRequest) -> FixVideoResult:
     after = decode_frames(codec, result.latents) if result.report.get("changed") else before
     report_dir = Path(req.report_dir) if req.report_dir else out_path.with_name(out_path.stem + "_report")
     judge = judge_fix(before, after, det, region, fps, cfg, report_dir)
+    worse = judge["score_before"] is not None and (judge["score_after"] or 0.0) < judge["score_before"]
+    if req.guard and worse and result.report.get("changed"):
+        # never hand back a video the independent judge finds worse than the input
+        after = before
+        judge["summary"] += ("\nGuard: MediaPipe scored the fix lower than the input, so the output is the input "
+                             "(decoded) unchanged; pass --no-guard to keep the edit anyway.")
+        judge["guard_kept_input"] = True
     report = {
         "input": str(in_path), "output": str(out_path), "critic": str(req.critic), "region": region,
         "codec": codec.name, "frames": len(before), "fps": fps, "fixer": result.report, "judge": judge,

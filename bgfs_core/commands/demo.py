@@ -7,7 +7,8 @@ from pathlib import Path
 
 from .common import add_config_arguments, config_from_args
 
-HELP = "precompute, train a small critic and fix the bundled hand video with the pixel codec (CPU, a few minutes)"
+HELP = ("precompute and train a small critic on the bundled hand video, then fix a copy of it with warped, jittering "
+        "fingers (pixel codec, CPU, a few minutes)")
 
 BUNDLED_VIDEO = Path(__file__).resolve().parents[2] / "tests" / "data" / "clips" / "fingers-lq.gif"
 
@@ -19,6 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=None, help="critic training epochs (default: critic.epochs)")
     p.add_argument("--steps", type=int, default=None, help="fixer steps (default: fixer.steps)")
     p.add_argument("--mode", choices=("latent", "warp"), default=None, help="fixer edit mode (default: fixer.mode)")
+    p.add_argument("--corrupt", default="finger_jitter,region_jitter",
+                   help="corruptions applied to the video before fixing it ('' to fix the video as it is)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -39,9 +42,27 @@ def run(args: argparse.Namespace) -> int:
     print(f"[2/3] train the critic ({cfg.critic.epochs} epochs) -> {out / 'critic'}")
     trained = train_critic(cfg, out / "critic", progress=not args.quiet)
     print(f"critic: {trained.best_path} (validation PCK@0.1 {trained.best_val_pck})")
-    print(f"[3/3] fix {video} with the pixel codec ({cfg.fixer.mode} mode, {cfg.fixer.steps} steps)")
-    result = fix_video(cfg, FixVideoRequest(input=str(video), output=str(out / "fixed.mp4"),
+    target = video
+    if args.corrupt:
+        target = out / "corrupted.mp4"
+        _write_corrupted(video, target, args.corrupt.split(","), cfg.roi.region)
+        print(f"corrupted copy ({args.corrupt}): {target}")
+    print(f"[3/3] fix {target} with the pixel codec ({cfg.fixer.mode} mode, {cfg.fixer.steps} steps)")
+    result = fix_video(cfg, FixVideoRequest(input=str(target), output=str(out / "fixed.mp4"),
                                             critic=str(trained.best_path), codec="pixel",
                                             report_dir=str(out / "report"), progress=not args.quiet))  # fmt: skip
     print(result.summary)
     return 0
+
+
+def _write_corrupted(video: Path, target: Path, names: list[str], region: str) -> None:
+    """A copy of ``video`` with the named corruptions (seeded), so the fix has defects to remove."""
+    from ..corruptions import corrupt
+    from ..detection import detect_video
+    from ..video_io import read_video, write_video
+
+    frames, fps = read_video(video)
+    det = detect_video(frames, region, fps=fps)
+    for seed, name in enumerate(names):
+        frames = corrupt(frames, det, name.strip(), seed=seed)
+    write_video(target, frames, fps)

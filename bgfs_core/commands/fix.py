@@ -30,6 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-frames", type=int, default=0, help="read at most this many frames (0: all)")
     p.add_argument("--report-dir", default=None, help="where report.json and the plots go (default: OUT_report/)")
     p.add_argument("--device", default="cpu", help="torch device for the codec and critic (cpu, cuda, ...)")
+    p.add_argument("--no-guard", action="store_true",
+                   help="write the edit even when MediaPipe scores it lower than the input (default: keep the input)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -43,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     request = FixVideoRequest(
         input=args.input, output=args.out, critic=args.critic, codec=args.codec, model_id=args.model_id,
         vae_subfolder=args.vae_subfolder, latents=args.latents, region=args.region, max_frames=args.max_frames,
-        report_dir=args.report_dir, device=args.device, progress=not args.quiet,
+        report_dir=args.report_dir, device=args.device, progress=not args.quiet, guard=not args.no_guard,
     )  # fmt: skip
     result = fix_video(cfg, request)
     print(result.summary)
