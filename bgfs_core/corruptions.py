@@ -69,6 +69,15 @@ def _scale(det: Detections, t: int, i: int) -> float:
     return float(np.linalg.norm(kp[ok].max(0) - kp[ok].min(0)))
 
 
+def _seen_instances(det: Detections):
+    """``(frame, instance, size)`` for every instance detected with at least two keypoints, frame by frame."""
+    for t in range(det.num_frames):
+        for i in np.flatnonzero(det.present[t]):
+            scale = _scale(det, t, i)
+            if np.isfinite(scale):
+                yield t, int(i), scale
+
+
 def _chains(det: Detections) -> list[tuple[int, ...]]:
     spec = det.spec
     return [tuple(c) for c in spec.chains] if spec.chains else [tuple(range(spec.num_keypoints))]
@@ -199,28 +208,24 @@ def _straightest_chain(det: Detections, t: int, i: int) -> tuple[int, ...] | Non
 
 def _finger_jitter(frames: np.ndarray, det: Detections, rng: np.random.Generator, strength: float) -> np.ndarray:
     width = _WIDTH[det.spec.source]
-    for t in range(len(frames)):
-        for i in np.flatnonzero(det.present[t]):
-            scale = _scale(det, t, i)
-            if not np.isfinite(scale):
+    for t, i, scale in _seen_instances(det):
+        src, dst = [], []
+        for chain in _chains(det):
+            pts = _chain_points(det, t, i, chain)
+            if pts is None:
                 continue
-            src, dst = [], []
-            for chain in _chains(det):
-                pts = _chain_points(det, t, i, chain)
-                if pts is None:
-                    continue
-                root = pts[0]
-                angle = rng.normal(0.0, 9.0 * strength)
-                moved = pts @ _rotation(root, angle)[:, :2].T + _rotation(root, angle)[:, 2]
-                moved[1:] += rng.normal(0.0, 0.025 * strength * scale, size=(len(pts) - 1, 2))
-                moved[0] = root
-                s = _densify(pts, width * scale / 2)
-                d = _densify(moved, width * scale / 2)
-                n = min(len(s), len(d))
-                src.append(s[:n])
-                dst.append(d[:n])
-            if src:
-                frames[t] = _field_warp(frames[t], np.concatenate(dst), np.concatenate(src), width * scale)
+            root = pts[0]
+            angle = rng.normal(0.0, 9.0 * strength)
+            moved = pts @ _rotation(root, angle)[:, :2].T + _rotation(root, angle)[:, 2]
+            moved[1:] += rng.normal(0.0, 0.025 * strength * scale, size=(len(pts) - 1, 2))
+            moved[0] = root
+            s = _densify(pts, width * scale / 2)
+            d = _densify(moved, width * scale / 2)
+            n = min(len(s), len(d))
+            src.append(s[:n])
+            dst.append(d[:n])
+        if src:
+            frames[t] = _field_warp(frames[t], np.concatenate(dst), np.concatenate(src), width * scale)
     return frames
 
 
@@ -312,19 +317,15 @@ def _dropped_frames(frames: np.ndarray, det: Detections, rng: np.random.Generato
 
 def _region_jitter(frames: np.ndarray, det: Detections, rng: np.random.Generator, strength: float) -> np.ndarray:
     width = _WIDTH[det.spec.source]
-    for t in range(len(frames)):
-        for i in np.flatnonzero(det.present[t]):
-            scale = _scale(det, t, i)
-            if not np.isfinite(scale):
-                continue
-            chains = [p for p in (_chain_points(det, t, i, c) for c in _chains(det)) if p is not None]
-            if not chains:
-                continue
-            src = np.concatenate([_densify(p, width * scale / 2) for p in chains])
-            move = _rotation(src.mean(0), rng.normal(0.0, 4.0 * strength))
-            move[:, 2] += rng.normal(0.0, 0.04 * strength * scale, size=2)
-            dst = src @ move[:, :2].T + move[:, 2]
-            frames[t] = _field_warp(frames[t], dst, src, 1.5 * width * scale)
+    for t, i, scale in _seen_instances(det):
+        chains = [p for p in (_chain_points(det, t, i, c) for c in _chains(det)) if p is not None]
+        if not chains:
+            continue
+        src = np.concatenate([_densify(p, width * scale / 2) for p in chains])
+        move = _rotation(src.mean(0), rng.normal(0.0, 4.0 * strength))
+        move[:, 2] += rng.normal(0.0, 0.04 * strength * scale, size=2)
+        dst = src @ move[:, :2].T + move[:, 2]
+        frames[t] = _field_warp(frames[t], dst, src, 1.5 * width * scale)
     return frames
 
 

@@ -245,11 +245,13 @@ def detect_video(frames: np.ndarray | Iterable[np.ndarray], region: str, fps: fl
         return det.detect_video(frames, fps=fps, progress=progress)
 
 
+def detector_kwargs(cfg: Config) -> dict:
+    """``Detector`` keyword arguments from the ``detect`` section of a config (all but the region)."""
+    d = cfg.detect
+    return {"backend": d.backend, "model_dir": d.model_dir, "min_detection_confidence": d.min_detection_confidence,
+            "min_tracking_confidence": d.min_tracking_confidence, "mirrored": d.mirrored}  # fmt: skip
+
+
 def detector_from_config(cfg: Config, video_mode: bool = True) -> Detector:
     """A :class:`Detector` for ``cfg.roi.region`` with the ``detect`` section's settings."""
-    d = cfg.detect
-    return Detector(
-        cfg.roi.region, backend=d.backend, model_dir=d.model_dir, video_mode=video_mode,
-        min_detection_confidence=d.min_detection_confidence, min_tracking_confidence=d.min_tracking_confidence,
-        mirrored=d.mirrored,
-    )  # fmt: skip
+    return Detector(cfg.roi.region, video_mode=video_mode, **detector_kwargs(cfg))

@@ -68,7 +68,7 @@ def _to_uint8(frames) -> np.ndarray:
     return (frames.detach().float().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
-def decode_frames(codec: Any, latents, chunk: int = 8) -> np.ndarray:
+def decode_frames(codec: Any, latents) -> np.ndarray:
     """The real, full decode as uint8 ``[T, H, W, 3]`` (no gradients)."""
     import torch
 
@@ -148,17 +148,11 @@ def fix_video(cfg: Config, req: FixVideoRequest) -> FixVideoResult:
     return FixVideoResult(out_path, report_path, report, summary)
 
 
-def detector_kwargs(cfg: Config) -> dict[str, Any]:
-    """``Detector`` keyword arguments from the ``detect`` section of a config."""
-    d = cfg.detect
-    return {"backend": d.backend, "model_dir": d.model_dir, "min_detection_confidence": d.min_detection_confidence,
-            "min_tracking_confidence": d.min_tracking_confidence, "mirrored": d.mirrored}  # fmt: skip
-
-
 def judge_fix(before: np.ndarray, after: np.ndarray, det_before: Any, region: str, fps: float, cfg: Config,
               report_dir: Path) -> dict[str, Any]:
     """MediaPipe's verdict on before and after, fidelity inside and outside the ROI, and the before/after plots."""
-    from .metrics import PART_NAMES, score_video
+    from .detection import detector_kwargs
+    from .metrics import PART_NAMES, json_safe, score_video
     from .report import write_report
 
     result = score_video(after, region, reference=before, fps=fps, detector_kwargs=detector_kwargs(cfg),
@@ -177,6 +171,4 @@ def judge_fix(before: np.ndarray, after: np.ndarray, det_before: Any, region: st
     fmt_ref = "not found" if ref.score is None else f"{ref.score:.1f}"
     fid = result.fidelity.describe() if result.fidelity is not None else ""
     out["summary"] = "\n".join([f"MediaPipe's judgement (anatomy score {fmt_ref} -> {fmt}):", *rows, f"  {fid}"])
-    from .metrics import json_safe
-
     return json_safe(out)

@@ -26,6 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..detection import detector_kwargs
     from ..metrics import score_video
     from ..report import write_report
     from ..video_io import read_video
@@ -36,11 +37,7 @@ def run(args: argparse.Namespace) -> int:
     ref = None
     if args.ref:
         ref, _ = read_video(args.ref, max_frames=args.max_frames)
-    d = cfg.detect
-    detector_kwargs = {"backend": d.backend, "model_dir": d.model_dir, "min_detection_confidence":
-                       d.min_detection_confidence, "min_tracking_confidence": d.min_tracking_confidence,
-                       "mirrored": d.mirrored}  # fmt: skip
-    result = score_video(frames, cfg.roi.region, reference=ref, fps=fps, detector_kwargs=detector_kwargs,
+    result = score_video(frames, cfg.roi.region, reference=ref, fps=fps, detector_kwargs=detector_kwargs(cfg),
                          roi=(cfg.roi.margin, cfg.roi.min_conf, cfg.roi.smooth), progress=not args.quiet)
     paths = write_report(args.out, result, frames, ref)
     print(result.summary)
