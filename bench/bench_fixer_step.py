@@ -2,10 +2,17 @@
 
 Full-size architectures with random weights: diffusers AutoencoderKLWan with the Wan 2.1 config and, via
 COMFYUI_DIR, ComfyUI's TAEHV as the gradient decoder. Every configuration runs in a fresh subprocess so its peak
-memory (VmHWM from /proc/self/status, which counts torch's allocations) is its own. Examples:
+memory (VmHWM from /proc/self/status, which counts torch's allocations) is its own; "model GB" is the process's
+memory with the models loaded, before the step, so "peak - model" is what the step itself needs. A step whose
+memory passes --mem-limit-gb is stopped and reported as not fitting. Configurations:
+
+  full           the whole frame, decoded in checkpointed chunks (1 latent frame each)
+  window         the ROI window: checkpointed chunks, and sqrt-checkpointed segments of chunks (causal states)
+  window-chunks  the ROI window with chunk checkpointing only (every chunk's causal state kept): to compare
+  window-taehv   the ROI window through ComfyUI's TAEHV (gradient decoder; needs COMFYUI_DIR)
 
   python bench/bench_fixer_step.py --configs full,window --frames 1,5 --roi 160
-  COMFYUI_DIR=/opt/comfyui python bench/bench_fixer_step.py --configs window-taehv --frames 5,17
+  COMFYUI_DIR=/opt/comfyui python bench/bench_fixer_step.py --configs window-taehv --frames 5,17,81
 """
 
 from __future__ import annotations
@@ -119,7 +126,7 @@ def one(config: str, frames: int, roi: int, chunk: int, height: int, width: int)
     rss0 = vm_rss_gb()
     zz = z.requires_grad_(True)
     t0 = time.perf_counter()
-    dec = decode_window(codec, zz, win, chunk_frames=chunk, checkpoint=True)
+    dec = decode_window(codec, zz, win, chunk_frames=chunk, checkpoint=True, segments=config != "window-chunks")
     heat = critic(roi_crop(dec, local))
     loss = heat.square().mean()
     t1 = time.perf_counter()
@@ -156,15 +163,47 @@ def receptive_field() -> None:
         print(f"{r:3d}-{r + 7:3d} | {sel.max().item():.2e} | {sel.max().item() / peak:.3f}")
 
 
+def run_limited(cmd: list[str], timeout: float, mem_limit_gb: float) -> tuple[str, str, str]:
+    """Run ``cmd``; stop it past ``timeout`` seconds or ``mem_limit_gb`` resident -> (why it stopped or "", out, err)."""
+    import tempfile
+
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
+        started, status = time.monotonic(), ""
+        while proc.poll() is None:
+            try:
+                rss = next(int(line.split()[1]) for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+                           if line.startswith("VmRSS:")) / 2**20  # fmt: skip
+            except (OSError, StopIteration):
+                rss = 0.0
+            if rss > mem_limit_gb:
+                status = f"does not fit: passed {mem_limit_gb:g} GB resident after {time.monotonic() - started:.0f} s"
+            elif time.monotonic() - started > timeout:
+                status = f"timed out after {timeout:g} s"
+            if status:
+                proc.kill()
+                proc.wait()
+                break
+            time.sleep(0.2)
+        out.seek(0)
+        err.seek(0)
+        o, e = out.read(), err.read()
+    if not status and proc.returncode != 0:
+        status = "failed: " + ("killed" if proc.returncode < 0 else (e.strip().splitlines() or ["?"])[-1])
+    return status, o, e
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--configs", default="full,window,window-taehv", help="full, window, window-taehv, rf")
+    p.add_argument("--configs", default="full,window,window-taehv",
+                   help="full, window, window-chunks, window-taehv, rf (receptive field)")
     p.add_argument("--frames", default="1,5", help="pixel frame counts (1+4k), comma-separated")
     p.add_argument("--roi", default="160", help="ROI sizes in px, comma-separated")
     p.add_argument("--chunk", type=int, default=1, help="latent frames per checkpointed chunk")
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--width", type=int, default=832)
     p.add_argument("--timeout", type=int, default=900, help="seconds per configuration")
+    p.add_argument("--mem-limit-gb", type=float, default=20.0, help="stop a step whose resident memory passes this")
     p.add_argument("--one", nargs=3, metavar=("CONFIG", "FRAMES", "ROI"), help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.one:
@@ -178,7 +217,7 @@ def main() -> int:
         print("window-taehv SKIPPED: set COMFYUI_DIR to a ComfyUI checkout", file=sys.stderr)
         configs.remove("window-taehv")
     print(f"{'config':<13} {'frames':>6} {'roi':>4} {'decoded':>9} {'window':>9} {'fwd s':>7} {'bwd s':>7} "
-          f"{'step s':>7} {'peak GB':>8} {'model GB':>8}", flush=True)
+          f"{'step s':>7} {'peak GB':>8} {'model GB':>8} {'step GB':>8}", flush=True)
     for frames in [int(f) for f in a.frames.split(",")]:
         for roi in [int(r) for r in a.roi.split(",")]:
             for config in configs:
@@ -186,18 +225,14 @@ def main() -> int:
                     continue  # the full-frame step does not depend on the ROI size
                 cmd = [sys.executable, __file__, "--one", config, str(frames), str(roi), "--chunk", str(a.chunk),
                        "--height", str(a.height), "--width", str(a.width)]
-                try:
-                    r = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout)
-                except subprocess.TimeoutExpired:
-                    print(f"{config:<13} {frames:>6} {roi:>4} timed out after {a.timeout} s", flush=True)
+                status, out, err = run_limited(cmd, a.timeout, a.mem_limit_gb)
+                if status:
+                    print(f"{config:<13} {frames:>6} {roi:>4} {status}", flush=True)
                     continue
-                if r.returncode != 0:
-                    why = "killed (out of memory?)" if r.returncode < 0 else r.stderr.strip().splitlines()[-1]
-                    print(f"{config:<13} {frames:>6} {roi:>4} failed: {why}", flush=True)
-                    continue
-                m = json.loads(r.stdout.strip().splitlines()[-1])
+                m = json.loads(out.strip().splitlines()[-1])
                 print(f"{config:<13} {frames:>6} {roi:>4} {m['decoded_px']:>9} {m['window_px']:>9} {m['fwd_s']:>7.1f} "
-                      f"{m['bwd_s']:>7.1f} {m['step_s']:>7.1f} {m['peak_gb']:>8.2f} {m['model_rss_gb']:>8.2f}",
+                      f"{m['bwd_s']:>7.1f} {m['step_s']:>7.1f} {m['peak_gb']:>8.2f} {m['model_rss_gb']:>8.2f} "
+                      f"{m['peak_gb'] - m['model_rss_gb']:>8.2f}",
                       flush=True)
     return 0
 

@@ -1,7 +1,8 @@
 """Evaluate the fixer on real footage: the bundled hand video and a corrupted copy (per-frame random finger warps
 plus jitter of the whole hand region). The fixer optimises against the critic; MediaPipe judges.
 
-    python bench/eval_fixer.py [--critic outputs/critic/critic_best.safetensors] [--steps 40] [--modes latent,warp]
+    python bench/eval_fixer.py [--critic outputs/critic/critic_best.safetensors] [--steps 30] [--modes latent,warp]
+    python bench/eval_fixer.py --critic ... --modes warp --set guide=0     # without the kinematic guide
 
 Without --critic a critic is trained first on the clean video (cache + a few epochs), as the README's demo does.
 Prints a table (clean / corrupted / fixed per mode) of MediaPipe's jitter, bone-length variation, joint-angle
@@ -27,13 +28,15 @@ def main() -> int:
     p.add_argument("--video", default=str(ROOT / "tests/data/clips/fingers-lq.gif"))
     p.add_argument("--critic", default=None, help="critic file (default: train one on the clean video)")
     p.add_argument("--epochs", type=int, default=30, help="epochs when training the critic here")
-    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--steps", type=int, default=30)
     p.add_argument("--lr-latent", type=float, default=0.02)
-    p.add_argument("--lr-warp", type=float, default=0.07)
+    p.add_argument("--lr-warp", type=float, default=0.035)
     p.add_argument("--strength", type=float, default=1.0)
     p.add_argument("--modes", default="latent,warp")
     p.add_argument("--strength-corrupt", type=float, default=1.0, help="corruption strength")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="FixSettings override, e.g. warp_grid=6 or weights.bone=2 (repeatable)")
     p.add_argument("--out", default=None, help="folder for the videos and eval.json (default: a temp folder)")
     args = p.parse_args()
 
@@ -95,6 +98,11 @@ def main() -> int:
     for mode in args.modes.split(","):
         settings = FixSettings(steps=args.steps, mode=mode, strength=args.strength,
                                lr=args.lr_latent if mode == "latent" else args.lr_warp)  # fmt: skip
+        for item in args.set:
+            key, value = item.split("=", 1)
+            target = settings.weights if key.startswith("weights.") else settings  # e.g. guide=0
+            name = key.removeprefix("weights.")
+            setattr(target, name, type(getattr(target, name))(value))
         t0 = time.perf_counter()
         res = fix_latents(latents, codec, critic, spec, det_in, settings)
         seconds = time.perf_counter() - t0
@@ -118,7 +126,7 @@ def main() -> int:
               f"{100 * (r['bone_cv'] / base['bone_cv'] - 1):+.0f}%, outside-ROI PSNR {r['psnr_outside']:.1f} dB, "
               f"{r['seconds']:.0f} s")  # fmt: skip
         cb, ca = critic_view[mode]["before"], critic_view[mode]["after"]
-        print("   critic's view: " + ", ".join(f"{k} {cb[k]:.4f}->{ca[k]:.4f}" for k in ("bone", "smooth", "joint",
+        print("   critic's view: " + ", ".join(f"{k} {cb[k]:.4f}->{ca[k]:.4f}" for k in ("target", "bone", "smooth", "joint",
                                                                                        "confidence")))
     from bgfs_core.metrics import json_safe
 

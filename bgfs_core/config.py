@@ -69,6 +69,7 @@ class FixerConfig:
     lr: float = 0.035
     strength: float = 1.0
     mode: str = "warp"
+    guide: float = 3.0
 
 
 @dataclass
@@ -144,7 +145,7 @@ def _check_ranges(key: str, value: Any) -> None:
         raise ConfigError(f"config key {key!r}: must be between 0 and 1, got {value!r}")
     if key.endswith("_hw") and any(v < 8 for v in value):
         raise ConfigError(f"config key {key!r}: sizes must be at least 8 pixels, got {value!r}")
-    if key in ("roi.margin", "critic.num_workers", "clips.max_frames_per_video") and value < 0:
+    if key in ("roi.margin", "critic.num_workers", "clips.max_frames_per_video", "fixer.guide") and value < 0:
         raise ConfigError(f"config key {key!r}: must be >= 0, got {value!r}")
 
 

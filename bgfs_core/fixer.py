@@ -5,6 +5,9 @@ codec's gradient decoder), crop each ROI differentiably, let the critic find the
 ``strength * anatomy + fidelity``. Two edit modes: ``latent`` optimises the window's latent values directly;
 ``warp`` optimises a smooth displacement field over the ROI and resamples the latents with it, so the edit moves
 anatomy instead of painting texture that fools the critic. Latents outside the window come back bit for bit.
+``guide`` adds a pull towards ROI Detect's keypoint trajectories cleaned of jitter and stretching
+(`bgfs_core.targets`): in warp mode measured on the displacement field at each detected keypoint (geometry, which
+no texture can fake), in latent mode through the critic's keypoints.
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ from .losses import (
     latent_proximity_loss,
     pixel_proximity_loss,
     smoothness_loss,
+    target_loss,
     warp_smoothness_loss,
+    warp_temporal_loss,
 )
 from .regions import get_region
 
@@ -56,6 +61,9 @@ class FixSettings:
     warp_grid: int = 8  # warp mode: control points of the displacement field across the window's longer side
     crop_jitter: float = 0.05  # random shift / scale of the critic's crops each step (fraction of the ROI side)
     seed: int = 0
+    guide: float = 3.0  # weight of the pull towards ROI Detect's cleaned trajectories (bgfs_core.targets); 0: off
+    target_sigma: float = 1.5  # frames: temporal smoothing of those trajectories
+    guide_by_flow: bool = True  # warp mode: measure how far each keypoint moves on the displacement field itself
     keypoint_conf: float = 0.25  # critic keypoints below this share of their best frame's confidence are not used
     weights: LossWeights = field(default_factory=LossWeights)
 
@@ -66,6 +74,8 @@ class FixSettings:
             raise BGFSError(f"steps must be >= 0, got {self.steps}")
         if not self.lr > 0:
             raise BGFSError(f"lr must be > 0, got {self.lr}")
+        if self.guide < 0:
+            raise BGFSError(f"guide must be >= 0, got {self.guide}")
         if self.strength < 0:
             raise BGFSError(f"strength must be >= 0, got {self.strength}")
 
@@ -140,6 +150,16 @@ class _Problem:
         inside = roi_mask_union(np.where(self.present[..., None], self.boxes, np.nan), hw, feather=0.1)
         self.outside = torch.from_numpy(1.0 - inside)[:, None].to(dev)
         self.roi_latent = self._latent_roi_mask(torch.from_numpy(inside)).to(dev)
+        # how far each keypoint should move (region units), from the detector's keypoints on the input
+        from .targets import kinematic_targets
+
+        move, move_ok = kinematic_targets(det, min_conf=settings.min_conf, sigma=settings.target_sigma
+                                          ).displacement(det)  # fmt: skip
+        move = move[pw.frame0 : pw.frame1] / self.side[None, :, None, None]
+        self.move = torch.from_numpy(move).to(dev)
+        self.move_ok = torch.from_numpy(move_ok[pw.frame0 : pw.frame1] & self.present[..., None]).to(dev)
+        self._setup_flow_probe(det, pw)
+        self.points0 = None
         self.frames0 = None
         self.rng = torch.Generator().manual_seed(settings.seed)
 
@@ -160,6 +180,37 @@ class _Problem:
             out[j - win.ct0, win.y0 - win.cy0 : win.y1 - win.cy0, win.x0 - win.cx0 : win.x1 - win.cx0] = cell
         return out
 
+    def _setup_flow_probe(self, det: Detections, pw: Any) -> None:
+        """Where each detected keypoint sits on the window's latent grid (for `keypoint_motion`)."""
+        import torch
+
+        from .codecs.window import latent_index_of_frame
+
+        win, s = self.window, self.window.spatial_ratio
+        h, w = win.cy1 - win.cy0, win.cx1 - win.cx0
+        kp = det.keypoints[pw.frame0 : pw.frame1].astype(np.float32)  # frame pixels
+        u = kp[..., 0] / s - win.cx0 - 0.5  # latent cell centres are at (i + 0.5) * s pixels
+        v = kp[..., 1] / s - win.cy0 - 0.5
+        grid = np.stack([(u + 0.5) / w * 2 - 1, (v + 0.5) / h * 2 - 1], -1)
+        self.kp_grid = torch.from_numpy(np.nan_to_num(grid)).to(self.device)  # [Tn, I, K, 2] for grid_sample
+        lat = [latent_index_of_frame(f, win.temporal_ratio) - win.ct0 for f in range(pw.frame0, pw.frame1)]
+        self.kp_latent_frame = torch.tensor(lat, device=self.device)
+        self.move_ok &= torch.from_numpy(np.isfinite(kp).all(-1)).to(self.device)
+
+    def keypoint_motion(self, flow: torch.Tensor) -> torch.Tensor:
+        """How far the warp moves each detected keypoint, ``[Tn, I, K, 2]`` in region units.
+
+        The warped latents sample ``z(p + flow(p))``: content at ``q`` lands near ``q - flow(q)``.
+        """
+        import torch
+        import torch.nn.functional as F
+
+        f = flow[self.kp_latent_frame]  # [Tn, 2, h, w], latent cells
+        tn, i, k, _ = self.kp_grid.shape
+        at = F.grid_sample(f, self.kp_grid.reshape(tn, 1, i * k, 2), mode="bilinear", align_corners=False)
+        moved = -at.reshape(tn, 2, i, k).permute(0, 2, 3, 1) * self.window.spatial_ratio  # pixels
+        return moved / torch.from_numpy(self.side).to(flow)[None, :, None, None]
+
     # --- the edit -------------------------------------------------------------------------------------------------
     def init_params(self) -> torch.Tensor:
         import torch
@@ -178,6 +229,15 @@ class _Problem:
         gh, gw = params.shape[-2:]
         return params.new_tensor([w / (gw - 1), h / (gh - 1)])[None, :, None, None]
 
+    def flow_from_params(self, params: torch.Tensor) -> torch.Tensor:
+        """Warp mode: the dense displacement ``[t, 2, h, w]`` in latent cells, zero outside each frame's ROI."""
+        import torch.nn.functional as F
+
+        h, w = self.z_win0.shape[3:]
+        # params are in units of the control-point spacing, so lr means the same for every codec and ROI size
+        dense = F.interpolate(params * self._spacing(h, w, params), size=(h, w), mode="bicubic", align_corners=True)
+        return dense * self.roi_latent[:, None]  # each frame moves only inside its own ROI
+
     def window_from_params(self, params: torch.Tensor) -> torch.Tensor:
         import torch
         import torch.nn.functional as F
@@ -187,9 +247,7 @@ class _Problem:
         # warp: displacement in latent cells, faded out at each frame's ROI edge, applied frame by frame
         z = self.z_win0[0].permute(1, 0, 2, 3)  # [t, C, h, w]
         t, _, h, w = z.shape
-        # params are in units of the control-point spacing, so lr means the same for every codec and ROI size
-        dense = F.interpolate(params * self._spacing(h, w, params), size=(h, w), mode="bicubic", align_corners=True)
-        flow = dense * self.roi_latent[:, None]  # each frame moves only inside its own ROI
+        flow = self.flow_from_params(params)
         ys, xs = torch.meshgrid(torch.arange(h, dtype=z.dtype, device=z.device),
                                 torch.arange(w, dtype=z.dtype, device=z.device), indexing="ij")  # fmt: skip
         gx = (xs + flow[:, 0] + 0.5) / w * 2 - 1
@@ -246,7 +304,15 @@ class _Problem:
         c = confidence.detach()
         best = c.amax(0, keepdim=True).clamp_min(1e-6)
         valid = (c >= s.keypoint_conf * best) & roi_present[..., None]
+        if self.points0 is None:
+            self.points0 = points.detach()
+        if s.mode == "warp" and s.guide_by_flow:
+            # geometry, not the critic's reading: where the displacement field takes each detected keypoint
+            target = target_loss(self.keypoint_motion(self.flow_from_params(params)), 0.0, self.move, self.move_ok)
+        else:
+            target = target_loss(points, self.points0, self.move, valid & self.move_ok)
         parts = {
+            "target": target,
             "bone": bone_constancy_loss(points, valid, self.region),
             "smooth": smoothness_loss(points, valid),
             "joint": joint_limit_loss(points, valid, self.region),
@@ -255,13 +321,14 @@ class _Problem:
             "pixel": pixel_proximity_loss(frames, self.frames0, self.outside),
         }
         anatomy = w.bone * parts["bone"] + w.smooth * parts["smooth"] + w.joint * parts["joint"]
-        anatomy = anatomy + w.confidence * parts["confidence"]
+        anatomy = anatomy + w.confidence * parts["confidence"] + s.guide * parts["target"]
         # fidelity: pixels outside the ROI always; latent values only in latent mode (moving them is warp's point)
         fidelity = w.pixel * parts["pixel"] + (w.latent * parts["latent"] if s.mode == "latent" else 0.0)
         total = s.strength * anatomy + fidelity
         if s.mode == "warp":
             parts["warp"] = warp_smoothness_loss(params)  # strain: params are in control-point spacings
-            total = total + w.warp * parts["warp"]
+            parts["warp_time"] = warp_temporal_loss(params)
+            total = total + w.warp * parts["warp"] + w.warp_time * parts["warp_time"]
         parts["anatomy"] = anatomy
         parts["total"] = total
         extras: dict[str, Any] = {}
@@ -377,7 +444,7 @@ def _summary(region: str, s: FixSettings, before: dict, after: dict, report: dic
     lines = [
         f"BGFS fix ({region}, mode {s.mode}, {s.steps} steps, lr {s.lr}, strength {s.strength}) on "
         f"{report['window']['crops']} ROI crops in {report['seconds']:.1f} s.",
-        "Critic view: " + "; ".join(change(k) for k in ("bone", "smooth", "joint", "confidence")) + ".",
+        "Critic view: " + "; ".join(change(k) for k in ("target", "bone", "smooth", "joint", "confidence")) + ".",
         f"Fidelity: latent change {after['latent']:.5f}, pixel change outside the ROI {after['pixel']:.6f}.",
     ]
     lines += [f"Warning: {w}" for w in report["warnings"]]

@@ -24,7 +24,8 @@ class LossWeights:
     confidence: float = 0.05  # the critic should see every keypoint clearly
     latent: float = 0.2  # proximity to the original latents
     pixel: float = 20.0  # proximity to the original pixels outside the ROI
-    warp: float = 0.5  # smoothness of the displacement field (warp mode)
+    warp: float = 0.5  # spatial smoothness of the displacement field (warp mode)
+    warp_time: float = 0.5  # change of the displacement field from frame to frame (warp mode)
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -92,6 +93,13 @@ def joint_limit_loss(points: torch.Tensor, valid: torch.Tensor, region: Region) 
     return _masked_mean((excess / 30.0).square(), ok)
 
 
+def target_loss(points: torch.Tensor, points0: torch.Tensor, displacement: torch.Tensor,
+                valid: torch.Tensor) -> torch.Tensor:
+    """Robust distance between how far each keypoint moved (``points - points0``) and how far its kinematic target
+    asks it to move (``displacement``), all ``[T, I, K, 2]`` in region units, where ``valid``."""
+    return _masked_mean(_charbonnier((points - points0 - displacement).norm(dim=-1), 1e-2), valid)
+
+
 def confidence_loss(confidence: torch.Tensor, roi_present: torch.Tensor) -> torch.Tensor:
     """1 - confidence of the critic, over the ROIs that exist."""
     return _masked_mean(1.0 - confidence, roi_present[..., None].expand_as(confidence))
@@ -113,9 +121,17 @@ def pixel_proximity_loss(frames: torch.Tensor, frames0: torch.Tensor, outside: t
 
 
 def warp_smoothness_loss(flow: torch.Tensor) -> torch.Tensor:
-    """Spatial and temporal smoothness of a displacement field ``[t, 2, h, w]`` (latent cells)."""
-    loss = (flow[..., 1:, :] - flow[..., :-1, :]).square().mean() + (flow[..., 1:] - flow[..., :-1]).square().mean()
-    if flow.shape[0] > 1:
-        loss = loss + (flow[1:] - flow[:-1]).square().mean()
-    return loss
+    """Spatial smoothness of a displacement field ``[t, 2, h, w]``: neighbouring control points move together."""
+    return (flow[..., 1:, :] - flow[..., :-1, :]).square().mean() + (flow[..., 1:] - flow[..., :-1]).square().mean()
+
+
+def warp_temporal_loss(flow: torch.Tensor) -> torch.Tensor:
+    """Change of a displacement field ``[t, 2, h, w]`` from one latent frame to the next.
+
+    Light by default: undoing a per-frame defect needs a correction that differs per frame; smooth motion of the
+    result is what the keypoint smoothness term asks for.
+    """
+    if flow.shape[0] < 2:
+        return flow.sum() * 0.0
+    return (flow[1:] - flow[:-1]).square().mean()
 

@@ -42,6 +42,10 @@ class BGFSLatentAnatomyFixer(io.ComfyNode):
                                tooltip="warp: optimise a smooth displacement of the latents inside the ROI, which moves "
                                "anatomy rather than repainting it (better on MediaPipe's judgement); latent: optimise "
                                "the latent values in the ROI directly."),
+                io.Float.Input("guide", default=3.0, min=0.0, max=100.0, step=0.1, optional=True,
+                               tooltip="Pull towards the ROI's own keypoint trajectories, cleaned of jitter and "
+                               "stretching (robust temporal filter + constant bone lengths): tells each finger where "
+                               "to go. 0 leaves only the critic's anatomy terms."),
                 io.Vae.Input("gradient_vae", optional=True,
                              tooltip="Optional light decoder of the same latent space for the gradient steps, "
                              "e.g. the Tiny AutoEncoder for Wan (lighttaew2_1 in models/vae_approx, taew2_1 in "
@@ -56,7 +60,7 @@ class BGFSLatentAnatomyFixer(io.ComfyNode):
 
     @classmethod
     def execute(cls, latent, vae, critic, roi, steps: int, lr: float, strength: float, mode: str,
-                gradient_vae=None) -> io.NodeOutput:  # fmt: skip
+                guide: float = 3.0, gradient_vae=None) -> io.NodeOutput:  # fmt: skip
         import logging
 
         import comfy.model_management as mm
@@ -68,7 +72,7 @@ class BGFSLatentAnatomyFixer(io.ComfyNode):
         with node_errors(NAME):
             roi = check_roi(roi)
             settings = FixSettings(steps=int(steps), lr=float(lr), strength=float(strength), mode=mode,
-                                   margin=roi.margin, min_conf=roi.min_conf, smooth=roi.smooth)  # fmt: skip
+                                   guide=float(guide), margin=roi.margin, min_conf=roi.min_conf, smooth=roi.smooth)  # fmt: skip
             settings.validate()
             mm.load_models_gpu([v.patcher for v in (vae, gradient_vae) if v is not None])
             pbar = comfy.utils.ProgressBar(max(int(steps), 1))

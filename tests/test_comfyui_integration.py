@@ -42,7 +42,7 @@ EXPECTED = {
                       [("roi", "BGFS_ROI"), ("mask", "MASK"), ("overlay", "IMAGE")], False),
     "BGFSCriticLoader": ({"critic_name": "COMBO"}, {}, [("critic", "BGFS_CRITIC")], False),
     FIXER: ({"latent": "LATENT", "vae": "VAE", "critic": "BGFS_CRITIC", "roi": "BGFS_ROI", "steps": "INT",
-             "lr": "FLOAT", "strength": "FLOAT", "mode": "COMBO"}, {"gradient_vae": "VAE"},
+             "lr": "FLOAT", "strength": "FLOAT", "mode": "COMBO"}, {"guide": "FLOAT", "gradient_vae": "VAE"},
             [("latent", "LATENT"), ("report", "STRING")], False),
     "BGFSCacheBuilder": ({"images": "IMAGE", "region": "COMBO", "cache_name": "STRING", "fps": "FLOAT",
                           "clip_len": "INT", "clips_per_video": "INT", "frame_stride": "INT", "crop_size": "INT",
@@ -216,8 +216,9 @@ def test_cpu_example_runs_end_to_end_on_real_frames(server, cpu_prompt):
     roi_text = out[_by_type(prompt, "BGFSROIDetect")]["text"][0]
     assert roi_text.startswith("hands: found in 5 of 5 frames (96x72"), roi_text
     fix_out = out[_by_type(prompt, FIXER)]
-    assert fix_out["text"][0].startswith("BGFS fix (hands, mode latent, 2 steps")
+    assert fix_out["text"][0].startswith("BGFS fix (hands, mode warp, 2 steps")
     report = json.loads(out[_by_title(prompt, "fix report")]["text"][0])
+    assert report["settings"]["guide"] == 3.0  # the optional widget's value reaches the fixer
     assert report["changed"] is True and report["codec"].startswith("WanVAE")
     assert len(report["history"]) == 2 and report["window"]["crops"] >= 5
 

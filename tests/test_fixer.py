@@ -12,6 +12,7 @@ from bgfs_core.critic import CriticSpec, HeatmapCritic
 from bgfs_core.detections import Detections
 from bgfs_core.errors import BGFSError
 from bgfs_core.fixer import FixSettings, fix_latents
+from bgfs_core.losses import LossWeights
 
 TINY = {16: wan_vae_config("2.1", base_dim=8), 48: wan_vae_config("2.2", base_dim=8, decoder_base_dim=12)}
 
@@ -84,8 +85,24 @@ def test_the_objective_falls_over_the_steps(hand_video_frames):
     det = hand_detections(6, frames.shape[-2:], (100.0, 60.0, 200.0, 160.0))
     critic, spec = random_critic()
     result = fix_latents(codec.encode(frames), codec, critic, spec, det,
-                         FixSettings(steps=20, lr=0.03, mode="latent", keypoint_conf=0.0, crop_jitter=0.0))  # fmt: skip
+                         FixSettings(steps=20, lr=0.03, mode="latent", keypoint_conf=0.0, crop_jitter=0.0,
+                                     guide=0.0))  # fmt: skip
     assert result.report["critic_after"]["total"] < 0.9 * result.report["critic_before"]["total"]
+
+
+def test_warp_guide_moves_keypoints_onto_their_cleaned_trajectories(hand_video_frames):
+    """The detections jitter (a 0-1-2 pixel sawtooth); the warp's own motion at each keypoint must learn to undo it."""
+    codec = PixelCodec()
+    frames = torch.from_numpy(hand_video_frames[:9]).permute(0, 3, 1, 2).float() / 255
+    det = hand_detections(9, frames.shape[-2:], (100.0, 60.0, 200.0, 160.0))
+    critic, spec = random_critic()
+    weights = LossWeights(bone=0.0, smooth=0.0, joint=0.0, confidence=0.0)  # the guide alone against fidelity
+    settings = FixSettings(steps=40, lr=0.05, mode="warp", crop_jitter=0.0, guide=5.0, weights=weights)
+    result = fix_latents(codec.encode(frames), codec, critic, spec, det, settings)
+    before, after = result.report["critic_before"]["target"], result.report["critic_after"]["target"]
+    assert before > 0.001 and after < 0.2 * before, (before, after)
+    none = fix_latents(codec.encode(frames), codec, critic, spec, det, FixSettings(steps=0, guide=5.0))
+    assert none.report["critic_before"]["target"] == pytest.approx(before)
 
 
 def test_nothing_detected_is_a_clean_pass_through():

@@ -15,7 +15,9 @@ from bgfs_core.losses import (
     latent_proximity_loss,
     pixel_proximity_loss,
     smoothness_loss,
+    target_loss,
     warp_smoothness_loss,
+    warp_temporal_loss,
 )
 from bgfs_core.regions import get_region
 
@@ -117,3 +119,22 @@ def test_warp_smoothness():
     assert float(warp_smoothness_loss(flat + 1.0)) == 0.0  # a uniform shift is perfectly smooth
     rough = torch.randn(3, 2, 8, 8, generator=torch.Generator().manual_seed(1))
     assert float(warp_smoothness_loss(rough)) > 0.5
+
+
+def test_target_loss():
+    start = straight_hand()
+    valid = valid_like(start)
+    move = torch.zeros_like(start)
+    move[:, 0, 8] = torch.tensor([0.0, -0.05])  # ask the index fingertip to move up
+    assert float(target_loss(start + move, start, move, valid)) < 1e-6
+    assert float(target_loss(start, start, move, ~valid)) == 0.0  # no valid target: nothing asked
+    first, last = descend(lambda p: target_loss(p, start, move, valid), start, steps=100, lr=0.003)
+    assert first > 0.001 and last < 0.2 * first
+
+
+def test_warp_temporal():
+    flow = torch.zeros(4, 2, 3, 3)
+    assert float(warp_temporal_loss(flow + 1.0)) == 0.0  # the same field every frame
+    assert float(warp_temporal_loss(flow[:1])) == 0.0  # one frame: nothing to compare
+    flow[2] = 1.0
+    assert float(warp_temporal_loss(flow)) > 0.5

@@ -27,6 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=None, help="step size (default: fixer.lr)")
     p.add_argument("--strength", type=float, default=None, help="anatomy weight against fidelity (fixer.strength)")
     p.add_argument("--mode", choices=("latent", "warp"), default=None, help="edit mode (default: fixer.mode)")
+    p.add_argument("--guide", type=float, default=None,
+                   help="pull towards the detector's cleaned keypoint trajectories, 0 = off (default: fixer.guide)")
     p.add_argument("--max-frames", type=int, default=0, help="read at most this many frames (0: all)")
     p.add_argument("--report-dir", default=None, help="where report.json and the plots go (default: OUT_report/)")
     p.add_argument("--device", default="cpu", help="torch device for the codec and critic (cpu, cuda, ...)")
@@ -40,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(
         args, **{"fixer.steps": args.steps, "fixer.lr": args.lr, "fixer.strength": args.strength,
-                 "fixer.mode": args.mode}
+                 "fixer.mode": args.mode, "fixer.guide": args.guide}
     )  # fmt: skip
     request = FixVideoRequest(
         input=args.input, output=args.out, critic=args.critic, codec=args.codec, model_id=args.model_id,

@@ -1,0 +1,92 @@
+"""Kinematic targets: where each keypoint should be, from ROI Detect's keypoints on the input.
+
+The detector's keypoints say where the anatomy is in every frame, flaws included. Cleaning them gives the clip
+the fixer should produce: a robust temporal filter (running median, then a Gaussian) removes jitter and one-frame
+glitches, and a few rounds of bone-length projection make every bone hold its running median length. The fixer
+then asks the critic to see each keypoint move by (target - detected): a displacement, so the critic's own bias
+against the detector cancels. The detector is not in the optimisation loop; the judge re-detects the result.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from .detections import Detections
+
+
+@dataclass
+class KinematicTargets:
+    keypoints: np.ndarray  # float32 [T, I, K, 2] target pixels; NaN where there is no target
+    valid: np.ndarray  # bool [T, I, K]: a target exists (the keypoint was seen there and around)
+
+    def displacement(self, det: Detections) -> tuple[np.ndarray, np.ndarray]:
+        """(target - detected) pixels ``[T, I, K, 2]`` (0 where invalid) and the mask ``[T, I, K]``."""
+        d = self.keypoints - det.keypoints
+        ok = self.valid & np.isfinite(d).all(-1)
+        return np.where(ok[..., None], d, 0.0).astype(np.float32), ok
+
+
+def _running(series: np.ndarray, valid: np.ndarray, radius: int, reduce) -> np.ndarray:
+    """``reduce`` (nan-aware, over axis 1) of each frame's window of +-``radius`` valid frames; ``[T, ...]``."""
+    t = series.shape[0]
+    x = np.where(valid.reshape(valid.shape + (1,) * (series.ndim - valid.ndim)), series, np.nan)
+    pad = np.full((radius,) + x.shape[1:], np.nan, x.dtype)
+    xp = np.concatenate([pad, x, pad], 0)
+    windows = np.stack([xp[j : j + t] for j in range(2 * radius + 1)], 1)  # [T, W, ...]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN window (a gap) just gives NaN
+        return reduce(windows, axis=1)
+
+
+def _gaussian(series: np.ndarray, valid: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Confidence-free Gaussian average over valid frames -> (smoothed ``[T, ..., 2]``, support weight ``[T, ...]``)."""
+    radius = max(1, int(round(3 * sigma)))
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / max(sigma, 1e-6)) ** 2)
+    t = series.shape[0]
+    num = np.zeros_like(series, dtype=np.float64)
+    den = np.zeros(valid.shape, np.float64)
+    x = np.where(valid[..., None], series, 0.0)
+    for off, w in zip(range(-radius, radius + 1), taps, strict=True):
+        lo, hi = max(0, -off), min(t, t - off)
+        num[lo:hi] += w * x[lo + off : hi + off]
+        den[lo:hi] += w * valid[lo + off : hi + off]
+    out = num / np.maximum(den, 1e-12)[..., None]
+    return out, den / taps.sum()
+
+
+def kinematic_targets(det: Detections, min_conf: float = 0.3, sigma: float = 1.5, median_radius: int = 2,
+                      bone_radius: int = 4, iterations: int = 20) -> KinematicTargets:
+    """Clean trajectories for ``det`` (see the module doc).
+
+    ``sigma`` (frames) sets the Gaussian; ``median_radius`` the running median that removes one-frame glitches
+    first; ``bone_radius`` the window of each bone's reference length; ``iterations`` rounds of projection onto
+    those lengths (both ends of a bone move, so no chain accumulates the error). A keypoint gets a target where
+    it was detected with ``min_conf`` and at least half of its Gaussian neighbourhood was seen too.
+    """
+    kp = det.keypoints.astype(np.float64)
+    seen = det.present[..., None] & (det.confidence >= min_conf) & np.isfinite(kp).all(-1)  # [T, I, K]
+    median = _running(kp, seen, median_radius, np.nanmedian)  # [T, I, K, 2]
+    med_ok = seen & np.isfinite(median).all(-1)
+    smooth, support = _gaussian(np.where(med_ok[..., None], median, 0.0), med_ok, sigma)
+    ok = seen & (support >= 0.5)
+    bones = det.spec.bones
+    if bones:
+        a = np.array([b[0] for b in bones])
+        b = np.array([b[1] for b in bones])
+        lengths = np.linalg.norm(smooth[:, :, b] - smooth[:, :, a], axis=-1)  # [T, I, B]
+        bone_ok = ok[:, :, a] & ok[:, :, b]
+        reference = _running(lengths, bone_ok, bone_radius, np.nanmedian)
+        for _ in range(iterations):
+            for j, (ia, ib) in enumerate(bones):
+                d = smooth[:, :, ib] - smooth[:, :, ia]
+                length = np.linalg.norm(d, axis=-1)
+                use = bone_ok[:, :, j] & np.isfinite(reference[:, :, j]) & (length > 1e-6)
+                corr = np.where(use, (length - np.nan_to_num(reference[:, :, j])) / np.maximum(length, 1e-6), 0.0)
+                step = 0.5 * corr[..., None] * d
+                smooth[:, :, ia] += step
+                smooth[:, :, ib] -= step
+    targets = np.where(ok[..., None], smooth, np.nan).astype(np.float32)
+    return KinematicTargets(targets, ok)

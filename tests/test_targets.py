@@ -1,0 +1,73 @@
+"""Kinematic targets clean a jittery, stretching skeleton towards the true motion, and skip what was not seen."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from bgfs_core.detections import Detections
+from bgfs_core.metrics import score_detections
+from bgfs_core.regions import get_region
+from bgfs_core.targets import kinematic_targets
+
+HANDS = get_region("hands")
+
+
+def true_hand(t: int = 30) -> np.ndarray:
+    """One open hand (120 px) gliding and turning slowly: [T, 21, 2] pixels."""
+    pts = np.zeros((21, 2))
+    for f, chain in enumerate(HANDS.chains):
+        angle = math.radians(-60 + 30 * f)
+        for j, k in enumerate(chain[1:], start=1):
+            pts[k] = np.array([math.sin(angle), -math.cos(angle)]) * 30 * j
+    out = []
+    for i in range(t):
+        a = 0.01 * i
+        rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+        out.append(pts @ rot.T + np.array([200 + 2.0 * i, 240]))
+    return np.stack(out)
+
+
+def detections(kp: np.ndarray) -> Detections:
+    t = kp.shape[0]
+    det = Detections.empty("hands", t, (480, 640))
+    det.keypoints[:, 1] = kp
+    seen = np.isfinite(kp).all(-1)
+    det.confidence[:, 1] = np.where(seen, 0.9, 0.0)
+    det.present[:, 1] = seen.any(-1)
+    p = det.present[:, 1]
+    det.boxes[p, 1] = np.concatenate([kp[p].min(1), kp[p].max(1)], -1)
+    det.scores[:, 1] = np.where(det.present[:, 1], 0.9, 0.0)
+    return det
+
+
+def test_targets_remove_jitter_and_stretch():
+    truth = true_hand()
+    rng = np.random.default_rng(0)
+    noisy = truth + rng.normal(0, 3.0, truth.shape)  # per-frame jitter of every keypoint
+    noisy[::4, 8] += np.array([0.0, -15.0])  # the index fingertip stretches every fourth frame
+    det = detections(noisy)
+    tg = kinematic_targets(det)
+    assert tg.valid[:, 1].all() and not tg.valid[:, 0].any()  # the empty slot gets no targets
+    err_in = np.linalg.norm(noisy - truth, axis=-1).mean()
+    err_out = np.linalg.norm(tg.keypoints[:, 1] - truth, axis=-1).mean()
+    assert err_out < 0.5 * err_in, (err_in, err_out)
+    before = score_detections(det).parts
+    after = score_detections(detections(tg.keypoints[:, 1])).parts
+    assert after["jitter"].raw < 0.3 * before["jitter"].raw
+    assert after["bone_cv"].raw < 0.5 * before["bone_cv"].raw
+    move, ok = tg.displacement(det)
+    np.testing.assert_allclose(move[ok], (tg.keypoints - det.keypoints)[ok], atol=1e-4)
+    assert (move[~ok] == 0).all()
+
+
+def test_targets_skip_gaps_and_keep_still_hands_still():
+    truth = np.repeat(true_hand(1), 20, 0)  # a hand that does not move
+    kp = truth.copy()
+    kp[8:11] = np.nan  # not detected for three frames
+    tg = kinematic_targets(detections(kp))
+    assert not tg.valid[8:11, 1].any()
+    assert tg.valid[:8, 1].all() and tg.valid[12:, 1].all()
+    np.testing.assert_allclose(tg.keypoints[tg.valid][..., :], np.broadcast_to(truth[:, None], (20, 2, 21, 2))[
+        tg.valid], atol=1e-3)  # fmt: skip
