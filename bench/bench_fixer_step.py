@@ -89,7 +89,7 @@ def load_taehv(comfyui_dir: str):
     return m.eval().requires_grad_(False)
 
 
-def one(config: str, frames: int, roi: int, chunk: int, height: int, width: int) -> dict:
+def one(config: str, frames: int, roi: int, chunk: int, height: int, width: int, base_dim: int = 96) -> dict:
     """Run one step in this process; return timings and memory."""
     import numpy as np
     import torch
@@ -105,7 +105,7 @@ def one(config: str, frames: int, roi: int, chunk: int, height: int, width: int)
     )
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
-    codec = DiffusersWanCodec.from_config(wan_vae_config("2.1"), seed=0)
+    codec = DiffusersWanCodec.from_config(wan_vae_config("2.1", base_dim=base_dim), seed=0)
     if config == "window-taehv":
         tae = ModuleCodec(load_taehv(os.environ["COMFYUI_DIR"]), latent_channels=16, spatial_ratio=8, signed=False,
                           context=4, margin=6, name="TAEHV")
@@ -200,6 +200,8 @@ def main() -> int:
     p.add_argument("--frames", default="1,5", help="pixel frame counts (1+4k), comma-separated")
     p.add_argument("--roi", default="160", help="ROI sizes in px, comma-separated")
     p.add_argument("--chunk", type=int, default=1, help="latent frames per checkpointed chunk")
+    p.add_argument("--base-dim", type=int, default=96,
+                   help="Wan 2.1 VAE width (96 = the real, full-size VAE; e.g. 16 for frame-scaling studies on a CPU)")
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--width", type=int, default=832)
     p.add_argument("--timeout", type=int, default=900, help="seconds per configuration")
@@ -207,7 +209,7 @@ def main() -> int:
     p.add_argument("--one", nargs=3, metavar=("CONFIG", "FRAMES", "ROI"), help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.one:
-        print(json.dumps(one(a.one[0], int(a.one[1]), int(a.one[2]), a.chunk, a.height, a.width)))
+        print(json.dumps(one(a.one[0], int(a.one[1]), int(a.one[2]), a.chunk, a.height, a.width, a.base_dim)))
         return 0
     configs = a.configs.split(",")
     if "rf" in configs:
@@ -224,6 +226,7 @@ def main() -> int:
                 if config == "full" and roi != int(a.roi.split(",")[0]):
                     continue  # the full-frame step does not depend on the ROI size
                 cmd = [sys.executable, __file__, "--one", config, str(frames), str(roi), "--chunk", str(a.chunk),
+                       "--base-dim", str(a.base_dim),
                        "--height", str(a.height), "--width", str(a.width)]
                 status, out, err = run_limited(cmd, a.timeout, a.mem_limit_gb)
                 if status:

@@ -2,7 +2,7 @@
 plus jitter of the whole hand region). The fixer optimises against the critic; MediaPipe judges.
 
     python bench/eval_fixer.py [--critic outputs/critic/critic_best.safetensors] [--steps 30] [--modes latent,warp]
-    python bench/eval_fixer.py --critic ... --modes warp --set guide=0     # without the kinematic guide
+    python bench/eval_fixer.py --critic ... --seeds 0,1,2,3 --variant warp:mode=warp --variant no-guide:guide=0
 
 Without --critic a critic is trained first on the clean video (cache + a few epochs), as the README's demo does.
 Prints a table (clean / corrupted / fixed per mode) of MediaPipe's jitter, bone-length variation, joint-angle
@@ -23,6 +23,31 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+VARIANT_HELP = """a named fixer setting, NAME:KEY=VALUE,KEY=VALUE (FixSettings fields; weights.* for loss weights),
+e.g. 'no-guide:mode=warp,guide=0' (repeatable; default: one variant per --modes entry with the defaults)"""
+
+
+def parse_variant(text: str, args: argparse.Namespace):
+    """'name:key=value,...' -> (name, FixSettings)."""
+    from bgfs_core.fixer import FixSettings
+
+    name, _, body = text.partition(":")
+    settings = FixSettings(steps=args.steps, strength=args.strength)
+    items = [item for item in body.split(",") if item]
+    mode = next((item.split("=", 1)[1] for item in items if item.startswith("mode=")), settings.mode)
+    settings.mode = mode
+    settings.lr = args.lr_latent if mode == "latent" else args.lr_warp
+    for item in items + list(args.set):
+        key, value = item.split("=", 1)
+        target = settings.weights if key.startswith("weights.") else settings
+        field = key.removeprefix("weights.")
+        if not hasattr(target, field):
+            raise SystemExit(f"eval_fixer: unknown setting {key!r}")
+        current = getattr(target, field)
+        setattr(target, field, value.lower() in ("1", "true", "yes") if isinstance(current, bool) else type(current)(value))
+    return name, settings
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--video", default=str(ROOT / "tests/data/clips/fingers-lq.gif"))
@@ -33,10 +58,11 @@ def main() -> int:
     p.add_argument("--lr-warp", type=float, default=0.035)
     p.add_argument("--strength", type=float, default=1.0)
     p.add_argument("--modes", default="latent,warp")
-    p.add_argument("--strength-corrupt", type=float, default=1.0, help="corruption strength")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--variant", action="append", default=[], help=VARIANT_HELP)
+    p.add_argument("--strength-corrupt", type=float, default=1.0, help="corruption strength (0: the clean clip)")
+    p.add_argument("--seeds", default="0", help="corruption seeds, comma-separated (one corrupted copy each)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="FixSettings override, e.g. warp_grid=6 or weights.bone=2 (repeatable)")
+                   help="override for every variant, e.g. warp_grid=6 or weights.bone=2 (repeatable)")
     p.add_argument("--out", default=None, help="folder for the videos and eval.json (default: a temp folder)")
     args = p.parse_args()
 
@@ -49,8 +75,8 @@ def main() -> int:
     from bgfs_core.critic_io import load_critic
     from bgfs_core.detection import detect_video
     from bgfs_core.fidelity import compare
-    from bgfs_core.fixer import FixSettings, fix_latents
-    from bgfs_core.metrics import score_video
+    from bgfs_core.fixer import fix_latents
+    from bgfs_core.metrics import json_safe, score_video
     from bgfs_core.roi import roi_boxes, roi_mask_union
     from bgfs_core.video_io import read_video, write_video
 
@@ -58,9 +84,8 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     frames, fps = read_video(args.video)
     det_clean = detect_video(frames, "hands", fps=fps)
-    corrupted = corrupt(frames, det_clean, "finger_jitter", seed=args.seed, strength=args.strength_corrupt)
-    corrupted = corrupt(corrupted, det_clean, "region_jitter", seed=args.seed + 1, strength=args.strength_corrupt)
-    write_video(out / "corrupted.mp4", corrupted, fps)
+    variants = [parse_variant(v, args) for v in args.variant] or [
+        parse_variant(f"{m}:mode={m}", args) for m in args.modes.split(",")]  # fmt: skip
 
     critic_path = args.critic
     if critic_path is None:
@@ -90,48 +115,63 @@ def main() -> int:
             row["psnr_inside"] = fid.psnr_inside
         return row
 
-    rows = {"clean": judge(frames), "corrupted": judge(corrupted)}
-    critic_view = {}
-    codec = PixelCodec()
-    det_in = detect_video(corrupted, "hands", fps=fps)
-    latents = codec.encode(torch.from_numpy(corrupted).permute(0, 3, 1, 2).float() / 255)
-    for mode in args.modes.split(","):
-        settings = FixSettings(steps=args.steps, mode=mode, strength=args.strength,
-                               lr=args.lr_latent if mode == "latent" else args.lr_warp)  # fmt: skip
-        for item in args.set:
-            key, value = item.split("=", 1)
-            target = settings.weights if key.startswith("weights.") else settings  # e.g. guide=0
-            name = key.removeprefix("weights.")
-            setattr(target, name, type(getattr(target, name))(value))
-        t0 = time.perf_counter()
-        res = fix_latents(latents, codec, critic, spec, det_in, settings)
-        seconds = time.perf_counter() - t0
-        with torch.no_grad():
-            fixed = (codec.decode(res.latents).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
-        write_video(out / f"fixed_{mode}.mp4", fixed, fps)
-        rows[f"fixed ({mode})"] = judge(fixed, corrupted)
-        rows[f"fixed ({mode})"]["seconds"] = seconds
-        critic_view[mode] = {"before": res.report["critic_before"], "after": res.report["critic_after"]}
-
     cols = ("score", "detection", "jitter", "bone_cv", "joint_violations", "psnr_outside", "psnr_inside")
-    print(f"\nMediaPipe's judgement ({len(frames)} frames, {args.steps} steps, strength {args.strength}):")
-    print(f"{'':18}" + "".join(f"{c:>17}" for c in cols))
-    for name, row in rows.items():
-        cells = "".join(f"{row[c]:>17.4f}" if isinstance(row.get(c), float) else f"{'-':>17}" for c in cols)
-        print(f"{name:18}{cells}")
-    base = rows["corrupted"]
-    for mode in args.modes.split(","):
-        r = rows[f"fixed ({mode})"]
-        print(f"{mode}: jitter {100 * (r['jitter'] / base['jitter'] - 1):+.0f}%, bone_cv "
-              f"{100 * (r['bone_cv'] / base['bone_cv'] - 1):+.0f}%, outside-ROI PSNR {r['psnr_outside']:.1f} dB, "
-              f"{r['seconds']:.0f} s")  # fmt: skip
-        cb, ca = critic_view[mode]["before"], critic_view[mode]["after"]
-        print("   critic's view: " + ", ".join(f"{k} {cb[k]:.4f}->{ca[k]:.4f}" for k in ("target", "bone", "smooth", "joint",
-                                                                                       "confidence")))
-    from bgfs_core.metrics import json_safe
 
-    (out / "eval.json").write_text(json.dumps(json_safe({"rows": rows, "critic": critic_view, "args": vars(args)}),
-                                              indent=2))  # fmt: skip
+    def print_rows(title: str, rows: dict) -> None:
+        print(f"\n{title}")
+        print(f"{'':22}" + "".join(f"{c:>17}" for c in cols))
+        for name, row in rows.items():
+            cells = "".join(f"{row[c]:>17.4f}" if isinstance(row.get(c), float) else f"{'-':>17}" for c in cols)
+            print(f"{name[:22]:22}{cells}")
+
+    clean_row = judge(frames)
+    results: dict = {"clean": clean_row, "seeds": {}}
+    changes: dict[str, list[dict]] = {name: [] for name, _ in variants}
+    for seed in [int(v) for v in args.seeds.split(",")]:
+        corrupted = corrupt(frames, det_clean, "finger_jitter", seed=seed, strength=args.strength_corrupt)
+        corrupted = corrupt(corrupted, det_clean, "region_jitter", seed=seed + 1, strength=args.strength_corrupt)
+        write_video(out / f"corrupted_seed{seed}.mp4", corrupted, fps)
+        rows = {"clean": clean_row, "corrupted": judge(corrupted)}
+        critic_view = {}
+        codec = PixelCodec()
+        det_in = detect_video(corrupted, "hands", fps=fps)
+        latents = codec.encode(torch.from_numpy(corrupted).permute(0, 3, 1, 2).float() / 255)
+        for name, settings in variants:
+            t0 = time.perf_counter()
+            res = fix_latents(latents, codec, critic, spec, det_in, settings)
+            seconds = time.perf_counter() - t0
+            with torch.no_grad():
+                fixed = (codec.decode(res.latents).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+            write_video(out / f"fixed_{name}_seed{seed}.mp4", fixed, fps)
+            row = rows[f"fixed ({name})"] = {**judge(fixed, corrupted), "seconds": seconds}
+            critic_view[name] = {"before": res.report["critic_before"], "after": res.report["critic_after"]}
+            base = rows["corrupted"]
+            changes[name].append({k: row[k] / base[k] - 1 if base[k] else float("nan") for k in ("jitter", "bone_cv")}
+                                 | {"score": row["score"] - base["score"], "psnr_outside": row["psnr_outside"],
+                                    "seconds": seconds})  # fmt: skip
+        print_rows(f"seed {seed}: MediaPipe's judgement ({len(frames)} frames, corruption strength "
+                   f"{args.strength_corrupt})", rows)  # fmt: skip
+        for name, _ in variants:
+            cb, ca = critic_view[name]["before"], critic_view[name]["after"]
+            print(f"   {name}, critic's view: " + ", ".join(f"{k} {cb[k]:.4f}->{ca[k]:.4f}" for k in (
+                "target", "bone", "smooth", "joint", "confidence")))  # fmt: skip
+        results["seeds"][seed] = {"rows": rows, "critic": critic_view}
+
+    print(f"\nChange against each corrupted copy, mean over seeds {args.seeds} (targets: jitter -50%, bone_cv -33%, "
+          "outside-ROI PSNR >= 40 dB):")  # fmt: skip
+    for name, settings in variants:
+        c = changes[name]
+
+        def mean(key: str, ch: list = c) -> float:
+            return float(np.mean([x[key] for x in ch]))
+
+        print(f"  {name:16} jitter {100 * mean('jitter'):+.0f}%  bone_cv {100 * mean('bone_cv'):+.0f}%  score "
+              f"{mean('score'):+.1f}  outside-ROI PSNR {mean('psnr_outside'):.1f} dB (min "
+              f"{min(x['psnr_outside'] for x in c):.1f})  {mean('seconds'):.0f} s/fix   "
+              f"[{settings.mode}, guide {settings.guide}, {settings.steps} steps, lr {settings.lr}]")  # fmt: skip
+    results["changes"] = changes
+    results["variants"] = {name: s.to_dict() for name, s in variants}
+    (out / "eval.json").write_text(json.dumps(json_safe({**results, "args": vars(args)}), indent=2))
     print(f"videos and eval.json in {out}")
     return 0
 

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 class LossWeights:
     bone: float = 1.0  # bone-length constancy over time
     smooth: float = 1.0  # second differences of keypoints (jerk)
-    joint: float = 0.5  # bends outside human ranges
+    joint: float = 2.0  # bends outside human ranges
     confidence: float = 0.05  # the critic should see every keypoint clearly
     latent: float = 0.2  # proximity to the original latents
     pixel: float = 20.0  # proximity to the original pixels outside the ROI
