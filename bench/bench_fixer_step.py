@@ -7,8 +7,7 @@ memory with the models loaded, before the step, so "peak - model" is what the st
 memory passes --mem-limit-gb is stopped and reported as not fitting. Configurations:
 
   full           the whole frame, decoded in checkpointed chunks (1 latent frame each)
-  window         the ROI window: checkpointed chunks, and sqrt-checkpointed segments of chunks (causal states)
-  window-chunks  the ROI window with chunk checkpointing only (every chunk's causal state kept): to compare
+  window         the ROI window, decoded in checkpointed chunks with the causal state streamed between them
   window-taehv   the ROI window through ComfyUI's TAEHV (gradient decoder; needs COMFYUI_DIR)
 
   python bench/bench_fixer_step.py --configs full,window --frames 1,5 --roi 160
@@ -126,7 +125,7 @@ def one(config: str, frames: int, roi: int, chunk: int, height: int, width: int,
     rss0 = vm_rss_gb()
     zz = z.requires_grad_(True)
     t0 = time.perf_counter()
-    dec = decode_window(codec, zz, win, chunk_frames=chunk, checkpoint=True, segments=config != "window-chunks")
+    dec = decode_window(codec, zz, win, chunk_frames=chunk, checkpoint=True)
     heat = critic(roi_crop(dec, local))
     loss = heat.square().mean()
     t1 = time.perf_counter()
@@ -196,7 +195,7 @@ def run_limited(cmd: list[str], timeout: float, mem_limit_gb: float) -> tuple[st
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", default="full,window,window-taehv",
-                   help="full, window, window-chunks, window-taehv, rf (receptive field)")
+                   help="full, window, window-taehv, rf (receptive field)")
     p.add_argument("--frames", default="1,5", help="pixel frame counts (1+4k), comma-separated")
     p.add_argument("--roi", default="160", help="ROI sizes in px, comma-separated")
     p.add_argument("--chunk", type=int, default=1, help="latent frames per checkpointed chunk")

@@ -58,7 +58,7 @@ class CriticConfig:
     lr: float = 2e-3
     batch_size: int = 8
     num_workers: int = 0
-    epochs: int = 150
+    epochs: int = 300
     val_fraction: float = 0.2
     seed: int = 0
 

@@ -29,8 +29,8 @@ class BGFSCacheBuilder(io.ComfyNode):
                 io.Float.Input("fps", default=16.0, min=1.0, max=240.0, step=1.0,
                                tooltip="Frame rate of the frames (MediaPipe tracks between frames with it); "
                                "connect Get Video Components' fps."),
-                io.Int.Input("clip_len", default=8, min=1, max=256, step=1, tooltip="Frames per cached clip."),
-                io.Int.Input("clips_per_video", default=4, min=1, max=1000, step=1,
+                io.Int.Input("clip_len", default=4, min=1, max=256, step=1, tooltip="Frames per cached clip."),
+                io.Int.Input("clips_per_video", default=10, min=1, max=1000, step=1,
                              tooltip="Clips sampled from this video (fewer if it is short)."),
                 io.Int.Input("frame_stride", default=1, min=1, max=64, step=1,
                              tooltip="Take every n-th frame inside a clip."),

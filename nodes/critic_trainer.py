@@ -26,12 +26,12 @@ class BGFSCriticTrainer(io.ComfyNode):
                 io.String.Input("critic_name", default="hands_critic",
                                 tooltip="File name of the critic in models/bgfs_critics/ (letters, digits, _ . -); "
                                 "its training state is kept in output/bgfs_critic_runs/<critic_name>/."),
-                io.Int.Input("epochs", default=5, min=1, max=10000, step=1,
+                io.Int.Input("epochs", default=300, min=1, max=10000, step=1,
                              tooltip="Total epochs of the run; a finished run with the same name only trains the "
                              "epochs it lacks."),
                 io.Float.Input("lr", default=0.002, min=0.000001, max=1.0, step=0.0001,
                                tooltip="Learning rate (AdamW, cosine decay)."),
-                io.Int.Input("batch_size", default=32, min=1, max=4096, step=1, tooltip="Crops per training step."),
+                io.Int.Input("batch_size", default=8, min=1, max=4096, step=1, tooltip="Crops per training step."),
                 io.Float.Input("val_fraction", default=0.2, min=0.0, max=0.9, step=0.05,
                                tooltip="Share of the cached clips held out for validation (PCK); 0 trains on all."),
                 io.Boolean.Input("resume", default=True,

@@ -163,7 +163,7 @@ def _stream_segment(stream: Any, lats: list, state: Any, crop: tuple[int, int, i
 
 
 def decode_window(codec: LatentCodec, latents: torch.Tensor, window: LatentWindow, chunk_frames: int = 2,
-                  checkpoint: bool = True, segments: bool = True) -> torch.Tensor:
+                  checkpoint: bool = True) -> torch.Tensor:
     """Decode the core of ``window`` from full latents -> frames ``[F, 3, H, W]`` (see `pixel_box_of_window`).
 
     Decodes ``chunk_frames`` core latent frames at a time through the codec's gradient decoder. With a stream
@@ -171,8 +171,8 @@ def decode_window(codec: LatentCodec, latents: torch.Tensor, window: LatentWindo
     causal caches, and each chunk continues from the previous chunk's state (exact, gradients flow through the
     state). Otherwise each chunk re-decodes ``window.context`` frames before it and drops their pixels. With
     ``checkpoint`` (and latents that need gradients) each chunk's activations are recomputed in the backward
-    pass, and with a stream, segments of about sqrt(chunks) chunks are checkpointed too, so peak memory is about
-    one chunk's activations plus 2 sqrt(chunks) causal states (``segments=False``: every chunk's state, to compare).
+    pass, so peak memory is about one chunk's activations plus one causal state per chunk (a full-size Wan 2.1
+    state is ~0.6 GB for a 264 px window: the state, not the activations, is what grows with the frame count).
     """
     import torch
     from torch.utils.checkpoint import checkpoint as torch_checkpoint
@@ -197,19 +197,7 @@ def decode_window(codec: LatentCodec, latents: torch.Tensor, window: LatentWindo
             with torch.no_grad():
                 _, state = stream(spatial[:, :, window.ct0:window.t0].detach(), None)
         lats = [spatial[:, :, a:min(window.t1, a + chunk_frames)] for a in range(window.t0, window.t1, chunk_frames)]
-        if not use_ckpt:
-            return _stream_segment(stream, lats, state, crop, False)[0]
-        # Two levels: each chunk is checkpointed, and so is each segment of ~sqrt(n) chunks. Only the causal
-        # states at segment starts stay alive through the forward pass (a Wan 2.1 state is ~0.6 GB for a 264 px
-        # window), the others are recomputed segment by segment in the backward pass: memory grows with
-        # sqrt(frames) instead of frames, for one extra forward pass.
-        size = max(1, math.isqrt(len(lats) - 1) + 1) if segments and len(lats) > 3 else len(lats)
-        out = []
-        for a in range(0, len(lats), size):
-            frames, state = torch_checkpoint(_stream_segment, stream, lats[a:a + size], state, crop, True,
-                                             use_reentrant=False)
-            out.append(frames)
-        return torch.cat(out, 0)
+        return _stream_segment(stream, lats, state, crop, use_ckpt)[0]
     # A slice that starts after frame 0 decodes its first latent frame as 1 pixel frame, not r: at least one
     # context frame is needed there to get the frame count right.
     context = max(window.context, 1 if window.temporal_ratio > 1 else 0)
