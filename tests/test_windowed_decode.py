@@ -87,18 +87,20 @@ def test_windowed_decode_matches_full_decode(wan21):
 
 
 def test_checkpointing_gives_the_same_gradients(wan21):
-    # 6 core chunks, each checkpointed, the causal state streamed between them
+    # 6 core chunks, each checkpointed, the causal state streamed between them; and in segments of chunks that
+    # keep only their start states (recomputed in the backward pass)
     z = torch.randn(1, 16, 7, 12, 12, generator=torch.Generator().manual_seed(1))
     win = window_from_boxes(wan21, z.shape, boxes_for(25, [40, 40, 56, 56], range(3, 25)), margin=2)
     assert win.t1 - win.t0 == 6
     grads = []
-    for ckpt in (False, True):
+    for ckpt, segments in ((False, False), (True, False), (True, True)):
         zz = z.clone().requires_grad_(True)
-        out = decode_window(wan21, zz, win, chunk_frames=1, checkpoint=ckpt)
+        out = decode_window(wan21, zz, win, chunk_frames=1, checkpoint=ckpt, segments=segments)
         (out ** 2).mean().backward()
         grads.append(zz.grad)
     assert torch.allclose(grads[0], grads[1], atol=1e-7)
-    g = grads[1]
+    assert torch.allclose(grads[0], grads[2], atol=1e-7)
+    g = grads[2]
     # Gradients reach the core's latent frames, and only the decoded region (the warm-up frame 0 runs no-grad).
     assert g[:, :, 1:, win.cy0:win.cy1, win.cx0:win.cx1].abs().sum() > 0
     outside = g.clone()

@@ -162,8 +162,79 @@ def _stream_segment(stream: Any, lats: list, state: Any, crop: tuple[int, int, i
     return torch.cat(out, 0), state
 
 
+_TENSOR = object()  # where a tensor sits in a state template
+
+
+def _split_state(state: Any) -> tuple[list, list]:
+    """A causal state (list of tensors, None or markers) -> (template with the tensors' places marked, tensors)."""
+    if state is None:
+        return [], []
+    return [_TENSOR if _is_tensor(x) else x for x in state], [x for x in state if _is_tensor(x)]
+
+
+def _join_state(template: list, tensors: Any) -> Any:
+    if not template and not tensors:
+        return None
+    it = iter(tensors)
+    return [next(it) if x is _TENSOR else x for x in template]
+
+
+def _is_tensor(x: Any) -> bool:
+    import torch
+
+    return isinstance(x, torch.Tensor)
+
+
+def _stream_segments(stream: Any, lats: list, state: Any, crop: tuple[int, int, int, int]) -> Any:
+    """Checkpointed streaming with ~sqrt(chunks) causal states alive instead of one per chunk.
+
+    Each segment of chunks runs without gradients in the forward pass, keeping only its start state; its backward
+    re-runs it with one checkpoint per chunk and back-propagates the incoming gradients of its frames and of its
+    end state. Exact: the same gradients as chunk checkpointing (tested), for one extra forward pass.
+    """
+    import torch
+
+    class Segment(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, n_lats, template, *tensors):
+            seg_lats, state_in = list(tensors[:n_lats]), _join_state(template, tensors[n_lats:])
+            with torch.no_grad():
+                frames, state_out = _stream_segment(stream, seg_lats, state_in, crop, False)
+            ctx.n_lats, ctx.template = n_lats, template
+            ctx.save_for_backward(*tensors)
+            out_template, out_tensors = _split_state(state_out)
+            ctx.out_template = out_template
+            holder["template"] = out_template
+            return (frames, *out_tensors)
+
+        @staticmethod
+        def backward(ctx, grad_frames, *grad_state):
+            inputs = [t.detach().requires_grad_(t.is_floating_point()) for t in ctx.saved_tensors]
+            with torch.enable_grad():
+                frames, state_out = _stream_segment(stream, inputs[:ctx.n_lats], _join_state(ctx.template,
+                                                    inputs[ctx.n_lats:]), crop, True)  # fmt: skip
+            outs, grads = [frames], [grad_frames]
+            for t, g in zip(_split_state(state_out)[1], grad_state, strict=True):
+                if g is not None and t.requires_grad:
+                    outs.append(t)
+                    grads.append(g)
+            torch.autograd.backward(outs, grads)
+            return (None, None, *[t.grad if t.requires_grad else None for t in inputs])
+
+    holder: dict[str, Any] = {}
+    size = math.isqrt(len(lats) - 1) + 1
+    out = []
+    for a in range(0, len(lats), size):
+        seg = lats[a:a + size]
+        template, tensors = _split_state(state)
+        frames, *state_tensors = Segment.apply(len(seg), template, *seg, *tensors)
+        state = _join_state(holder["template"], state_tensors)
+        out.append(frames)
+    return torch.cat(out, 0)
+
+
 def decode_window(codec: LatentCodec, latents: torch.Tensor, window: LatentWindow, chunk_frames: int = 2,
-                  checkpoint: bool = True) -> torch.Tensor:
+                  checkpoint: bool = True, segments: bool = True) -> torch.Tensor:
     """Decode the core of ``window`` from full latents -> frames ``[F, 3, H, W]`` (see `pixel_box_of_window`).
 
     Decodes ``chunk_frames`` core latent frames at a time through the codec's gradient decoder. With a stream
@@ -171,8 +242,9 @@ def decode_window(codec: LatentCodec, latents: torch.Tensor, window: LatentWindo
     causal caches, and each chunk continues from the previous chunk's state (exact, gradients flow through the
     state). Otherwise each chunk re-decodes ``window.context`` frames before it and drops their pixels. With
     ``checkpoint`` (and latents that need gradients) each chunk's activations are recomputed in the backward
-    pass, so peak memory is about one chunk's activations plus one causal state per chunk (a full-size Wan 2.1
-    state is ~0.6 GB for a 264 px window: the state, not the activations, is what grows with the frame count).
+    pass. A causal state per chunk is what grows with the frame count (a full-size Wan 2.1 state is ~0.6 GB for a
+    264 px window), so with a stream and ``segments`` only ~2 sqrt(chunks) states are kept (`_stream_segments`);
+    peak memory is about one chunk's activations plus those states.
     """
     import torch
     from torch.utils.checkpoint import checkpoint as torch_checkpoint
@@ -197,6 +269,8 @@ def decode_window(codec: LatentCodec, latents: torch.Tensor, window: LatentWindo
             with torch.no_grad():
                 _, state = stream(spatial[:, :, window.ct0:window.t0].detach(), None)
         lats = [spatial[:, :, a:min(window.t1, a + chunk_frames)] for a in range(window.t0, window.t1, chunk_frames)]
+        if use_ckpt and segments and len(lats) > 3:
+            return _stream_segments(stream, lats, state, crop)
         return _stream_segment(stream, lats, state, crop, use_ckpt)[0]
     # A slice that starts after frame 0 decodes its first latent frame as 1 pixel frame, not r: at least one
     # context frame is needed there to get the frame count right.
