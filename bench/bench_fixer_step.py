@@ -29,19 +29,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def vm_hwm_gb() -> float:
-    """Peak resident memory of this process (GiB)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 2**20
-    return float("nan")
-
-
-def vm_rss_gb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 2**20
-    return float("nan")
+def proc_status_gb(field: str, pid: int | str = "self") -> float:
+    """A memory line of /proc/<pid>/status in GiB: VmHWM (peak resident) or VmRSS (resident now); NaN if absent."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:  # the process has just ended
+        return float("nan")
+    return next((int(line.split()[1]) / 2**20 for line in lines if line.startswith(f"{field}:")), float("nan"))
 
 
 def stand_in_critic(width: int = 32):
@@ -123,7 +117,7 @@ def one(config: str, frames: int, roi: int, chunk: int, height: int, width: int,
         win = window_from_boxes(codec, z.shape, boxes)
     pw = pixel_box_of_window(win)
     local = boxes[pw.frame0:pw.frame1] - np.array([pw.x0, pw.y0, pw.x0, pw.y0])
-    rss0 = vm_rss_gb()
+    rss0 = proc_status_gb("VmRSS")
     zz = z.requires_grad_(True)
     t0 = time.perf_counter()
     dec = decode_window(codec, zz, win, chunk_frames=chunk, checkpoint=True)
@@ -135,7 +129,7 @@ def one(config: str, frames: int, roi: int, chunk: int, height: int, width: int,
     assert zz.grad is not None and torch.isfinite(zz.grad).all()
     return {"config": config, "frames": frames, "roi": roi, "window_px": f"{dec.shape[3]}x{dec.shape[2]}",
             "decoded_px": f"{(win.cx1 - win.cx0) * 8}x{(win.cy1 - win.cy0) * 8}", "fwd_s": t1 - t0,
-            "bwd_s": t2 - t1, "step_s": t2 - t0, "peak_gb": vm_hwm_gb(), "model_rss_gb": rss0}
+            "bwd_s": t2 - t1, "step_s": t2 - t0, "peak_gb": proc_status_gb("VmHWM"), "model_rss_gb": rss0}
 
 
 def receptive_field() -> None:
@@ -174,12 +168,7 @@ def run_limited(cmd: list[str], timeout: float, mem_limit_gb: float) -> tuple[st
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env)
         started, status = time.monotonic(), ""
         while proc.poll() is None:
-            try:
-                rss = next(int(line.split()[1]) for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
-                           if line.startswith("VmRSS:")) / 2**20  # fmt: skip
-            except (OSError, StopIteration):
-                rss = 0.0
-            if rss > mem_limit_gb:
+            if proc_status_gb("VmRSS", proc.pid) > mem_limit_gb:  # NaN (gone) compares False
                 status = f"does not fit: passed {mem_limit_gb:g} GB resident after {time.monotonic() - started:.0f} s"
             elif time.monotonic() - started > timeout:
                 status = f"timed out after {timeout:g} s"

@@ -27,36 +27,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_detect import time_bare  # noqa: E402  (bench/ is sys.path[0] when run as a script)
+
 from bgfs_core.corruptions import photo_clip  # noqa: E402
 from bgfs_core.detection import detect_video  # noqa: E402
 from bgfs_core.metrics import score_detections, score_video  # noqa: E402
 from bgfs_core.video_io import read_video  # noqa: E402
 
 DATA = ROOT / "tests" / "data"
-CONF = 0.3
-
-
-def _bare_graph(region: str):
-    import mediapipe as mp
-
-    sol = mp.solutions
-    kw = {"static_image_mode": False, "min_detection_confidence": CONF, "min_tracking_confidence": CONF}
-    if region == "hands":
-        return sol.hands.Hands(max_num_hands=2, model_complexity=1, **kw)
-    if region == "face":
-        return sol.face_mesh.FaceMesh(max_num_faces=1, refine_landmarks=False, **kw)
-    return sol.pose.Pose(model_complexity=1, smooth_landmarks=True, **kw)
-
-
-def time_bare(region: str, frames: np.ndarray) -> float:
-    graph = _bare_graph(region)
-    try:
-        t0 = time.perf_counter()
-        for frame in frames:
-            graph.process(frame)
-        return time.perf_counter() - t0
-    finally:
-        graph.close()
 
 
 def _timed(fn) -> float:
@@ -71,7 +49,7 @@ def bench(region: str, frames: np.ndarray, fps: float, reps: int, report: bool) 
     for r in range(reps):  # interleaved, so drift in machine load hits all
         for which in (("bare", "detect", "score"), ("score", "detect", "bare"))[r % 2]:
             if which == "bare":
-                bare.append(time_bare(region, frames))
+                bare.append(time_bare(region, frames)[0])  # wall seconds
             elif which == "detect":
                 detect.append(_timed(lambda: detect_video(frames, region, fps=fps)))
             else:

@@ -203,6 +203,16 @@ def _straightest_chain(det: Detections, t: int, i: int) -> tuple[int, ...] | Non
     return best
 
 
+def _straightest_chains(det: Detections, t: int):
+    """``(instance, chain, its points, instance size)`` of frame ``t``'s straightest chain, per instance that has
+    one (the finger or limb the "backwards" and "stretch" corruptions act on)."""
+    for i in np.flatnonzero(det.present[t]):
+        chain = _straightest_chain(det, t, i)
+        scale = _scale(det, t, i)
+        if chain is not None and np.isfinite(scale):
+            yield int(i), chain, _chain_points(det, t, i, chain), scale
+
+
 # --- corruptions -------------------------------------------------------------------------------------------------
 
 
@@ -241,12 +251,7 @@ def _finger_backwards(frames: np.ndarray, det: Detections, rng: np.random.Genera
         voters = joint_valid(ok, spec.joint_limits) & np.asarray(curl_voters(spec))
         curls = curl_direction(bends, voters, time_dim=0)[0]
     for t in _span(rng, len(frames), max(3, len(frames) // 3)):
-        for i in np.flatnonzero(det.present[t]):
-            chain = _straightest_chain(det, t, i)
-            scale = _scale(det, t, i)
-            if chain is None or not np.isfinite(scale):
-                continue
-            pts = _chain_points(det, t, i, chain)
+        for i, chain, pts, scale in _straightest_chains(det, t):
             k = _pivot(det, chain)
             joint = (chain[k - 1], chain[k], chain[k + 1])
             bend = float(joint_bends(pts[[k - 1, k, k + 1]][None], [(0, 1, 2)])[0, 0])
@@ -267,12 +272,7 @@ def _bone_stretch(frames: np.ndarray, det: Detections, rng: np.random.Generator,
     width = _WIDTH[det.spec.source]
     factor = 1.0 + 0.6 * strength
     for t in _span(rng, len(frames), max(3, len(frames) // 6)):
-        for i in np.flatnonzero(det.present[t]):
-            chain = _straightest_chain(det, t, i)
-            scale = _scale(det, t, i)
-            if chain is None or not np.isfinite(scale):
-                continue
-            pts = _chain_points(det, t, i, chain)
+        for _, chain, pts, scale in _straightest_chains(det, t):
             root = 1 if len(chain) > 3 else 0  # fingers stretch from the knuckle, not the wrist
             matrix = _stretch(pts[root], pts[-1] - pts[root], factor)
             frames[t] = _rigid_move(frames[t], _densify(pts[root:], width * scale / 3), matrix, width * scale / 2)

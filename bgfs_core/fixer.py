@@ -194,8 +194,7 @@ class _Problem:
         grid = np.stack([(u + 0.5) / w * 2 - 1, (v + 0.5) / h * 2 - 1], -1)
         self.kp_grid = torch.from_numpy(np.nan_to_num(grid)).to(self.device)  # [Tn, I, K, 2] for grid_sample
         lat = [latent_index_of_frame(f, win.temporal_ratio) - win.ct0 for f in range(pw.frame0, pw.frame1)]
-        self.kp_latent_frame = torch.tensor(lat, device=self.device)
-        self.move_ok &= torch.from_numpy(np.isfinite(kp).all(-1)).to(self.device)
+        self.kp_latent_frame = torch.tensor(lat, device=self.device)  # (move_ok is False where kp is NaN)
 
     def keypoint_motion(self, flow: torch.Tensor) -> torch.Tensor:
         """How far the warp moves each detected keypoint, ``[Tn, I, K, 2]`` in region units.
@@ -238,7 +237,8 @@ class _Problem:
         dense = F.interpolate(params * self._spacing(h, w, params), size=(h, w), mode="bicubic", align_corners=True)
         return dense * self.roi_latent[:, None]  # each frame moves only inside its own ROI
 
-    def window_from_params(self, params: torch.Tensor) -> torch.Tensor:
+    def window_from_params(self, params: torch.Tensor, flow: torch.Tensor | None = None) -> torch.Tensor:
+        """The edited window latents; in warp mode ``flow`` is ``flow_from_params(params)`` when already at hand."""
         import torch
         import torch.nn.functional as F
 
@@ -247,7 +247,7 @@ class _Problem:
         # warp: displacement in latent cells, faded out at each frame's ROI edge, applied frame by frame
         z = self.z_win0[0].permute(1, 0, 2, 3)  # [t, C, h, w]
         t, _, h, w = z.shape
-        flow = self.flow_from_params(params)
+        flow = self.flow_from_params(params) if flow is None else flow
         ys, xs = torch.meshgrid(torch.arange(h, dtype=z.dtype, device=z.device),
                                 torch.arange(w, dtype=z.dtype, device=z.device), indexing="ij")  # fmt: skip
         gx = (xs + flow[:, 0] + 0.5) / w * 2 - 1
@@ -275,7 +275,8 @@ class _Problem:
         from .roi import crop_to_frame, crop_torch
 
         s, w = self.settings, self.settings.weights
-        z_win = self.window_from_params(params)
+        flow = self.flow_from_params(params) if s.mode == "warp" else None
+        z_win = self.window_from_params(params, flow)
         z_full = paste_window(self.z0, self.window, z_win, feather=s.feather)
         frames = decode_window(self.codec, z_full, self.window, chunk_frames=self.chunk, checkpoint=s.checkpoint)
         if self.frames0 is None:
@@ -308,7 +309,7 @@ class _Problem:
             self.points0 = points.detach()
         if s.mode == "warp" and s.guide_by_flow:
             # geometry, not the critic's reading: where the displacement field takes each detected keypoint
-            target = target_loss(self.keypoint_motion(self.flow_from_params(params)), 0.0, self.move, self.move_ok)
+            target = target_loss(self.keypoint_motion(flow), 0.0, self.move, self.move_ok)
         else:
             target = target_loss(points, self.points0, self.move, valid & self.move_ok)
         parts = {

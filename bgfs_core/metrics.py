@@ -447,10 +447,7 @@ def _reference_lengths(lengths: np.ndarray, window: int) -> np.ndarray:
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows give NaN, handled by the caller
         if window <= 0:
             return np.broadcast_to(np.nanmean(lengths, 0, keepdims=True), lengths.shape)
-        half = window // 2
-        padded = np.pad(lengths, ((half, half), (0, 0), (0, 0)), constant_values=np.nan)
-        windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1, axis=0)  # [T, I, B, w]
-        return np.nanmedian(windows, -1)
+    return K.running_nanmedian(lengths, window // 2)
 
 
 def _describe(region: str, score: float, parts: dict[str, Part], t_len: int) -> str:

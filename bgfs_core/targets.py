@@ -9,12 +9,12 @@ against the detector cancels. The detector is not in the optimisation loop; the 
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 from .detections import Detections
+from .kinematics import running_nanmedian
 
 
 @dataclass
@@ -29,20 +29,9 @@ class KinematicTargets:
         return np.where(ok[..., None], d, 0.0).astype(np.float32), ok
 
 
-def _running(series: np.ndarray, valid: np.ndarray, radius: int, reduce) -> np.ndarray:
-    """``reduce`` (nan-aware, over axis 1) of each frame's window of +-``radius`` valid frames; ``[T, ...]``."""
-    t = series.shape[0]
-    x = np.where(valid.reshape(valid.shape + (1,) * (series.ndim - valid.ndim)), series, np.nan)
-    pad = np.full((radius,) + x.shape[1:], np.nan, x.dtype)
-    xp = np.concatenate([pad, x, pad], 0)
-    windows = np.stack([xp[j : j + t] for j in range(2 * radius + 1)], 1)  # [T, W, ...]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN window (a gap) just gives NaN
-        return reduce(windows, axis=1)
-
-
 def _gaussian(series: np.ndarray, valid: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
-    """Confidence-free Gaussian average over valid frames -> (smoothed ``[T, ..., 2]``, support weight ``[T, ...]``)."""
+    """Gaussian average over the valid frames (invalid ones may hold NaN) -> (smoothed ``[T, ..., 2]``, support
+    weight ``[T, ...]``: the share of the Gaussian's weight that fell on valid frames)."""
     radius = max(1, int(round(3 * sigma)))
     taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / max(sigma, 1e-6)) ** 2)
     t = series.shape[0]
@@ -68,9 +57,9 @@ def kinematic_targets(det: Detections, min_conf: float = 0.3, sigma: float = 1.5
     """
     kp = det.keypoints.astype(np.float64)
     seen = det.present[..., None] & (det.confidence >= min_conf) & np.isfinite(kp).all(-1)  # [T, I, K]
-    median = _running(kp, seen, median_radius, np.nanmedian)  # [T, I, K, 2]
+    median = running_nanmedian(np.where(seen[..., None], kp, np.nan), median_radius)  # [T, I, K, 2]
     med_ok = seen & np.isfinite(median).all(-1)
-    smooth, support = _gaussian(np.where(med_ok[..., None], median, 0.0), med_ok, sigma)
+    smooth, support = _gaussian(median, med_ok, sigma)
     ok = seen & (support >= 0.5)
     bones = det.spec.bones
     if bones:
@@ -78,7 +67,7 @@ def kinematic_targets(det: Detections, min_conf: float = 0.3, sigma: float = 1.5
         b = np.array([b[1] for b in bones])
         lengths = np.linalg.norm(smooth[:, :, b] - smooth[:, :, a], axis=-1)  # [T, I, B]
         bone_ok = ok[:, :, a] & ok[:, :, b]
-        reference = _running(lengths, bone_ok, bone_radius, np.nanmedian)
+        reference = running_nanmedian(np.where(bone_ok, lengths, np.nan), bone_radius)
         for _ in range(iterations):
             for j, (ia, ib) in enumerate(bones):
                 d = smooth[:, :, ib] - smooth[:, :, ia]

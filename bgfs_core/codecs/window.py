@@ -202,9 +202,7 @@ def _stream_segments(stream: Any, lats: list, state: Any, crop: tuple[int, int, 
                 frames, state_out = _stream_segment(stream, seg_lats, state_in, crop, False)
             ctx.n_lats, ctx.template = n_lats, template
             ctx.save_for_backward(*tensors)
-            out_template, out_tensors = _split_state(state_out)
-            ctx.out_template = out_template
-            holder["template"] = out_template
+            holder["template"], out_tensors = _split_state(state_out)  # the caller rebuilds the state with it
             return (frames, *out_tensors)
 
         @staticmethod
