@@ -10,6 +10,8 @@ MALLOC_MMAP_THRESHOLD_=1048576 (unless set) so glibc returns freed activations t
   full           the whole frame, decoded in checkpointed chunks (1 latent frame each)
   window         the ROI window, decoded in checkpointed chunks with the causal state streamed between them
   window-taehv   the ROI window through ComfyUI's TAEHV (gradient decoder; needs COMFYUI_DIR)
+  NAME+blocks    any of them with each decoder block checkpointed too (bgfs_core.codecs.blocks; the fixer's
+                 default), e.g. full+blocks,window+blocks
 
   python bench/bench_fixer_step.py --configs full,window --frames 1,5 --roi 160
   COMFYUI_DIR=/opt/comfyui python bench/bench_fixer_step.py --configs window-taehv --frames 5,17,81
@@ -99,6 +101,8 @@ def one(config: str, frames: int, roi: int, chunk: int, height: int, width: int,
     )
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    name = config
+    config, _, extra = config.partition("+")
     codec = DiffusersWanCodec.from_config(wan_vae_config("2.1", base_dim=base_dim), seed=0)
     if config == "window-taehv":
         tae = ModuleCodec(load_taehv(os.environ["COMFYUI_DIR"]), latent_channels=16, spatial_ratio=8, signed=False,
@@ -120,14 +124,14 @@ def one(config: str, frames: int, roi: int, chunk: int, height: int, width: int,
     rss0 = proc_status_gb("VmRSS")
     zz = z.requires_grad_(True)
     t0 = time.perf_counter()
-    dec = decode_window(codec, zz, win, chunk_frames=chunk, checkpoint=True)
+    dec = decode_window(codec, zz, win, chunk_frames=chunk, checkpoint=True, checkpoint_blocks=extra == "blocks")
     heat = critic(roi_crop(dec, local))
     loss = heat.square().mean()
     t1 = time.perf_counter()
     loss.backward()
     t2 = time.perf_counter()
     assert zz.grad is not None and torch.isfinite(zz.grad).all()
-    return {"config": config, "frames": frames, "roi": roi, "window_px": f"{dec.shape[3]}x{dec.shape[2]}",
+    return {"config": name, "frames": frames, "roi": roi, "window_px": f"{dec.shape[3]}x{dec.shape[2]}",
             "decoded_px": f"{(win.cx1 - win.cx0) * 8}x{(win.cy1 - win.cy0) * 8}", "fwd_s": t1 - t0,
             "bwd_s": t2 - t1, "step_s": t2 - t0, "peak_gb": proc_status_gb("VmHWM"), "model_rss_gb": rss0}
 
@@ -207,25 +211,25 @@ def main() -> int:
     if "rf" in configs:
         receptive_field()
         configs.remove("rf")
-    if "window-taehv" in configs and not os.environ.get("COMFYUI_DIR"):
+    if any(c.startswith("window-taehv") for c in configs) and not os.environ.get("COMFYUI_DIR"):
         print("window-taehv SKIPPED: set COMFYUI_DIR to a ComfyUI checkout", file=sys.stderr)
-        configs.remove("window-taehv")
-    print(f"{'config':<13} {'frames':>6} {'roi':>4} {'decoded':>9} {'window':>9} {'fwd s':>7} {'bwd s':>7} "
+        configs = [c for c in configs if not c.startswith("window-taehv")]
+    print(f"{'config':<14} {'frames':>6} {'roi':>4} {'decoded':>9} {'window':>9} {'fwd s':>7} {'bwd s':>7} "
           f"{'step s':>7} {'peak GB':>8} {'model GB':>8} {'step GB':>8}", flush=True)
     for frames in [int(f) for f in a.frames.split(",")]:
         for roi in [int(r) for r in a.roi.split(",")]:
             for config in configs:
-                if config == "full" and roi != int(a.roi.split(",")[0]):
+                if config.startswith("full") and roi != int(a.roi.split(",")[0]):
                     continue  # the full-frame step does not depend on the ROI size
                 cmd = [sys.executable, __file__, "--one", config, str(frames), str(roi), "--chunk", str(a.chunk),
                        "--base-dim", str(a.base_dim),
                        "--height", str(a.height), "--width", str(a.width)]
                 status, out, err = run_limited(cmd, a.timeout, a.mem_limit_gb)
                 if status:
-                    print(f"{config:<13} {frames:>6} {roi:>4} {status}", flush=True)
+                    print(f"{config:<14} {frames:>6} {roi:>4} {status}", flush=True)
                     continue
                 m = json.loads(out.strip().splitlines()[-1])
-                print(f"{config:<13} {frames:>6} {roi:>4} {m['decoded_px']:>9} {m['window_px']:>9} {m['fwd_s']:>7.1f} "
+                print(f"{config:<14} {frames:>6} {roi:>4} {m['decoded_px']:>9} {m['window_px']:>9} {m['fwd_s']:>7.1f} "
                       f"{m['bwd_s']:>7.1f} {m['step_s']:>7.1f} {m['peak_gb']:>8.2f} {m['model_rss_gb']:>8.2f} "
                       f"{m['peak_gb'] - m['model_rss_gb']:>8.2f}",
                       flush=True)

@@ -155,3 +155,26 @@ def test_gradient_proxy_rules(wan21, wan22):
         GradientProxyCodec(wan21, wan22)
     with pytest.raises(BGFSError, match="latent channels 3 vs 16"):
         GradientProxyCodec(PixelCodec(), wan21)
+
+
+@pytest.mark.parametrize("kind", ["2.1", "2.2"])
+def test_block_checkpointing_keeps_gradients_and_restores_the_decoder(kind, wan21, wan22):
+    from bgfs_core.codecs.blocks import cached_blocks
+
+    codec = wan21 if kind == "2.1" else wan22
+    z = torch.randn(1, codec.latent_channels, 3, 2, 2, generator=torch.Generator().manual_seed(5))
+    grads, outs = [], []
+    for blocks in (False, True):
+        zz = z.clone().requires_grad_(True)
+        stream = codec.grad_stream(checkpoint_blocks=blocks)
+        a, state = stream(zz[:, :, :1], None)
+        b, _ = stream(zz[:, :, 1:], state)
+        out = torch.cat([a, b])
+        (out ** 2).mean().backward()
+        grads.append(zz.grad)
+        outs.append(out.detach())
+    assert torch.allclose(outs[0], outs[1], atol=1e-6)
+    assert torch.allclose(grads[0], grads[1], atol=1e-6) and grads[1].abs().sum() > 0
+    # residual and resample blocks were wrapped for the call only
+    blocks = cached_blocks(codec.vae.decoder)
+    assert len(blocks) >= 4 and all("forward" not in b.__dict__ for b in blocks)

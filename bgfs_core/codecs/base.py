@@ -67,12 +67,13 @@ class LatentCodec(ABC):
         """The decode the optimiser back-propagates through; the real one unless a lighter proxy is set."""
         return self.decode(latents)
 
-    def grad_stream(self) -> Callable[[Any, Any], tuple[Any, Any]] | None:
+    def grad_stream(self, checkpoint_blocks: bool = False) -> Callable[[Any, Any], tuple[Any, Any]] | None:
         """The gradient decoder as a stateful stream, ``f(latents, state) -> (frames, state)``, or None.
 
         ``state`` None starts a video; passing the returned state on continues it exactly (the causal caches of
         the Wan decoders), which `decode_window` uses to chunk time without error. Codecs without one get
-        chunks that re-decode a few context frames instead.
+        chunks that re-decode a few context frames instead. ``checkpoint_blocks``: the stream checkpoints each
+        residual / resample block of the decoder when run with gradients (`bgfs_core.codecs.blocks`).
         """
         return None
 

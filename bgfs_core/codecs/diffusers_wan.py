@@ -8,6 +8,7 @@ decoding); this codec never applies them, matching ComfyUI's ``LATENT["samples"]
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -145,34 +146,42 @@ class DiffusersWanCodec(LatentCodec):
         x = (frames.to(p.device, p.dtype) * 2.0 - 1.0).permute(1, 0, 2, 3).unsqueeze(0)
         return self.vae.encode(x).latent_dist.mode().float()
 
-    def decode_video(self, latents: torch.Tensor, state: list | None = None) -> tuple[torch.Tensor, list]:
+    def decode_video(self, latents: torch.Tensor, state: list | None = None, checkpoint_blocks: bool = False
+                     ) -> tuple[torch.Tensor, list]:
         """Raw latents -> (unclamped video ``[1, 3, T, H, W]`` in about [-1, 1], causal state), with gradients.
 
         The same frame-by-frame causal loop as ``AutoencoderKLWan._decode``, but with the feature cache passed in
         and out (``state`` None starts a video; a returned state continues it exactly) instead of kept on the
         module, so calls are re-entrant as activation checkpointing needs, and without its hard clamp, whose
-        gradient is zero on saturated pixels.
+        gradient is zero on saturated pixels. ``checkpoint_blocks``: see `bgfs_core.codecs.blocks`.
         """
+        import contextlib
+
         import torch
         from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
+
+        from .blocks import checkpoint_cached_blocks
 
         self.check_latents(latents)
         p = self._param()
         x = self.vae.post_quant_conv(latents.to(p.device, p.dtype))
         first = state is None
         feat_map: list = [None] * self._num_convs if first else list(state)
-        outs = [self.vae.decoder(x[:, :, i:i + 1], feat_cache=feat_map, feat_idx=[0], first_chunk=first and i == 0)
-                for i in range(x.shape[2])]
+        blocks = checkpoint_cached_blocks(self.vae.decoder) if checkpoint_blocks else contextlib.nullcontext()
+        with blocks:
+            outs = [self.vae.decoder(x[:, :, i:i + 1], feat_cache=feat_map, feat_idx=[0],
+                                     first_chunk=first and i == 0) for i in range(x.shape[2])]  # fmt: skip
         out = torch.cat(outs, 2)
         return (unpatchify(out, patch_size=self._patch) if self._patch > 1 else out), feat_map
 
-    def decode_stream(self, latents: torch.Tensor, state: list | None = None) -> tuple[torch.Tensor, list]:
+    def decode_stream(self, latents: torch.Tensor, state: list | None = None, checkpoint_blocks: bool = False
+                      ) -> tuple[torch.Tensor, list]:
         """`decode` that continues from a causal ``state`` (None: a video's first frames) -> (frames, state)."""
-        video, state = self.decode_video(latents, state)
+        video, state = self.decode_video(latents, state, checkpoint_blocks)
         return straight_through_clamp((video[0].float().permute(1, 0, 2, 3) + 1.0) * 0.5), state
 
-    def grad_stream(self) -> Any:
-        return self.decode_stream
+    def grad_stream(self, checkpoint_blocks: bool = False) -> Any:
+        return functools.partial(self.decode_stream, checkpoint_blocks=checkpoint_blocks)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Raw latents ``[1, C, t, h, w]`` -> frames ``[T, 3, H, W]`` in [0, 1], float32, differentiable."""

@@ -11,6 +11,7 @@ This is how the ComfyUI node wraps ``comfy.sd.VAE.first_stage_model`` without bg
 
 from __future__ import annotations
 
+import functools
 import inspect
 import sys
 from typing import TYPE_CHECKING, Any
@@ -97,9 +98,15 @@ class ModuleCodec(LatentCodec):
         return hasattr(m, "conv2") and hasattr(m, "decoder") and "feat_cache" in inspect.signature(
             m.decoder.forward).parameters
 
-    def decode_stream(self, latents: torch.Tensor, state: list | None = None) -> tuple[torch.Tensor, list]:
-        """ComfyUI WanVAE's frame loop with its causal cache passed in and out (None: a video's first frames)."""
+    def decode_stream(self, latents: torch.Tensor, state: list | None = None, checkpoint_blocks: bool = False
+                      ) -> tuple[torch.Tensor, list]:
+        """ComfyUI WanVAE's frame loop with its causal cache passed in and out (None: a video's first frames);
+        ``checkpoint_blocks``: see `bgfs_core.codecs.blocks`."""
+        import contextlib
+
         import torch
+
+        from .blocks import checkpoint_cached_blocks
 
         self.check_latents(latents)
         m = self.module
@@ -112,17 +119,20 @@ class ModuleCodec(LatentCodec):
         takes_first = "first_chunk" in inspect.signature(m.decoder.forward).parameters
         x = m.conv2(latents.to(p.device, p.dtype))
         outs = []
-        for i in range(x.shape[2]):
-            kw = {"first_chunk": True} if takes_first and first and i == 0 else {}
-            outs.append(m.decoder(x[:, :, i:i + 1], feat_cache=feat_map, feat_idx=[0], **kw))
+        with checkpoint_cached_blocks(m.decoder) if checkpoint_blocks else contextlib.nullcontext():
+            for i in range(x.shape[2]):
+                kw = {"first_chunk": True} if takes_first and first and i == 0 else {}
+                outs.append(m.decoder(x[:, :, i:i + 1], feat_cache=feat_map, feat_idx=[0], **kw))
         video = torch.cat(outs, 2)
         if video.shape[1] != 3:  # Wan 2.2 decodes 2x2 patches: the module's own unpatchify restores them
             video = sys.modules[type(m).__module__].unpatchify(video, patch_size=2)
         frames = video[0].float().permute(1, 0, 2, 3)
         return straight_through_clamp((frames + 1.0) * 0.5 if self.signed else frames), feat_map
 
-    def grad_stream(self) -> Any:
-        return self.decode_stream if self._is_wan_vae() else None
+    def grad_stream(self, checkpoint_blocks: bool = False) -> Any:
+        if not self._is_wan_vae():
+            return None
+        return functools.partial(self.decode_stream, checkpoint_blocks=checkpoint_blocks)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents ``[1, C, t, h, w]`` -> frames ``[T, 3, H, W]`` in [0, 1], float32, differentiable."""

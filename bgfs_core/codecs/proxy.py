@@ -68,5 +68,5 @@ class GradientProxyCodec(LatentCodec):
         """The light decode the optimiser back-propagates through."""
         return self.grad.decode(latents)
 
-    def grad_stream(self) -> Any:
-        return self.grad.grad_stream()
+    def grad_stream(self, checkpoint_blocks: bool = False) -> Any:
+        return self.grad.grad_stream(checkpoint_blocks)

@@ -232,7 +232,7 @@ def _stream_segments(stream: Any, lats: list, state: Any, crop: tuple[int, int, 
 
 
 def decode_window(codec: LatentCodec, latents: torch.Tensor, window: LatentWindow, chunk_frames: int = 2,
-                  checkpoint: bool = True, segments: bool = True) -> torch.Tensor:
+                  checkpoint: bool = True, segments: bool = True, checkpoint_blocks: bool = True) -> torch.Tensor:
     """Decode the core of ``window`` from full latents -> frames ``[F, 3, H, W]`` (see `pixel_box_of_window`).
 
     Decodes ``chunk_frames`` core latent frames at a time through the codec's gradient decoder. With a stream
@@ -242,7 +242,9 @@ def decode_window(codec: LatentCodec, latents: torch.Tensor, window: LatentWindo
     ``checkpoint`` (and latents that need gradients) each chunk's activations are recomputed in the backward
     pass. A causal state per chunk is what grows with the frame count (a full-size Wan 2.1 state is ~0.6 GB for a
     264 px window), so with a stream and ``segments`` only ~2 sqrt(chunks) states are kept (`_stream_segments`);
-    peak memory is about one chunk's activations plus those states.
+    peak memory is about one chunk's activations plus those states. With ``checkpoint_blocks`` too, a stream
+    also checkpoints each residual / resample block inside the chunk (`bgfs_core.codecs.blocks`), so a chunk's
+    backward holds one block's activations at a time instead of the whole decoder's.
     """
     import torch
     from torch.utils.checkpoint import checkpoint as torch_checkpoint
@@ -260,7 +262,7 @@ def decode_window(codec: LatentCodec, latents: torch.Tensor, window: LatentWindo
     if window.temporal_ratio > 1 and window.ct0 == window.t0 > 0:
         raise BGFSError("a window that starts after frame 0 needs >= 1 latent frame of context (window_from_boxes "
                         "ensures it).")
-    stream = codec.grad_stream()
+    stream = codec.grad_stream(checkpoint_blocks=use_ckpt and checkpoint_blocks)
     if stream is not None:
         state = None
         if window.ct0 < window.t0:  # warm-up: these latents are not optimised (mask 0), so no gradients needed
