@@ -70,6 +70,7 @@ class FixerConfig:
     strength: float = 1.0
     mode: str = "warp"
     guide: float = 3.0
+    lr_decay: str = "cosine"
 
 
 @dataclass
@@ -89,6 +90,7 @@ _CHOICES = {
     "roi.region": REGION_NAMES,
     "detect.backend": ("solutions", "tasks"),
     "fixer.mode": ("latent", "warp"),
+    "fixer.lr_decay": ("none", "cosine"),
 }
 _POSITIVE = {
     "clips.clip_len", "clips.frame_stride", "clips.clips_per_video", "critic.heatmap_sigma", "critic.width",

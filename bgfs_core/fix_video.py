@@ -109,7 +109,7 @@ def fix_video(cfg: Config, req: FixVideoRequest) -> FixVideoResult:
     with detector_from_config(cfg, video_mode=True) as detector:
         det = detector.detect_video(before, fps=fps, progress=req.progress)
     settings = FixSettings(steps=cfg.fixer.steps, lr=cfg.fixer.lr, strength=cfg.fixer.strength, mode=cfg.fixer.mode,
-                           guide=cfg.fixer.guide, margin=cfg.roi.margin, min_conf=cfg.roi.min_conf, smooth=cfg.roi.smooth)  # fmt: skip
+                           guide=cfg.fixer.guide, lr_decay=cfg.fixer.lr_decay, margin=cfg.roi.margin, min_conf=cfg.roi.min_conf, smooth=cfg.roi.smooth)  # fmt: skip
     bar = None
     if req.progress:
         from tqdm import tqdm

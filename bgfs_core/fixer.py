@@ -67,7 +67,7 @@ class FixSettings:
     target_sigma: float = 1.5  # frames: temporal smoothing of those trajectories
     guide_by_flow: bool = True  # warp mode: measure how far each keypoint moves on the displacement field itself
     keypoint_conf: float = 0.25  # critic keypoints below this share of their best frame's confidence are not used
-    lr_decay: str = "none"  # none | cosine: anneal lr to 0 over the steps (less step noise left in the edit)
+    lr_decay: str = "cosine"  # cosine: anneal lr to 0 over the steps (less step noise left in the edit) | none
     weights: LossWeights = field(default_factory=LossWeights)
 
     def validate(self) -> None:

@@ -31,6 +31,7 @@ def test_every_key_in_the_yaml_is_known():
         ({"roi.margn": 0.3}, "'roi.margn' is not known (did you mean 'roi.margin'?)"),
         ({"roi.region": "tail"}, "'roi.region': 'tail' is not one of hands, face"),
         ({"critic.lr": -1}, "'critic.lr': must be > 0"),
+        ({"fixer.lr_decay": "step"}, "'fixer.lr_decay': 'step' is not one of none, cosine"),
         ({"roi.min_conf": 1.5}, "'roi.min_conf': must be between 0 and 1"),
         ({"clips.clip_len": 2.5}, "'clips.clip_len': expected int"),
         ({"roi.out_hw": [256]}, "'roi.out_hw': expected a [height, width] pair"),

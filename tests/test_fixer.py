@@ -126,6 +126,8 @@ def test_bad_input_errors():
         fix_latents(latents, codec, critic, spec, Detections.empty("hands", 4, (32, 64)), SETTINGS)
     with pytest.raises(BGFSError, match="mode must be one of latent, warp"):
         fix_latents(latents, codec, critic, spec, Detections.empty("hands", 4, (32, 32)), FixSettings(mode="paint"))
+    with pytest.raises(BGFSError, match="lr_decay must be one of none, cosine"):
+        fix_latents(latents, codec, critic, spec, Detections.empty("hands", 4, (32, 32)), FixSettings(lr_decay="step"))
     with pytest.raises(BGFSError, match="expects 3|channels"):
         fix_latents(torch.rand(1, 16, 2, 4, 4), codec, critic, spec, Detections.empty("hands", 2, (32, 32)), SETTINGS)
 
