@@ -163,18 +163,27 @@ def test_block_checkpointing_keeps_gradients_and_restores_the_decoder(kind, wan2
 
     codec = wan21 if kind == "2.1" else wan22
     z = torch.randn(1, codec.latent_channels, 3, 2, 2, generator=torch.Generator().manual_seed(5))
-    grads, outs = [], []
+    grads, outs, kept = [], [], []
     for blocks in (False, True):
         zz = z.clone().requires_grad_(True)
         stream = codec.grad_stream(checkpoint_blocks=blocks)
-        a, state = stream(zz[:, :, :1], None)
-        b, _ = stream(zz[:, :, 1:], state)
+        saved: list[int] = []
+
+        def pack(t: torch.Tensor, saved: list = saved) -> torch.Tensor:
+            saved.append(t.numel() * t.element_size())  # what autograd keeps for the backward pass
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            a, state = stream(zz[:, :, :1], None)
+            b, _ = stream(zz[:, :, 1:], state)
+        kept.append(sum(saved))
         out = torch.cat([a, b])
         (out ** 2).mean().backward()
         grads.append(zz.grad)
         outs.append(out.detach())
     assert torch.allclose(outs[0], outs[1], atol=1e-6)
     assert torch.allclose(grads[0], grads[1], atol=1e-6) and grads[1].abs().sum() > 0
+    assert kept[1] < 0.5 * kept[0]  # the blocks' activations are recomputed, not kept
     # residual and resample blocks were wrapped for the call only
     blocks = cached_blocks(codec.vae.decoder)
     assert len(blocks) >= 4 and all("forward" not in b.__dict__ for b in blocks)
