@@ -71,7 +71,7 @@ def main() -> int:
 
     from bgfs_core.codecs import PixelCodec
     from bgfs_core.config import load_config
-    from bgfs_core.corruptions import corrupt
+    from bgfs_core.corruptions import corrupt_all
     from bgfs_core.critic_io import load_critic
     from bgfs_core.detection import detect_video
     from bgfs_core.fidelity import compare
@@ -128,8 +128,8 @@ def main() -> int:
     results: dict = {"clean": clean_row, "seeds": {}}
     changes: dict[str, list[dict]] = {name: [] for name, _ in variants}
     for seed in [int(v) for v in args.seeds.split(",")]:
-        corrupted = corrupt(frames, det_clean, "finger_jitter", seed=seed, strength=args.strength_corrupt)
-        corrupted = corrupt(corrupted, det_clean, "region_jitter", seed=seed + 1, strength=args.strength_corrupt)
+        corrupted = corrupt_all(frames, det_clean, ["finger_jitter", "region_jitter"], seed=seed,
+                                strength=args.strength_corrupt)
         write_video(out / f"corrupted_seed{seed}.mp4", corrupted, fps)
         rows = {"clean": clean_row, "corrupted": judge(corrupted)}
         critic_view = {}

@@ -86,11 +86,14 @@ class Config:
         return dataclasses.asdict(self)
 
 
+FIXER_MODES = ("latent", "warp")  # the fixer's edit modes (bgfs_core.fixer)
+FIXER_LR_DECAYS = ("none", "cosine")  # its step-size schedules
+
 _CHOICES = {
     "roi.region": REGION_NAMES,
     "detect.backend": ("solutions", "tasks"),
-    "fixer.mode": ("latent", "warp"),
-    "fixer.lr_decay": ("none", "cosine"),
+    "fixer.mode": FIXER_MODES,
+    "fixer.lr_decay": FIXER_LR_DECAYS,
 }
 _POSITIVE = {
     "clips.clip_len", "clips.frame_stride", "clips.clips_per_video", "critic.heatmap_sigma", "critic.width",

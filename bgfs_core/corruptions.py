@@ -58,6 +58,15 @@ def corrupt(frames: np.ndarray, det: Detections, name: str, seed: int = 0, stren
     return _FUNCS[name](frames.copy(), det, rng, float(strength))
 
 
+def corrupt_all(frames: np.ndarray, det: Detections, names: list[str], seed: int = 0, strength: float = 1.0
+                ) -> np.ndarray:
+    """``frames`` with each corruption of ``names`` applied in turn, the k-th seeded ``seed + k`` (all placed by
+    the clean clip's ``det``): how `bgfs demo` and the fixer evaluation make their corrupted copies."""
+    for k, name in enumerate(names):
+        frames = corrupt(frames, det, name.strip(), seed=seed + k, strength=strength)
+    return frames
+
+
 # --- geometry helpers --------------------------------------------------------------------------------------------
 
 

@@ -108,8 +108,10 @@ def fix_video(cfg: Config, req: FixVideoRequest) -> FixVideoResult:
     before = decode_frames(codec, latents)
     with detector_from_config(cfg, video_mode=True) as detector:
         det = detector.detect_video(before, fps=fps, progress=req.progress)
-    settings = FixSettings(steps=cfg.fixer.steps, lr=cfg.fixer.lr, strength=cfg.fixer.strength, mode=cfg.fixer.mode,
-                           guide=cfg.fixer.guide, lr_decay=cfg.fixer.lr_decay, margin=cfg.roi.margin, min_conf=cfg.roi.min_conf, smooth=cfg.roi.smooth)  # fmt: skip
+    fx = cfg.fixer
+    settings = FixSettings(steps=fx.steps, lr=fx.lr, strength=fx.strength, mode=fx.mode, guide=fx.guide,
+                           lr_decay=fx.lr_decay, margin=cfg.roi.margin, min_conf=cfg.roi.min_conf,
+                           smooth=cfg.roi.smooth)
     bar = None
     if req.progress:
         from tqdm import tqdm

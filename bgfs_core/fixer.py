@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .config import FIXER_LR_DECAYS, FIXER_MODES
 from .detections import Detections
 from .errors import BGFSError
 from .losses import (
@@ -42,8 +43,6 @@ if TYPE_CHECKING:
     from .codecs import LatentCodec
     from .critic import CriticSpec
 
-MODES = ("latent", "warp")
-LR_DECAYS = ("none", "cosine")
 StepCallback = Callable[[int, int, dict, "np.ndarray | None"], None]
 
 
@@ -59,7 +58,8 @@ class FixSettings:
     feather: int = 1  # latent cells over which the edit fades out at the window's edge
     chunk_frames: int | None = None  # latent frames per decode chunk (None: codec-dependent)
     checkpoint: bool = True  # activation checkpointing of each decode chunk
-    checkpoint_blocks: bool = True  # and of each decoder block inside it (causal Wan decoders; less memory, ~+30% time)
+    checkpoint_blocks: bool = True  # and of each decoder block inside it (causal Wan decoders: less memory, one more
+    # forward pass of each block in the backward)
     warp_grid: int = 8  # warp mode: control points of the displacement field across the window's longer side
     crop_jitter: float = 0.05  # random shift / scale of the critic's crops each step (fraction of the ROI side)
     seed: int = 0
@@ -71,8 +71,8 @@ class FixSettings:
     weights: LossWeights = field(default_factory=LossWeights)
 
     def validate(self) -> None:
-        if self.mode not in MODES:
-            raise BGFSError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.mode not in FIXER_MODES:
+            raise BGFSError(f"mode must be one of {', '.join(FIXER_MODES)}, got {self.mode!r}")
         if self.steps < 0:
             raise BGFSError(f"steps must be >= 0, got {self.steps}")
         if not self.lr > 0:
@@ -81,8 +81,8 @@ class FixSettings:
             raise BGFSError(f"guide must be >= 0, got {self.guide}")
         if self.strength < 0:
             raise BGFSError(f"strength must be >= 0, got {self.strength}")
-        if self.lr_decay not in LR_DECAYS:
-            raise BGFSError(f"lr_decay must be one of {', '.join(LR_DECAYS)}, got {self.lr_decay!r}")
+        if self.lr_decay not in FIXER_LR_DECAYS:
+            raise BGFSError(f"lr_decay must be one of {', '.join(FIXER_LR_DECAYS)}, got {self.lr_decay!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

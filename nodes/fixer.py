@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
+from ..bgfs_core.config import FIXER_MODES
 from .glue import CATEGORY, node_errors
 from .sockets import CriticType, RoiType
 
 NAME = "BGFS Latent Anatomy Fixer"
-MODES = ("latent", "warp")
 
 
 class BGFSLatentAnatomyFixer(io.ComfyNode):
@@ -38,7 +38,7 @@ class BGFSLatentAnatomyFixer(io.ComfyNode):
                 io.Float.Input("strength", default=1.0, min=0.0, max=100.0, step=0.1,
                                tooltip="Weight of the anatomy terms against the fidelity terms (keep the video "
                                "as it was)."),
-                io.Combo.Input("mode", options=list(MODES), default="warp",
+                io.Combo.Input("mode", options=list(FIXER_MODES), default="warp",
                                tooltip="warp: optimise a smooth displacement of the latents inside the ROI, which moves "
                                "anatomy rather than repainting it (better on MediaPipe's judgement); latent: optimise "
                                "the latent values in the ROI directly."),

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import BODY_PHOTO, FACE_PHOTO, load_rgb
 
-from bgfs_core.corruptions import CORRUPTIONS, corrupt, photo_clip
+from bgfs_core.corruptions import CORRUPTIONS, corrupt, corrupt_all, photo_clip
 from bgfs_core.detections import Detections
 from bgfs_core.errors import BGFSError
 from bgfs_core.fidelity import compare, psnr, ssim
@@ -95,6 +95,9 @@ def test_corruptions_are_deterministic_and_checked(clips, scored):
         a, b = corrupt(frames, det, name, seed=3), corrupt(frames, det, name, seed=3)
         assert np.array_equal(a, b), name
     assert not np.array_equal(corrupt(frames, det, "finger_jitter", seed=1), corrupt(frames, det, "finger_jitter", seed=2))
+    # a sequence: the k-th corruption seeded seed + k, as the demo and the fixer evaluation make their copies
+    chained = corrupt(corrupt(frames, det, "finger_jitter", seed=4), det, "region_jitter", seed=5)
+    assert np.array_equal(corrupt_all(frames, det, ["finger_jitter", " region_jitter"], seed=4), chained)
     assert np.array_equal(corrupt(frames, det, "flicker", seed=0, strength=0.0), frames)  # strength 0: no change
     with pytest.raises(BGFSError, match="unknown corruption"):
         corrupt(frames, det, "melt", seed=0)

@@ -81,10 +81,10 @@ def _checkpointed_forward(block: Any, original: Any, slots: int) -> Any:
 
 
 @contextlib.contextmanager
-def checkpoint_cached_blocks(decoder: Any) -> Iterator[int]:
-    """While active, every cached block of ``decoder`` runs under activation checkpointing (when gradients are
-    on); yields how many blocks were wrapped. The module is restored on exit."""
-    blocks = [b for b in cached_blocks(decoder) if "forward" not in b.__dict__]  # (not wrapped twice)
+def checkpoint_cached_blocks(decoder: Any, enabled: bool = True) -> Iterator[int]:
+    """While active (and ``enabled``), every cached block of ``decoder`` runs under activation checkpointing (when
+    gradients are on); yields how many blocks were wrapped. The module is restored on exit."""
+    blocks = [b for b in cached_blocks(decoder) if "forward" not in b.__dict__] if enabled else []  # (not twice)
     try:
         for b in blocks:
             b.forward = _checkpointed_forward(b, b.forward, _cache_slots(b))

@@ -155,8 +155,6 @@ class DiffusersWanCodec(LatentCodec):
         module, so calls are re-entrant as activation checkpointing needs, and without its hard clamp, whose
         gradient is zero on saturated pixels. ``checkpoint_blocks``: see `bgfs_core.codecs.blocks`.
         """
-        import contextlib
-
         import torch
         from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
 
@@ -167,8 +165,7 @@ class DiffusersWanCodec(LatentCodec):
         x = self.vae.post_quant_conv(latents.to(p.device, p.dtype))
         first = state is None
         feat_map: list = [None] * self._num_convs if first else list(state)
-        blocks = checkpoint_cached_blocks(self.vae.decoder) if checkpoint_blocks else contextlib.nullcontext()
-        with blocks:
+        with checkpoint_cached_blocks(self.vae.decoder, enabled=checkpoint_blocks):
             outs = [self.vae.decoder(x[:, :, i:i + 1], feat_cache=feat_map, feat_idx=[0],
                                      first_chunk=first and i == 0) for i in range(x.shape[2])]  # fmt: skip
         out = torch.cat(outs, 2)

@@ -102,8 +102,6 @@ class ModuleCodec(LatentCodec):
                       ) -> tuple[torch.Tensor, list]:
         """ComfyUI WanVAE's frame loop with its causal cache passed in and out (None: a video's first frames);
         ``checkpoint_blocks``: see `bgfs_core.codecs.blocks`."""
-        import contextlib
-
         import torch
 
         from .blocks import checkpoint_cached_blocks
@@ -119,7 +117,7 @@ class ModuleCodec(LatentCodec):
         takes_first = "first_chunk" in inspect.signature(m.decoder.forward).parameters
         x = m.conv2(latents.to(p.device, p.dtype))
         outs = []
-        with checkpoint_cached_blocks(m.decoder) if checkpoint_blocks else contextlib.nullcontext():
+        with checkpoint_cached_blocks(m.decoder, enabled=checkpoint_blocks):
             for i in range(x.shape[2]):
                 kw = {"first_chunk": True} if takes_first and first and i == 0 else {}
                 outs.append(m.decoder(x[:, :, i:i + 1], feat_cache=feat_map, feat_idx=[0], **kw))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..config import FIXER_MODES
 from .common import add_config_arguments, config_from_args
 
 HELP = ("precompute and train a small critic on the bundled hand video, then fix a copy of it with warped, jittering "
@@ -19,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--video", default=str(BUNDLED_VIDEO), help="video to fix (default: the bundled hand video)")
     p.add_argument("--epochs", type=int, default=None, help="critic training epochs (default: critic.epochs)")
     p.add_argument("--steps", type=int, default=None, help="fixer steps (default: fixer.steps)")
-    p.add_argument("--mode", choices=("latent", "warp"), default=None, help="fixer edit mode (default: fixer.mode)")
+    p.add_argument("--mode", choices=FIXER_MODES, default=None, help="fixer edit mode (default: fixer.mode)")
     p.add_argument("--corrupt", default="finger_jitter,region_jitter",
                    help="corruptions applied to the video before fixing it ('' to fix the video as it is)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -57,12 +58,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _write_corrupted(video: Path, target: Path, names: list[str], region: str) -> None:
     """A copy of ``video`` with the named corruptions (seeded), so the fix has defects to remove."""
-    from ..corruptions import corrupt
+    from ..corruptions import corrupt_all
     from ..detection import detect_video
     from ..video_io import read_video, write_video
 
     frames, fps = read_video(video)
     det = detect_video(frames, region, fps=fps)
-    for seed, name in enumerate(names):
-        frames = corrupt(frames, det, name.strip(), seed=seed)
-    write_video(target, frames, fps)
+    write_video(target, corrupt_all(frames, det, names), fps)

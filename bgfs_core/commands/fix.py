@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..config import FIXER_MODES
 from .common import add_config_arguments, config_from_args
 
 HELP = "fix a video: optimise its latents so the critic sees consistent anatomy; judge the result with MediaPipe"
@@ -26,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None, help="optimisation steps (default: fixer.steps)")
     p.add_argument("--lr", type=float, default=None, help="step size (default: fixer.lr)")
     p.add_argument("--strength", type=float, default=None, help="anatomy weight against fidelity (fixer.strength)")
-    p.add_argument("--mode", choices=("latent", "warp"), default=None, help="edit mode (default: fixer.mode)")
+    p.add_argument("--mode", choices=FIXER_MODES, default=None, help="edit mode (default: fixer.mode)")
     p.add_argument("--guide", type=float, default=None,
                    help="pull towards the detector's cleaned keypoint trajectories, 0 = off (default: fixer.guide)")
     p.add_argument("--max-frames", type=int, default=0, help="read at most this many frames (0: all)")
