@@ -61,6 +61,7 @@ class CriticConfig:
     epochs: int = 300
     val_fraction: float = 0.2
     seed: int = 0
+    articulate: float = 0.5  # share of training crops whose fingers / limbs are bent at random (labels follow)
 
 
 @dataclass
@@ -101,7 +102,7 @@ _POSITIVE = {
 }  # fmt: skip
 _UNIT_INTERVAL = {
     "roi.min_conf", "roi.smooth", "detect.min_detection_confidence", "detect.min_tracking_confidence",
-    "critic.val_fraction",
+    "critic.val_fraction", "critic.articulate",
 }  # fmt: skip
 
 

@@ -1,7 +1,8 @@
 """Train the heatmap critic on the ROI cache: augmentation, masked heatmap loss, validation PCK, resumable state.
 
-Each step draws a batch of cached frames (crops resized to ``critic.input_hw``), augments it (rotation, scale,
-shift, flip with the region's flip permutation, colour, blur, noise; ``augment``) and re-renders the Gaussian
+Each step draws a batch of cached frames (crops resized to ``critic.input_hw``), bends the fingers / limbs of a
+share of them (``critic.articulate``; ``articulate_batch``), augments it (rotation, scale, shift, flip with the
+region's flip permutation, colour, blur, noise; ``augment``) and re-renders the Gaussian
 targets from the cached MediaPipe keypoints after the same geometric transform, so crop and target always agree
 and use the critic's sigma. The loss (``heatmap_loss``) is masked by the cached visibility. One epoch is one pass
 over the training frames; AdamW with a cosine learning-rate decay over ``epochs``.
@@ -10,8 +11,9 @@ Held-out clips: whole source videos when the cache has two or more, else clips (
 ``critic.seed``); with a single video, neighbouring clips share its look, so validation is optimistic there.
 Validation PCK@0.1: a visible keypoint is correct when the critic's soft-argmax lands within 0.1 x the larger
 side of the bounding box of that frame's visible cached keypoints (frames with fewer than two visible keypoints
-are not scored). The best checkpoint is the epoch with the lowest validation loss (train loss when nothing is held
-out).
+are not scored); ``val_pck_bent`` is the same on a copy of the validation crops with every finger bent at random
+(``bent_copy``): how well the critic follows poses it was not shown. The best checkpoint is the epoch with the lowest
+validation loss (train loss when nothing is held out).
 
 Files in ``out_dir`` (all written atomically after every epoch, so Ctrl-C leaves the last epoch intact):
 ``critic_best.safetensors``, ``critic_last.safetensors`` (critics, see ``critic_io``), ``train_state.safetensors``
@@ -240,6 +242,36 @@ def augment(crops: Any, keypoints: Any, visible: Any, flip_perm: tuple[int, ...]
     return out.clamp(0, 1), kp, vis
 
 
+def articulate_batch(crops: np.ndarray, keypoints: np.ndarray, visible: np.ndarray, region: str, share: float,
+                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Bend the fingers (limbs) of about ``share`` of the crops at random, keypoints moved with them.
+
+    ``crops`` uint8 ``[B, H, W, 3]``, ``keypoints`` ``[B, K, 2]`` pixels, ``visible`` bool ``[B, K]``. The global
+    affine ``augment`` never shows one finger turning against the others, which is what the fixer's bone and
+    joint terms need the critic to read. The labels are where the warp put the joints, so they stay exact. Same
+    warp as the ``finger_jitter`` corruption (``corruptions.articulate``), its field on a 4-pixel grid.
+    """
+    from .corruptions import CHAIN_WIDTH, articulate
+
+    reg = get_region(region)
+    chains = [tuple(c) for c in reg.chains] or [tuple(range(reg.num_keypoints))]
+    crops, keypoints = crops.copy(), keypoints.copy()
+    for b in np.flatnonzero(rng.random(len(crops)) < share):
+        image, moved = articulate(crops[b], keypoints[b], visible[b], chains, rng, 1.0, CHAIN_WIDTH[reg.source], 4)
+        crops[b], keypoints[b] = image, moved.astype(keypoints.dtype)
+    return crops, keypoints
+
+
+def bent_copy(frames: FrameSet, region: str, seed: int) -> FrameSet:
+    """``frames`` with every crop's fingers / limbs bent (fixed draws): validation of how well the critic follows
+    a pose it was not shown, which is what the fixer's bone and joint terms rely on (``val_pck_bent``)."""
+    if not len(frames):
+        return frames
+    rng = np.random.default_rng([seed, 7])
+    crops, kp = articulate_batch(frames.crops, frames.keypoints, frames.visible, region, 1.0, rng)
+    return FrameSet(crops, kp, frames.visible, frames.crop_scale)
+
+
 def render_targets(keypoints: Any, visible: Any, spec: CriticSpec, crop_hw: tuple[int, int]) -> Any:
     """Gaussian target heatmaps ``[B, K, hh, hw]`` for keypoints given in pixels of a crop of size ``crop_hw``."""
     from .heatmaps import render_heatmaps_torch
@@ -302,10 +334,11 @@ def _to_tensors(frames: FrameSet, idx: np.ndarray, device: Any) -> tuple[Any, An
 
 
 def _train_epoch(model: Any, opt: Any, frames: FrameSet, spec: CriticSpec, batch_size: int, seed: int, epoch: int,
-                 device: Any, progress: bool) -> float:  # fmt: skip
+                 device: Any, progress: bool, articulate: float = 0.0) -> float:  # fmt: skip
     import torch
 
     gen = torch.Generator().manual_seed(seed * 100_003 + epoch)  # per epoch: a resumed run repeats the same draws
+    rng = np.random.default_rng([seed, epoch])
     order = torch.randperm(len(frames), generator=gen).numpy()
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     flip_perm = get_region(spec.region).flip_permutation()
@@ -313,7 +346,13 @@ def _train_epoch(model: Any, opt: Any, frames: FrameSet, spec: CriticSpec, batch
     total = 0.0
     bar = _progress(batches, f"epoch {epoch + 1}", progress)
     for idx in bar:
-        crops, kp, vis = _to_tensors(frames, idx, device)
+        if articulate > 0:
+            bent, bent_kp = articulate_batch(frames.crops[idx], frames.keypoints[idx], frames.visible[idx],
+                                             spec.region, articulate, rng)  # fmt: skip
+            frames_b = FrameSet(bent, bent_kp, frames.visible[idx], frames.crop_scale[idx])
+            crops, kp, vis = _to_tensors(frames_b, np.arange(len(idx)), device)
+        else:
+            crops, kp, vis = _to_tensors(frames, idx, device)
         crops, kp, vis = augment(crops, kp, vis, flip_perm, gen)
         target = render_targets(kp, vis, spec, spec.input_hw)
         loss = heatmap_loss(model(crops), target, kp, vis, spec.input_hw)
@@ -447,6 +486,7 @@ def train_critic(
     train_idx, val_idx = split_clips(clips, c.val_fraction, c.seed)
     train = _load_frames(cache_dir, [clips[i] for i in train_idx], spec, c.num_workers)
     val = _load_frames(cache_dir, [clips[i] for i in val_idx], spec, c.num_workers)
+    val_bent = bent_copy(val, spec.region, c.seed)
     if len(train) == 0:
         raise BGFSError(
             f"the training clips in {str(cache_dir)!r} have no visible keypoints: "
@@ -480,10 +520,12 @@ def train_critic(
         for epoch in range(start_epoch, epochs):
             for group in opt.param_groups:
                 group["lr"] = _lr(c.lr, epoch, epochs)
-            train_loss = _train_epoch(model, opt, train, spec, c.batch_size, c.seed, epoch, device, progress)
+            train_loss = _train_epoch(model, opt, train, spec, c.batch_size, c.seed, epoch, device, progress,
+                                      c.articulate)  # fmt: skip
             val_loss, val_pck = evaluate(model, val, spec, c.batch_size, device) if len(val) else (None, None)
+            bent_pck = evaluate(model, val_bent, spec, c.batch_size, device)[1] if len(val) else None
             record = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, "val_pck": val_pck,
-                      "lr": opt.param_groups[0]["lr"]}  # fmt: skip
+                      "val_pck_bent": bent_pck, "lr": opt.param_groups[0]["lr"]}  # fmt: skip
             history.append(record)
             score = val_loss if val_loss is not None else train_loss
             is_best = info["best_score"] is None or score < info["best_score"]
@@ -522,5 +564,7 @@ def train_critic(
 def _epoch_line(rec: dict[str, Any], epochs: int, is_best: bool) -> str:
     val = "" if rec["val_loss"] is None else f"  val_loss {rec['val_loss']:.4f}"
     pck_txt = "" if rec["val_pck"] is None else f"  val PCK@{PCK_THRESHOLD:g} {rec['val_pck']:.3f}"
+    if rec.get("val_pck_bent") is not None:
+        pck_txt += f" (bent {rec['val_pck_bent']:.3f})"
     best = "  (best)" if is_best else ""
     return f"epoch {rec['epoch']}/{epochs}  train_loss {rec['train_loss']:.4f}{val}{pck_txt}{best}"

@@ -36,6 +36,9 @@ class BGFSCriticTrainer(io.ComfyNode):
                                tooltip="Share of the cached clips held out for validation (PCK); 0 trains on all."),
                 io.Boolean.Input("resume", default=True,
                                  tooltip="Continue the run saved under this critic name; off starts over."),
+                io.Float.Input("articulate", default=0.5, min=0.0, max=1.0, step=0.05, optional=True,
+                               tooltip="Share of training crops whose fingers (limbs) are bent at random, labels "
+                               "moved with them, so the critic follows poses it was not shown; 0 turns it off."),
             ],
             outputs=[CriticType.Output(display_name="critic")],
             is_output_node=True,
@@ -70,7 +73,7 @@ class BGFSCriticTrainer(io.ComfyNode):
 
     @classmethod
     def execute(cls, cache: str, critic_name: str, epochs: int, lr: float, batch_size: int, val_fraction: float,
-                resume: bool) -> io.NodeOutput:  # fmt: skip
+                resume: bool, articulate: float = 0.5) -> io.NodeOutput:  # fmt: skip
         import logging
         import shutil
 
@@ -94,6 +97,7 @@ class BGFSCriticTrainer(io.ComfyNode):
             cfg = load_config(None, {
                 "data.cache_dir": str(cache_dir), "roi.region": region, "critic.epochs": int(epochs),
                 "critic.lr": float(lr), "critic.batch_size": int(batch_size), "critic.val_fraction": float(val_fraction),
+                "critic.articulate": float(articulate),
             })  # fmt: skip
             run_dir = runs_root() / name
             pbar = comfy.utils.ProgressBar(int(epochs))
@@ -104,6 +108,8 @@ class BGFSCriticTrainer(io.ComfyNode):
                 losses.append(float(record["train_loss"]))
                 val = "" if record["val_loss"] is None else f", val loss {record['val_loss']:.4f}"
                 pck = "" if record["val_pck"] is None else f", val PCK {record['val_pck']:.3f}"
+                if record.get("val_pck_bent") is not None:
+                    pck += f" (bent {record['val_pck_bent']:.3f})"
                 lines.append(f"epoch {record['epoch']}/{epochs}: train loss {record['train_loss']:.4f}{val}{pck}")
                 pbar.update_absolute(int(record["epoch"]), int(epochs), ("PNG", loss_plot(losses, title="train loss"), 320))
 

@@ -48,7 +48,7 @@ EXPECTED = {
                           "clip_len": "INT", "clips_per_video": "INT", "frame_stride": "INT", "crop_size": "INT",
                           "clip_seed": "INT"}, {}, [("cache_path", "STRING")], True),
     "BGFSCriticTrainer": ({"cache": "STRING", "critic_name": "STRING", "epochs": "INT", "lr": "FLOAT",
-                           "batch_size": "INT", "val_fraction": "FLOAT", "resume": "BOOLEAN"}, {},
+                           "batch_size": "INT", "val_fraction": "FLOAT", "resume": "BOOLEAN"}, {"articulate": "FLOAT"},
                           [("critic", "BGFS_CRITIC")], True),
     "BGFSAnatomyScore": ({"images": "IMAGE", "region": "COMBO", "threshold": "FLOAT", "fps": "FLOAT", "backend": "COMBO"},
                          {"reference": "IMAGE"}, [("score", "FLOAT"), ("summary", "STRING"), ("needs_fixing", "BOOLEAN")],

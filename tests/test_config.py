@@ -33,6 +33,7 @@ def test_every_key_in_the_yaml_is_known():
         ({"critic.lr": -1}, "'critic.lr': must be > 0"),
         ({"fixer.lr_decay": "step"}, "'fixer.lr_decay': 'step' is not one of none, cosine"),
         ({"roi.min_conf": 1.5}, "'roi.min_conf': must be between 0 and 1"),
+        ({"critic.articulate": 2}, "'critic.articulate': must be between 0 and 1"),
         ({"clips.clip_len": 2.5}, "'clips.clip_len': expected int"),
         ({"roi.out_hw": [256]}, "'roi.out_hw': expected a [height, width] pair"),
         ({"nosection.key": 1}, "'nosection.key' is not known"),

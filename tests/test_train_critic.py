@@ -63,7 +63,7 @@ def test_training_lowers_validation_loss_and_writes_a_critic(hand_cache, tmp_pat
     assert [h["epoch"] for h in result.history] == list(range(1, 13)) and seen == result.history
     assert result.history[-1]["val_loss"] < 0.9 * untrained_loss
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
-    assert all(0.0 <= h["val_pck"] <= 1.0 for h in result.history)
+    assert all(0.0 <= h["val_pck"] <= 1.0 and 0.0 <= h["val_pck_bent"] <= 1.0 for h in result.history)
 
     model, spec2, meta = load_critic(result.best_path, region="hands")
     assert spec2.same_model(spec)
@@ -186,3 +186,51 @@ def test_augmentation_moves_crop_and_keypoints_together():
         moved.append(float((kp2[i, j] - kp[i, 0]).norm()))
     assert len(errors) > b // 2 and max(errors) < 1.0, errors
     assert np.median(moved) > 3.0  # the geometric transforms are real, not near-identity
+
+
+def _fan_hand(size: int = 128) -> np.ndarray:
+    """A flat hand's 21 keypoints (MediaPipe order): wrist at the bottom, five straight fingers fanned upwards."""
+    kp = np.zeros((21, 2))
+    kp[0] = (size / 2, size - 8)
+    for f, angle in enumerate(np.radians([-60, -30, 0, 25, 50])):
+        direction = np.array([np.sin(angle), -np.cos(angle)])
+        for j, dist in enumerate((28, 44, 56, 66)):
+            kp[1 + 4 * f + j] = kp[0] + dist * direction
+    return kp
+
+
+def test_articulation_bends_fingers_and_moves_their_labels():
+    """A dot drawn at each fingertip must end up where the articulated keypoints say; a finger with an unknown
+    joint is not turned."""
+    from bgfs_core.train_critic import articulate_batch
+
+    size, tips = 128, [4, 8, 12, 16, 20]
+    kp = _fan_hand(size)
+    yy, xx = np.mgrid[0:size, 0:size] + 0.5
+    img = np.zeros((size, size), np.float64)
+    for t in tips:
+        img += np.exp(-((xx - kp[t, 0]) ** 2 + (yy - kp[t, 1]) ** 2) / (2 * 1.5**2))
+    crops = np.repeat((np.clip(img, 0, 1) * 255).astype(np.uint8)[None, ..., None], 3, -1).repeat(8, 0)
+    keypoints = np.repeat(kp[None].astype(np.float32), 8, 0)
+    visible = np.ones((8, 21), bool)
+    visible[:, 20] = False  # the little finger's tip is unknown: that finger must not move
+
+    same, same_kp = articulate_batch(crops, keypoints, visible, "hands", 0.0, np.random.default_rng(0))
+    assert np.array_equal(same, crops) and np.array_equal(same_kp, keypoints)
+    bent, bent_kp = articulate_batch(crops, keypoints, visible, "hands", 1.0, np.random.default_rng(0))
+    again, again_kp = articulate_batch(crops, keypoints, visible, "hands", 1.0, np.random.default_rng(0))
+    assert np.array_equal(bent, again) and np.array_equal(bent_kp, again_kp)  # seeded
+    assert np.array_equal(bent_kp[:, 20], keypoints[:, 20])  # unknown: left as it was
+    still = np.linalg.norm(bent_kp[:, 17:20] - keypoints[:, 17:20], axis=-1)  # dragged a little by the ring finger
+    errors, moved = [], []
+    for b in range(8):
+        gray = bent[b, ..., 0].astype(np.float64)
+        for t in tips[:4]:
+            near = (xx - bent_kp[b, t, 0]) ** 2 + (yy - bent_kp[b, t, 1]) ** 2 < 6**2
+            mass = np.where(near & (gray > 0.3 * gray[near].max()), gray, 0.0)
+            centre = np.array([(mass * xx).sum(), (mass * yy).sum()]) / mass.sum()
+            errors.append(float(np.linalg.norm(centre - bent_kp[b, t])))
+            moved.append(float(np.linalg.norm(bent_kp[b, t] - keypoints[b, t])))
+    assert max(errors) < 1.5, max(errors)
+    assert np.median(moved) > 3.0  # fingers really turn (9 degrees x 66 px ~ 10 px at the tip)
+    assert np.median(still) < 0.6 * np.median(moved), (np.median(still), np.median(moved))
