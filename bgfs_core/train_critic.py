@@ -267,7 +267,7 @@ def bent_copy(frames: FrameSet, region: str, seed: int) -> FrameSet:
     a pose it was not shown, which is what the fixer's bone and joint terms rely on (``val_pck_bent``)."""
     if not len(frames):
         return frames
-    rng = np.random.default_rng([seed, 7])
+    rng = np.random.default_rng([seed, 7, 7])  # a stream no training epoch draws from ([seed, epoch])
     crops, kp = articulate_batch(frames.crops, frames.keypoints, frames.visible, region, 1.0, rng)
     return FrameSet(crops, kp, frames.visible, frames.crop_scale)
 
