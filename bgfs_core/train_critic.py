@@ -26,6 +26,7 @@ import json
 import math
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,7 +129,8 @@ def _load_frames(cache_dir: Path, entries: list[dict], spec: CriticSpec, num_wor
 
 
 def split_clips(clips: list[dict], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Deterministic (train, val) clip indices: whole source videos held out when there are >= 2, else clips."""
+    """Deterministic (train, val) clip indices: whole source videos held out when there are >= 2, else clips
+    (each instance keeping at least one training clip)."""
     if val_fraction <= 0:
         return list(range(len(clips))), []
     if len(clips) < 2:
@@ -150,9 +152,23 @@ def split_clips(clips: list[dict], val_fraction: float, seed: int) -> tuple[list
         val = [i for i, c in enumerate(clips) if int(c["source"]) in val_sources]
     else:
         n_val = min(max(round(want), 1), len(clips) - 1)
-        val = sorted(int(i) for i in rng.permutation(len(clips))[:n_val])
+        order = [int(i) for i in rng.permutation(len(clips))]
+        # Never hold out an instance's last training clip (a second hand seen in one clip, an emoji MediaPipe
+        # took for a hand): validating on something training never showed makes "best by validation loss" pick
+        # an early, undertrained epoch. Only when no clip qualifies does the plain random draw stand.
+        left = Counter(_instance_key(c) for c in clips)
+        val = []
+        for i in order:
+            if len(val) < n_val and left[_instance_key(clips[i])] >= 2:
+                val.append(i)
+                left[_instance_key(clips[i])] -= 1
+        val = sorted(val) or sorted(order[:n_val])
     val_set = set(val)
     return [i for i in range(len(clips)) if i not in val_set], val
+
+
+def _instance_key(clip: dict) -> tuple[int, int]:
+    return int(clip["source"]), int(clip.get("instance", 0))
 
 
 def _read_cache(cfg: Config) -> tuple[Path, dict]:

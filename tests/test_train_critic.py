@@ -156,6 +156,12 @@ def test_split_by_source_or_clip():
     train, val = split_clips(one_video, 0.2, seed=1)
     assert len(val) == 2 and len(train) == 8
     assert split_clips(one_video, 0.0, seed=1) == (list(range(10)), [])
+    # One video, a second "hand" seen in one clip only (the bundled clip's emoji): it always stays in training.
+    lone = [{"source": 0, "instance": 0}] * 7 + [{"source": 0, "instance": 1}]
+    for seed in range(20):
+        train, val = split_clips(lone, 0.2, seed=seed)
+        assert 7 in train and len(val) == 2 and sorted(train + val) == list(range(8))
+    assert split_clips([{"source": 0, "instance": 0}, {"source": 0, "instance": 1}], 0.5, 0)[1]  # nothing qualifies
     with pytest.raises(BGFSError, match="at least 2"):
         split_clips([{"source": 0}], 0.2, seed=0)
 
