@@ -164,8 +164,12 @@ def build_preview(
     after_heatmaps: np.ndarray | None = None,
     after_keypoints: np.ndarray | None = None,
     max_side: int = MAX_SIDE,
+    labels: list[str] | None = None,
 ) -> Preview:
-    """Sheets and payload for one node run; the glue adds each sheet's file reference to the payload."""
+    """Sheets and payload for one node run; the glue adds each sheet's file reference to the payload.
+
+    ``labels`` name each crop for the slider (e.g. ``"12/43 left"``: frame 12 of 43, the left hand), since a
+    video with two hands has more crops than frames; without them the slider shows the crop's number."""
     if kind not in KINDS:
         raise BGFSError(f"preview: kind must be one of {KINDS}, got {kind!r}")
     _check_crops("crops", crops)
@@ -177,6 +181,8 @@ def build_preview(
     for name, arr in (("heatmaps", heatmaps), ("keypoints", keypoints), ("after_heatmaps", after_heatmaps),
                       ("after_keypoints", after_keypoints)):  # fmt: skip
         _check_frames(name, arr, n)
+    if labels is not None and len(labels) != n:
+        raise BGFSError(f"preview: {len(labels)} labels for {n} crops; give one label per crop")
 
     layout = sheet_layout(n, size, max_side=max_side)
     prev = Preview(layout=layout)
@@ -186,6 +192,8 @@ def build_preview(
     prev.sheets["crops"] = pack_sheet(crops, layout)
     if heatmaps is not None:
         prev.sheets["heat"] = heat_sheet(heatmaps, layout, scale)
+    if labels is not None:
+        prev.payload["labels"] = [str(labels[f]) for f in layout.frames]
     if keypoints is not None:
         prev.payload["keypoints"] = tile_keypoints(keypoints, layout, size)
     if after_crops is not None:

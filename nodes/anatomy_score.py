@@ -50,7 +50,7 @@ class BGFSAnatomyScore(io.ComfyNode):
     def execute(cls, images, region: str, threshold: float, fps: float, backend: str,
                 reference=None) -> io.NodeOutput:  # fmt: skip
         from ..bgfs_core.metrics import score_video
-        from .glue import RoiData, crops_at, image_to_uint8, merge_ui, preview_ui, roi_boxes
+        from .glue import RoiData, crop_labels, crops_at, image_to_uint8, merge_ui, preview_ui, roi_boxes
         from .roi_detect import _mediapipe_dir
 
         with node_errors(NAME):
@@ -71,13 +71,14 @@ class BGFSAnatomyScore(io.ComfyNode):
         box_det = det if det.present.any() or ref_det is None else ref_det
         boxes = roi_boxes(RoiData(box_det))
         crops, kp, conf = crops_at(frames, det, boxes)
+        labels = crop_labels(det, boxes)
         widget = None
         if ref is None:
-            widget = preview_ui("score", region, crops, _heat(kp, conf, crops), kp)
+            widget = preview_ui("score", region, crops, _heat(kp, conf, crops), kp, labels=labels)
         elif len(crops):
             rcrops, rkp, rconf = crops_at(ref, ref_det, boxes)
             widget = preview_ui("score", region, rcrops, _heat(rkp, rconf, rcrops), rkp, after_crops=crops,
-                                after_heatmaps=_heat(kp, conf, crops), after_keypoints=kp)
+                                after_heatmaps=_heat(kp, conf, crops), after_keypoints=kp, labels=labels)
         ui = merge_ui({"text": [summary], "images": plots}, widget)
         return io.NodeOutput(score, summary, needs, ui=ui)
 

@@ -205,6 +205,16 @@ def crops_at(frames: np.ndarray, det: Detections, boxes: np.ndarray, size: int =
     return crops, keypoints, det.confidence[t, i].astype(np.float32)
 
 
+def crop_labels(det: Detections, boxes: np.ndarray) -> list[str]:
+    """The preview slider's name for each crop ``crops_at`` makes, in its order: ``"12/43 left"`` (frame 12 of 43,
+    the instance's label; the label only when the region has several instances)."""
+    from ..bgfs_core.roi import box_valid
+
+    names = det.spec.instance_labels
+    pairs = np.argwhere(box_valid(boxes))
+    return [f"{t + 1}/{det.num_frames}" + (f" {names[i]}" if len(names) > 1 else "") for t, i in pairs]
+
+
 def keypoint_heatmaps(keypoints: np.ndarray, confidence: np.ndarray, crop_size: int, heatmap_size: int = 64,
                       sigma: float = 2.0, min_conf: float = 0.0) -> np.ndarray:
     """Gaussian heatmaps ``float32 [N, K, hs, hs]`` of keypoints given in pixels of ``crop_size`` crops."""

@@ -24,6 +24,7 @@ def preview_ui(
     after_crops: np.ndarray | None = None,
     after_heatmaps: np.ndarray | None = None,
     after_keypoints: np.ndarray | None = None,
+    labels: list[str] | None = None,
 ) -> dict:
     """The ``ui`` dict ``{"bgfs_preview": [payload]}`` for a node run (see ``bgfs_core.preview.build_preview``)."""
     import folder_paths
@@ -31,7 +32,8 @@ def preview_ui(
 
     from ..bgfs_core.atomic import atomic_path
 
-    prev = build_preview(kind, region, crops, heatmaps, keypoints, after_crops, after_heatmaps, after_keypoints)
+    prev = build_preview(kind, region, crops, heatmaps, keypoints, after_crops, after_heatmaps, after_keypoints,
+                         labels=labels)  # fmt: skip
     folder = f"{folder_paths.get_temp_directory()}/{SUBFOLDER}"
     stem = f"bgfs_{kind}_{uuid.uuid4().hex[:12]}"  # unique: several nodes and runs share the temp folder
     payload = dict(prev.payload)

@@ -57,6 +57,7 @@ class BGFSROIDetect(io.ComfyNode):
         from ..bgfs_core.detection import detect_video
         from .glue import (
             RoiData,
+            crop_labels,
             draw_overlay,
             image_to_uint8,
             keypoint_heatmaps,
@@ -77,13 +78,14 @@ class BGFSROIDetect(io.ComfyNode):
             mask = roi_mask_frames(roi)
             overlay = draw_overlay(frames, det, boxes, min_conf=min_conf)
             crops, keypoints, conf = roi_crops(frames, roi)
+            labels = crop_labels(det, boxes)
             heatmaps = keypoint_heatmaps(keypoints, conf, crops.shape[1], min_conf=min_conf) if len(crops) else None
         found = int(det.present.any(1).sum())
         text = (f"{region}: found in {found} of {det.num_frames} frames "
                 f"({det.frame_hw[1]}x{det.frame_hw[0]}, {len(crops)} ROI crops)")  # fmt: skip
         if found == 0:
             text += "; nothing to fix there: the Fixer will pass the latents through unchanged"
-        ui = merge_ui({"text": [text]}, preview_ui("detect", region, crops, heatmaps, keypoints))
+        ui = merge_ui({"text": [text]}, preview_ui("detect", region, crops, heatmaps, keypoints, labels=labels))
         return io.NodeOutput(roi, mask_to_tensor(mask), uint8_to_image(overlay), ui=ui)
 
 

@@ -200,6 +200,12 @@ def test_roi_crops_hold_the_keypoints_and_heatmaps_peak_on_them(hand_frames, han
     np.testing.assert_allclose([peak[1] + 0.5, peak[0] + 0.5], kp[n, k] / 2, atol=1.0)
     empty = glue.RoiData(type(hand_roi.detections).empty("hands", 9, (240, 320)))
     assert glue.roi_crops(hand_frames, empty)[0].shape == (0, 128, 128, 3)
+    # the preview slider's names, one per crop in the same (frame, hand) order
+    boxes = glue.roi_boxes(hand_roi)
+    pairs = np.argwhere(np.isfinite(boxes).all(-1) & (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1]))
+    labels = glue.crop_labels(hand_roi.detections, boxes)
+    assert labels == [f"{t + 1}/9 {('left', 'right')[i]}" for t, i in pairs] and len(labels) == len(crops)
+    assert glue.crop_labels(empty.detections, glue.roi_boxes(empty)) == []
 
 
 def test_overlay_draws_on_the_hand_only(hand_frames, hand_roi):

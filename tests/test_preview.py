@@ -131,6 +131,19 @@ def test_payload_is_strict_json_and_describes_the_layout(crops: np.ndarray):
     assert p["frames"] == list(range(43)) and len(p["keypoints"]) == 43
     assert p["keypoints"][5][0] == [48.0, 60.0, 1.0] and p["keypoints"][5][1] is None
     assert set(prev.sheets) == {"crops", "heat"} and prev.sheets["heat"].shape == prev.sheets["crops"].shape[:2]
+    assert "labels" not in p
+
+
+def test_labels_follow_the_sampled_crops():
+    from bgfs_core.preview import MAX_TILES
+
+    n = MAX_TILES + 7  # more crops than the sheet holds: the payload samples them, the labels must follow
+    many = np.zeros((n, 8, 8, 3), np.uint8)
+    labels = [f"{t // 2 + 1}/{n // 2} {('left', 'right')[t % 2]}" for t in range(n)]
+    p = build_preview("detect", "hands", many, labels=labels).payload
+    assert p["n"] < n and p["labels"] == [labels[f] for f in p["frames"]] and p["labels"][-1] == labels[-1]
+    with pytest.raises(BGFSError, match=f"2 labels for {n} crops"):
+        build_preview("detect", "hands", many, labels=labels[:2])
 
 
 @pytest.mark.parametrize(

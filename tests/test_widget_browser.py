@@ -157,6 +157,7 @@ class Widget:
         self.root = page.locator(f".bgfs-preview[data-bgfs-node='{node_id}']")
         self.slider = self.root.locator("input[type=range]")
         self.toggle = self.root.locator("button")
+        self.label = self.root.locator("span")
 
     def dataset(self) -> dict:
         return self.root.locator("canvas").evaluate("c => ({...c.dataset})")
@@ -240,6 +241,8 @@ def _assert_heat_matches(server: ComfyServer, widget: Widget, payload: dict, she
     drawn = int(ds["bgfsHeatPixels"])
     expected = _heat_tile_count(server, payload[sheet], payload, i)
     assert ds["bgfsHeatDrawn"] == "1" and ds["bgfsFrame"] == str(payload["frames"][i]), ds
+    if "labels" in payload:  # the slider names the frame and hand, not the crop's number
+        assert widget.label.text_content() == payload["labels"][i], (widget.label.text_content(), payload["labels"][i])
     # browser and PIL resample slightly differently; neighbouring tiles differ by far more than 5 %
     assert abs(drawn - expected) <= 0.05 * max(expected, 20), f"node {widget.id}: drew {drawn} heat pixels, {sheet} tile {i} has {expected}"
     return drawn
@@ -252,6 +255,7 @@ def test_roi_detect_widget_draws_heatmaps_and_scrubs(server: ComfyServer, page):
     payload = outputs[str(DETECT)]["bgfs_preview"][0]
     assert (payload["kind"], payload["region"]) == ("detect", "hands"), payload
     assert payload["n"] >= FRAMES - 1, f"MediaPipe found the hand in only {payload['n']} of {FRAMES} frames"
+    assert payload["labels"][0].startswith("1/") and payload["labels"][0].split()[1] in ("left", "right"), payload
 
     roi = Widget(page, DETECT)
     roi.show()

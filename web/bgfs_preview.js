@@ -54,7 +54,7 @@ class Preview {
     const row = el("div", { display: "flex", gap: "6px", alignItems: "center", width: "100%", maxWidth: `${VIEW}px`,
       font: "12px sans-serif", color: "#ccc" });
     this.slider = el("input", { flex: "1" }, { type: "range", min: 0, max: 0, step: 1, value: 0 });
-    this.label = el("span", { minWidth: "64px", textAlign: "right" });
+    this.label = el("span", { minWidth: "84px", textAlign: "right" });
     this.toggle = el("button", { display: "none", font: "inherit" }, { textContent: "before", title: "Toggle before / after the fix" });
     this.slider.addEventListener("input", () => this.show(Number(this.slider.value)));
     this.toggle.addEventListener("click", () => {
@@ -120,7 +120,7 @@ class Preview {
     const f = p.frames?.[i] ?? i;
     ds.bgfsFrame = String(f);
     ds.bgfsView = after ? "after" : "before";
-    this.label.textContent = `${f + 1}/${p.total ?? p.n}`;
+    this.label.textContent = p.labels?.[i] ?? `${f + 1}/${p.total ?? p.n}`; // "12/43 left": frame and hand
     this.toggle.textContent = after ? "after" : "before";
   }
 
