@@ -51,8 +51,7 @@ def parse_variant(text: str, args: argparse.Namespace):
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--video", default=str(ROOT / "tests/data/clips/fingers-lq.gif"))
-    p.add_argument("--critic", default=None,
-                   help="critic file, or several comma-separated (their ensemble); default: train one on the clean video")
+    p.add_argument("--critic", default=None, help="critic file (default: train one on the clean video)")
     p.add_argument("--epochs", type=int, default=30, help="epochs when training the critic here")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--lr-latent", type=float, default=0.02)
@@ -73,7 +72,7 @@ def main() -> int:
     from bgfs_core.codecs import PixelCodec
     from bgfs_core.config import load_config
     from bgfs_core.corruptions import corrupt_all
-    from bgfs_core.critic_io import load_critics
+    from bgfs_core.critic_io import load_critic
     from bgfs_core.detection import detect_video
     from bgfs_core.fidelity import compare
     from bgfs_core.fixer import fix_latents
@@ -101,7 +100,7 @@ def main() -> int:
         trained = train_critic(cfg, out / "critic", progress=False)
         critic_path = str(trained.best_path)
         print(f"critic trained in {time.perf_counter() - t0:.0f} s: validation PCK@0.1 {trained.best_val_pck}")
-    critic, spec, _ = load_critics(critic_path, region="hands")
+    critic, spec, _ = load_critic(critic_path, region="hands")
 
     def judge(video: np.ndarray, ref: np.ndarray | None = None) -> dict:
         res = score_video(video, "hands", fps=fps)

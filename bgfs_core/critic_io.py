@@ -154,20 +154,3 @@ def load_critic(path: str | Path, region: str | None = None, device: Any = "cpu"
         raise BGFSError(f"critic {str(path)!r}: its weights do not load ({exc}); the file is damaged") from None
     model.requires_grad_(False)
     return model.to(device).eval(), spec, meta
-
-
-def load_critics(paths: str | Path | list[str | Path], region: str | None = None, device: Any = "cpu"
-                 ) -> tuple[Any, CriticSpec, dict]:
-    """``load_critic`` for one file; for several (a list, or one string of comma-separated paths) their ensemble
-    (``critic_ensemble``: the mean of their heatmaps), with the first one's spec and metadata."""
-    from .critic_ensemble import check_compatible, critic_ensemble
-
-    if isinstance(paths, (str, Path)):
-        paths = [p.strip() for p in str(paths).split(",") if p.strip()]
-    if not paths:
-        raise BGFSError("no critic file given")
-    loaded = [load_critic(p, region=region, device=device) for p in paths]
-    if len(loaded) == 1:
-        return loaded[0]
-    check_compatible([spec for _, spec, _ in loaded], [str(p) for p in paths])
-    return critic_ensemble([model for model, _, _ in loaded]).eval(), loaded[0][1], loaded[0][2]

@@ -121,36 +121,3 @@ def test_files_that_are_not_critics(tmp_path):
     with pytest.raises(BGFSError, match="do not load"):
         load_critic(bad)
 
-
-
-def test_ensemble_sees_the_mean_of_its_members(tmp_path):
-    from bgfs_core.critic_io import load_critics
-
-    paths = []
-    for seed in (0, 1):
-        model, spec = _critic(seed=seed)
-        with torch.no_grad():
-            model.head.weight.normal_(std=0.5)  # distinct, peaked maps (a fresh head is flat by design)
-        paths.append(str(save_critic(tmp_path / f"c{seed}.safetensors", model, spec)))
-    single, spec, _ = load_critics(paths[0], region="hands")
-    assert isinstance(single, HeatmapCritic)
-    both, spec2, meta = load_critics(",".join(paths), region="hands")
-    assert spec2 == spec and meta["region"] == "hands"
-    assert not any(p.requires_grad for p in both.parameters()) and not both.training
-    crop = torch.rand(3, 3, 160, 160, requires_grad=True)
-    points, conf, heat = both.predict_keypoints(crop)
-    members = [load_critic(p)[0].predict_keypoints(crop)[0] for p in paths]
-    torch.testing.assert_close(points, (members[0] + members[1]) / 2, atol=1e-3, rtol=0)
-    assert (members[0] - members[1]).abs().max() > 2.0  # the members disagree: the mean is not trivially either
-    points[:, 8].sum().backward()
-    assert crop.grad is not None and crop.grad.abs().sum() > 0  # the fixer's gradient reaches the crop
-
-    face, face_spec = _critic("face")
-    other = save_critic(tmp_path / "face.safetensors", face, face_spec)
-    with pytest.raises(BGFSError, match="cannot join"):
-        load_critics([paths[0], other])
-    wide, wide_spec = _critic(heatmap_hw=(32, 32))
-    with pytest.raises(BGFSError, match="critic.heatmap_hw"):
-        load_critics([paths[0], save_critic(tmp_path / "wide.safetensors", wide, wide_spec)])
-    with pytest.raises(BGFSError, match="no critic file"):
-        load_critics(" , ")
