@@ -75,6 +75,8 @@ def read_video(path: str | Path, max_frames: int = 0) -> tuple[np.ndarray, float
     _check_exists(path)
     if max_frames < 0:
         raise BGFSError(f"max_frames must be >= 0 (0 = all frames), got {max_frames}")
+    if path.suffix.lower() != ".gif":  # a gif's frame count needs a full decode; gifs are small
+        _check_fits(path, video_info(path), max_frames)
     if path.is_dir():
         frames, fps = _read_folder(path, max_frames)
     elif path.suffix.lower() == ".gif":
@@ -84,6 +86,32 @@ def read_video(path: str | Path, max_frames: int = 0) -> tuple[np.ndarray, float
     if len(frames) == 0:
         raise BGFSError(f"video {path} has no frames: it is empty or unreadable, re-export it")
     return np.stack(frames), fps
+
+
+def _available_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), None where it cannot be read."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _check_fits(path: Path, info: VideoInfo, max_frames: int) -> None:
+    """Refuse, before decoding, a video whose frames would not fit in memory (decoding holds them twice while
+    stacking): a clear error instead of the process being killed half-way."""
+    n = min(info.num_frames, max_frames) if max_frames else info.num_frames
+    need = 2 * n * info.height * info.width * 3
+    available = _available_bytes()
+    if available is not None and need > 0.8 * available:
+        fit = max(1, int(0.8 * available / (2 * info.height * info.width * 3)))
+        raise BGFSError(
+            f"video {path}: {n} frames of {info.width}x{info.height} need {need / 2**30:.1f} GiB to decode, "
+            f"{available / 2**30:.1f} GiB are free; read at most about {fit} frames (bgfs precompute: "
+            "--set clips.max_frames_per_video=N; bgfs fix / score: --max-frames N) or trim the video"
+        )
 
 
 def _read_folder(folder: Path, max_frames: int) -> tuple[list[np.ndarray], float]:
