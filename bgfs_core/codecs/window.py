@@ -242,9 +242,10 @@ def decode_window(codec: LatentCodec, latents: torch.Tensor, window: LatentWindo
     ``checkpoint`` (and latents that need gradients) each chunk's activations are recomputed in the backward
     pass. A causal state per chunk is what grows with the frame count (a full-size Wan 2.1 state is ~0.6 GB for a
     264 px window), so with a stream and ``segments`` only ~2 sqrt(chunks) states are kept (`_stream_segments`);
-    peak memory is about one chunk's activations plus those states. With ``checkpoint_blocks`` too, a stream
-    also checkpoints each residual / resample block inside the chunk (`bgfs_core.codecs.blocks`), so a chunk's
-    backward holds one block's activations at a time instead of the whole decoder's.
+    peak memory is about one chunk's activations plus those states. With ``checkpoint_blocks`` too, a stream of
+    up to 3 chunks (not segmented) also checkpoints each residual / resample block inside the chunk
+    (`bgfs_core.codecs.blocks`), so a chunk's backward holds one block's activations at a time instead of the
+    whole decoder's; longer streams are segmented and their blocks are not checkpointed (see the code).
     """
     import torch
     from torch.utils.checkpoint import checkpoint as torch_checkpoint
@@ -262,14 +263,18 @@ def decode_window(codec: LatentCodec, latents: torch.Tensor, window: LatentWindo
     if window.temporal_ratio > 1 and window.ct0 == window.t0 > 0:
         raise BGFSError("a window that starts after frame 0 needs >= 1 latent frame of context (window_from_boxes "
                         "ensures it).")
-    stream = codec.grad_stream(checkpoint_blocks=use_ckpt and checkpoint_blocks)
+    lats = [spatial[:, :, a:min(window.t1, a + chunk_frames)] for a in range(window.t0, window.t1, chunk_frames)]
+    segmented = use_ckpt and segments and len(lats) > 3
+    # Not inside segments: there torch keeps every checkpointed block's inputs of a whole segment alive while it
+    # recomputes it, and memory grew with the frame count (narrow Wan 2.1 decoder, 21 -> 41 frames: 5.9 -> 11.8 GB
+    # with blocks, 4.1 -> 5.0 GB without; bench_fixer_step.py --base-dim 32).
+    stream = codec.grad_stream(checkpoint_blocks=use_ckpt and checkpoint_blocks and not segmented)
     if stream is not None:
         state = None
         if window.ct0 < window.t0:  # warm-up: these latents are not optimised (mask 0), so no gradients needed
             with torch.no_grad():
                 _, state = stream(spatial[:, :, window.ct0:window.t0].detach(), None)
-        lats = [spatial[:, :, a:min(window.t1, a + chunk_frames)] for a in range(window.t0, window.t1, chunk_frames)]
-        if use_ckpt and segments and len(lats) > 3:
+        if segmented:
             return _stream_segments(stream, lats, state, crop)
         return _stream_segment(stream, lats, state, crop, use_ckpt)[0]
     # A slice that starts after frame 0 decodes its first latent frame as 1 pixel frame, not r: at least one
