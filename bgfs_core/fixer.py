@@ -58,8 +58,8 @@ class FixSettings:
     feather: int = 1  # latent cells over which the edit fades out at the window's edge
     chunk_frames: int | None = None  # latent frames per decode chunk (None: codec-dependent)
     checkpoint: bool = True  # activation checkpointing of each decode chunk
-    checkpoint_blocks: bool = True  # and of each decoder block inside it (causal Wan decoders: less memory, one more
-    # forward pass of each block in the backward)
+    checkpoint_blocks: bool = True  # and of each decoder block inside it (causal Wan decoders, windows of up to 3
+    # chunks: less memory, one more forward pass of each block in the backward; longer windows are segmented instead)
     warp_grid: int = 8  # warp mode: control points of the displacement field across the window's longer side
     crop_jitter: float = 0.05  # random shift / scale of the critic's crops each step (fraction of the ROI side)
     seed: int = 0
