@@ -30,6 +30,7 @@ import numpy as np
 
 from .detections import Detections
 from .errors import BGFSError
+from .regions import Region
 
 CORRUPTIONS = (
     "finger_jitter", "finger_backwards", "bone_stretch", "flicker", "dropped_frames", "region_jitter",
@@ -87,9 +88,13 @@ def _seen_instances(det: Detections):
                 yield t, int(i), scale
 
 
-def _chains(det: Detections) -> list[tuple[int, ...]]:
-    spec = det.spec
+def region_chains(spec: Region) -> list[tuple[int, ...]]:
+    """The region's finger / limb chains (root first); a region without chains is one chain of all its keypoints."""
     return [tuple(c) for c in spec.chains] if spec.chains else [tuple(range(spec.num_keypoints))]
+
+
+def _chains(det: Detections) -> list[tuple[int, ...]]:
+    return region_chains(det.spec)
 
 
 def _pivot(det: Detections, chain: tuple[int, ...]) -> int:

@@ -267,10 +267,10 @@ def articulate_batch(crops: np.ndarray, keypoints: np.ndarray, visible: np.ndarr
     joint terms need the critic to read. The labels are where the warp put the joints, so they stay exact. Same
     warp as the ``finger_jitter`` corruption (``corruptions.articulate``), its field on a 4-pixel grid.
     """
-    from .corruptions import CHAIN_WIDTH, articulate
+    from .corruptions import CHAIN_WIDTH, articulate, region_chains
 
     reg = get_region(region)
-    chains = [tuple(c) for c in reg.chains] or [tuple(range(reg.num_keypoints))]
+    chains = region_chains(reg)
     crops, keypoints = crops.copy(), keypoints.copy()
     for b in np.flatnonzero(rng.random(len(crops)) < share):
         image, moved = articulate(crops[b], keypoints[b], visible[b], chains, rng, 1.0, CHAIN_WIDTH[reg.source], 4)
