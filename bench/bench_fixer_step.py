@@ -12,6 +12,7 @@ MALLOC_MMAP_THRESHOLD_=1048576 (unless set) so glibc returns freed activations t
   window-taehv   the ROI window through ComfyUI's TAEHV (gradient decoder; needs COMFYUI_DIR)
   NAME+blocks    any of them with each decoder block checkpointed too (bgfs_core.codecs.blocks; the fixer's
                  default), e.g. full+blocks,window+blocks
+  NAME+chunks    plain chunk checkpointing (one causal state kept per chunk) instead of the segmented stream
 
   python bench/bench_fixer_step.py --configs full,window --frames 1,5 --roi 160
   COMFYUI_DIR=/opt/comfyui python bench/bench_fixer_step.py --configs window-taehv --frames 5,17,81
@@ -102,7 +103,7 @@ def one(config: str, frames: int, roi: int, chunk: int, height: int, width: int,
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     name = config
-    config, _, extra = config.partition("+")
+    config, *extras = config.split("+")
     codec = DiffusersWanCodec.from_config(wan_vae_config("2.1", base_dim=base_dim), seed=0)
     if config == "window-taehv":
         tae = ModuleCodec(load_taehv(os.environ["COMFYUI_DIR"]), latent_channels=16, spatial_ratio=8, signed=False,
@@ -124,7 +125,8 @@ def one(config: str, frames: int, roi: int, chunk: int, height: int, width: int,
     rss0 = proc_status_gb("VmRSS")
     zz = z.requires_grad_(True)
     t0 = time.perf_counter()
-    dec = decode_window(codec, zz, win, chunk_frames=chunk, checkpoint=True, checkpoint_blocks=extra == "blocks")
+    dec = decode_window(codec, zz, win, chunk_frames=chunk, checkpoint=True, segments="chunks" not in extras,
+                        checkpoint_blocks="blocks" in extras)
     heat = critic(roi_crop(dec, local))
     loss = heat.square().mean()
     t1 = time.perf_counter()

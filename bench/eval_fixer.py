@@ -78,6 +78,7 @@ def main() -> int:
     from bgfs_core.fixer import fix_latents
     from bgfs_core.metrics import json_safe, score_video
     from bgfs_core.roi import roi_boxes, roi_mask_union
+    from bgfs_core.tracks import follow_tracks
     from bgfs_core.video_io import read_video, write_video
 
     out = Path(args.out or tempfile.mkdtemp(prefix="bgfs_eval_fixer_"))
@@ -108,7 +109,7 @@ def main() -> int:
         row = {"score": a.score, **{k: a.parts[k].raw for k in ("detection", "jitter", "bone_cv", "joint_violations")
                                       if k in a.parts}}  # fmt: skip
         if ref is not None:
-            boxes = roi_boxes(detect_video(ref, "hands", fps=fps), 0.25, 0.3, 0.6)
+            boxes = roi_boxes(follow_tracks(detect_video(ref, "hands", fps=fps))[0], 0.25, 0.3, 0.6)
             mask = roi_mask_union(boxes, ref.shape[1:3], feather=0.1)
             fid = compare(video, ref, mask)
             row["psnr_outside"] = fid.psnr_outside

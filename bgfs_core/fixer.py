@@ -36,6 +36,7 @@ from .losses import (
     warp_temporal_loss,
 )
 from .regions import get_region
+from .tracks import follow_tracks
 
 if TYPE_CHECKING:
     import torch
@@ -58,8 +59,8 @@ class FixSettings:
     feather: int = 1  # latent cells over which the edit fades out at the window's edge
     chunk_frames: int | None = None  # latent frames per decode chunk (None: codec-dependent)
     checkpoint: bool = True  # activation checkpointing of each decode chunk
-    checkpoint_blocks: bool = True  # and of each decoder block inside it (causal Wan decoders, windows of up to 3
-    # chunks: less memory, one more forward pass of each block in the backward; longer windows are segmented instead)
+    checkpoint_blocks: bool = True  # and of each decoder block inside it (causal Wan decoders): less memory, one
+    # more forward pass of each block in the backward
     warp_grid: int = 8  # warp mode: control points of the displacement field across the window's longer side
     crop_jitter: float = 0.05  # random shift / scale of the critic's crops each step (fraction of the ROI side)
     seed: int = 0
@@ -383,6 +384,12 @@ def fix_latents(
         )
     warnings: list[str] = []
     det = _scaled_detections(det, frame_hw, warnings)
+    # Slots are labels (left / right hand); a label that flips for a frame would make one ROI jump between two
+    # hands, and every term over time (boxes, trajectories, bone lengths) compare two different hands.
+    det, relinked = follow_tracks(det, settings.min_conf)
+    if relinked:
+        warnings.append(f"ROI Detect's instance slots changed places in {relinked} of {num_frames} frames (e.g. a "
+                        "left/right label that flipped): the fix follows each instance by position instead")
     started = time.perf_counter()
     with torch.enable_grad():
         problem = _Problem(latents, codec, critic, critic_spec, det, settings, warnings)

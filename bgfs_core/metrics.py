@@ -41,7 +41,6 @@ A region never found gives ``found=False``, ``score=None`` and a message, never 
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -52,6 +51,7 @@ from . import kinematics as K
 from .detections import Detections
 from .errors import BGFSError
 from .regions import get_region
+from .tracks import centres, follow_tracks, gather_tracks, link_tracks
 
 PART_NAMES = ("detection", "jitter", "bone_cv", "joint_violations", "swaps", "low_confidence")
 PER_FRAME_COLUMNS = ("frame", "instances", "expected", "jitter", "bone_dev", "joint_violations", "swap",
@@ -139,65 +139,6 @@ def json_safe(obj: Any) -> Any:
 
 
 # --- tracks ------------------------------------------------------------------------------------------------------
-
-
-def _centres(kp: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Mean of the valid keypoints: [T, I, 2], NaN where none."""
-    w = valid[..., None].astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(valid[..., None], kp, 0.0).sum(-2) / w.sum(-2)
-
-
-def _link_tracks(present: np.ndarray, centres: np.ndarray, sizes: np.ndarray,
-                 s: ScoreSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Link detections into tracks by position.
-
-    Returns ``slot_of [T, I]`` (the slot that track ``i`` takes its detection from at frame ``t``, -1 if none),
-    ``swap [T]`` (a detection continued a track seen in the previous frame under another slot) and
-    ``transition [T]`` (some track seen at ``t - 1`` continued at ``t``).
-    """
-    t_len, n = present.shape
-    slot_of = np.full((t_len, n), -1, np.int64)
-    swap = np.zeros(t_len, bool)
-    transition = np.zeros(t_len, bool)
-    last_c = np.full((n, 2), np.nan)
-    last_size = np.full(n, np.nan)
-    last_t = np.full(n, -(10**9))
-    last_slot = np.arange(n)
-    for t in range(t_len):
-        slots = [i for i in range(n) if present[t, i] and np.isfinite(centres[t, i]).all()]
-        if not slots:
-            continue
-        best, best_cost = None, math.inf
-        for tracks in itertools.permutations(range(n), len(slots)):
-            cost = 0.0
-            for slot, tr in zip(slots, tracks):
-                known = t - last_t[tr] <= s.max_gap and np.isfinite(last_c[tr]).all()
-                if known:
-                    size = np.nanmax([sizes[t, slot], last_size[tr], 1e-6])
-                    cost += min(float(np.linalg.norm(centres[t, slot] - last_c[tr])) / size, s.track_gate)
-                else:
-                    cost += s.track_gate
-                cost += s.relabel_cost * (slot != last_slot[tr])
-            if cost < best_cost - 1e-12:
-                best, best_cost = tracks, cost
-        for slot, tr in zip(slots, best):
-            if last_t[tr] == t - 1:
-                transition[t] = True
-                swap[t] |= slot != last_slot[tr]
-            slot_of[t, tr] = slot
-            last_c[tr], last_t[tr], last_slot[tr] = centres[t, slot], t, slot
-            if np.isfinite(sizes[t, slot]):
-                last_size[tr] = sizes[t, slot]
-    return slot_of, swap, transition
-
-
-def _gather(arr: np.ndarray, slot_of: np.ndarray, fill: Any) -> np.ndarray:
-    """Re-order the slot axis (1) of ``arr [T, I, ...]`` into tracks; ``fill`` where a track has no detection."""
-    idx = np.clip(slot_of, 0, None)
-    out = np.take_along_axis(arr, idx.reshape(idx.shape + (1,) * (arr.ndim - 2)), axis=1).copy()
-    out[slot_of < 0] = fill
-    return out
 
 
 def _lr_swaps(kp: np.ndarray, valid: np.ndarray, flip_perm: tuple[int, ...], scale: np.ndarray) -> np.ndarray:
@@ -319,7 +260,7 @@ def _frame_scores(cols: dict[str, np.ndarray], found_frac: np.ndarray, n_found: 
 
 @dataclass
 class _Measures:
-    """Per-sample measurements of one clip's tracks (``I`` tracks, re-ordered from slots by ``_link_tracks``)."""
+    """Per-sample measurements of one clip's tracks (``I`` tracks, re-ordered from slots by ``tracks.link_tracks``)."""
 
     slot_of: np.ndarray  # [T, I] slot each track takes its detection from, -1 if none
     swap: np.ndarray  # [T] bool
@@ -400,10 +341,11 @@ def _measure(det: Detections, s: ScoreSettings) -> _Measures:
     t_len, n_inst = det.present.shape
     valid = det.present[..., None] & np.isfinite(det.keypoints).all(-1) & (det.confidence >= s.min_conf)
     kp = np.where(valid[..., None], det.keypoints, np.nan).astype(np.float64)
-    slot_of, swap, transition = _link_tracks(det.present, _centres(kp, valid), K.frame_scale(kp, valid), s)
-    kp = _gather(kp, slot_of, np.nan)
-    valid = _gather(valid, slot_of, False)
-    conf = _gather(det.confidence.astype(np.float64), slot_of, 0.0)
+    slot_of, swap, transition = link_tracks(det.present, centres(kp, valid), K.frame_scale(kp, valid),
+                                            s.max_gap, s.track_gate, s.relabel_cost)  # fmt: skip
+    kp = gather_tracks(kp, slot_of, np.nan)
+    valid = gather_tracks(valid, slot_of, False)
+    conf = gather_tracks(det.confidence.astype(np.float64), slot_of, 0.0)
     scale = K.region_scale(kp, valid)  # [I]
     if n_inst == 1:  # left/right keypoints exchanged between frames
         lr = _lr_swaps(kp, valid, spec.flip_permutation(), scale)
@@ -556,7 +498,8 @@ def score_video(
 
         margin, min_conf, smooth = roi
         mask_det = ref_detections if ref_detections.present.any() else detections
-        boxes = roi_boxes(mask_det, margin, min_conf, smooth)
+        # instances followed by position, as the fixer does, so a flipped label does not smear the smoothed boxes
+        boxes = roi_boxes(follow_tracks(mask_det, min_conf)[0], margin, min_conf, smooth)
         mask = roi_mask_union(boxes, frames.shape[1:3], feather=0.1)
         fid = compare(frames, reference, mask)
     result = ScoreResult(region, float(fps), anatomy, detections, ref_score,

@@ -160,3 +160,18 @@ def test_cancel_propagates_and_leaves_the_input_untouched():
     with pytest.raises(UserCancelError):
         fix_latents(latents, codec, critic, spec, det, FixSettings(steps=10, keypoint_conf=0.0), on_step=on_step)
     assert torch.equal(latents, original)
+
+
+def test_slots_that_swap_labels_are_followed_by_position_with_a_warning():
+    codec = PixelCodec()
+    latents = torch.rand(1, 3, 4, 64, 96) * 2 - 1
+    det = hand_detections(4, (64, 96), (4.0, 4.0, 28.0, 28.0))
+    other = hand_detections(4, (64, 96), (60.0, 30.0, 84.0, 54.0))
+    for arr, src in ((det.keypoints, other.keypoints), (det.confidence, other.confidence),
+                     (det.present, other.present), (det.boxes, other.boxes), (det.scores, other.scores)):
+        arr[:, 1] = src[:, 0]
+        arr[2] = arr[2, ::-1].copy()  # frame 2: the labels flip
+    critic, spec = random_critic()
+    result = fix_latents(latents, codec, critic, spec, det, FixSettings(steps=1, mode="warp", chunk_frames=1))
+    assert any("changed places in 1 of 4 frames" in w for w in result.report["warnings"])
+    assert "changed places" in result.report["summary"]

@@ -186,11 +186,16 @@ def _is_tensor(x: Any) -> bool:
 
 
 def _stream_segments(stream: Any, lats: list, state: Any, crop: tuple[int, int, int, int]) -> Any:
-    """Checkpointed streaming with ~sqrt(chunks) causal states alive instead of one per chunk.
+    """Checkpointed streaming that keeps ~sqrt(chunks) causal states plus about three working ones.
 
-    Each segment of chunks runs without gradients in the forward pass, keeping only its start state; its backward
-    re-runs it with one checkpoint per chunk and back-propagates the incoming gradients of its frames and of its
-    end state. Exact: the same gradients as chunk checkpointing (tested), for one extra forward pass.
+    The chunks are grouped into segments of ~sqrt(chunks). The forward pass runs without gradients and keeps only
+    each segment's start state. A segment's backward walks its chunks from last to first: it recomputes the state
+    before chunk k from the segment's start (no gradients), runs chunk k with gradients and back-propagates the
+    incoming gradients of its frames and of its end state, which yields the gradient of the state before it. So at
+    most the segment starts, one chunk's state in and out with their gradients and one chunk's activations are
+    alive, and a chunk's own forward is not nested in another checkpoint, so the stream may checkpoint each decoder
+    block too. Exact: the same gradients as plain backpropagation (tested); the cost is ~sqrt(chunks) / 2 extra
+    chunk forwards per chunk, without gradients.
     """
     import torch
 
@@ -198,26 +203,48 @@ def _stream_segments(stream: Any, lats: list, state: Any, crop: tuple[int, int, 
         @staticmethod
         def forward(ctx, n_lats, template, *tensors):
             seg_lats, state_in = list(tensors[:n_lats]), _join_state(template, tensors[n_lats:])
+            counts = []
             with torch.no_grad():
-                frames, state_out = _stream_segment(stream, seg_lats, state_in, crop, False)
-            ctx.n_lats, ctx.template = n_lats, template
+                out = []
+                for lat in seg_lats:
+                    frames, state_in = _stream_chunk(stream, lat, state_in, crop)
+                    out.append(frames)
+                    counts.append(frames.shape[0])
+            ctx.n_lats, ctx.template, ctx.counts = n_lats, template, counts
             ctx.save_for_backward(*tensors)
-            holder["template"], out_tensors = _split_state(state_out)  # the caller rebuilds the state with it
-            return (frames, *out_tensors)
+            holder["template"], out_tensors = _split_state(state_in)  # the caller rebuilds the state with it
+            return (torch.cat(out, 0), *out_tensors)
 
         @staticmethod
         def backward(ctx, grad_frames, *grad_state):
-            inputs = [t.detach().requires_grad_(t.is_floating_point()) for t in ctx.saved_tensors]
-            with torch.enable_grad():
-                frames, state_out = _stream_segment(stream, inputs[:ctx.n_lats], _join_state(ctx.template,
-                                                    inputs[ctx.n_lats:]), crop, True)  # fmt: skip
-            outs, grads = [frames], [grad_frames]
-            for t, g in zip(_split_state(state_out)[1], grad_state, strict=True):
-                if g is not None and t.requires_grad:
-                    outs.append(t)
-                    grads.append(g)
-            torch.autograd.backward(outs, grads)
-            return (None, None, *[t.grad if t.requires_grad else None for t in inputs])
+            saved = ctx.saved_tensors
+            seg_lats, start = saved[:ctx.n_lats], saved[ctx.n_lats:]
+            grad_lats: list = [None] * ctx.n_lats
+            grad_frames_k = grad_frames.split(ctx.counts)
+            for k in reversed(range(ctx.n_lats)):
+                with torch.no_grad():  # the state before chunk k, recomputed from the segment's start
+                    state = _join_state(ctx.template, start)
+                    for lat in seg_lats[:k]:
+                        state = stream(lat, state)[1]
+                template, tensors = _split_state(state)
+                del state
+                leaves = [t.detach().requires_grad_(t.is_floating_point()) for t in tensors]
+                del tensors
+                lat = seg_lats[k].detach().requires_grad_(True)
+                with torch.enable_grad():
+                    frames, state_out = _stream_chunk(stream, lat, _join_state(template, leaves), crop)
+                outs, grads = [frames], [grad_frames_k[k]]
+                for t, g in zip(_split_state(state_out)[1], grad_state, strict=True):
+                    if g is not None and t.requires_grad:
+                        outs.append(t)
+                        grads.append(g)
+                del frames, state_out
+                torch.autograd.backward(outs, grads)
+                del outs, grads
+                grad_lats[k] = lat.grad
+                grad_state = tuple(t.grad for t in leaves)  # the gradient of the state before chunk k
+                del leaves
+            return (None, None, *grad_lats, *grad_state)
 
     holder: dict[str, Any] = {}
     size = math.isqrt(len(lats) - 1) + 1
@@ -240,12 +267,12 @@ def decode_window(codec: LatentCodec, latents: torch.Tensor, window: LatentWindo
     causal caches, and each chunk continues from the previous chunk's state (exact, gradients flow through the
     state). Otherwise each chunk re-decodes ``window.context`` frames before it and drops their pixels. With
     ``checkpoint`` (and latents that need gradients) each chunk's activations are recomputed in the backward
-    pass. A causal state per chunk is what grows with the frame count (a full-size Wan 2.1 state is ~0.6 GB for a
-    264 px window), so with a stream and ``segments`` only ~2 sqrt(chunks) states are kept (`_stream_segments`);
-    peak memory is about one chunk's activations plus those states. With ``checkpoint_blocks`` too, a stream of
-    up to 3 chunks (not segmented) also checkpoints each residual / resample block inside the chunk
-    (`bgfs_core.codecs.blocks`), so a chunk's backward holds one block's activations at a time instead of the
-    whole decoder's; longer streams are segmented and their blocks are not checkpointed (see the code).
+    pass. A causal state per chunk is what grows with the frame count (a full-size Wan 2.1 state is ~1 GB for a
+    ~300 px decoded window), so with a stream and ``segments`` (`_stream_segments`) only the start states of
+    ~sqrt(chunks) segments are kept, plus one chunk's state in and out and their gradients while it is
+    back-propagated; with ``checkpoint_blocks`` each residual / resample block inside that chunk is checkpointed
+    too (`bgfs_core.codecs.blocks`), so a chunk's backward holds one block's activations at a time instead of the
+    whole decoder's. ``segments=False`` checkpoints each chunk instead (one state per chunk; no block checkpoints).
     """
     import torch
     from torch.utils.checkpoint import checkpoint as torch_checkpoint
@@ -264,11 +291,11 @@ def decode_window(codec: LatentCodec, latents: torch.Tensor, window: LatentWindo
         raise BGFSError("a window that starts after frame 0 needs >= 1 latent frame of context (window_from_boxes "
                         "ensures it).")
     lats = [spatial[:, :, a:min(window.t1, a + chunk_frames)] for a in range(window.t0, window.t1, chunk_frames)]
-    segmented = use_ckpt and segments and len(lats) > 3
-    # Not inside segments: there torch keeps every checkpointed block's inputs of a whole segment alive while it
-    # recomputes it, and memory grew with the frame count (narrow Wan 2.1 decoder, 21 -> 41 frames: 5.9 -> 11.8 GB
-    # with blocks, 4.1 -> 5.0 GB without; bench_fixer_step.py --base-dim 32).
-    stream = codec.grad_stream(checkpoint_blocks=use_ckpt and checkpoint_blocks and not segmented)
+    segmented = use_ckpt and segments
+    # Blocks are not checkpointed inside chunk checkpoints (segments=False): nested there, torch kept every block's
+    # inputs of a whole segment alive and memory grew with the frame count (narrow Wan 2.1 decoder, 21 -> 41
+    # frames: 5.9 -> 11.8 GB). The segments run each chunk's gradient pass outside any other checkpoint.
+    stream = codec.grad_stream(checkpoint_blocks=segmented and checkpoint_blocks)
     if stream is not None:
         state = None
         if window.ct0 < window.t0:  # warm-up: these latents are not optimised (mask 0), so no gradients needed

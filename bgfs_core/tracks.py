@@ -1,0 +1,126 @@
+"""Instance tracks: which detection in each frame continues which instance, by position.
+
+ROI Detect fills instance slots by label (hands: 0 = left, 1 = right, from MediaPipe's handedness). When the label
+flips for a frame, or a second "hand" (a hand-shaped object, a reflection) takes the other label, one slot jumps
+between two instances. Anything that reads a slot over time (the judge's jitter and bone lengths, the fixer's ROI
+boxes, trajectories and bone terms) must follow instances by position instead: `link_tracks` does that, as the
+judge has always done, and `follow_tracks` re-orders a whole `Detections` into tracks for the fixer.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any
+
+import numpy as np
+
+from .detections import Detections
+
+
+def centres(kp: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Mean of the valid keypoints: [T, I, 2], NaN where none."""
+    w = valid[..., None].astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(valid[..., None], kp, 0.0).sum(-2) / w.sum(-2)
+
+
+def link_tracks(present: np.ndarray, centres: np.ndarray, sizes: np.ndarray, max_gap: int = 8,
+                track_gate: float = 1.5, relabel_cost: float = 0.25) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Link detections into tracks by position.
+
+    Each frame's detections go to the tracks that minimise the distance to where each track was last seen (in
+    units of the instance's size, capped at ``track_gate``; a track unseen for more than ``max_gap`` frames costs
+    the cap), plus ``relabel_cost`` for every detection whose slot differs from its track's last slot.
+    Returns ``slot_of [T, I]`` (the slot that track ``i`` takes its detection from at frame ``t``, -1 if none),
+    ``swap [T]`` (a detection continued a track seen in the previous frame under another slot) and
+    ``transition [T]`` (some track seen at ``t - 1`` continued at ``t``).
+    """
+    t_len, n = present.shape
+    slot_of = np.full((t_len, n), -1, np.int64)
+    swap = np.zeros(t_len, bool)
+    transition = np.zeros(t_len, bool)
+    last_c = np.full((n, 2), np.nan)
+    last_size = np.full(n, np.nan)
+    last_t = np.full(n, -(10**9))
+    last_slot = np.arange(n)
+    for t in range(t_len):
+        slots = [i for i in range(n) if present[t, i] and np.isfinite(centres[t, i]).all()]
+        if not slots:
+            continue
+        best, best_cost = None, math.inf
+        for tracks in itertools.permutations(range(n), len(slots)):
+            cost = 0.0
+            for slot, tr in zip(slots, tracks):
+                known = t - last_t[tr] <= max_gap and np.isfinite(last_c[tr]).all()
+                if known:
+                    size = np.nanmax([sizes[t, slot], last_size[tr], 1e-6])
+                    cost += min(float(np.linalg.norm(centres[t, slot] - last_c[tr])) / size, track_gate)
+                else:
+                    cost += track_gate
+                cost += relabel_cost * (slot != last_slot[tr])
+            if cost < best_cost - 1e-12:
+                best, best_cost = tracks, cost
+        for slot, tr in zip(slots, best):
+            if last_t[tr] == t - 1:
+                transition[t] = True
+                swap[t] |= slot != last_slot[tr]
+            slot_of[t, tr] = slot
+            last_c[tr], last_t[tr], last_slot[tr] = centres[t, slot], t, slot
+            if np.isfinite(sizes[t, slot]):
+                last_size[tr] = sizes[t, slot]
+    return slot_of, swap, transition
+
+
+def gather_tracks(arr: np.ndarray, slot_of: np.ndarray, fill: Any) -> np.ndarray:
+    """Re-order the slot axis (1) of ``arr [T, I, ...]`` into tracks; ``fill`` where a track has no detection."""
+    idx = np.clip(slot_of, 0, None)
+    out = np.take_along_axis(arr, idx.reshape(idx.shape + (1,) * (arr.ndim - 2)), axis=1).copy()
+    out[slot_of < 0] = fill
+    return out
+
+
+def duplicates(det: Detections, overlap: float = 0.5) -> np.ndarray:
+    """[T, I] bool: detections that mostly lie inside another, more confident one of the same frame (a hand found
+    twice): their boxes' intersection covers more than ``overlap`` of the smaller box."""
+    out = np.zeros(det.present.shape, bool)
+    for t in np.flatnonzero(det.present.sum(1) >= 2):
+        slots = np.flatnonzero(det.present[t])
+        for a, b in itertools.permutations(slots, 2):
+            ba, bb = det.boxes[t, a], det.boxes[t, b]
+            if not (np.isfinite(ba).all() and np.isfinite(bb).all()) or det.scores[t, a] > det.scores[t, b]:
+                continue
+            if det.scores[t, a] == det.scores[t, b] and a < b:  # a tie: keep the first slot
+                continue
+            w = min(ba[2], bb[2]) - max(ba[0], bb[0])
+            h = min(ba[3], bb[3]) - max(ba[1], bb[1])
+            smaller = min((ba[2] - ba[0]) * (ba[3] - ba[1]), (bb[2] - bb[0]) * (bb[3] - bb[1]))
+            if w > 0 and h > 0 and w * h > overlap * max(smaller, 1e-6):
+                out[t, a] = True
+    return out
+
+
+def follow_tracks(det: Detections, min_conf: float = 0.3) -> tuple[Detections, int]:
+    """``det`` with its instance slots re-ordered so that each slot follows one instance by position, and with
+    duplicate detections (`duplicates`) dropped -> (that, the number of frames changed). Regions with one instance
+    come back as they are."""
+    from . import kinematics as K
+
+    if det.present.shape[1] < 2:
+        return det, 0
+    dup = duplicates(det)
+    present = det.present & ~dup
+    valid = present[..., None] & np.isfinite(det.keypoints).all(-1) & (det.confidence >= min_conf)
+    kp = np.where(valid[..., None], det.keypoints, np.nan).astype(np.float64)
+    slot_of, _, _ = link_tracks(present, centres(kp, valid), K.frame_scale(kp, valid))
+    slot_of = np.where(gather_tracks(present, slot_of, False), slot_of, -1)
+    moved = ((slot_of >= 0) & (slot_of != np.arange(slot_of.shape[1]))).any(1) | dup.any(1)
+    frames = int(moved.sum())
+    if frames == 0:
+        return det, 0
+    out = Detections(
+        det.region, gather_tracks(det.keypoints, slot_of, np.nan), gather_tracks(det.confidence, slot_of, 0.0),
+        slot_of >= 0, gather_tracks(det.boxes, slot_of, np.nan), gather_tracks(det.scores, slot_of, 0.0),
+        det.frame_hw,
+    )  # fmt: skip
+    return out, frames

@@ -1,0 +1,60 @@
+"""Instance tracks: slots that swap labels and duplicate detections are followed by position."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bgfs_core.detections import Detections
+from bgfs_core.tracks import duplicates, follow_tracks
+
+
+def two_things(num_frames: int = 10) -> Detections:
+    """A hand near x=60 drifting right (slot 0) and a hand-like object fixed near x=200 (slot 1)."""
+    det = Detections.empty("hands", num_frames, (120, 240))
+    rng = np.random.default_rng(0)
+    shape = rng.uniform(-15, 15, (21, 2)).astype(np.float32)
+    for t in range(num_frames):
+        for slot, centre in ((0, (60 + 2 * t, 60)), (1, (200, 30))):
+            kp = shape + np.float32(centre)
+            det.keypoints[t, slot] = kp
+            det.confidence[t, slot] = 0.9
+            det.present[t, slot] = True
+            det.scores[t, slot] = 0.9
+            det.boxes[t, slot] = [*kp.min(0), *kp.max(0)]
+    return det
+
+
+def swap_slots(det: Detections, t: int) -> None:
+    for arr in (det.keypoints, det.confidence, det.present, det.boxes, det.scores):
+        arr[t] = arr[t, ::-1].copy()
+
+
+def test_label_flips_are_followed_by_position():
+    clean = two_things()
+    det = two_things()
+    for t in (3, 4, 7):
+        swap_slots(det, t)
+    followed, changed = follow_tracks(det)
+    assert changed == 3
+    np.testing.assert_array_equal(followed.keypoints, clean.keypoints)
+    np.testing.assert_array_equal(followed.boxes, clean.boxes)
+    assert follow_tracks(clean) == (clean, 0)  # nothing to do: the same object back
+
+
+def test_a_hand_found_twice_keeps_the_more_confident_detection():
+    det = two_things()
+    # frame 5: the object is missed and the hand is found a second time, smaller and less sure, in slot 1;
+    # without dropping it the object's track would continue on the hand
+    det.keypoints[5, 1] = det.keypoints[5, 0] * 0.8 + det.keypoints[5, 0].mean(0) * 0.2
+    det.boxes[5, 1] = [*det.keypoints[5, 1].min(0), *det.keypoints[5, 1].max(0)]
+    det.scores[5, 1] = 0.6
+    dup = duplicates(det)
+    assert dup.sum() == 1 and dup[5, 1]
+    followed, changed = follow_tracks(det)
+    assert changed == 1
+    assert not followed.present[5, 1] and np.isnan(followed.keypoints[5, 1]).all()
+    np.testing.assert_array_equal(followed.keypoints[5, 0], det.keypoints[5, 0])
+    # swapped after the duplicate: still followed by position
+    swap_slots(det, 6)
+    followed, _ = follow_tracks(det)
+    np.testing.assert_array_equal(followed.keypoints[6], two_things().keypoints[6])
