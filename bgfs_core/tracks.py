@@ -102,11 +102,12 @@ def duplicates(det: Detections, overlap: float = 0.5) -> np.ndarray:
 
 def follow_tracks(det: Detections, min_conf: float = 0.3) -> tuple[Detections, int]:
     """``det`` with its instance slots re-ordered so that each slot follows one instance by position, and with
-    duplicate detections (`duplicates`) dropped -> (that, the number of frames changed). Regions with one instance
-    come back as they are."""
+    duplicate detections (`duplicates`) dropped -> (that, the number of frames changed). Only hands are followed:
+    their slots come from a handedness label; the feet's come from one pose's left and right leg, which stays
+    right when the feet cross, where following by position would not. Other regions have one instance."""
     from . import kinematics as K
 
-    if det.present.shape[1] < 2:
+    if det.present.shape[1] < 2 or det.spec.source != "hands":
         return det, 0
     dup = duplicates(det)
     present = det.present & ~dup

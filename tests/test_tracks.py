@@ -58,3 +58,14 @@ def test_a_hand_found_twice_keeps_the_more_confident_detection():
     swap_slots(det, 6)
     followed, _ = follow_tracks(det)
     np.testing.assert_array_equal(followed.keypoints[6], two_things().keypoints[6])
+
+
+def test_feet_keep_the_pose_models_left_and_right():
+    # feet come from one pose (left / right leg): when they cross, position would swap them, the pose does not
+    det = Detections.empty("feet", 3, (100, 100))
+    det.keypoints[:, 0] = np.array([[10, 10], [12, 30], [14, 50], [16, 70]], np.float32)
+    det.keypoints[:, 1] = det.keypoints[:, 0] + np.float32([40, 0])
+    det.keypoints[1] = det.keypoints[1, ::-1].copy()
+    det.present[:] = True
+    det.confidence[:] = 0.9
+    assert follow_tracks(det) == (det, 0)
