@@ -384,8 +384,8 @@ def fix_latents(
         )
     warnings: list[str] = []
     det = _scaled_detections(det, frame_hw, warnings)
-    # Slots are labels (left / right hand); a label that flips for a frame would make one ROI jump between two
-    # hands, and every term over time (boxes, trajectories, bone lengths) compare two different hands.
+    # Hand slots are labels (left / right); a label that flips for a frame would make one ROI jump between two
+    # hands, and every term over time (boxes, trajectories, bone lengths) would compare two different hands.
     det, relinked = follow_tracks(det, settings.min_conf)
     if relinked:
         warnings.append(f"ROI Detect's instance slots changed places in {relinked} of {num_frames} frames (e.g. a "
