@@ -103,13 +103,15 @@ def main() -> int:
         print(f"critic trained in {time.perf_counter() - t0:.0f} s: validation PCK@0.1 {trained.best_val_pck}")
     critic, spec, _ = load_critic(critic_path, region="hands")
 
-    def judge(video: np.ndarray, ref: np.ndarray | None = None) -> dict:
+    def judge(video: np.ndarray, ref: np.ndarray | None = None, ref_det=None) -> dict:
+        """MediaPipe's judgement of ``video``; with ``ref`` (and its detections ``ref_det``) fidelity outside the
+        ROI too."""
         res = score_video(video, "hands", fps=fps)
         a = res.anatomy
         row = {"score": a.score, **{k: a.parts[k].raw for k in ("detection", "jitter", "bone_cv", "joint_violations")
                                       if k in a.parts}}  # fmt: skip
         if ref is not None:
-            boxes = roi_boxes(follow_tracks(detect_video(ref, "hands", fps=fps))[0], 0.25, 0.3, 0.6)
+            boxes = roi_boxes(follow_tracks(ref_det)[0], 0.25, 0.3, 0.6)
             mask = roi_mask_union(boxes, ref.shape[1:3], feather=0.1)
             fid = compare(video, ref, mask)
             row["psnr_outside"] = fid.psnr_outside
@@ -144,7 +146,7 @@ def main() -> int:
             with torch.no_grad():
                 fixed = (codec.decode(res.latents).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
             write_video(out / f"fixed_{name}_seed{seed}.mp4", fixed, fps)
-            row = rows[f"fixed ({name})"] = {**judge(fixed, corrupted), "seconds": seconds}
+            row = rows[f"fixed ({name})"] = {**judge(fixed, corrupted, det_in), "seconds": seconds}
             critic_view[name] = {"before": res.report["critic_before"], "after": res.report["critic_after"]}
             base = rows["corrupted"]
             changes[name].append({k: row[k] / base[k] - 1 if base[k] else float("nan") for k in ("jitter", "bone_cv")}

@@ -51,7 +51,7 @@ from . import kinematics as K
 from .detections import Detections
 from .errors import BGFSError
 from .regions import get_region
-from .tracks import centres, follow_tracks, gather_tracks, link_tracks
+from .tracks import follow_tracks, gather_tracks, link_tracks
 
 PART_NAMES = ("detection", "jitter", "bone_cv", "joint_violations", "swaps", "low_confidence")
 PER_FRAME_COLUMNS = ("frame", "instances", "expected", "jitter", "bone_dev", "joint_violations", "swap",
@@ -341,8 +341,7 @@ def _measure(det: Detections, s: ScoreSettings) -> _Measures:
     t_len, n_inst = det.present.shape
     valid = det.present[..., None] & np.isfinite(det.keypoints).all(-1) & (det.confidence >= s.min_conf)
     kp = np.where(valid[..., None], det.keypoints, np.nan).astype(np.float64)
-    slot_of, swap, transition = link_tracks(det.present, centres(kp, valid), K.frame_scale(kp, valid),
-                                            s.max_gap, s.track_gate, s.relabel_cost)  # fmt: skip
+    slot_of, swap, transition = link_tracks(det.present, kp, valid, s.max_gap, s.track_gate, s.relabel_cost)
     kp = gather_tracks(kp, slot_of, np.nan)
     valid = gather_tracks(valid, slot_of, False)
     conf = gather_tracks(det.confidence.astype(np.float64), slot_of, 0.0)

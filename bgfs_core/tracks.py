@@ -18,24 +18,29 @@ import numpy as np
 from .detections import Detections
 
 
-def centres(kp: np.ndarray, valid: np.ndarray) -> np.ndarray:
+def _centres(kp: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Mean of the valid keypoints: [T, I, 2], NaN where none."""
     w = valid[..., None].astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(valid[..., None], kp, 0.0).sum(-2) / w.sum(-2)
 
 
-def link_tracks(present: np.ndarray, centres: np.ndarray, sizes: np.ndarray, max_gap: int = 8,
+def link_tracks(present: np.ndarray, keypoints: np.ndarray, valid: np.ndarray, max_gap: int = 8,
                 track_gate: float = 1.5, relabel_cost: float = 0.25) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Link detections into tracks by position.
+    """Link detections (``present [T, I]``; ``keypoints [T, I, K, 2]`` used where ``valid [T, I, K]``) into tracks
+    by position.
 
-    Each frame's detections go to the tracks that minimise the distance to where each track was last seen (in
-    units of the instance's size, capped at ``track_gate``; a track unseen for more than ``max_gap`` frames costs
-    the cap), plus ``relabel_cost`` for every detection whose slot differs from its track's last slot.
+    Each frame's detections go to the tracks that minimise the distance between the centres of their valid
+    keypoints and where each track was last seen (in units of the instance's size, the diagonal of its keypoints,
+    capped at ``track_gate``; a track unseen for more than ``max_gap`` frames costs the cap), plus
+    ``relabel_cost`` for every detection whose slot differs from its track's last slot.
     Returns ``slot_of [T, I]`` (the slot that track ``i`` takes its detection from at frame ``t``, -1 if none),
     ``swap [T]`` (a detection continued a track seen in the previous frame under another slot) and
     ``transition [T]`` (some track seen at ``t - 1`` continued at ``t``).
     """
+    from . import kinematics as K
+
+    centres, sizes = _centres(keypoints, valid), K.frame_scale(keypoints, valid)
     t_len, n = present.shape
     slot_of = np.full((t_len, n), -1, np.int64)
     swap = np.zeros(t_len, bool)
@@ -105,15 +110,13 @@ def follow_tracks(det: Detections, min_conf: float = 0.3) -> tuple[Detections, i
     duplicate detections (`duplicates`) dropped -> (that, the number of frames changed). Only hands are followed:
     their slots come from a handedness label; the feet's come from one pose's left and right leg, which stays
     right when the feet cross, where following by position would not. Other regions have one instance."""
-    from . import kinematics as K
-
     if det.present.shape[1] < 2 or det.spec.source != "hands":
         return det, 0
     dup = duplicates(det)
     present = det.present & ~dup
     valid = present[..., None] & np.isfinite(det.keypoints).all(-1) & (det.confidence >= min_conf)
     kp = np.where(valid[..., None], det.keypoints, np.nan).astype(np.float64)
-    slot_of, _, _ = link_tracks(present, centres(kp, valid), K.frame_scale(kp, valid))
+    slot_of, _, _ = link_tracks(present, kp, valid)
     slot_of = np.where(gather_tracks(present, slot_of, False), slot_of, -1)
     moved = ((slot_of >= 0) & (slot_of != np.arange(slot_of.shape[1]))).any(1) | dup.any(1)
     frames = int(moved.sum())

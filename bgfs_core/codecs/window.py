@@ -203,24 +203,19 @@ def _stream_segments(stream: Any, lats: list, state: Any, crop: tuple[int, int, 
         @staticmethod
         def forward(ctx, n_lats, template, *tensors):
             seg_lats, state_in = list(tensors[:n_lats]), _join_state(template, tensors[n_lats:])
-            counts = []
             with torch.no_grad():
-                out = []
-                for lat in seg_lats:
-                    frames, state_in = _stream_chunk(stream, lat, state_in, crop)
-                    out.append(frames)
-                    counts.append(frames.shape[0])
-            ctx.n_lats, ctx.template, ctx.counts = n_lats, template, counts
+                frames, state_out = _stream_segment(stream, seg_lats, state_in, crop, False)
+            ctx.n_lats, ctx.template = n_lats, template
             ctx.save_for_backward(*tensors)
-            holder["template"], out_tensors = _split_state(state_in)  # the caller rebuilds the state with it
-            return (torch.cat(out, 0), *out_tensors)
+            holder["template"], out_tensors = _split_state(state_out)  # the caller rebuilds the state with it
+            return (frames, *out_tensors)
 
         @staticmethod
         def backward(ctx, grad_frames, *grad_state):
             saved = ctx.saved_tensors
             seg_lats, start = saved[:ctx.n_lats], saved[ctx.n_lats:]
             grad_lats: list = [None] * ctx.n_lats
-            grad_frames_k = grad_frames.split(ctx.counts)
+            end = grad_frames.shape[0]  # chunk k's frames end where chunk k + 1's begin
             for k in reversed(range(ctx.n_lats)):
                 with torch.no_grad():  # the state before chunk k, recomputed from the segment's start
                     state = _join_state(ctx.template, start)
@@ -233,7 +228,8 @@ def _stream_segments(stream: Any, lats: list, state: Any, crop: tuple[int, int, 
                 lat = seg_lats[k].detach().requires_grad_(True)
                 with torch.enable_grad():
                     frames, state_out = _stream_chunk(stream, lat, _join_state(template, leaves), crop)
-                outs, grads = [frames], [grad_frames_k[k]]
+                outs, grads = [frames], [grad_frames[end - frames.shape[0]:end]]
+                end -= frames.shape[0]
                 for t, g in zip(_split_state(state_out)[1], grad_state, strict=True):
                     if g is not None and t.requires_grad:
                         outs.append(t)
@@ -290,7 +286,6 @@ def decode_window(codec: LatentCodec, latents: torch.Tensor, window: LatentWindo
     if window.temporal_ratio > 1 and window.ct0 == window.t0 > 0:
         raise BGFSError("a window that starts after frame 0 needs >= 1 latent frame of context (window_from_boxes "
                         "ensures it).")
-    lats = [spatial[:, :, a:min(window.t1, a + chunk_frames)] for a in range(window.t0, window.t1, chunk_frames)]
     segmented = use_ckpt and segments
     # Blocks are not checkpointed inside chunk checkpoints (segments=False): nested there, torch kept every block's
     # inputs of a whole segment alive and memory grew with the frame count (narrow Wan 2.1 decoder, 21 -> 41
@@ -301,6 +296,7 @@ def decode_window(codec: LatentCodec, latents: torch.Tensor, window: LatentWindo
         if window.ct0 < window.t0:  # warm-up: these latents are not optimised (mask 0), so no gradients needed
             with torch.no_grad():
                 _, state = stream(spatial[:, :, window.ct0:window.t0].detach(), None)
+        lats = [spatial[:, :, a:min(window.t1, a + chunk_frames)] for a in range(window.t0, window.t1, chunk_frames)]
         if segmented:
             return _stream_segments(stream, lats, state, crop)
         return _stream_segment(stream, lats, state, crop, use_ckpt)[0]
