@@ -65,7 +65,8 @@ class FixSettings:
     crop_jitter: float = 0.05  # random shift / scale of the critic's crops each step (fraction of the ROI side)
     seed: int = 0
     guide: float = 3.0  # weight of the pull towards ROI Detect's cleaned trajectories (bgfs_core.targets); 0: off
-    target_sigma: float = 1.5  # frames: temporal smoothing of those trajectories
+    target_sigma: float = 3.0  # frames: temporal smoothing of those trajectories
+    target_pose_sigma: float = 0.1  # ... over neighbouring frames whose pose is this alike (share of the size)
     guide_by_flow: bool = True  # warp mode: measure how far each keypoint moves on the displacement field itself
     keypoint_conf: float = 0.25  # critic keypoints below this share of their best frame's confidence are not used
     lr_decay: str = "cosine"  # cosine: anneal lr to 0 over the steps (less step noise left in the edit) | none
@@ -159,8 +160,8 @@ class _Problem:
         # how far each keypoint should move (region units), from the detector's keypoints on the input
         from .targets import kinematic_targets
 
-        move, move_ok = kinematic_targets(det, min_conf=settings.min_conf, sigma=settings.target_sigma
-                                          ).displacement(det)  # fmt: skip
+        move, move_ok = kinematic_targets(det, min_conf=settings.min_conf, sigma=settings.target_sigma,
+                                          pose_sigma=settings.target_pose_sigma).displacement(det)  # fmt: skip
         move = move[pw.frame0 : pw.frame1] / self.side[None, :, None, None]
         self.move = torch.from_numpy(move).to(dev)
         self.move_ok = torch.from_numpy(move_ok[pw.frame0 : pw.frame1] & self.present[..., None]).to(dev)

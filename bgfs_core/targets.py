@@ -1,7 +1,8 @@
 """Kinematic targets: where each keypoint should be, from ROI Detect's keypoints on the input.
 
 The detector's keypoints say where the anatomy is in every frame, flaws included. Cleaning them gives the clip
-the fixer should produce: a robust temporal filter (running median, then a Gaussian) removes jitter and one-frame
+the fixer should produce: a robust temporal filter (running median, then a Gaussian over the neighbouring frames of
+the same pose, so that a real change of pose between two frames is kept, not smeared) removes jitter and one-frame
 glitches, and a few rounds of bone-length projection make every bone hold its running median length. The fixer
 then asks the critic to see each keypoint move by (target - detected): a displacement, so the critic's own bias
 against the detector cancels. The detector is not in the optimisation loop; the judge re-detects the result.
@@ -9,6 +10,7 @@ against the detector cancels. The detector is not in the optimisation loop; the 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,37 +31,79 @@ class KinematicTargets:
         return np.where(ok[..., None], d, 0.0).astype(np.float32), ok
 
 
-def _gaussian(series: np.ndarray, valid: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
-    """Gaussian average over the valid frames (invalid ones may hold NaN) -> (smoothed ``[T, ..., 2]``, support
-    weight ``[T, ...]``: the share of the Gaussian's weight that fell on valid frames)."""
+def pose_similarity(series: np.ndarray, valid: np.ndarray, radius: int, pose_sigma: float) -> np.ndarray:
+    """How much frame ``t + off`` is the same pose as frame ``t``, ``[2 radius + 1, T, I]`` for ``off`` in
+    ``-radius..radius``: ``exp(-d^2 / 2 pose_sigma^2)``, where ``d`` is how far apart the keypoints ``[T, I, K, 2]``
+    of the two frames lie (mean over those ``valid`` in both, in units of the instance's size); 0 off the clip or
+    with no keypoint in common; all 1 (where both exist) when ``pose_sigma`` is 0.
+
+    A neighbour in another pose (the fist three frames after an open hand of a low-frame-rate clip) should not be
+    averaged with this frame; the random wobble of a flawed frame, a few percent of the size, should.
+    """
+    t = series.shape[0]
+    x = np.where(valid[..., None], series, 0.0)
+    size = _instance_size(series, valid)  # [I]
+    out = np.zeros((2 * radius + 1, t, valid.shape[1]), np.float64)
+    for j, off in enumerate(range(-radius, radius + 1)):
+        lo, hi = max(0, -off), min(t, t - off)
+        if hi <= lo:
+            continue
+        both = valid[lo:hi] & valid[lo + off : hi + off]  # [n, I, K]
+        gap = np.where(both, np.linalg.norm(x[lo:hi] - x[lo + off : hi + off], axis=-1), 0.0)
+        d = gap.sum(-1) / np.maximum(both.sum(-1), 1) / size  # [n, I]
+        alike = np.exp(-0.5 * (d / pose_sigma) ** 2) if pose_sigma > 0 else np.ones_like(d)
+        out[j, lo:hi] = np.where(both.any(-1), alike, 0.0)
+    return out
+
+
+def _pose_weighted(series: np.ndarray, valid: np.ndarray, sigma: float, pose_sigma: float
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian average over the valid frames of the same pose (`pose_similarity`; invalid frames may hold NaN)
+    -> (smoothed ``[T, ..., 2]``, support ``[T, ...]``: the share of the Gaussian's weight on valid frames)."""
     radius = max(1, int(round(3 * sigma)))
     taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / max(sigma, 1e-6)) ** 2)
     t = series.shape[0]
+    x = np.where(valid[..., None], series, 0.0)
+    alike = pose_similarity(series, valid, radius, pose_sigma)
     num = np.zeros_like(series, dtype=np.float64)
     den = np.zeros(valid.shape, np.float64)
-    x = np.where(valid[..., None], series, 0.0)
-    for off, w in zip(range(-radius, radius + 1), taps, strict=True):
+    support = np.zeros(valid.shape, np.float64)
+    for j, (off, w) in enumerate(zip(range(-radius, radius + 1), taps, strict=True)):
         lo, hi = max(0, -off), min(t, t - off)
-        num[lo:hi] += w * x[lo + off : hi + off]
-        den[lo:hi] += w * valid[lo + off : hi + off]
-    out = num / np.maximum(den, 1e-12)[..., None]
-    return out, den / taps.sum()
+        if hi <= lo:  # a clip shorter than the offset
+            continue
+        weight = (w * alike[j, lo:hi])[..., None] * valid[lo + off : hi + off]  # [n, I, K]
+        num[lo:hi] += weight[..., None] * x[lo + off : hi + off]
+        den[lo:hi] += weight
+        support[lo:hi] += w * valid[lo + off : hi + off]
+    return num / np.maximum(den, 1e-12)[..., None], support / taps.sum()
 
 
-def kinematic_targets(det: Detections, min_conf: float = 0.3, sigma: float = 1.5, median_radius: int = 2,
-                      bone_radius: int = 4, iterations: int = 20) -> KinematicTargets:
+def _instance_size(series: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Per instance, the median over frames of its keypoints' box diagonal ``[I]`` (1 where never seen)."""
+    x = np.where(valid[..., None], series, np.nan)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # frames with no keypoint
+        diag = np.linalg.norm(np.nanmax(x, 2) - np.nanmin(x, 2), axis=-1)  # [T, I]
+        size = np.nanmedian(diag, 0)
+    return np.where(np.isfinite(size) & (size > 0), size, 1.0)
+
+
+def kinematic_targets(det: Detections, min_conf: float = 0.3, sigma: float = 3.0, median_radius: int = 1,
+                      bone_radius: int = 4, iterations: int = 20, pose_sigma: float = 0.1) -> KinematicTargets:
     """Clean trajectories for ``det`` (see the module doc).
 
-    ``sigma`` (frames) sets the Gaussian; ``median_radius`` the running median that removes one-frame glitches
-    first; ``bone_radius`` the window of each bone's reference length; ``iterations`` rounds of projection onto
-    those lengths (both ends of a bone move, so no chain accumulates the error). A keypoint gets a target where
+    ``sigma`` (frames) sets the Gaussian, ``pose_sigma`` (a share of the instance's size; 0: off) how unlike a
+    neighbouring frame's pose may be and still count (`pose_similarity`); ``median_radius`` the running median
+    that removes one-frame glitches first; ``bone_radius`` the window of each bone's reference length;
+    ``iterations`` rounds of projection onto those lengths (both ends of a bone move, so no chain accumulates the error). A keypoint gets a target where
     it was detected with ``min_conf`` and at least half of its Gaussian neighbourhood was seen too.
     """
     kp = det.keypoints.astype(np.float64)
     seen = det.present[..., None] & (det.confidence >= min_conf) & np.isfinite(kp).all(-1)  # [T, I, K]
     median = running_nanmedian(np.where(seen[..., None], kp, np.nan), median_radius)  # [T, I, K, 2]
     med_ok = seen & np.isfinite(median).all(-1)
-    smooth, support = _gaussian(median, med_ok, sigma)
+    smooth, support = _pose_weighted(median, med_ok, sigma, pose_sigma)
     ok = seen & (support >= 0.5)
     bones = det.spec.bones
     if bones:
@@ -67,6 +111,7 @@ def kinematic_targets(det: Detections, min_conf: float = 0.3, sigma: float = 1.5
         b = np.array([b[1] for b in bones])
         lengths = np.linalg.norm(smooth[:, :, b] - smooth[:, :, a], axis=-1)  # [T, I, B]
         bone_ok = ok[:, :, a] & ok[:, :, b]
+        # a plain running median, as the judge's: one weighted by pose measured worse (bone_cv -27% vs -28%)
         reference = running_nanmedian(np.where(bone_ok, lengths, np.nan), bone_radius)
         for _ in range(iterations):
             for j, (ia, ib) in enumerate(bones):

@@ -71,3 +71,25 @@ def test_targets_skip_gaps_and_keep_still_hands_still():
     assert tg.valid[:8, 1].all() and tg.valid[12:, 1].all()
     np.testing.assert_allclose(tg.keypoints[tg.valid][..., :], np.broadcast_to(truth[:, None], (20, 2, 21, 2))[
         tg.valid], atol=1e-3)  # fmt: skip
+
+
+def test_targets_keep_a_sudden_change_of_pose():
+    """An open hand that closes into a fist between two frames (a low-frame-rate clip): the targets smooth each pose
+    but do not average the open hand into the fist around the change, as a plain Gaussian over time would."""
+    open_hand = true_hand(1)[0]
+    fist = open_hand.copy()
+    for chain in HANDS.chains:  # each finger folds back to half its length
+        root = open_hand[chain[0]]
+        fist[list(chain[1:])] = root + 0.5 * (open_hand[list(chain[1:])] - root)
+    truth = np.stack([open_hand] * 12 + [fist] * 12)
+    noisy = truth + np.random.default_rng(1).normal(0, 2.0, truth.shape)
+    det = detections(noisy)
+
+    def error_near_change(pose_sigma: float) -> float:
+        tg = kinematic_targets(det, pose_sigma=pose_sigma)
+        return float(np.linalg.norm(tg.keypoints[9:15, 1] - truth[9:15], axis=-1).mean())
+
+    noise = float(np.linalg.norm(noisy[9:15] - truth[9:15], axis=-1).mean())
+    pose_aware, plain = error_near_change(0.1), error_near_change(0.0)
+    # about the detector's noise where a plain Gaussian smears the two poses by several times it
+    assert pose_aware < 1.5 * noise and 3 * noise < plain, (pose_aware, noise, plain)
