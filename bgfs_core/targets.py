@@ -31,7 +31,7 @@ class KinematicTargets:
         return np.where(ok[..., None], d, 0.0).astype(np.float32), ok
 
 
-def pose_similarity(series: np.ndarray, valid: np.ndarray, radius: int, pose_sigma: float) -> np.ndarray:
+def _pose_similarity(series: np.ndarray, valid: np.ndarray, radius: int, pose_sigma: float) -> np.ndarray:
     """How much frame ``t + off`` is the same pose as frame ``t``, ``[2 radius + 1, T, I]`` for ``off`` in
     ``-radius..radius``: ``exp(-d^2 / 2 pose_sigma^2)``, where ``d`` is how far apart the keypoints ``[T, I, K, 2]``
     of the two frames lie (mean over those ``valid`` in both, in units of the instance's size); 0 off the clip or
@@ -58,13 +58,13 @@ def pose_similarity(series: np.ndarray, valid: np.ndarray, radius: int, pose_sig
 
 def _pose_weighted(series: np.ndarray, valid: np.ndarray, sigma: float, pose_sigma: float
                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Gaussian average over the valid frames of the same pose (`pose_similarity`; invalid frames may hold NaN)
+    """Gaussian average over the valid frames of the same pose (`_pose_similarity`; invalid frames may hold NaN)
     -> (smoothed ``[T, ..., 2]``, support ``[T, ...]``: the share of the Gaussian's weight on valid frames)."""
     radius = max(1, int(round(3 * sigma)))
     taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / max(sigma, 1e-6)) ** 2)
     t = series.shape[0]
     x = np.where(valid[..., None], series, 0.0)
-    alike = pose_similarity(series, valid, radius, pose_sigma)
+    alike = _pose_similarity(series, valid, radius, pose_sigma)
     num = np.zeros_like(series, dtype=np.float64)
     den = np.zeros(valid.shape, np.float64)
     support = np.zeros(valid.shape, np.float64)
@@ -94,10 +94,11 @@ def kinematic_targets(det: Detections, min_conf: float = 0.3, sigma: float = 3.0
     """Clean trajectories for ``det`` (see the module doc).
 
     ``sigma`` (frames) sets the Gaussian, ``pose_sigma`` (a share of the instance's size; 0: off) how unlike a
-    neighbouring frame's pose may be and still count (`pose_similarity`); ``median_radius`` the running median
+    neighbouring frame's pose may be and still count (`_pose_similarity`); ``median_radius`` the running median
     that removes one-frame glitches first; ``bone_radius`` the window of each bone's reference length;
-    ``iterations`` rounds of projection onto those lengths (both ends of a bone move, so no chain accumulates the error). A keypoint gets a target where
-    it was detected with ``min_conf`` and at least half of its Gaussian neighbourhood was seen too.
+    ``iterations`` rounds of projection onto those lengths (both ends of a bone move, so no chain accumulates the
+    error). A keypoint gets a target where it was detected with ``min_conf`` and at least half of its Gaussian
+    neighbourhood was seen too.
     """
     kp = det.keypoints.astype(np.float64)
     seen = det.present[..., None] & (det.confidence >= min_conf) & np.isfinite(kp).all(-1)  # [T, I, K]
