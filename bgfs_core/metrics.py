@@ -138,7 +138,7 @@ def json_safe(obj: Any) -> Any:
     return _json_safe(obj)
 
 
-# --- tracks ------------------------------------------------------------------------------------------------------
+# --- left/right swaps (tracks: bgfs_core.tracks) -----------------------------------------------------------------
 
 
 def _lr_swaps(kp: np.ndarray, valid: np.ndarray, flip_perm: tuple[int, ...], scale: np.ndarray) -> np.ndarray:

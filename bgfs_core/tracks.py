@@ -116,8 +116,7 @@ def follow_tracks(det: Detections, min_conf: float = 0.3) -> tuple[Detections, i
     present = det.present & ~dup
     valid = present[..., None] & np.isfinite(det.keypoints).all(-1) & (det.confidence >= min_conf)
     kp = np.where(valid[..., None], det.keypoints, np.nan).astype(np.float64)
-    slot_of, _, _ = link_tracks(present, kp, valid)
-    slot_of = np.where(gather_tracks(present, slot_of, False), slot_of, -1)
+    slot_of, _, _ = link_tracks(present, kp, valid)  # only present slots are linked
     moved = ((slot_of >= 0) & (slot_of != np.arange(slot_of.shape[1]))).any(1) | dup.any(1)
     frames = int(moved.sum())
     if frames == 0:
