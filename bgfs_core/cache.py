@@ -7,6 +7,8 @@ Layout of ``cache_dir``:
   "hw", "status": "ok" | "empty" | "error" | "pending", "error"?, "clips"}], "clips": [{"file", "source",
   "instance", "label", "frame_indices", "visible_fraction"}]}``. ``source`` indexes ``sources``; ``status``
   "empty" means the video was read but no clip showed the region, "pending" that a run stopped mid-way.
+  ``instance`` is a track: hands are followed by position (``tracks.labelled_tracks``), and ``label`` is the
+  handedness that track carried most often (``left_2`` where a second track is mostly ``left`` too).
   ``visible_fraction``: share of the clip's frames where the instance shows at least half its keypoints.
   Sources are known by ``name`` (the file name): a finished one is not read again, even if the file changed.
 - ``clips/<source>_<label>_<first frame>.npz``, one per clip of ``T = clip_len`` frames: ``roi`` uint8
@@ -304,8 +306,12 @@ class _Builder:
 
     def _write_clips(self, idx: int, key: str, frames: np.ndarray, det: Detections) -> list[dict]:
         from .roi import box_valid, roi_boxes
+        from .tracks import labelled_tracks
 
         cfg = self.cfg
+        # a clip follows one hand by position: a handedness label that flips for a frame would otherwise cut
+        # the other hand (or a hand-shaped object) into it
+        det, labels = labelled_tracks(det, cfg.roi.min_conf)
         out_h, out_w = cfg.roi.out_hw
         boxes = roi_boxes(det, cfg.roi.margin, cfg.roi.min_conf, cfg.roi.smooth, aspect=out_w / out_h)
         kp_ok = (det.confidence >= cfg.roi.min_conf) & np.isfinite(det.keypoints).all(-1) & det.present[..., None]
@@ -316,7 +322,7 @@ class _Builder:
                              self.manifest["sources"][idx]["name"], usable=box_valid(boxes))  # fmt: skip
         entries = []
         for slot, fidx in clips:
-            label = self.spec.instance_labels[slot]
+            label = labels[slot]
             rel = f"clips/{key}_{_safe_name(label)}_{int(fidx[0]):06d}.npz"
             entries.append({
                 "file": rel, "source": idx, "instance": int(slot), "label": label,

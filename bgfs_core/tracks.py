@@ -110,8 +110,30 @@ def follow_tracks(det: Detections, min_conf: float = 0.3) -> tuple[Detections, i
     duplicate detections (`duplicates`) dropped -> (that, the number of frames changed). Only hands are followed:
     their slots come from a handedness label; the feet's come from one pose's left and right leg, which stays
     right when the feet cross, where following by position would not. Other regions have one instance."""
+    followed, frames, _ = _follow(det, min_conf)
+    return followed, frames
+
+
+def labelled_tracks(det: Detections, min_conf: float = 0.3) -> tuple[Detections, list[str]]:
+    """`follow_tracks`, plus a name for each track: the instance label its detections carried most often
+    (``"left"``), with the track's number added where two tracks would share one (``"left_2"``, e.g. a hand-shaped
+    object that MediaPipe also calls left). Unchanged detections keep the region's instance labels."""
+    followed, _, slot_of = _follow(det, min_conf)
+    names = list(det.spec.instance_labels)
+    if slot_of is None:
+        return followed, names
+    labels: list[str] = []
+    for i in range(slot_of.shape[1]):
+        seen = slot_of[:, i][slot_of[:, i] >= 0]
+        label = names[int(np.bincount(seen).argmax())] if len(seen) else names[i]
+        labels.append(label if label not in labels else f"{label}_{i + 1}")
+    return followed, labels
+
+
+def _follow(det: Detections, min_conf: float) -> tuple[Detections, int, np.ndarray | None]:
+    """`follow_tracks` and the ``slot_of`` it gathered with (None when ``det`` comes back as it is)."""
     if det.present.shape[1] < 2 or det.spec.source != "hands":
-        return det, 0
+        return det, 0, None
     dup = duplicates(det)
     present = det.present & ~dup
     valid = present[..., None] & np.isfinite(det.keypoints).all(-1) & (det.confidence >= min_conf)
@@ -120,10 +142,10 @@ def follow_tracks(det: Detections, min_conf: float = 0.3) -> tuple[Detections, i
     moved = ((slot_of >= 0) & (slot_of != np.arange(slot_of.shape[1]))).any(1) | dup.any(1)
     frames = int(moved.sum())
     if frames == 0:
-        return det, 0
+        return det, 0, None
     out = Detections(
         det.region, gather_tracks(det.keypoints, slot_of, np.nan), gather_tracks(det.confidence, slot_of, 0.0),
         slot_of >= 0, gather_tracks(det.boxes, slot_of, np.nan), gather_tracks(det.scores, slot_of, 0.0),
         det.frame_hw,
     )  # fmt: skip
-    return out, frames
+    return out, frames, slot_of

@@ -205,12 +205,12 @@ def crops_at(frames: np.ndarray, det: Detections, boxes: np.ndarray, size: int =
     return crops, keypoints, det.confidence[t, i].astype(np.float32)
 
 
-def crop_labels(det: Detections, boxes: np.ndarray) -> list[str]:
+def crop_labels(det: Detections, boxes: np.ndarray, names: list[str] | None = None) -> list[str]:
     """The preview slider's name for each crop ``crops_at`` makes, in its order: ``"12/43 left"`` (frame 12 of 43,
-    the instance's label; the label only when the region has several instances)."""
+    the instance's label, or its track's name from ``names``; the label only when the region has several)."""
     from ..bgfs_core.roi import box_valid
 
-    names = det.spec.instance_labels
+    names = list(det.spec.instance_labels) if names is None else names
     pairs = np.argwhere(box_valid(boxes))
     return [f"{t + 1}/{det.num_frames}" + (f" {names[i]}" if len(names) > 1 else "") for t, i in pairs]
 

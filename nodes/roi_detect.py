@@ -55,6 +55,7 @@ class BGFSROIDetect(io.ComfyNode):
     def execute(cls, images, region: str, margin: float, min_conf: float, smooth: float, backend: str,
                 fps: float) -> io.NodeOutput:  # fmt: skip
         from ..bgfs_core.detection import detect_video
+        from ..bgfs_core.tracks import labelled_tracks
         from .glue import (
             RoiData,
             crop_labels,
@@ -73,12 +74,14 @@ class BGFSROIDetect(io.ComfyNode):
         with node_errors(NAME):
             frames = image_to_uint8(images)
             det = detect_video(frames, region, fps=fps, backend=backend, model_dir=_mediapipe_dir())
+            # each ROI follows one hand by position (a handedness label that flips would make it jump)
+            det, names = labelled_tracks(det, min_conf)
             roi = RoiData(det, margin=margin, min_conf=min_conf, smooth=smooth, backend=backend)
             boxes = roi_boxes(roi)
             mask = roi_mask_frames(roi)
             overlay = draw_overlay(frames, det, boxes, min_conf=min_conf)
             crops, keypoints, conf = roi_crops(frames, roi)
-            labels = crop_labels(det, boxes)
+            labels = crop_labels(det, boxes, names)
             heatmaps = keypoint_heatmaps(keypoints, conf, crops.shape[1], min_conf=min_conf) if len(crops) else None
         found = int(det.present.any(1).sum())
         text = (f"{region}: found in {found} of {det.num_frames} frames "

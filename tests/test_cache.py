@@ -293,3 +293,31 @@ def test_precompute_command(built, videos: Path, tmp_path: Path, capsys: pytest.
                                            "--quiet", *sets]))  # fmt: skip
     captured = capsys.readouterr()
     assert rc == 1 and "no clip shows the hands" in captured.err and "1 failed" in captured.out
+
+
+def test_clips_follow_a_hand_whose_label_flips(videos: Path, tmp_path: Path) -> None:
+    # MediaPipe's handedness flips: every other frame the real detections come back in swapped slots; each clip
+    # must still show one hand (by position), named by the label its track carried most often
+    gif = tmp_path / "gif"
+    gif.mkdir()
+    shutil.copy(videos / HAND_VIDEO.name, gif / HAND_VIDEO.name)
+    real = Detector.detect_video
+
+    def flipping(det: Detector, frames, *args, **kwargs):
+        out = real(det, frames, *args, **kwargs)
+        for arr in (out.keypoints, out.confidence, out.present, out.boxes, out.scores):
+            arr[1::2] = arr[1::2, ::-1].copy()
+        return out
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Detector, "detect_video", flipping)
+        summary = build_cache(_cfg(gif, tmp_path / "c", **{"clips.clips_per_video": 4}), progress=False)
+    assert summary.clips_written >= 2
+    m = load_manifest(tmp_path / "c")
+    for entry in m["clips"]:
+        kp = load_clip(tmp_path / "c", entry)["keypoints_frame"]  # [T, K, 2] frame pixels
+        centres = np.nanmean(kp, 1)
+        size = np.nanmedian(np.linalg.norm(np.nanmax(kp, 1) - np.nanmin(kp, 1), axis=-1))
+        jumps = np.linalg.norm(np.diff(centres, axis=0), axis=-1)
+        assert np.nanmax(jumps) < 0.5 * size, (entry["label"], jumps, size)
+    assert "left" in {e["label"] for e in m["clips"]}

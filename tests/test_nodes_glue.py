@@ -206,6 +206,9 @@ def test_roi_crops_hold_the_keypoints_and_heatmaps_peak_on_them(hand_frames, han
     labels = glue.crop_labels(hand_roi.detections, boxes)
     assert labels == [f"{t + 1}/9 {('left', 'right')[i]}" for t, i in pairs] and len(labels) == len(crops)
     assert glue.crop_labels(empty.detections, glue.roi_boxes(empty)) == []
+    # ROI Detect names followed tracks (tracks.labelled_tracks): the names given replace the slot labels
+    named = glue.crop_labels(hand_roi.detections, boxes, ["left", "left_2"])
+    assert named == [f"{t + 1}/9 {('left', 'left_2')[i]}" for t, i in pairs]
 
 
 def test_overlay_draws_on_the_hand_only(hand_frames, hand_roi):

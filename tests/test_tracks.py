@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from bgfs_core.detections import Detections
-from bgfs_core.tracks import duplicates, follow_tracks
+from bgfs_core.tracks import duplicates, follow_tracks, labelled_tracks
 
 
 def two_things(num_frames: int = 10) -> Detections:
@@ -69,3 +69,27 @@ def test_feet_keep_the_pose_models_left_and_right():
     det.present[:] = True
     det.confidence[:] = 0.9
     assert follow_tracks(det) == (det, 0)
+
+
+def test_tracks_are_named_by_the_label_they_carry_most():
+    det = two_things()
+    for t in (3, 4, 7):
+        swap_slots(det, t)
+    followed, labels = labelled_tracks(det)
+    assert labels == ["left", "right"]  # the hand was "left" in 7 of 10 frames
+    np.testing.assert_array_equal(followed.keypoints, two_things().keypoints)
+    assert labelled_tracks(two_things())[1] == ["left", "right"]  # nothing to follow: the region's labels
+
+
+def test_two_tracks_that_carry_the_same_label_get_distinct_names():
+    # the hand (slot 0, "left") leaves after frame 4; the object, "right" in frames 2-4, is called "left" from
+    # frame 5 on: both tracks are mostly "left", and cache files named by label must not collide
+    det = two_things()
+    det.present[:2, 1] = False
+    det.present[5:, 0] = False
+    swap_slots(det, slice(5, None))
+    det.keypoints[~det.present] = np.nan
+    followed, labels = labelled_tracks(det)
+    assert labels == ["left", "left_2"]
+    assert followed.present[:5, 0].all() and not followed.present[5:, 0].any()
+    assert followed.present[2:, 1].all() and (followed.keypoints[5:, 1, :, 0] > 150).all()  # the object
