@@ -5,7 +5,8 @@ The judge never uses the critic that the fixer optimises; it reads :class:`Detec
 How the score is made
 ---------------------
 1. Instances are linked into **tracks** by position (a hand stays the same hand from frame to frame even when
-   MediaPipe's handedness label or slot flips); every flip or crossing of slots between consecutive frames is a
+   MediaPipe's handedness label or slot flips; a hand found twice in a frame, one box mostly inside the other's,
+   counts once: ``tracks.drop_duplicates``); every flip or crossing of slots between consecutive frames is a
    **swap**. For one-instance regions with left/right keypoints (face, bodies) a frame whose keypoints match the
    previous frame better after exchanging left and right is a swap too. All other metrics are computed per track
    and pooled over tracks weighted by their samples, so the order of slots (and a mirrored copy) does not matter.
@@ -51,7 +52,7 @@ from . import kinematics as K
 from .detections import Detections
 from .errors import BGFSError
 from .regions import get_region
-from .tracks import follow_tracks, gather_tracks, link_tracks
+from .tracks import drop_duplicates, follow_tracks, gather_tracks, link_tracks
 
 PART_NAMES = ("detection", "jitter", "bone_cv", "joint_violations", "swaps", "low_confidence")
 PER_FRAME_COLUMNS = ("frame", "instances", "expected", "jitter", "bone_dev", "joint_violations", "swap",
@@ -201,6 +202,9 @@ def score_detections(det: Detections, reference: Detections | None = None,
         if reference.num_frames != t_len or reference.region != det.region:
             raise BGFSError(f"reference detections ({reference.region}, {reference.num_frames} frames) do not match "
                             f"the video's ({det.region}, {t_len} frames): score clips of the same length and region")
+    # a hand found twice would count as a second instance and send another hand's track to it for a frame
+    det = drop_duplicates(det)
+    reference = drop_duplicates(reference) if reference is not None else None
     note = ""
     if reference is not None and not reference.present.any():
         note = f" (the reference shows no {det.region}: detection is judged over every frame)"

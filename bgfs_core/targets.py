@@ -10,13 +10,12 @@ against the detector cancels. The detector is not in the optimisation loop; the 
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 from .detections import Detections
-from .kinematics import running_nanmedian
+from .kinematics import region_scale, running_nanmedian
 
 
 @dataclass
@@ -80,12 +79,9 @@ def _pose_weighted(series: np.ndarray, valid: np.ndarray, sigma: float, pose_sig
 
 
 def _instance_size(series: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Per instance, the median over frames of its keypoints' box diagonal ``[I]`` (1 where never seen)."""
-    x = np.where(valid[..., None], series, np.nan)
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # frames with no keypoint
-        diag = np.linalg.norm(np.nanmax(x, 2) - np.nanmin(x, 2), axis=-1)  # [T, I]
-        size = np.nanmedian(diag, 0)
+    """Per instance, the judge's size (`kinematics.region_scale`: median over frames of the keypoints' box
+    diagonal) ``[I]``, 1 where never seen."""
+    size = region_scale(series, valid)
     return np.where(np.isfinite(size) & (size > 0), size, 1.0)
 
 

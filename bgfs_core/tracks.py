@@ -4,7 +4,8 @@ ROI Detect fills instance slots by label (hands: 0 = left, 1 = right, from Media
 flips for a frame, or a second "hand" (a hand-shaped object, a reflection) takes the other label, one slot jumps
 between two instances. Anything that reads a slot over time (the judge's jitter and bone lengths, the fixer's ROI
 boxes, trajectories and bone terms) must follow instances by position instead: `link_tracks` does that, as the
-judge has always done, and `follow_tracks` re-orders a whole `Detections` into tracks for the fixer.
+judge has always done, and `follow_tracks` re-orders a whole `Detections` into tracks for the fixer. A hand found
+twice in one frame (`duplicates`) is one hand: the judge drops it (`drop_duplicates`), and so does `follow_tracks`.
 """
 
 from __future__ import annotations
@@ -103,6 +104,22 @@ def duplicates(det: Detections, overlap: float = 0.5) -> np.ndarray:
             if w > 0 and h > 0 and w * h > overlap * max(smaller, 1e-6):
                 out[t, a] = True
     return out
+
+
+def drop_duplicates(det: Detections) -> Detections:
+    """``det`` without the hands found twice (`duplicates`), as if those detections had not been made; other
+    regions (the feet's two slots can overlap when the feet touch) and hands with none come back as they are."""
+    if det.present.shape[1] < 2 or det.spec.source != "hands":
+        return det
+    dup = duplicates(det)
+    if not dup.any():
+        return det
+    return Detections(
+        det.region, np.where(dup[..., None, None], np.nan, det.keypoints).astype(det.keypoints.dtype),
+        np.where(dup[..., None], 0.0, det.confidence).astype(det.confidence.dtype), det.present & ~dup,
+        np.where(dup[..., None], np.nan, det.boxes).astype(det.boxes.dtype),
+        np.where(dup, 0.0, det.scores).astype(det.scores.dtype), det.frame_hw,
+    )  # fmt: skip
 
 
 def follow_tracks(det: Detections, min_conf: float = 0.3) -> tuple[Detections, int]:

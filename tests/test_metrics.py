@@ -165,6 +165,26 @@ def test_label_flips_count_as_swaps_without_breaking_tracks(scored):
         assert b.parts[name].raw == pytest.approx(a.parts[name].raw, abs=1e-12), name
 
 
+def test_a_hand_found_twice_counts_once(scored):
+    det = scored["hands"].detections
+    twice = det.select(slice(None))
+    for arr in ("keypoints", "confidence", "present", "boxes", "scores"):
+        setattr(twice, arr, getattr(det, arr).copy())
+    for t in range(10, 15):  # the real hand found a second time in slot 1: a little smaller, less sure
+        assert det.present[t, 0] and not det.present[t, 1]
+        kp = det.keypoints[t, 0]
+        twice.keypoints[t, 1] = kp * 0.9 + kp.mean(0) * 0.1
+        twice.confidence[t, 1] = det.confidence[t, 0]
+        twice.present[t, 1] = True
+        twice.boxes[t, 1] = [*twice.keypoints[t, 1].min(0), *twice.keypoints[t, 1].max(0)]
+        twice.scores[t, 1] = det.scores[t, 0] * 0.8
+    a, b = score_detections(det), score_detections(twice)
+    assert b.score == pytest.approx(a.score, abs=1e-9)
+    for name, part in a.parts.items():
+        assert b.parts[name].raw == pytest.approx(part.raw, abs=1e-12), name
+    assert len(b.instances) == len(a.instances)
+
+
 def test_detection_rate_against_a_reference(scored):
     ref = scored["hands"].detections
     video = ref.select(slice(None))
