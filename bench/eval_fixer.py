@@ -13,6 +13,7 @@ violations, detection rate and anatomy score, the critic's own view before and a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -66,6 +67,9 @@ def main() -> int:
     p.add_argument("--judge-draws", type=int, default=1,
                    help="judge each video this many times, the first as it is and the others with imperceptible "
                         "noise (1 grey level), and average: MediaPipe's bone_cv moves by ~3%% between such copies")
+    p.add_argument("--fix-seeds", default="0",
+                   help="the fixer's own seeds (its random crop shifts), comma-separated: each variant runs once per "
+                        "seed and is also reported pooled; the fixer's randomness moves the 8-seed mean by points")
     p.add_argument("--out", default=None, help="folder for the videos and eval.json (default: a temp folder)")
     args = p.parse_args()
 
@@ -88,8 +92,16 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     frames, fps = read_video(args.video)
     det_clean = detect_video(frames, "hands", fps=fps)
-    variants = [parse_variant(v, args) for v in args.variant] or [
+    base_variants = [parse_variant(v, args) for v in args.variant] or [
         parse_variant(f"{m}:mode={m}", args) for m in args.modes.split(",")]  # fmt: skip
+    fix_seeds = [int(v) for v in args.fix_seeds.split(",")]
+    variants, runs_of = [], {}  # one run per (variant, fixer seed); runs_of: variant -> its runs' names
+    for name, settings in base_variants:
+        runs_of[name] = []
+        for fs in fix_seeds:
+            run = name if len(fix_seeds) == 1 else f"{name}/s{fs}"
+            variants.append((run, dataclasses.replace(settings, seed=fs)))
+            runs_of[name].append(run)
 
     critic_path = args.critic
     if critic_path is None:
@@ -179,6 +191,18 @@ def main() -> int:
               f"{mean('score'):+.1f}  outside-ROI PSNR {mean('psnr_outside'):.1f} dB (min "
               f"{min(x['psnr_outside'] for x in c):.1f})  {mean('seconds'):.0f} s/fix   "
               f"[{settings.mode}, guide {settings.guide}, {settings.steps} steps, lr {settings.lr}]")  # fmt: skip
+    if len(fix_seeds) > 1:
+        print(f"Pooled over fixer seeds {args.fix_seeds} (mean of all fixes; in brackets the range of the per-seed "
+              "means):")
+        for name, runs in runs_of.items():
+            pooled = [x for run in runs for x in changes[run]]
+            line = []
+            for key, unit in (("jitter", "%"), ("bone_cv", "%"), ("score", "")):
+                k = 100 if unit else 1
+                per = [k * float(np.mean([x[key] for x in changes[run]])) for run in runs]
+                line.append(f"{key} {k * float(np.mean([x[key] for x in pooled])):+.1f}{unit} "
+                            f"[{min(per):+.1f}..{max(per):+.1f}]")
+            print(f"  {name:16} " + "  ".join(line) + f"  outside-ROI PSNR min {min(x['psnr_outside'] for x in pooled):.1f} dB")
     results["changes"] = changes
     results["variants"] = {name: s.to_dict() for name, s in variants}
     (out / "eval.json").write_text(json.dumps(json_safe({**results, "args": vars(args)}), indent=2))
