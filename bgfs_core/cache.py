@@ -311,7 +311,7 @@ class _Builder:
         cfg = self.cfg
         # a clip follows one hand by position: a handedness label that flips for a frame would otherwise cut
         # the other hand (or a hand-shaped object) into it
-        det, labels = labelled_tracks(det, cfg.roi.min_conf)
+        det, labels, _ = labelled_tracks(det, cfg.roi.min_conf)
         out_h, out_w = cfg.roi.out_hw
         boxes = roi_boxes(det, cfg.roi.margin, cfg.roi.min_conf, cfg.roi.smooth, aspect=out_w / out_h)
         kp_ok = (det.confidence >= cfg.roi.min_conf) & np.isfinite(det.keypoints).all(-1) & det.present[..., None]

@@ -131,20 +131,21 @@ def follow_tracks(det: Detections, min_conf: float = 0.3) -> tuple[Detections, i
     return followed, frames
 
 
-def labelled_tracks(det: Detections, min_conf: float = 0.3) -> tuple[Detections, list[str]]:
-    """`follow_tracks`, plus a name for each track: the instance label its detections carried most often
-    (``"left"``), with the track's number added where two tracks would share one (``"left_2"``, e.g. a hand-shaped
-    object that MediaPipe also calls left). Unchanged detections keep the region's instance labels."""
-    followed, _, slot_of = _follow(det, min_conf)
+def labelled_tracks(det: Detections, min_conf: float = 0.3) -> tuple[Detections, list[str], int]:
+    """`follow_tracks` (the tracks and the number of frames changed), plus a name for each track: the instance
+    label its detections carried most often (``"left"``), with the track's number added where two tracks would
+    share one (``"left_2"``, e.g. a hand-shaped object that MediaPipe also calls left). Unchanged detections keep
+    the region's instance labels. -> (tracks, names, frames changed)."""
+    followed, frames, slot_of = _follow(det, min_conf)
     names = list(det.spec.instance_labels)
     if slot_of is None:
-        return followed, names
+        return followed, names, frames
     labels: list[str] = []
     for i in range(slot_of.shape[1]):
         seen = slot_of[:, i][slot_of[:, i] >= 0]
         label = names[int(np.bincount(seen).argmax())] if len(seen) else names[i]
         labels.append(label if label not in labels else f"{label}_{i + 1}")
-    return followed, labels
+    return followed, labels, frames
 
 
 def _follow(det: Detections, min_conf: float) -> tuple[Detections, int, np.ndarray | None]:

@@ -75,7 +75,7 @@ class BGFSROIDetect(io.ComfyNode):
             frames = image_to_uint8(images)
             det = detect_video(frames, region, fps=fps, backend=backend, model_dir=_mediapipe_dir())
             # each ROI follows one hand by position (a handedness label that flips would make it jump)
-            det, names = labelled_tracks(det, min_conf)
+            det, names, relinked = labelled_tracks(det, min_conf)
             roi = RoiData(det, margin=margin, min_conf=min_conf, smooth=smooth, backend=backend)
             boxes = roi_boxes(roi)
             mask = roi_mask_frames(roi)
@@ -86,6 +86,9 @@ class BGFSROIDetect(io.ComfyNode):
         found = int(det.present.any(1).sum())
         text = (f"{region}: found in {found} of {det.num_frames} frames "
                 f"({det.frame_hw[1]}x{det.frame_hw[0]}, {len(crops)} ROI crops)")  # fmt: skip
+        if relinked:
+            text += (f"; MediaPipe's left/right labels changed places (or a hand was found twice) in {relinked} "
+                     "frames: each ROI follows one hand by position")
         if found == 0:
             text += "; nothing to fix there: the Fixer will pass the latents through unchanged"
         ui = merge_ui({"text": [text]}, preview_ui("detect", region, crops, heatmaps, keypoints, labels=labels))

@@ -75,10 +75,10 @@ def test_tracks_are_named_by_the_label_they_carry_most():
     det = two_things()
     for t in (3, 4, 7):
         swap_slots(det, t)
-    followed, labels = labelled_tracks(det)
-    assert labels == ["left", "right"]  # the hand was "left" in 7 of 10 frames
+    followed, labels, changed = labelled_tracks(det)
+    assert labels == ["left", "right"] and changed == 3  # the hand was "left" in 7 of 10 frames
     np.testing.assert_array_equal(followed.keypoints, two_things().keypoints)
-    assert labelled_tracks(two_things())[1] == ["left", "right"]  # nothing to follow: the region's labels
+    assert labelled_tracks(two_things())[1:] == (["left", "right"], 0)  # nothing to follow: the region's labels
 
 
 def test_two_tracks_that_carry_the_same_label_get_distinct_names():
@@ -89,7 +89,7 @@ def test_two_tracks_that_carry_the_same_label_get_distinct_names():
     det.present[5:, 0] = False
     swap_slots(det, slice(5, None))
     det.keypoints[~det.present] = np.nan
-    followed, labels = labelled_tracks(det)
+    followed, labels, _ = labelled_tracks(det)
     assert labels == ["left", "left_2"]
     assert followed.present[:5, 0].all() and not followed.present[5:, 0].any()
     assert followed.present[2:, 1].all() and (followed.keypoints[5:, 1, :, 0] > 150).all()  # the object
