@@ -152,18 +152,18 @@ def _follow(det: Detections, min_conf: float) -> tuple[Detections, int, np.ndarr
     """`follow_tracks` and the ``slot_of`` it gathered with (None when ``det`` comes back as it is)."""
     if det.present.shape[1] < 2 or det.spec.source != "hands":
         return det, 0, None
-    dup = duplicates(det)
-    present = det.present & ~dup
-    valid = present[..., None] & np.isfinite(det.keypoints).all(-1) & (det.confidence >= min_conf)
-    kp = np.where(valid[..., None], det.keypoints, np.nan).astype(np.float64)
+    kept = drop_duplicates(det)
+    present = kept.present
+    valid = present[..., None] & np.isfinite(kept.keypoints).all(-1) & (kept.confidence >= min_conf)
+    kp = np.where(valid[..., None], kept.keypoints, np.nan).astype(np.float64)
     slot_of, _, _ = link_tracks(present, kp, valid)  # only present slots are linked
-    moved = ((slot_of >= 0) & (slot_of != np.arange(slot_of.shape[1]))).any(1) | dup.any(1)
+    moved = ((slot_of >= 0) & (slot_of != np.arange(slot_of.shape[1]))).any(1) | (det.present & ~present).any(1)
     frames = int(moved.sum())
     if frames == 0:
         return det, 0, None
     out = Detections(
-        det.region, gather_tracks(det.keypoints, slot_of, np.nan), gather_tracks(det.confidence, slot_of, 0.0),
-        slot_of >= 0, gather_tracks(det.boxes, slot_of, np.nan), gather_tracks(det.scores, slot_of, 0.0),
+        det.region, gather_tracks(kept.keypoints, slot_of, np.nan), gather_tracks(kept.confidence, slot_of, 0.0),
+        slot_of >= 0, gather_tracks(kept.boxes, slot_of, np.nan), gather_tracks(kept.scores, slot_of, 0.0),
         det.frame_hw,
     )  # fmt: skip
     return out, frames, slot_of
