@@ -161,9 +161,46 @@ def _follow(det: Detections, min_conf: float) -> tuple[Detections, int, np.ndarr
     frames = int(moved.sum())
     if frames == 0:
         return det, 0, None
-    out = Detections(
-        det.region, gather_tracks(kept.keypoints, slot_of, np.nan), gather_tracks(kept.confidence, slot_of, 0.0),
-        slot_of >= 0, gather_tracks(kept.boxes, slot_of, np.nan), gather_tracks(kept.scores, slot_of, 0.0),
+    return _gather_detections(kept, slot_of), frames, slot_of
+
+
+def _gather_detections(det: Detections, slot_of: np.ndarray) -> Detections:
+    """``det`` re-ordered into tracks (`gather_tracks` on every field)."""
+    return Detections(
+        det.region, gather_tracks(det.keypoints, slot_of, np.nan), gather_tracks(det.confidence, slot_of, 0.0),
+        slot_of >= 0, gather_tracks(det.boxes, slot_of, np.nan), gather_tracks(det.scores, slot_of, 0.0),
         det.frame_hw,
     )  # fmt: skip
-    return out, frames, slot_of
+
+
+def align_tracks(det: Detections, reference: Detections, min_conf: float = 0.3) -> Detections:
+    """``det``'s tracks put in the slots of the ``reference``'s tracks they lie on (both already tracks, e.g. from
+    `labelled_tracks`): of every order of ``det``'s slots, the one whose centres lie nearest the reference's, on
+    average over the frames where both see the instance (in units of the reference instance's size). Two videos
+    of the same scene (before and after a fix) whose detectors named the hands differently then compare slot for
+    slot. ``det`` comes back as it is when no order brings any instance together."""
+    from . import kinematics as K
+
+    n = det.present.shape[1]
+    if n < 2 or reference.present.shape != det.present.shape:
+        return det
+
+    def valid(d: Detections) -> np.ndarray:
+        return d.present[..., None] & np.isfinite(d.keypoints).all(-1) & (d.confidence >= min_conf)
+
+    mine = _centres(det.keypoints, valid(det))
+    ref_valid = valid(reference)
+    ref = _centres(reference.keypoints, ref_valid)
+    size = K.region_scale(reference.keypoints, ref_valid)  # [I]
+    size = np.where(np.isfinite(size) & (size > 0), size, 1.0)
+    best, best_cost = tuple(range(n)), math.inf
+    for order in itertools.permutations(range(n)):
+        gap = np.linalg.norm(mine[:, list(order)] - ref, axis=-1) / size  # [T, I], NaN where either is unseen
+        if np.isfinite(gap).any():
+            cost = float(np.nanmean(gap))
+            if cost < best_cost - 1e-9:
+                best, best_cost = order, cost
+    if best == tuple(range(n)):
+        return det
+    order = np.broadcast_to(np.array(best), det.present.shape)
+    return _gather_detections(det, np.where(np.take_along_axis(det.present, order, 1), order, -1))

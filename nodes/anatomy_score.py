@@ -50,6 +50,7 @@ class BGFSAnatomyScore(io.ComfyNode):
     def execute(cls, images, region: str, threshold: float, fps: float, backend: str,
                 reference=None) -> io.NodeOutput:  # fmt: skip
         from ..bgfs_core.metrics import score_video
+        from ..bgfs_core.tracks import align_tracks, labelled_tracks
         from .glue import RoiData, crop_labels, crops_at, image_to_uint8, merge_ui, preview_ui, roi_boxes
         from .roi_detect import _mediapipe_dir
 
@@ -66,12 +67,18 @@ class BGFSAnatomyScore(io.ComfyNode):
         summary = f"{result.summary}\nVerdict: {verdict}"
 
         # The widget: crops of the judged video with MediaPipe's keypoints; with a reference, the reference first
-        # and the judged video as "after", both cut with the same boxes so the tiles compare one to one.
-        det, ref_det = result.detections, result.ref_detections
+        # and the judged video as "after", both cut with the same boxes so the tiles compare one to one. Each
+        # video's hands are followed by position (as the score follows them), and the judged video's tracks are
+        # put in the slots of the reference's they lie on, whatever MediaPipe named them in either.
+        det, names, _ = labelled_tracks(result.detections)
+        ref_det = None
+        if result.ref_detections is not None:
+            ref_det, names, _ = labelled_tracks(result.ref_detections)
+            det = align_tracks(det, ref_det)
         box_det = det if det.present.any() or ref_det is None else ref_det
         boxes = roi_boxes(RoiData(box_det))
         crops, kp, conf = crops_at(frames, det, boxes)
-        labels = crop_labels(det, boxes)
+        labels = crop_labels(det, boxes, names)
         widget = None
         if ref is None:
             widget = preview_ui("score", region, crops, _heat(kp, conf, crops), kp, labels=labels)

@@ -261,6 +261,11 @@ def test_score_node_scores_real_frames_and_gates(server, cpu_prompt):
                                   "backend": "solutions"}}  # fmt: skip
     prompt["judge_score"] = {"class_type": "PreviewAny", "inputs": {"source": ["judge", 0]}}
     prompt["judge_gate"] = {"class_type": "PreviewAny", "inputs": {"source": ["judge", 2]}}
+    # against itself as the reference: before and after tiles show the same hands, named as their tracks
+    prompt["judge_ref"] = {"class_type": "BGFSAnatomyScore",
+                           "inputs": {"images": frames, "reference": frames, "region": "hands", "threshold": 50.0,
+                                      "fps": 10.0, "backend": "solutions"}}  # fmt: skip
+    prompt["judge_ref_score"] = {"class_type": "PreviewAny", "inputs": {"source": ["judge_ref", 0]}}
     entry = server.wait(server.queue(prompt), timeout=400)
     assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000]
     out = entry["outputs"]
@@ -270,6 +275,10 @@ def test_score_node_scores_real_frames_and_gates(server, cpu_prompt):
     text = out["judge"]["text"][0]
     assert text.startswith(f"Anatomy score (hands): {score:.1f}/100") and "needs fixing (threshold 100)" in text
     assert len(out["judge"]["images"]) == 3
+    sheet = out["judge_ref"]["bgfs_preview"][0]
+    assert sheet["after_keypoints"] == sheet["keypoints"]
+    assert sheet["labels"] and all(label.split(" ")[1] in ("left", "right", "left_2", "right_2")
+                                   for label in sheet["labels"])  # fmt: skip
 
 
 def test_cancel_stops_the_fixer_promptly(server, cpu_prompt):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from bgfs_core.detections import Detections
-from bgfs_core.tracks import duplicates, follow_tracks, labelled_tracks
+from bgfs_core.tracks import align_tracks, duplicates, follow_tracks, labelled_tracks
 
 
 def two_things(num_frames: int = 10) -> Detections:
@@ -93,3 +93,23 @@ def test_two_tracks_that_carry_the_same_label_get_distinct_names():
     assert labels == ["left", "left_2"]
     assert followed.present[:5, 0].all() and not followed.present[5:, 0].any()
     assert followed.present[2:, 1].all() and (followed.keypoints[5:, 1, :, 0] > 150).all()  # the object
+
+
+def test_a_video_whose_hands_were_named_the_other_way_is_aligned_to_its_reference():
+    # after a fix MediaPipe calls the hand "right" and the object "left" throughout, and the hand moved a little:
+    # the Anatomy Score preview must still show the hand beside the reference's hand
+    ref = two_things()
+    det = two_things()
+    swap_slots(det, slice(None))
+    det.keypoints[:, 1] += 3
+    aligned = align_tracks(det, ref)
+    np.testing.assert_array_equal(aligned.keypoints[:, 0], ref.keypoints[:, 0] + 3)
+    np.testing.assert_array_equal(aligned.keypoints[:, 1], ref.keypoints[:, 1])
+    np.testing.assert_array_equal(aligned.present, ref.present)
+    assert align_tracks(ref, ref) is ref  # already in place: the same object back
+    # the judged video lost the object: its hand still goes to the reference's hand slot
+    det.present[:, 0] = False
+    det.keypoints[:, 0] = np.nan
+    aligned = align_tracks(det, ref)
+    assert aligned.present[:, 0].all() and not aligned.present[:, 1].any()
+    np.testing.assert_array_equal(aligned.keypoints[:, 0], ref.keypoints[:, 0] + 3)
