@@ -233,6 +233,12 @@ def region_scale(kps: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return frame_scale(kps, valid).nanmedian(0).values
 
 
+def region_scale_or_one(kps: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """`region_scale` of numpy keypoints with 1 where an instance is never seen: a unit that is always defined."""
+    size = np.asarray(region_scale(kps, valid))
+    return np.where(np.isfinite(size) & (size > 0), size, 1.0)
+
+
 def running_nanmedian(series: np.ndarray, radius: int) -> np.ndarray:
     """Median over frames ``t - radius .. t + radius`` (axis 0) of ``series`` for every ``t``, NaN entries skipped;
     NaN where a window holds none. Numpy only: the judge's bone reference and the fixer's kinematic targets."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .detections import Detections
-from .kinematics import region_scale, running_nanmedian
+from .kinematics import region_scale_or_one, running_nanmedian
 
 
 @dataclass
@@ -41,7 +41,7 @@ def _pose_similarity(series: np.ndarray, valid: np.ndarray, radius: int, pose_si
     """
     t = series.shape[0]
     x = np.where(valid[..., None], series, 0.0)
-    size = _instance_size(series, valid)  # [I]
+    size = region_scale_or_one(series, valid)  # [I]: the judge's size
     out = np.zeros((2 * radius + 1, t, valid.shape[1]), np.float64)
     for j, off in enumerate(range(-radius, radius + 1)):
         lo, hi = max(0, -off), min(t, t - off)
@@ -76,13 +76,6 @@ def _pose_weighted(series: np.ndarray, valid: np.ndarray, sigma: float, pose_sig
         den[lo:hi] += weight
         support[lo:hi] += w * valid[lo + off : hi + off]
     return num / np.maximum(den, 1e-12)[..., None], support / taps.sum()
-
-
-def _instance_size(series: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Per instance, the judge's size (`kinematics.region_scale`: median over frames of the keypoints' box
-    diagonal) ``[I]``, 1 where never seen."""
-    size = region_scale(series, valid)
-    return np.where(np.isfinite(size) & (size > 0), size, 1.0)
 
 
 def kinematic_targets(det: Detections, min_conf: float = 0.3, sigma: float = 3.0, median_radius: int = 1,

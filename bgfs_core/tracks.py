@@ -154,7 +154,7 @@ def _follow(det: Detections, min_conf: float) -> tuple[Detections, int, np.ndarr
         return det, 0, None
     kept = drop_duplicates(det)
     present = kept.present
-    valid = present[..., None] & np.isfinite(kept.keypoints).all(-1) & (kept.confidence >= min_conf)
+    valid = _seen_keypoints(kept, min_conf)
     kp = np.where(valid[..., None], kept.keypoints, np.nan).astype(np.float64)
     slot_of, _, _ = link_tracks(present, kp, valid)  # only present slots are linked
     moved = ((slot_of >= 0) & (slot_of != np.arange(slot_of.shape[1]))).any(1) | (det.present & ~present).any(1)
@@ -162,6 +162,11 @@ def _follow(det: Detections, min_conf: float) -> tuple[Detections, int, np.ndarr
     if frames == 0:
         return det, 0, None
     return _gather_detections(kept, slot_of), frames, slot_of
+
+
+def _seen_keypoints(det: Detections, min_conf: float) -> np.ndarray:
+    """[T, I, K]: keypoints of present detections, finite and at least ``min_conf`` sure."""
+    return det.present[..., None] & np.isfinite(det.keypoints).all(-1) & (det.confidence >= min_conf)
 
 
 def _gather_detections(det: Detections, slot_of: np.ndarray) -> Detections:
@@ -184,15 +189,10 @@ def align_tracks(det: Detections, reference: Detections, min_conf: float = 0.3) 
     n = det.present.shape[1]
     if n < 2 or reference.present.shape != det.present.shape:
         return det
-
-    def valid(d: Detections) -> np.ndarray:
-        return d.present[..., None] & np.isfinite(d.keypoints).all(-1) & (d.confidence >= min_conf)
-
-    mine = _centres(det.keypoints, valid(det))
-    ref_valid = valid(reference)
+    mine = _centres(det.keypoints, _seen_keypoints(det, min_conf))
+    ref_valid = _seen_keypoints(reference, min_conf)
     ref = _centres(reference.keypoints, ref_valid)
-    size = K.region_scale(reference.keypoints, ref_valid)  # [I]
-    size = np.where(np.isfinite(size) & (size > 0), size, 1.0)
+    size = K.region_scale_or_one(reference.keypoints, ref_valid)  # [I]
     best, best_cost = tuple(range(n)), math.inf
     for order in itertools.permutations(range(n)):
         gap = np.linalg.norm(mine[:, list(order)] - ref, axis=-1) / size  # [T, I], NaN where either is unseen
