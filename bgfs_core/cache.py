@@ -314,7 +314,7 @@ class _Builder:
         det, labels, _ = labelled_tracks(det, cfg.roi.min_conf)
         out_h, out_w = cfg.roi.out_hw
         boxes = roi_boxes(det, cfg.roi.margin, cfg.roi.min_conf, cfg.roi.smooth, aspect=out_w / out_h)
-        kp_ok = (det.confidence >= cfg.roi.min_conf) & np.isfinite(det.keypoints).all(-1) & det.present[..., None]
+        kp_ok = det.seen_keypoints(cfg.roi.min_conf)
         frame_ok = kp_ok.mean(-1) >= MIN_KEYPOINTS  # [T, I]
         c = cfg.clips
         # Bridged frames (a box but no detection) may fill up to 1 - MIN_VISIBLE of a clip; boxless ones never.

@@ -45,6 +45,10 @@ class Detections:
             return 0.0
         return float(self.present.any(axis=1).mean())
 
+    def seen_keypoints(self, min_conf: float) -> np.ndarray:
+        """bool [T, I, K]: keypoints of present instances, finite and at least ``min_conf`` sure."""
+        return self.present[..., None] & np.isfinite(self.keypoints).all(-1) & (self.confidence >= min_conf)
+
     @classmethod
     def empty(cls, region: str, num_frames: int, frame_hw: tuple[int, int]) -> Detections:
         spec = get_region(region)

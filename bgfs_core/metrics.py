@@ -343,7 +343,7 @@ def _measure(det: Detections, s: ScoreSettings) -> _Measures:
     """Link the detections into tracks and measure jitter, bone lengths, joint limits and swaps per sample."""
     spec = det.spec
     t_len, n_inst = det.present.shape
-    valid = det.present[..., None] & np.isfinite(det.keypoints).all(-1) & (det.confidence >= s.min_conf)
+    valid = det.seen_keypoints(s.min_conf)
     kp = np.where(valid[..., None], det.keypoints, np.nan).astype(np.float64)
     slot_of, swap, transition = link_tracks(det.present, kp, valid, s.max_gap, s.track_gate, s.relabel_cost)
     kp = gather_tracks(kp, slot_of, np.nan)

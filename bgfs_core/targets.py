@@ -90,7 +90,7 @@ def kinematic_targets(det: Detections, min_conf: float = 0.3, sigma: float = 3.0
     neighbourhood was seen too.
     """
     kp = det.keypoints.astype(np.float64)
-    seen = det.present[..., None] & (det.confidence >= min_conf) & np.isfinite(kp).all(-1)  # [T, I, K]
+    seen = det.seen_keypoints(min_conf)  # [T, I, K]
     median = running_nanmedian(np.where(seen[..., None], kp, np.nan), median_radius)  # [T, I, K, 2]
     med_ok = seen & np.isfinite(median).all(-1)
     smooth, support = _pose_weighted(median, med_ok, sigma, pose_sigma)

@@ -154,7 +154,7 @@ def _follow(det: Detections, min_conf: float) -> tuple[Detections, int, np.ndarr
         return det, 0, None
     kept = drop_duplicates(det)
     present = kept.present
-    valid = _seen_keypoints(kept, min_conf)
+    valid = kept.seen_keypoints(min_conf)
     kp = np.where(valid[..., None], kept.keypoints, np.nan).astype(np.float64)
     slot_of, _, _ = link_tracks(present, kp, valid)  # only present slots are linked
     moved = ((slot_of >= 0) & (slot_of != np.arange(slot_of.shape[1]))).any(1) | (det.present & ~present).any(1)
@@ -162,11 +162,6 @@ def _follow(det: Detections, min_conf: float) -> tuple[Detections, int, np.ndarr
     if frames == 0:
         return det, 0, None
     return _gather_detections(kept, slot_of), frames, slot_of
-
-
-def _seen_keypoints(det: Detections, min_conf: float) -> np.ndarray:
-    """[T, I, K]: keypoints of present detections, finite and at least ``min_conf`` sure."""
-    return det.present[..., None] & np.isfinite(det.keypoints).all(-1) & (det.confidence >= min_conf)
 
 
 def _gather_detections(det: Detections, slot_of: np.ndarray) -> Detections:
@@ -189,8 +184,8 @@ def align_tracks(det: Detections, reference: Detections, min_conf: float = 0.3) 
     n = det.present.shape[1]
     if n < 2 or reference.present.shape != det.present.shape:
         return det
-    mine = _centres(det.keypoints, _seen_keypoints(det, min_conf))
-    ref_valid = _seen_keypoints(reference, min_conf)
+    mine = _centres(det.keypoints, det.seen_keypoints(min_conf))
+    ref_valid = reference.seen_keypoints(min_conf)
     ref = _centres(reference.keypoints, ref_valid)
     size = K.region_scale_or_one(reference.keypoints, ref_valid)  # [I]
     best, best_cost = tuple(range(n)), math.inf

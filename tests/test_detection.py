@@ -194,6 +194,22 @@ def test_blank_frame_detects_nothing():
         assert out.frame_hw == (120, 160)
 
 
+def test_seen_keypoints_are_present_finite_and_sure_enough(gif_detections):
+    det = gif_detections
+    assert det.seen_keypoints(0.3).any()
+    conf = det.confidence.copy()
+    conf[0, :, 3] = 0.29  # just under the threshold
+    kp = det.keypoints.copy()
+    kp[1, :, 4] = np.nan
+    present = det.present.copy()
+    present[2] = False
+    edited = Detections(det.region, kp, conf, present, det.boxes, det.scores, det.frame_hw)
+    seen = edited.seen_keypoints(0.3)
+    assert not seen[0, :, 3].any() and not seen[1, :, 4].any() and not seen[2].any()
+    assert seen[0, :, 3].shape == (det.present.shape[1],)
+    assert edited.seen_keypoints(0.29)[0, det.present[0], 3].all()  # the threshold is inclusive
+
+
 # --- bad input ------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def image_hands() -> Detector:
