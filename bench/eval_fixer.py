@@ -168,9 +168,13 @@ def main() -> int:
             row = rows[f"fixed ({name})"] = {**judge(fixed, corrupted, det_in), "seconds": seconds}
             critic_view[name] = {"before": res.report["critic_before"], "after": res.report["critic_after"]}
             base = rows["corrupted"]
+            # "removed": the share of what the corruption added over the clean clip (MediaPipe's own floor on this
+            # footage) that the fix takes away; 1 would be the clean clip's reading
+            excess = {f"{k}_removed": (base[k] - row[k]) / (base[k] - clean_row[k])
+                      if base[k] > clean_row[k] else float("nan") for k in ("jitter", "bone_cv")}  # fmt: skip
             changes[name].append({k: row[k] / base[k] - 1 if base[k] else float("nan") for k in ("jitter", "bone_cv")}
-                                 | {"score": row["score"] - base["score"], "psnr_outside": row["psnr_outside"],
-                                    "seconds": seconds})  # fmt: skip
+                                 | excess | {"score": row["score"] - base["score"], "psnr_outside": row["psnr_outside"],
+                                             "seconds": seconds})  # fmt: skip
         print_rows(f"seed {seed}: MediaPipe's judgement ({len(frames)} frames, corruption strength "
                    f"{args.strength_corrupt})", rows)  # fmt: skip
         for name, _ in variants:
@@ -190,6 +194,8 @@ def main() -> int:
         print(f"  {name:16} jitter {100 * mean('jitter'):+.0f}%  bone_cv {100 * mean('bone_cv'):+.0f}%  score "
               f"{mean('score'):+.1f}  outside-ROI PSNR {mean('psnr_outside'):.1f} dB (min "
               f"{min(x['psnr_outside'] for x in c):.1f})  {mean('seconds'):.0f} s/fix   "
+              f"(removed of the corruption's excess over the clean clip: jitter {100 * mean('jitter_removed'):.0f}%, "
+              f"bone_cv {100 * mean('bone_cv_removed'):.0f}%)   "
               f"[{settings.mode}, guide {settings.guide}, {settings.steps} steps, lr {settings.lr}]")  # fmt: skip
     if len(fix_seeds) > 1:
         print(f"Pooled over fixer seeds {args.fix_seeds} (mean of all fixes; in brackets the range of the per-seed "
@@ -197,7 +203,7 @@ def main() -> int:
         for name, runs in runs_of.items():
             pooled = [x for run in runs for x in changes[run]]
             line = []
-            for key, unit in (("jitter", "%"), ("bone_cv", "%"), ("score", "")):
+            for key, unit in (("jitter", "%"), ("bone_cv", "%"), ("score", ""), ("bone_cv_removed", "%")):
                 k = 100 if unit else 1
                 per = [k * float(np.mean([x[key] for x in changes[run]])) for run in runs]
                 line.append(f"{key} {k * float(np.mean([x[key] for x in pooled])):+.1f}{unit} "
