@@ -8,6 +8,11 @@ Without --critic a critic is trained first on the clean video (cache + a few epo
 Prints a table (clean / corrupted / fixed per mode) of MediaPipe's jitter, bone-length variation, joint-angle
 violations, detection rate and anatomy score, the critic's own view before and after, and the PSNR outside the ROI
 (fixed vs its input). Targets (issue 3): jitter -50%, bone-length variation -33%, outside-ROI PSNR >= 40 dB.
+
+Beside the fixes, each seed's row "exact undo" is the corrupted copy warped back through the inverse of the
+corruption's own displacement field (``corruptions.undo_warps``): the best any repair that only moves pixels can
+do, since resampling blurs and squeezed detail is lost. It shows how much of a target is reachable at all. Its
+outside-ROI PSNR is low by design: the corruption's field reaches past the ROI mask, and the undo moves that back.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+
+UNDO = "exact undo"  # the row of the corruption undone by its own inverted field
 
 VARIANT_HELP = """a named fixer setting, NAME:KEY=VALUE,KEY=VALUE (FixSettings fields; weights.* for loss weights),
 e.g. 'no-guide:mode=warp,guide=0' (repeatable; default: one variant per --modes entry with the defaults)"""
@@ -78,7 +85,7 @@ def main() -> int:
 
     from bgfs_core.codecs import PixelCodec
     from bgfs_core.config import load_config
-    from bgfs_core.corruptions import corrupt_all
+    from bgfs_core.corruptions import corrupt_all, undo_warps
     from bgfs_core.critic_io import load_critic
     from bgfs_core.detection import detect_video
     from bgfs_core.fidelity import compare
@@ -149,14 +156,29 @@ def main() -> int:
     clean_row = judge(frames)
     results: dict = {"clean": clean_row, "seeds": {}}
     changes: dict[str, list[dict]] = {name: [] for name, _ in variants}
+    changes[UNDO] = []
+    corruption = ["finger_jitter", "region_jitter"]
     for seed in [int(v) for v in args.seeds.split(",")]:
-        corrupted = corrupt_all(frames, det_clean, ["finger_jitter", "region_jitter"], seed=seed,
-                                strength=args.strength_corrupt)
+        corrupted = corrupt_all(frames, det_clean, corruption, seed=seed, strength=args.strength_corrupt)
         write_video(out / f"corrupted_seed{seed}.mp4", corrupted, fps)
         rows = {"clean": clean_row, "corrupted": judge(corrupted)}
+
+        def change(row: dict, base: dict = rows["corrupted"]) -> dict:
+            # "removed": the share of what the corruption added over the clean clip (MediaPipe's own floor on this
+            # footage) that the fix takes away; 1 would be the clean clip's reading
+            excess = {f"{k}_removed": (base[k] - row[k]) / (base[k] - clean_row[k])
+                      if base[k] > clean_row[k] else float("nan") for k in ("jitter", "bone_cv")}  # fmt: skip
+            return ({k: row[k] / base[k] - 1 if base[k] else float("nan") for k in ("jitter", "bone_cv")} | excess
+                    | {"score": row["score"] - base["score"], "psnr_outside": row["psnr_outside"]})  # fmt: skip
+
         critic_view = {}
         codec = PixelCodec()
         det_in = detect_video(corrupted, "hands", fps=fps)
+        t0 = time.perf_counter()
+        undone = undo_warps(corrupted, det_clean, corruption, seed=seed, strength=args.strength_corrupt)
+        seconds = time.perf_counter() - t0
+        rows[UNDO] = judge(undone, corrupted, det_in)
+        changes[UNDO].append(change(rows[UNDO]) | {"seconds": seconds})
         latents = codec.encode(torch.from_numpy(corrupted).permute(0, 3, 1, 2).float() / 255)
         for name, settings in variants:
             t0 = time.perf_counter()
@@ -167,14 +189,7 @@ def main() -> int:
             write_video(out / f"fixed_{name}_seed{seed}.mp4", fixed, fps)
             row = rows[f"fixed ({name})"] = {**judge(fixed, corrupted, det_in), "seconds": seconds}
             critic_view[name] = {"before": res.report["critic_before"], "after": res.report["critic_after"]}
-            base = rows["corrupted"]
-            # "removed": the share of what the corruption added over the clean clip (MediaPipe's own floor on this
-            # footage) that the fix takes away; 1 would be the clean clip's reading
-            excess = {f"{k}_removed": (base[k] - row[k]) / (base[k] - clean_row[k])
-                      if base[k] > clean_row[k] else float("nan") for k in ("jitter", "bone_cv")}  # fmt: skip
-            changes[name].append({k: row[k] / base[k] - 1 if base[k] else float("nan") for k in ("jitter", "bone_cv")}
-                                 | excess | {"score": row["score"] - base["score"], "psnr_outside": row["psnr_outside"],
-                                             "seconds": seconds})  # fmt: skip
+            changes[name].append(change(row) | {"seconds": seconds})
         print_rows(f"seed {seed}: MediaPipe's judgement ({len(frames)} frames, corruption strength "
                    f"{args.strength_corrupt})", rows)  # fmt: skip
         for name, _ in variants:
@@ -185,7 +200,7 @@ def main() -> int:
 
     print(f"\nChange against each corrupted copy, mean over seeds {args.seeds} (targets: jitter -50%, bone_cv -33%, "
           "outside-ROI PSNR >= 40 dB):")  # fmt: skip
-    for name, settings in variants:
+    for name, settings in [*variants, (UNDO, None)]:
         c = changes[name]
 
         def mean(key: str, ch: list = c) -> float:
@@ -196,7 +211,8 @@ def main() -> int:
               f"{min(x['psnr_outside'] for x in c):.1f})  {mean('seconds'):.0f} s/fix   "
               f"(removed of the corruption's excess over the clean clip: jitter {100 * mean('jitter_removed'):.0f}%, "
               f"bone_cv {100 * mean('bone_cv_removed'):.0f}%)   "
-              f"[{settings.mode}, guide {settings.guide}, {settings.steps} steps, lr {settings.lr}]")  # fmt: skip
+              + (f"[{settings.mode}, guide {settings.guide}, {settings.steps} steps, lr {settings.lr}]" if settings
+                 else "[the corruption's own field inverted: the ceiling of a warp]"))  # fmt: skip
     if len(fix_seeds) > 1:
         print(f"Pooled over fixer seeds {args.fix_seeds} (mean of all fixes; in brackets the range of the per-seed "
               "means):")

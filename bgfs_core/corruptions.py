@@ -17,6 +17,10 @@
   by a small random angle, through the same smooth displacement field: a shaky, wobbling hand.
 - ``dropped_frames``: some frames are replaced by a copy of the previous one (a stall), others by a black frame.
 
+``corruption_map`` replays the fields of the two warp corruptions (``FIELD_CORRUPTIONS``) on pixel coordinates, and
+``undo_warps`` inverts them: a perfect geometric repair, the ceiling that `bench/eval_fixer.py` reports beside
+the fixer.
+
 Every corruption is deterministic for a ``seed``. ``strength`` scales it (1 = the default, clearly visible).
 ``photo_clip`` makes a short clip from a still photo with a slow, smooth pan and zoom (real pixels, synthetic
 camera motion), for regions that no test clip shows.
@@ -66,6 +70,58 @@ def corrupt_all(frames: np.ndarray, det: Detections, names: list[str], seed: int
     for k, name in enumerate(names):
         frames = corrupt(frames, det, name.strip(), seed=seed + k, strength=strength)
     return frames
+
+
+# Corruptions that only move pixels, through smooth displacement fields: their fields can be replayed on pixel
+# coordinates (``corruption_map``) and inverted (``undo_warps``).
+FIELD_CORRUPTIONS = ("finger_jitter", "region_jitter")
+
+
+def corruption_map(det: Detections, names: list[str], seed: int = 0, strength: float = 1.0) -> np.ndarray:
+    """Where each pixel of ``corrupt_all(frames, det, names, seed, strength)`` was sampled in the clean frames:
+    float32 ``[T, H, W, 2]`` (x, y in pixels). Only for :data:`FIELD_CORRUPTIONS`, whose output is a resampling
+    of their input; the same fields are replayed on an image of pixel coordinates."""
+    names = [n.strip() for n in names]
+    other = [n for n in names if n not in FIELD_CORRUPTIONS]
+    if other:
+        raise BGFSError(f"only the warp corruptions ({', '.join(FIELD_CORRUPTIONS)}) have a field to replay, not "
+                        f"{', '.join(map(repr, other))}")  # fmt: skip
+    if not det.present.any():
+        raise BGFSError(f"{det.region} is not found in any frame: there is no corruption field")
+    h, w = det.frame_hw
+    gy, gx = np.mgrid[0:h, 0:w].astype(np.float32)
+    where = np.repeat(np.stack([gx, gy], -1)[None], det.num_frames, 0)
+    for k, name in enumerate(names):  # seeded as corrupt_all seeds them
+        where = _FUNCS[name](where, det, np.random.default_rng(seed + k), float(strength))
+    return where
+
+
+def undo_warps(corrupted: np.ndarray, det: Detections, names: list[str], seed: int = 0, strength: float = 1.0,
+               iterations: int = 30) -> np.ndarray:
+    """``corrupted`` (made by ``corrupt_all`` from the frames of ``det`` with these arguments) warped back through
+    the exact inverse of the corruption's own field: what a perfect geometric fix would give.
+
+    Not the clean clip: resampling twice blurs, and where the corruption squeezed pixels together the detail is
+    gone. It is the ceiling of any repair that only moves pixels, which is what the fixer's warp mode does.
+    """
+    import cv2
+
+    corrupted = np.asarray(corrupted)
+    if corrupted.ndim != 4 or corrupted.shape[:3] != (det.num_frames, *det.frame_hw):
+        raise BGFSError(f"corrupted frames {list(corrupted.shape)} do not match the detections' {det.num_frames} "
+                        f"frames of {det.frame_hw[1]}x{det.frame_hw[0]}")  # fmt: skip
+    where = corruption_map(det, names, seed, strength)
+    gy, gx = np.mgrid[0 : det.frame_hw[0], 0 : det.frame_hw[1]].astype(np.float32)
+    out = np.empty_like(corrupted)
+    for t in range(len(corrupted)):
+        # solve where(x) = pixel for x by fixed-point iteration: the field is smooth and small, so it contracts
+        x, y = gx.copy(), gy.copy()
+        for _ in range(iterations):
+            wx = cv2.remap(where[t, ..., 0], x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            wy = cv2.remap(where[t, ..., 1], x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            x, y = x + (gx - wx), y + (gy - wy)
+        out[t] = cv2.remap(corrupted[t], x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    return out
 
 
 # --- geometry helpers --------------------------------------------------------------------------------------------
