@@ -86,6 +86,8 @@ def corruption_map(det: Detections, names: list[str], seed: int = 0, strength: f
     if other:
         raise BGFSError(f"only the warp corruptions ({', '.join(FIELD_CORRUPTIONS)}) have a field to replay, not "
                         f"{', '.join(map(repr, other))}")  # fmt: skip
+    if not strength >= 0:
+        raise BGFSError(f"strength must be >= 0, got {strength}")
     if not det.present.any():
         raise BGFSError(f"{det.region} is not found in any frame: there is no corruption field")
     h, w = det.frame_hw

@@ -137,6 +137,8 @@ def test_warp_corruptions_replay_on_coordinates_and_undo(clips, scored):
     assert psnr_inside(undo_warps(bad, det, names, seed=3)) < psnr_inside(bad) + 1.0
     with pytest.raises(BGFSError, match="only the warp corruptions"):
         corruption_map(det, ["finger_jitter", "flicker"])
+    with pytest.raises(BGFSError, match="strength must be"):
+        corruption_map(det, names, strength=-1.0)
     with pytest.raises(BGFSError, match="do not match"):
         undo_warps(bad[:5], det, names, seed=2)
 
