@@ -10,9 +10,10 @@ violations, detection rate and anatomy score, the critic's own view before and a
 (fixed vs its input). Targets (issue 3): jitter -50%, bone-length variation -33%, outside-ROI PSNR >= 40 dB.
 
 Beside the fixes, each seed's row "exact undo" is the corrupted copy warped back through the inverse of the
-corruption's own displacement field (``corruptions.undo_warps``): the best any repair that only moves pixels can
-do, since resampling blurs and squeezed detail is lost. It shows how much of a target is reachable at all. Its
-outside-ROI PSNR is low by design: the corruption's field reaches past the ROI mask, and the undo moves that back.
+corruption's own displacement field (``corruptions.undo_warps``): a perfect geometric repair. It is not the clean
+clip (resampling blurs, squeezed detail is lost), so it shows how much of a target undoing the corruption exactly
+reaches; a fix can beat it by making the hand more regular than the truth. Its outside-ROI PSNR is low by design:
+the corruption's field reaches past the ROI mask, and the undo moves that back.
 """
 
 from __future__ import annotations
@@ -212,7 +213,7 @@ def main() -> int:
               f"(removed of the corruption's excess over the clean clip: jitter {100 * mean('jitter_removed'):.0f}%, "
               f"bone_cv {100 * mean('bone_cv_removed'):.0f}%)   "
               + (f"[{settings.mode}, guide {settings.guide}, {settings.steps} steps, lr {settings.lr}]" if settings
-                 else "[the corruption's own field inverted: the ceiling of a warp]"))  # fmt: skip
+                 else "[the corruption's own field inverted: a perfect geometric repair]"))  # fmt: skip
     if len(fix_seeds) > 1:
         print(f"Pooled over fixer seeds {args.fix_seeds} (mean of all fixes; in brackets the range of the per-seed "
               "means):")

@@ -18,8 +18,7 @@
 - ``dropped_frames``: some frames are replaced by a copy of the previous one (a stall), others by a black frame.
 
 ``corruption_map`` replays the fields of the two warp corruptions (``FIELD_CORRUPTIONS``) on pixel coordinates, and
-``undo_warps`` inverts them: a perfect geometric repair, the ceiling that `bench/eval_fixer.py` reports beside
-the fixer.
+``undo_warps`` inverts them: a perfect geometric repair, which `bench/eval_fixer.py` reports beside the fixer.
 
 Every corruption is deterministic for a ``seed``. ``strength`` scales it (1 = the default, clearly visible).
 ``photo_clip`` makes a short clip from a still photo with a slow, smooth pan and zoom (real pixels, synthetic
@@ -104,7 +103,8 @@ def undo_warps(corrupted: np.ndarray, det: Detections, names: list[str], seed: i
     the exact inverse of the corruption's own field: what a perfect geometric fix would give.
 
     Not the clean clip: resampling twice blurs, and where the corruption squeezed pixels together the detail is
-    gone. It is the ceiling of any repair that only moves pixels, which is what the fixer's warp mode does.
+    gone. It is what undoing the corruption exactly gives, the reference for the fixer's warp mode (which only
+    moves pixels too).
     """
     import cv2
 
