@@ -119,9 +119,8 @@ def undo_warps(corrupted: np.ndarray, det: Detections, names: list[str], seed: i
         # solve where(x) = pixel for x by fixed-point iteration: the field is smooth and small, so it contracts
         x, y = gx.copy(), gy.copy()
         for _ in range(iterations):
-            wx = cv2.remap(where[t, ..., 0], x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            wy = cv2.remap(where[t, ..., 1], x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            x, y = x + (gx - wx), y + (gy - wy)
+            at = cv2.remap(where[t], x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)  # both channels at once
+            x, y = x + (gx - at[..., 0]), y + (gy - at[..., 1])
         out[t] = cv2.remap(corrupted[t], x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     return out
 
