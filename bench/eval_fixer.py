@@ -36,6 +36,11 @@ VARIANT_HELP = """a named fixer setting, NAME:KEY=VALUE,KEY=VALUE (FixSettings f
 e.g. 'no-guide:mode=warp,guide=0' (repeatable; default: one variant per --modes entry with the defaults)"""
 
 
+def mean_of(changes: list[dict], key: str) -> float:
+    """The mean of one measure over a list of per-seed changes."""
+    return sum(float(x[key]) for x in changes) / len(changes)
+
+
 def parse_variant(text: str, args: argparse.Namespace):
     """'name:key=value,...' -> (name, FixSettings)."""
     from bgfs_core.fixer import FixSettings
@@ -203,15 +208,11 @@ def main() -> int:
           "outside-ROI PSNR >= 40 dB):")  # fmt: skip
     for name, settings in [*variants, (UNDO, None)]:
         c = changes[name]
-
-        def mean(key: str, ch: list = c) -> float:
-            return float(np.mean([x[key] for x in ch]))
-
-        print(f"  {name:16} jitter {100 * mean('jitter'):+.0f}%  bone_cv {100 * mean('bone_cv'):+.0f}%  score "
-              f"{mean('score'):+.1f}  outside-ROI PSNR {mean('psnr_outside'):.1f} dB (min "
-              f"{min(x['psnr_outside'] for x in c):.1f})  {mean('seconds'):.0f} s/fix   "
-              f"(removed of the corruption's excess over the clean clip: jitter {100 * mean('jitter_removed'):.0f}%, "
-              f"bone_cv {100 * mean('bone_cv_removed'):.0f}%)   "
+        print(f"  {name:16} jitter {100 * mean_of(c, 'jitter'):+.0f}%  bone_cv {100 * mean_of(c, 'bone_cv'):+.0f}%  "
+              f"score {mean_of(c, 'score'):+.1f}  outside-ROI PSNR {mean_of(c, 'psnr_outside'):.1f} dB (min "
+              f"{min(x['psnr_outside'] for x in c):.1f})  {mean_of(c, 'seconds'):.0f} s/fix   "
+              f"(removed of the corruption's excess over the clean clip: jitter "
+              f"{100 * mean_of(c, 'jitter_removed'):.0f}%, bone_cv {100 * mean_of(c, 'bone_cv_removed'):.0f}%)   "
               + (f"[{settings.mode}, guide {settings.guide}, {settings.steps} steps, lr {settings.lr}]" if settings
                  else "[the corruption's own field inverted: a perfect geometric repair]"))  # fmt: skip
     if len(fix_seeds) > 1:
@@ -222,10 +223,11 @@ def main() -> int:
             line = []
             for key, unit in (("jitter", "%"), ("bone_cv", "%"), ("score", ""), ("bone_cv_removed", "%")):
                 k = 100 if unit else 1
-                per = [k * float(np.mean([x[key] for x in changes[run]])) for run in runs]
-                line.append(f"{key} {k * float(np.mean([x[key] for x in pooled])):+.1f}{unit} "
+                per = [k * mean_of(changes[run], key) for run in runs]
+                line.append(f"{key} {k * mean_of(pooled, key):+.1f}{unit} "
                             f"[{min(per):+.1f}..{max(per):+.1f}]")
-            print(f"  {name:16} " + "  ".join(line) + f"  outside-ROI PSNR min {min(x['psnr_outside'] for x in pooled):.1f} dB")
+            worst = min(x["psnr_outside"] for x in pooled)
+            print(f"  {name:16} " + "  ".join(line) + f"  outside-ROI PSNR min {worst:.1f} dB")
     results["changes"] = changes
     results["variants"] = {name: s.to_dict() for name, s in variants}
     (out / "eval.json").write_text(json.dumps(json_safe({**results, "args": vars(args)}), indent=2))

@@ -54,10 +54,8 @@ def corrupt(frames: np.ndarray, det: Detections, name: str, seed: int = 0, stren
         raise BGFSError(f"det must be the Detections of these {len(frames)} frames, got {n}")
     if tuple(det.frame_hw) != tuple(frames.shape[1:3]):
         raise BGFSError(f"detections were made on {det.frame_hw} frames, these are {frames.shape[1:3]}")
-    if not strength >= 0:
-        raise BGFSError(f"strength must be >= 0, got {strength}")
-    if name != "dropped_frames" and not det.present.any():
-        raise BGFSError(f"{det.region} is not found in any frame: nothing to corrupt with {name!r}")
+    # dropped_frames blacks out frames whether or not the region is in them
+    _check_strength_and_region(det, strength, None if name == "dropped_frames" else f"nothing to corrupt with {name!r}")
     rng = np.random.default_rng(seed)
     return _FUNCS[name](frames.copy(), det, rng, float(strength))
 
@@ -85,12 +83,8 @@ def corruption_map(det: Detections, names: list[str], seed: int = 0, strength: f
     if other:
         raise BGFSError(f"only the warp corruptions ({', '.join(FIELD_CORRUPTIONS)}) have a field to replay, not "
                         f"{', '.join(map(repr, other))}")  # fmt: skip
-    if not strength >= 0:
-        raise BGFSError(f"strength must be >= 0, got {strength}")
-    if not det.present.any():
-        raise BGFSError(f"{det.region} is not found in any frame: there is no corruption field")
-    h, w = det.frame_hw
-    gy, gx = np.mgrid[0:h, 0:w].astype(np.float32)
+    _check_strength_and_region(det, strength, "there is no corruption field")
+    gx, gy = _pixel_grid(det.frame_hw)
     where = np.repeat(np.stack([gx, gy], -1)[None], det.num_frames, 0)
     for k, name in enumerate(names):  # seeded as corrupt_all seeds them
         where = _FUNCS[name](where, det, np.random.default_rng(seed + k), float(strength))
@@ -113,7 +107,7 @@ def undo_warps(corrupted: np.ndarray, det: Detections, names: list[str], seed: i
         raise BGFSError(f"corrupted frames {list(corrupted.shape)} do not match the detections' {det.num_frames} "
                         f"frames of {det.frame_hw[1]}x{det.frame_hw[0]}")  # fmt: skip
     where = corruption_map(det, names, seed, strength)
-    gy, gx = np.mgrid[0 : det.frame_hw[0], 0 : det.frame_hw[1]].astype(np.float32)
+    gx, gy = _pixel_grid(det.frame_hw)
     out = np.empty_like(corrupted)
     for t in range(len(corrupted)):
         # solve where(x) = pixel for x by fixed-point iteration: the field is smooth and small, so it contracts
@@ -123,6 +117,21 @@ def undo_warps(corrupted: np.ndarray, det: Detections, names: list[str], seed: i
             x, y = x + (gx - at[..., 0]), y + (gy - at[..., 1])
         out[t] = cv2.remap(corrupted[t], x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     return out
+
+
+def _check_strength_and_region(det: Detections, strength: float, nothing: str | None) -> None:
+    """The checks `corrupt` and `corruption_map` share; ``nothing``: what a clip without the region cannot give
+    (None: such a clip is fine)."""
+    if not strength >= 0:
+        raise BGFSError(f"strength must be >= 0, got {strength}")
+    if nothing is not None and not det.present.any():
+        raise BGFSError(f"{det.region} is not found in any frame: {nothing}")
+
+
+def _pixel_grid(hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Each pixel's own x and y (float32 ``[H, W]`` each): the identity map of ``cv2.remap``."""
+    gy, gx = np.mgrid[0 : hw[0], 0 : hw[1]].astype(np.float32)
+    return gx, gy
 
 
 # --- geometry helpers --------------------------------------------------------------------------------------------
