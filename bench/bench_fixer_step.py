@@ -13,6 +13,8 @@ MALLOC_MMAP_THRESHOLD_=1048576 (unless set) so glibc returns freed activations t
   NAME+blocks    any of them with each decoder block checkpointed too (bgfs_core.codecs.blocks; the fixer's
                  default), e.g. full+blocks,window+blocks
   NAME+chunks    plain chunk checkpointing (one causal state kept per chunk) instead of the segmented stream
+  NAME+keepN     the segmented stream keeping N causal states (default ~sqrt(chunks)); +keepall keeps every one,
+                 so its backward recomputes no chunk: the time and memory the schedule trades
 
   python bench/bench_fixer_step.py --configs full,window --frames 1,5 --roi 160
   COMFYUI_DIR=/opt/comfyui python bench/bench_fixer_step.py --configs window-taehv --frames 5,17,81
@@ -125,8 +127,10 @@ def one(config: str, frames: int, roi: int, chunk: int, height: int, width: int,
     rss0 = proc_status_gb("VmRSS")
     zz = z.requires_grad_(True)
     t0 = time.perf_counter()
+    keep = next((e[4:] for e in extras if e.startswith("keep")), None)
     dec = decode_window(codec, zz, win, chunk_frames=chunk, checkpoint=True, segments="chunks" not in extras,
-                        checkpoint_blocks="blocks" in extras)
+                        checkpoint_blocks="blocks" in extras,
+                        keep_states=None if keep is None else 10**9 if keep == "all" else int(keep))
     heat = critic(roi_crop(dec, local))
     loss = heat.square().mean()
     t1 = time.perf_counter()
@@ -216,10 +220,11 @@ def main() -> int:
     if any(c.startswith("window-taehv") for c in configs) and not os.environ.get("COMFYUI_DIR"):
         print("window-taehv SKIPPED: set COMFYUI_DIR to a ComfyUI checkout", file=sys.stderr)
         configs = [c for c in configs if not c.startswith("window-taehv")]
-    print(f"{'config':<14} {'frames':>6} {'roi':>4} {'decoded':>9} {'window':>9} {'fwd s':>7} {'bwd s':>7} "
+    print(f"{'config':<22} {'frames':>6} {'roi':>4} {'decoded':>9} {'window':>9} {'fwd s':>7} {'bwd s':>7} "
           f"{'step s':>7} {'peak GB':>8} {'model GB':>8} {'step GB':>8}", flush=True)
     for frames in [int(f) for f in a.frames.split(",")]:
         for roi in [int(r) for r in a.roi.split(",")]:
+            done = {}
             for config in configs:
                 if config.startswith("full") and roi != int(a.roi.split(",")[0]):
                     continue  # the full-frame step does not depend on the ROI size
@@ -228,13 +233,19 @@ def main() -> int:
                        "--height", str(a.height), "--width", str(a.width)]
                 status, out, err = run_limited(cmd, a.timeout, a.mem_limit_gb)
                 if status:
-                    print(f"{config:<14} {frames:>6} {roi:>4} {status}", flush=True)
+                    print(f"{config:<22} {frames:>6} {roi:>4} {status}", flush=True)
                     continue
                 m = json.loads(out.strip().splitlines()[-1])
-                print(f"{config:<14} {frames:>6} {roi:>4} {m['decoded_px']:>9} {m['window_px']:>9} {m['fwd_s']:>7.1f} "
+                print(f"{config:<22} {frames:>6} {roi:>4} {m['decoded_px']:>9} {m['window_px']:>9} {m['fwd_s']:>7.1f} "
                       f"{m['bwd_s']:>7.1f} {m['step_s']:>7.1f} {m['peak_gb']:>8.2f} {m['model_rss_gb']:>8.2f} "
                       f"{m['peak_gb'] - m['model_rss_gb']:>8.2f}",
                       flush=True)
+                done[config] = m
+            if len(done) > 1:  # side by side: each configuration against the first that ran
+                base, b = next(iter(done.items()))
+                for config, m in list(done.items())[1:]:
+                    print(f"  {config} against {base}: step time x{m['step_s'] / b['step_s']:.2f}, step memory "
+                          f"x{(m['peak_gb'] - m['model_rss_gb']) / (b['peak_gb'] - b['model_rss_gb']):.2f}", flush=True)
     return 0
 
 

@@ -61,6 +61,8 @@ class FixSettings:
     checkpoint: bool = True  # activation checkpointing of each decode chunk
     checkpoint_blocks: bool = True  # and of each decoder block inside it (causal Wan decoders): less memory, one
     # more forward pass of each block in the backward
+    keep_states: int | None = None  # causal decoder states kept between chunks (None: ~sqrt(chunks)); more: less
+    # recomputation in the backward, more memory (decode_window)
     warp_grid: int = 8  # warp mode: control points of the displacement field across the window's longer side
     crop_jitter: float = 0.05  # random shift / scale of the critic's crops each step (fraction of the ROI side)
     seed: int = 0
@@ -83,6 +85,8 @@ class FixSettings:
             raise BGFSError(f"guide must be >= 0, got {self.guide}")
         if self.strength < 0:
             raise BGFSError(f"strength must be >= 0, got {self.strength}")
+        if self.keep_states is not None and self.keep_states < 0:
+            raise BGFSError(f"keep_states must be >= 0 or None, got {self.keep_states}")
         if self.lr_decay not in FIXER_LR_DECAYS:
             raise BGFSError(f"lr_decay must be one of {', '.join(FIXER_LR_DECAYS)}, got {self.lr_decay!r}")
 
@@ -286,7 +290,7 @@ class _Problem:
         z_win = self.window_from_params(params, flow)
         z_full = paste_window(self.z0, self.window, z_win, feather=s.feather)
         frames = decode_window(self.codec, z_full, self.window, chunk_frames=self.chunk, checkpoint=s.checkpoint,
-                               checkpoint_blocks=s.checkpoint_blocks)
+                               checkpoint_blocks=s.checkpoint_blocks, keep_states=s.keep_states)
         if self.frames0 is None:
             self.frames0 = frames.detach()
         dev = self.device

@@ -23,6 +23,7 @@ from bgfs_core.codecs import (
     window_from_boxes,
     window_latents,
 )
+from bgfs_core.codecs.window import reversal_cost, stream_slots
 from bgfs_core.errors import BGFSError
 
 COMFYUI_DIR = os.environ.get("COMFYUI_DIR", "")
@@ -100,6 +101,10 @@ def test_checkpointing_gives_the_same_gradients(wan21, monkeypatch):
                             checkpoint_blocks=blocks)
         (out ** 2).mean().backward()
         grads.append(zz.grad)
+    for keep in (0, 2, 5):  # no state kept but the start, two, every one (the default keeps sqrt(6) - 1 = 1)
+        zz = z.clone().requires_grad_(True)
+        (decode_window(wan21, zz, win, chunk_frames=1, checkpoint_blocks=True, keep_states=keep) ** 2).mean().backward()
+        grads.append(zz.grad)
     for g in grads[1:]:
         assert torch.allclose(grads[0], g, atol=1e-7)
     g = grads[3]
@@ -118,6 +123,39 @@ def test_checkpointing_gives_the_same_gradients(wan21, monkeypatch):
     outside = g.clone()
     outside[:, :, win.t0:win.t1, win.cy0:win.cy1, win.cx0:win.cx1] = 0
     assert torch.count_nonzero(outside) == 0
+
+
+def test_streamed_backward_recomputes_what_the_schedule_plans(wan21, monkeypatch):
+    """The segmented stream's backward recomputes the causal states it needs on `reversal_cost`'s schedule: fewer
+    chunk forwards than equal segments keeping as many states, none when every state is kept."""
+    z = torch.randn(1, 16, 7, 12, 12, generator=torch.Generator().manual_seed(1))
+    win = window_from_boxes(wan21, z.shape, boxes_for(25, [40, 40, 56, 56], range(3, 25)), margin=2)
+    counts = {True: 0, False: 0}  # chunk forwards with / without gradients
+    stream = wan21.grad_stream
+
+    def counted(checkpoint_blocks: bool = False):
+        inner = stream(checkpoint_blocks)
+
+        def run(lat, state):
+            counts[torch.is_grad_enabled()] += 1
+            return inner(lat, state)
+        return run
+
+    monkeypatch.setattr(wan21, "grad_stream", counted)
+    chunks = win.t1 - win.t0
+    assert chunks == 6 and stream_slots(chunks) == 1
+    for keep, recomputed in ((None, 5), (0, 15), (2, 4), (5, 0)):
+        counts.update({True: 0, False: 0})
+        out = decode_window(wan21, z.clone().requires_grad_(True), win, chunk_frames=1, keep_states=keep)
+        out.sum().backward()
+        # 1 warm-up frame and the forward pass, then the recomputed states; each chunk runs once with gradients
+        assert counts == {False: 1 + chunks + recomputed, True: chunks}, keep
+    # The planner against ~sqrt(chunks) equal segments with the same states kept (the schedule before it):
+    # 21 chunks (81 frames, 1 latent frame a chunk) in segments of 5 recompute 4 x 10 chunk forwards.
+    assert stream_slots(21) == 4 and reversal_cost(21, 4) == (35, 6)
+    assert reversal_cost(21, 20) == (20, 1) and reversal_cost(21, 0) == (210, 0)
+    with pytest.raises(BGFSError, match="keep_states must be >= 0"):
+        decode_window(wan21, z, win, keep_states=-1)
 
 
 def test_paste_window_feathers_and_leaves_the_rest_unchanged():

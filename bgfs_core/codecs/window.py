@@ -14,6 +14,8 @@ need context: the context frames warm up the decoder's causal caches and their p
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -185,52 +187,93 @@ def _is_tensor(x: Any) -> bool:
     return isinstance(x, torch.Tensor)
 
 
-def _stream_segments(stream: Any, lats: list, state: Any, crop: tuple[int, int, int, int]) -> Any:
-    """Checkpointed streaming that keeps ~sqrt(chunks) causal states plus about three working ones.
+@functools.cache
+def reversal_cost(chunks: int, slots: int) -> tuple[int, int]:
+    """Back-propagating through ``chunks`` streamed chunks from the state before the first, with room for ``slots``
+    more causal states: the fewest chunk forwards without gradients that recompute the states it needs, and how
+    many chunks after the start to keep the first of them (0: keep none, recompute from the start each time).
 
-    The chunks are grouped into segments of ~sqrt(chunks). The forward pass runs without gradients and keeps only
-    each segment's start state. A segment's backward walks its chunks from last to first: it recomputes the state
-    before chunk k from the segment's start (no gradients), runs chunk k with gradients and back-propagates the
-    incoming gradients of its frames and of its end state, which yields the gradient of the state before it. So at
-    most the segment starts, one chunk's state in and out with their gradients and one chunk's activations are
-    alive, and a chunk's own forward is not nested in another checkpoint, so the stream may checkpoint each decoder
-    block too. Exact: the same gradients as plain backpropagation (tested); the cost is ~sqrt(chunks) / 2 extra
-    chunk forwards per chunk, without gradients.
+    Keeping the state after ``m`` chunks costs ``m`` forwards and a slot while the chunks after it are reversed;
+    then the first ``m`` are reversed with the slot free again. The optimal ``m`` (dynamic programming over
+    lengths and slots; the binomial schedule of checkpointing theory) recomputes much less than ~sqrt(chunks)
+    equal segments with the same states kept. 21 chunks, 4 slots: 35 forwards, 18 of them saved by keeping the
+    first states on the way of the forward pass (`_stream_reversed`), so 17 against the equal segments' 40.
+    """
+    if chunks <= 1:
+        return 0, 0
+    if slots <= 0:
+        return chunks * (chunks - 1) // 2, 0
+    return min((m + reversal_cost(chunks - m, slots - 1)[0] + reversal_cost(m, slots)[0], m) for m in range(1, chunks))
+
+
+def stream_slots(chunks: int) -> int:
+    """Causal states `_stream_reversed` keeps besides the start: ~sqrt(chunks), as many as equal segments of
+    ~sqrt(chunks) chunks would keep (the memory the 81-frame bench was sized with)."""
+    size = math.isqrt(max(chunks, 1) - 1) + 1
+    return -(-chunks // size) - 1
+
+
+def _stream_reversed(stream: Any, lats: list, state: Any, crop: tuple[int, int, int, int], slots: int) -> Any:
+    """Checkpointed streaming that keeps the start state plus ``slots`` causal states and about three working ones.
+
+    The forward pass runs without gradients and keeps only the states the backward pass will want first. The
+    backward pass walks the chunks from last to first: for chunk k it needs the state before k, recomputed without
+    gradients from the nearest kept state before it, on the schedule of `reversal_cost`; it runs chunk k with
+    gradients and back-propagates the incoming gradients of its frames and of its end state, which yields the
+    gradient of the state before it. So at most the kept states, one chunk's state in and out with their gradients
+    and one chunk's activations are alive, and a chunk's own forward is not nested in another checkpoint, so the
+    stream may checkpoint each decoder block too. Exact: the same gradients as plain backpropagation (tested).
     """
     import torch
 
-    class Segment(torch.autograd.Function):
+    n = len(lats)
+    slots = min(slots, n - 1)
+
+    class Stream(torch.autograd.Function):
         @staticmethod
-        def forward(ctx, n_lats, template, *tensors):
-            seg_lats, state_in = list(tensors[:n_lats]), _join_state(template, tensors[n_lats:])
+        def forward(ctx, template, *tensors):
+            state = _join_state(template, tensors[n:])
+            keep, lo, left = set(), 0, slots  # the first split of each level of the schedule, as it will ask
+            while n - lo > 1 and left > 0:
+                lo += reversal_cost(n - lo, left)[1]
+                keep.add(lo)
+                left -= 1
+            ctx.kept, frames = {}, []
             with torch.no_grad():
-                frames, state_out = _stream_segment(stream, seg_lats, state_in, crop, False)
-            ctx.n_lats, ctx.template = n_lats, template
+                for k, lat in enumerate(tensors[:n]):
+                    chunk, state = _stream_chunk(stream, lat, state, crop)
+                    frames.append(chunk)
+                    if k + 1 in keep:
+                        ctx.kept[k + 1] = state
+            ctx.template, ctx.sizes = template, [f.shape[0] for f in frames]
             ctx.save_for_backward(*tensors)
-            holder["template"], out_tensors = _split_state(state_out)  # the caller rebuilds the state with it
-            return (frames, *out_tensors)
+            return torch.cat(frames, 0)
 
         @staticmethod
-        def backward(ctx, grad_frames, *grad_state):
+        def backward(ctx, grad_frames):
             saved = ctx.saved_tensors
-            seg_lats, start = saved[:ctx.n_lats], saved[ctx.n_lats:]
-            grad_lats: list = [None] * ctx.n_lats
-            end = grad_frames.shape[0]  # chunk k's frames end where chunk k + 1's begin
-            for k in reversed(range(ctx.n_lats)):
-                with torch.no_grad():  # the state before chunk k, recomputed from the segment's start
-                    state = _join_state(ctx.template, start)
-                    for lat in seg_lats[:k]:
+            lats_saved = saved[:n]
+            grad_lats: list = [None] * n
+            ends = list(itertools.accumulate(ctx.sizes))
+            grad_state: tuple = ()  # the gradient of the state after the chunk being reversed (none after the last)
+
+            def advance(state: Any, a: int, b: int) -> Any:
+                with torch.no_grad():  # the state before chunk b, recomputed from the state before chunk a
+                    for lat in lats_saved[a:b]:
                         state = stream(lat, state)[1]
+                return state
+
+            def reverse_one(k: int, state: Any) -> None:
+                nonlocal grad_state
                 template, tensors = _split_state(state)
                 del state
                 leaves = [t.detach().requires_grad_(t.is_floating_point()) for t in tensors]
                 del tensors
-                lat = seg_lats[k].detach().requires_grad_(True)
+                lat = lats_saved[k].detach().requires_grad_(True)
                 with torch.enable_grad():
                     frames, state_out = _stream_chunk(stream, lat, _join_state(template, leaves), crop)
-                outs, grads = [frames], [grad_frames[end - frames.shape[0]:end]]
-                end -= frames.shape[0]
-                for t, g in zip(_split_state(state_out)[1], grad_state, strict=True):
+                outs, grads = [frames], [grad_frames[ends[k] - frames.shape[0]:ends[k]]]
+                for t, g in zip(_split_state(state_out)[1], grad_state):
                     if g is not None and t.requires_grad:
                         outs.append(t)
                         grads.append(g)
@@ -238,24 +281,33 @@ def _stream_segments(stream: Any, lats: list, state: Any, crop: tuple[int, int, 
                 torch.autograd.backward(outs, grads)
                 del outs, grads
                 grad_lats[k] = lat.grad
-                grad_state = tuple(t.grad for t in leaves)  # the gradient of the state before chunk k
-                del leaves
-            return (None, None, *grad_lats, *grad_state)
+                grad_state = tuple(t.grad for t in leaves)
 
-    holder: dict[str, Any] = {}
-    size = math.isqrt(len(lats) - 1) + 1
-    out = []
-    for a in range(0, len(lats), size):
-        seg = lats[a:a + size]
-        template, tensors = _split_state(state)
-        frames, *state_tensors = Segment.apply(len(seg), template, *seg, *tensors)
-        state = _join_state(holder["template"], state_tensors)
-        out.append(frames)
-    return torch.cat(out, 0)
+            def reverse(lo: int, hi: int, state: Any, free: int) -> None:
+                """Back-propagate chunks hi-1 .. lo, given the state before lo and room for ``free`` more."""
+                if hi - lo == 1:
+                    reverse_one(lo, state)
+                    return
+                if free <= 0:
+                    for k in reversed(range(lo, hi)):
+                        reverse_one(k, advance(state, lo, k))
+                    return
+                mid = lo + reversal_cost(hi - lo, free)[1]
+                kept = ctx.kept.pop(mid, None)
+                reverse(mid, hi, kept if kept is not None else advance(state, lo, mid), free - 1)
+                del kept
+                reverse(lo, mid, state, free)
+
+            reverse(0, n, _join_state(ctx.template, saved[n:]), slots)
+            return (None, *grad_lats, *grad_state)
+
+    template, tensors = _split_state(state)
+    return Stream.apply(template, *lats, *tensors)
 
 
 def decode_window(codec: LatentCodec, latents: torch.Tensor, window: LatentWindow, chunk_frames: int = 2,
-                  checkpoint: bool = True, segments: bool = True, checkpoint_blocks: bool = True) -> torch.Tensor:
+                  checkpoint: bool = True, segments: bool = True, checkpoint_blocks: bool = True,
+                  keep_states: int | None = None) -> torch.Tensor:
     """Decode the core of ``window`` from full latents -> frames ``[F, 3, H, W]`` (see `pixel_box_of_window`).
 
     Decodes ``chunk_frames`` core latent frames at a time through the codec's gradient decoder. With a stream
@@ -264,11 +316,12 @@ def decode_window(codec: LatentCodec, latents: torch.Tensor, window: LatentWindo
     state). Otherwise each chunk re-decodes ``window.context`` frames before it and drops their pixels. With
     ``checkpoint`` (and latents that need gradients) each chunk's activations are recomputed in the backward
     pass. A causal state per chunk is what grows with the frame count (a full-size Wan 2.1 state is ~1 GB for a
-    ~300 px decoded window), so with a stream and ``segments`` (`_stream_segments`) only the start states of
-    ~sqrt(chunks) segments are kept, plus one chunk's state in and out and their gradients while it is
-    back-propagated; with ``checkpoint_blocks`` each residual / resample block inside that chunk is checkpointed
+    ~300 px decoded window), so with a stream and ``segments`` (`_stream_reversed`) only ~sqrt(chunks) states are
+    kept, plus one chunk's state in and out and their gradients while it is back-propagated; with ``checkpoint_blocks`` each residual / resample block inside that chunk is checkpointed
     too (`bgfs_core.codecs.blocks`), so a chunk's backward holds one block's activations at a time instead of the
-    whole decoder's. ``segments=False`` checkpoints each chunk instead (one state per chunk; no block checkpoints).
+    whole decoder's. ``keep_states``: how many causal states the segmented stream keeps besides the start (None:
+    `stream_slots`, ~sqrt(chunks)); more trade memory for fewer recomputed chunks, chunks - 1 recomputes none.
+    ``segments=False`` checkpoints each chunk instead (one state per chunk; no block checkpoints).
     """
     import torch
     from torch.utils.checkpoint import checkpoint as torch_checkpoint
@@ -278,6 +331,8 @@ def decode_window(codec: LatentCodec, latents: torch.Tensor, window: LatentWindo
         raise BGFSError(f"the window was made for latents of (t, h, w) = {window.grid}, got {tuple(latents.shape[2:])}.")
     if chunk_frames < 1:
         raise BGFSError(f"chunk_frames must be >= 1, got {chunk_frames}.")
+    if keep_states is not None and keep_states < 0:
+        raise BGFSError(f"keep_states must be >= 0 (or None for ~sqrt(chunks)), got {keep_states}.")
     s = window.spatial_ratio
     crop = ((window.y0 - window.cy0) * s, (window.cy1 - window.y1) * s,
             (window.x0 - window.cx0) * s, (window.cx1 - window.x1) * s)
@@ -298,7 +353,8 @@ def decode_window(codec: LatentCodec, latents: torch.Tensor, window: LatentWindo
                 _, state = stream(spatial[:, :, window.ct0:window.t0].detach(), None)
         lats = [spatial[:, :, a:min(window.t1, a + chunk_frames)] for a in range(window.t0, window.t1, chunk_frames)]
         if segmented:
-            return _stream_segments(stream, lats, state, crop)
+            slots = stream_slots(len(lats)) if keep_states is None else keep_states
+            return _stream_reversed(stream, lats, state, crop, slots)
         return _stream_segment(stream, lats, state, crop, use_ckpt)[0]
     # A slice that starts after frame 0 decodes its first latent frame as 1 pixel frame, not r: at least one
     # context frame is needed there to get the frame count right.
