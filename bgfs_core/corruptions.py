@@ -218,7 +218,7 @@ def _field_warp(frame: np.ndarray, dst: np.ndarray, src: np.ndarray, sigma: floa
         fx, fy = _shepard(gx + x0, gy + y0, dst, src, sigma)
         fx = cv2.resize(fx, (nx * step, ny * step), interpolation=cv2.INTER_LINEAR)[: y1 - y0, : x1 - x0]
         fy = cv2.resize(fy, (nx * step, ny * step), interpolation=cv2.INTER_LINEAR)[: y1 - y0, : x1 - x0]
-    map_y, map_x = np.mgrid[0:h, 0:w].astype(np.float32)
+    map_x, map_y = _pixel_grid((h, w))
     map_x[y0:y1, x0:x1] += fx
     map_y[y0:y1, x0:x1] += fy
     return cv2.remap(frame, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
