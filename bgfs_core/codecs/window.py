@@ -149,8 +149,8 @@ def _stream_chunk(stream: Any, lat: torch.Tensor, state: Any, crop: tuple[int, i
 
 
 def _stream_segment(stream: Any, lats: list, state: Any, crop: tuple[int, int, int, int], checkpoint: bool
-                    ) -> tuple[Any, Any]:
-    """Decode consecutive latent slices after ``state``, each checkpointed if asked -> (frames, state)."""
+                    ) -> torch.Tensor:
+    """Decode consecutive latent slices after ``state``, each checkpointed if asked -> frames."""
     import torch
     from torch.utils.checkpoint import checkpoint as torch_checkpoint
 
@@ -161,7 +161,7 @@ def _stream_segment(stream: Any, lats: list, state: Any, crop: tuple[int, int, i
         else:
             frames, state = _stream_chunk(stream, lat, state, crop)
         out.append(frames)
-    return torch.cat(out, 0), state
+    return torch.cat(out, 0)
 
 
 _TENSOR = object()  # where a tensor sits in a state template
@@ -255,7 +255,7 @@ def _stream_reversed(stream: Any, lats: list, state: Any, crop: tuple[int, int, 
             lats_saved = saved[:n]
             grad_lats: list = [None] * n
             ends = list(itertools.accumulate(ctx.sizes))
-            grad_state: tuple = ()  # the gradient of the state after the chunk being reversed (none after the last)
+            grad_state: tuple | None = None  # gradient of the state after the chunk being reversed; none after the last
 
             def advance(state: Any, a: int, b: int) -> Any:
                 with torch.no_grad():  # the state before chunk b, recomputed from the state before chunk a
@@ -273,7 +273,8 @@ def _stream_reversed(stream: Any, lats: list, state: Any, crop: tuple[int, int, 
                 with torch.enable_grad():
                     frames, state_out = _stream_chunk(stream, lat, _join_state(template, leaves), crop)
                 outs, grads = [frames], [grad_frames[ends[k] - frames.shape[0]:ends[k]]]
-                for t, g in zip(_split_state(state_out)[1], grad_state):
+                state_tensors = _split_state(state_out)[1]
+                for t, g in zip(state_tensors, grad_state or (None,) * len(state_tensors), strict=True):
                     if g is not None and t.requires_grad:
                         outs.append(t)
                         grads.append(g)
@@ -317,7 +318,8 @@ def decode_window(codec: LatentCodec, latents: torch.Tensor, window: LatentWindo
     ``checkpoint`` (and latents that need gradients) each chunk's activations are recomputed in the backward
     pass. A causal state per chunk is what grows with the frame count (a full-size Wan 2.1 state is ~1 GB for a
     ~300 px decoded window), so with a stream and ``segments`` (`_stream_reversed`) only ~sqrt(chunks) states are
-    kept, plus one chunk's state in and out and their gradients while it is back-propagated; with ``checkpoint_blocks`` each residual / resample block inside that chunk is checkpointed
+    kept, plus one chunk's state in and out and their gradients while it is back-propagated; with
+    ``checkpoint_blocks`` each residual / resample block inside that chunk is checkpointed
     too (`bgfs_core.codecs.blocks`), so a chunk's backward holds one block's activations at a time instead of the
     whole decoder's. ``keep_states``: how many causal states the segmented stream keeps besides the start (None:
     `stream_slots`, ~sqrt(chunks)); more trade memory for fewer recomputed chunks, chunks - 1 recomputes none.
@@ -355,7 +357,7 @@ def decode_window(codec: LatentCodec, latents: torch.Tensor, window: LatentWindo
         if segmented:
             slots = stream_slots(len(lats)) if keep_states is None else keep_states
             return _stream_reversed(stream, lats, state, crop, slots)
-        return _stream_segment(stream, lats, state, crop, use_ckpt)[0]
+        return _stream_segment(stream, lats, state, crop, use_ckpt)
     # A slice that starts after frame 0 decodes its first latent frame as 1 pixel frame, not r: at least one
     # context frame is needed there to get the frame count right.
     context = max(window.context, 1 if window.temporal_ratio > 1 else 0)
