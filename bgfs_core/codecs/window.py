@@ -319,8 +319,8 @@ def decode_window(codec: LatentCodec, latents: torch.Tensor, window: LatentWindo
     pass. A causal state per chunk is what grows with the frame count (a full-size Wan 2.1 state is ~1 GB for a
     ~300 px decoded window), so with a stream and ``segments`` (`_stream_reversed`) only ~sqrt(chunks) states are
     kept, plus one chunk's state in and out and their gradients while it is back-propagated; with
-    ``checkpoint_blocks`` each residual / resample block inside that chunk is checkpointed
-    too (`bgfs_core.codecs.blocks`), so a chunk's backward holds one block's activations at a time instead of the
+    ``checkpoint_blocks`` each residual / resample block inside that chunk is checkpointed too
+    (`bgfs_core.codecs.blocks`), so a chunk's backward holds one block's activations at a time instead of the
     whole decoder's. ``keep_states``: how many causal states the segmented stream keeps besides the start (None:
     `stream_slots`, ~sqrt(chunks)); more trade memory for fewer recomputed chunks, chunks - 1 recomputes none.
     ``segments=False`` checkpoints each chunk instead (one state per chunk; no block checkpoints).
