@@ -6,8 +6,9 @@ plus jitter of the whole hand region). The fixer optimises against the critic; M
 
 Without --critic a critic is trained first on the clean video (cache + a few epochs), as the README's demo does.
 Prints a table (clean / corrupted / fixed per mode) of MediaPipe's jitter, bone-length variation, joint-angle
-violations, detection rate and anatomy score, the critic's own view before and after, and the PSNR outside the ROI
-(fixed vs its input). Targets (issue 3): jitter -50%, bone-length variation -33%, outside-ROI PSNR >= 40 dB.
+violations, detection rate, anatomy and geometry scores (and how many fixes `bgfs fix`'s guard would keep), the
+critic's own view before and after, and the PSNR outside the ROI (fixed vs its input). Targets (issue 3): jitter
+-50%, bone-length variation -33%, outside-ROI PSNR >= 40 dB.
 
 Beside the fixes, each seed's row "exact undo" is the corrupted copy warped back through the inverse of the
 corruption's own displacement field (``corruptions.undo_warps``): a perfect geometric repair. It is not the clean
@@ -139,7 +140,7 @@ def main() -> int:
             noise = np.random.default_rng(draw).normal(0.0, 1.0, video.shape) if draw else 0.0
             copy = np.clip(video + noise, 0, 255).round().astype(np.uint8) if draw else video
             a = score_video(copy, "hands", fps=fps).anatomy
-            rows.append({"score": a.score, **{k: a.parts[k].raw for k in (
+            rows.append({"score": a.score, "geometry": a.geometry_score, **{k: a.parts[k].raw for k in (
                 "detection", "jitter", "bone_cv", "joint_violations") if k in a.parts}})  # fmt: skip
         row = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
         if ref is not None:
@@ -150,7 +151,7 @@ def main() -> int:
             row["psnr_inside"] = fid.psnr_inside
         return row
 
-    cols = ("score", "detection", "jitter", "bone_cv", "joint_violations", "psnr_outside", "psnr_inside")
+    cols = ("score", "geometry", "detection", "jitter", "bone_cv", "joint_violations", "psnr_outside", "psnr_inside")
 
     def print_rows(title: str, rows: dict) -> None:
         print(f"\n{title}")
@@ -175,7 +176,9 @@ def main() -> int:
             excess = {f"{k}_removed": (base[k] - row[k]) / (base[k] - clean_row[k])
                       if base[k] > clean_row[k] else float("nan") for k in ("jitter", "bone_cv")}  # fmt: skip
             return ({k: row[k] / base[k] - 1 if base[k] else float("nan") for k in ("jitter", "bone_cv")} | excess
-                    | {"score": row["score"] - base["score"], "psnr_outside": row["psnr_outside"]})  # fmt: skip
+                    | {"score": row["score"] - base["score"], "psnr_outside": row["psnr_outside"],
+                       # what `bgfs fix`'s guard would do: keep the edit unless the geometry score fell
+                       "guard_keeps": float(row["geometry"] >= base["geometry"])})  # fmt: skip
 
         critic_view = {}
         codec = PixelCodec()
@@ -209,7 +212,8 @@ def main() -> int:
     for name, settings in [*variants, (UNDO, None)]:
         c = changes[name]
         print(f"  {name:16} jitter {100 * mean_of(c, 'jitter'):+.0f}%  bone_cv {100 * mean_of(c, 'bone_cv'):+.0f}%  "
-              f"score {mean_of(c, 'score'):+.1f}  outside-ROI PSNR {mean_of(c, 'psnr_outside'):.1f} dB (min "
+              f"score {mean_of(c, 'score'):+.1f}  guard keeps {sum(x['guard_keeps'] for x in c):.0f}/{len(c)}  "
+              f"outside-ROI PSNR {mean_of(c, 'psnr_outside'):.1f} dB (min "
               f"{min(x['psnr_outside'] for x in c):.1f})  {mean_of(c, 'seconds'):.0f} s/fix   "
               f"(removed of the corruption's excess over the clean clip: jitter "
               f"{100 * mean_of(c, 'jitter_removed'):.0f}%, bone_cv {100 * mean_of(c, 'bone_cv_removed'):.0f}%)   "
@@ -227,7 +231,8 @@ def main() -> int:
                 line.append(f"{key} {k * mean_of(pooled, key):+.1f}{unit} "
                             f"[{min(per):+.1f}..{max(per):+.1f}]")
             worst = min(x["psnr_outside"] for x in pooled)
-            print(f"  {name:16} " + "  ".join(line) + f"  outside-ROI PSNR min {worst:.1f} dB")
+            kept = f"guard keeps {sum(x['guard_keeps'] for x in pooled):.0f}/{len(pooled)}"
+            print(f"  {name:16} " + "  ".join(line) + f"  {kept}  outside-ROI PSNR min {worst:.1f} dB")
     results["changes"] = changes
     results["variants"] = {name: s.to_dict() for name, s in variants}
     (out / "eval.json").write_text(json.dumps(json_safe({**results, "args": vars(args)}), indent=2))

@@ -32,7 +32,7 @@ class FixVideoRequest:
     report_dir: str | None = None
     device: str = "cpu"
     progress: bool = True
-    guard: bool = True  # keep the input when MediaPipe scores the fix lower than it
+    guard: bool = True  # keep the input when MediaPipe finds the geometry worse after the fix
 
 
 @dataclass
@@ -131,12 +131,12 @@ def fix_video(cfg: Config, req: FixVideoRequest) -> FixVideoResult:
     after = decode_frames(codec, result.latents) if result.report.get("changed") else before
     report_dir = Path(req.report_dir) if req.report_dir else out_path.with_name(out_path.stem + "_report")
     judge = judge_fix(before, after, det, region, fps, cfg, report_dir)
-    worse = judge["score_before"] is not None and (judge["score_after"] or 0.0) < judge["score_before"]
-    if req.guard and worse and result.report.get("changed"):
-        # never hand back a video the independent judge finds worse than the input
+    if req.guard and geometry_worse(judge) and result.report.get("changed"):
+        # never hand back a video whose geometry the independent judge finds worse than the input's
         after = before
-        judge["summary"] += ("\nGuard: MediaPipe scored the fix lower than the input, so the output is the input "
-                             "(decoded) unchanged; pass --no-guard to keep the edit anyway.")
+        judge["summary"] += ("\nGuard: MediaPipe found the region's geometry (detection, jitter, bone lengths, joint "
+                             "limits) worse after the fix, so the output is the input (decoded) unchanged; pass "
+                             "--no-guard to keep the edit anyway.")
         judge["guard_kept_input"] = True
     report = {
         "input": str(in_path), "output": str(out_path), "critic": str(req.critic), "region": region,
@@ -148,6 +148,17 @@ def fix_video(cfg: Config, req: FixVideoRequest) -> FixVideoResult:
     write_json_atomic(report_path, report)
     summary = result.report["summary"] + "\n" + judge.get("summary", "") + f"\nWrote {out_path} and {report_path}."
     return FixVideoResult(out_path, report_path, report, summary)
+
+
+def geometry_worse(judge: dict[str, Any]) -> bool:
+    """The guard's rule: MediaPipe's geometry score (``metrics.GEOMETRY_PARTS``) fell, or the region was lost.
+
+    Not the full anatomy score: its swaps and landmark-confidence parts move by several points when MediaPipe's
+    handedness label flickers on one frame, which turned away fixes whose jitter, bone lengths and joints had all
+    improved (5 of the 24 evaluation fixes).
+    """
+    before, after = judge["geometry_before"], judge["geometry_after"]
+    return before is not None and (after is None or after < before)
 
 
 def judge_fix(before: np.ndarray, after: np.ndarray, det_before: Any, region: str, fps: float, cfg: Config,
@@ -166,11 +177,16 @@ def judge_fix(before: np.ndarray, after: np.ndarray, det_before: Any, region: st
         for name in PART_NAMES
         if name in ref.parts and name in now.parts
     }
-    out = {"score_before": ref.score, "score_after": now.score, "metrics": table,
+    out = {"score_before": ref.score, "score_after": now.score, "geometry_before": ref.geometry_score,
+           "geometry_after": now.geometry_score, "metrics": table,
            "fidelity": result.fidelity.to_dict() if result.fidelity is not None else None}  # fmt: skip
     rows = [f"  {name:<17} {v['before']:.4f} -> {v['after']:.4f}" for name, v in table.items()]
-    fmt = "not found" if now.score is None else f"{now.score:.1f}"
-    fmt_ref = "not found" if ref.score is None else f"{ref.score:.1f}"
+
+    def fmt(value: float | None) -> str:
+        return "not found" if value is None else f"{value:.1f}"
+
     fid = result.fidelity.describe() if result.fidelity is not None else ""
-    out["summary"] = "\n".join([f"MediaPipe's judgement (anatomy score {fmt_ref} -> {fmt}):", *rows, f"  {fid}"])
+    head = (f"MediaPipe's judgement (anatomy score {fmt(ref.score)} -> {fmt(now.score)}; geometry "
+            f"{fmt(ref.geometry_score)} -> {fmt(now.geometry_score)}):")
+    out["summary"] = "\n".join([head, *rows, f"  {fid}"])
     return json_safe(out)

@@ -37,6 +37,10 @@ How the score is made
    A per-frame score uses the same maps on per-frame values; a frame where the region should be but is not found
    scores 0.
 
+4. The **geometry score** is the same mean over ``GEOMETRY_PARTS`` alone (detection, jitter, bone lengths, joint
+   limits): what the fixer changes. ``bgfs fix``'s guard compares it rather than the score, because one frame on
+   which MediaPipe's handedness label flickers (two swaps: there and back) costs a 43-frame clip about 8 points.
+
 A region never found gives ``found=False``, ``score=None`` and a message, never a silent 0.
 """
 
@@ -55,6 +59,9 @@ from .regions import get_region
 from .tracks import drop_duplicates, follow_tracks, gather_tracks, link_tracks
 
 PART_NAMES = ("detection", "jitter", "bone_cv", "joint_violations", "swaps", "low_confidence")
+# The parts that measure the region's geometry: what the fixer changes, and what `bgfs fix`'s guard weighs. Swaps
+# (for hands: MediaPipe's handedness label) and landmark confidence flicker on single frames of an unchanged hand.
+GEOMETRY_PARTS = ("detection", "jitter", "bone_cv", "joint_violations")
 PER_FRAME_COLUMNS = ("frame", "instances", "expected", "jitter", "bone_dev", "joint_violations", "swap",
                      "low_confidence", "score")  # fmt: skip
 
@@ -108,10 +115,20 @@ class AnatomyScore:
     num_frames: int
     message: str
 
+    @property
+    def geometry_score(self) -> float | None:
+        """The score over ``GEOMETRY_PARTS`` alone (same maps and weights); None when the region is never found."""
+        parts = [p for name, p in self.parts.items() if name in GEOMETRY_PARTS]
+        weight = sum(p.weight for p in parts)
+        if self.score is None or weight <= 0:
+            return None
+        return 100.0 * sum(p.weight * p.value for p in parts) / weight
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-able (NaN -> None); per-frame columns as lists."""
         return _json_safe({
             "region": self.region, "found": self.found, "score": self.score, "message": self.message,
+            "geometry_score": self.geometry_score,
             "num_frames": self.num_frames, "parts": {k: asdict(p) for k, p in self.parts.items()},
             "instances": self.instances, "per_frame": {k: v.tolist() for k, v in self.per_frame.items()},
         })  # fmt: skip

@@ -10,8 +10,12 @@ import torch
 from conftest import HAND_VIDEO
 
 from bgfs_core.cli import main
+from bgfs_core.config import load_config
+from bgfs_core.corruptions import corrupt
 from bgfs_core.critic import CriticSpec, HeatmapCritic
 from bgfs_core.critic_io import save_critic
+from bgfs_core.detection import detect_video
+from bgfs_core.fix_video import geometry_worse, judge_fix
 from bgfs_core.video_io import read_video, write_video
 
 
@@ -43,6 +47,9 @@ def test_fix_runs_end_to_end_and_judges_with_mediapipe(workdir, capsys):
     assert report["region"] == "hands" and report["codec"] == "pixel codec" and report["frames"] == 8
     judge = report["judge"]
     assert judge["score_before"] is not None and judge["score_after"] is not None
+    assert judge["geometry_before"] is not None and judge["geometry_after"] is not None
+    kept_input = judge.get("guard_kept_input", False)
+    assert kept_input == (geometry_worse(judge) and report["fixer"]["changed"])
     assert {"jitter", "bone_cv", "detection"} <= set(judge["metrics"])
     assert judge["fidelity"]["psnr_outside"] is not None
     assert len(report["fixer"]["history"]) == 2
@@ -113,3 +120,17 @@ def test_ctrl_c_leaves_no_output(workdir, monkeypatch, capsys):
                  "--max-frames", "5", "--quiet"])  # fmt: skip
     assert code == 130 and not out.exists()
     assert "interrupted" in capsys.readouterr().err
+
+
+def test_guard_refuses_broken_geometry_judged_on_real_frames(hand_video_frames, tmp_path):
+    frames = hand_video_frames[:16]
+    det = detect_video(frames, "hands", fps=10.0)
+    cfg = load_config()
+    same = judge_fix(frames, frames.copy(), det, "hands", 10.0, cfg, tmp_path / "same")
+    assert same["geometry_after"] == pytest.approx(same["geometry_before"]) and not geometry_worse(same)
+    broken = corrupt(frames, det, "finger_jitter", seed=0)
+    worse = judge_fix(frames, broken, det, "hands", 10.0, cfg, tmp_path / "broken")
+    assert worse["geometry_after"] < worse["geometry_before"] and geometry_worse(worse), worse["summary"]
+    assert "geometry" in worse["summary"]
+    assert geometry_worse({"geometry_before": 70.0, "geometry_after": None}), "losing the region is worse"
+    assert not geometry_worse({"geometry_before": None, "geometry_after": None})

@@ -17,7 +17,7 @@ from bgfs_core.corruptions import CORRUPTIONS, corrupt, corrupt_all, corruption_
 from bgfs_core.detections import Detections
 from bgfs_core.errors import BGFSError
 from bgfs_core.fidelity import compare, psnr, ssim
-from bgfs_core.metrics import PART_NAMES, PER_FRAME_COLUMNS, score_detections, score_video
+from bgfs_core.metrics import GEOMETRY_PARTS, PART_NAMES, PER_FRAME_COLUMNS, score_detections, score_video
 
 FLIP_TOLERANCE = 3.0  # score points (of 100) between a clip and its mirror image; measured: hands 0.7, face 0.5, body 0.2
 HAND_FPS = 10.0
@@ -201,6 +201,29 @@ def test_label_flips_count_as_swaps_without_breaking_tracks(scored):
     assert b.per_frame["swap"][20] == 1.0
     for name in ("jitter", "bone_cv", "joint_violations"):  # the hand is still followed as one track
         assert b.parts[name].raw == pytest.approx(a.parts[name].raw, abs=1e-12), name
+
+
+def test_a_one_frame_label_flicker_costs_the_score_but_not_the_geometry(scored):
+    det = scored["hands"].detections
+    flicker = det.select(slice(None))
+    for name in ("keypoints", "confidence", "present", "boxes", "scores"):
+        arr = getattr(det, name).copy()
+        arr[20] = arr[20, ::-1].copy()  # MediaPipe's label flips on frame 20 only: slots exchange there and back
+        setattr(flicker, name, arr)
+    a, b = score_detections(det), score_detections(flicker)
+    assert b.parts["swaps"].raw == pytest.approx(2.0 / b.parts["swaps"].samples)
+    assert a.score - b.score > 5.0, "two swaps in 42 transitions halve the swaps part"
+    assert b.geometry_score == pytest.approx(a.geometry_score, abs=1e-9)
+    assert a.geometry_score == pytest.approx(100.0 * np.mean([a.parts[k].value for k in GEOMETRY_PARTS]))
+
+
+def test_geometry_score_falls_on_broken_geometry_and_is_none_when_not_found(scored, clips):
+    source = scored["hands"]
+    bad = score_video(corrupt(clips["hands"], source.detections, "finger_jitter", seed=0), "hands", fps=HAND_FPS)
+    assert bad.anatomy.geometry_score < source.anatomy.geometry_score - 5.0, (bad.summary, source.summary)
+    empty = Detections.empty("hands", 4, (64, 64))
+    assert score_detections(empty).geometry_score is None
+    assert scored["face"].anatomy.geometry_score is not None  # the face has no joint limits: its other parts
 
 
 def test_a_hand_found_twice_counts_once(scored):

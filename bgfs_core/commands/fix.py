@@ -34,7 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report-dir", default=None, help="where report.json and the plots go (default: OUT_report/)")
     p.add_argument("--device", default="cpu", help="torch device for the codec and critic (cpu, cuda, ...)")
     p.add_argument("--no-guard", action="store_true",
-                   help="write the edit even when MediaPipe scores it lower than the input (default: keep the input)")
+                   help="write the edit even when MediaPipe finds its geometry (detection, jitter, bone lengths, "
+                        "joint limits) worse than the input's (default: keep the input)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
