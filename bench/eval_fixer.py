@@ -124,7 +124,7 @@ def main() -> int:
 
         cfg = load_config(ROOT / "configs/default.yaml", {
             "data.videos_dir": str(Path(args.video).parent), "data.cache_dir": str(out / "cache"),
-            "critic.epochs": args.epochs})  # fmt: skip
+            "critic.epochs": args.epochs, "critic.val_fraction": 0.0})  # fmt: skip
         build_cache(cfg, progress=False)
         t0 = time.perf_counter()
         trained = train_critic(cfg, out / "critic", progress=False)
@@ -176,7 +176,8 @@ def main() -> int:
             excess = {f"{k}_removed": (base[k] - row[k]) / (base[k] - clean_row[k])
                       if base[k] > clean_row[k] else float("nan") for k in ("jitter", "bone_cv")}  # fmt: skip
             return ({k: row[k] / base[k] - 1 if base[k] else float("nan") for k in ("jitter", "bone_cv")} | excess
-                    | {"score": row["score"] - base["score"], "psnr_outside": row["psnr_outside"],
+                    | {"score": row["score"] - base["score"], "geometry": row["geometry"] - base["geometry"],
+                       "psnr_outside": row["psnr_outside"],
                        # what `bgfs fix`'s guard would do: keep the edit unless the geometry score fell
                        "guard_keeps": float(row["geometry"] >= base["geometry"])})  # fmt: skip
 
@@ -212,7 +213,7 @@ def main() -> int:
     for name, settings in [*variants, (UNDO, None)]:
         c = changes[name]
         print(f"  {name:16} jitter {100 * mean_of(c, 'jitter'):+.0f}%  bone_cv {100 * mean_of(c, 'bone_cv'):+.0f}%  "
-              f"score {mean_of(c, 'score'):+.1f}  guard keeps {sum(x['guard_keeps'] for x in c):.0f}/{len(c)}  "
+              f"score {mean_of(c, 'score'):+.1f}  geometry {mean_of(c, 'geometry'):+.1f}  guard keeps {sum(x['guard_keeps'] for x in c):.0f}/{len(c)}  "
               f"outside-ROI PSNR {mean_of(c, 'psnr_outside'):.1f} dB (min "
               f"{min(x['psnr_outside'] for x in c):.1f})  {mean_of(c, 'seconds'):.0f} s/fix   "
               f"(removed of the corruption's excess over the clean clip: jitter "
@@ -225,7 +226,7 @@ def main() -> int:
         for name, runs in runs_of.items():
             pooled = [x for run in runs for x in changes[run]]
             line = []
-            for key, unit in (("jitter", "%"), ("bone_cv", "%"), ("score", ""), ("bone_cv_removed", "%")):
+            for key, unit in (("jitter", "%"), ("bone_cv", "%"), ("score", ""), ("geometry", ""), ("bone_cv_removed", "%")):
                 k = 100 if unit else 1
                 per = [k * mean_of(changes[run], key) for run in runs]
                 line.append(f"{key} {k * mean_of(pooled, key):+.1f}{unit} "

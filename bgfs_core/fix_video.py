@@ -154,8 +154,8 @@ def geometry_worse(judge: dict[str, Any]) -> bool:
     """The guard's rule: MediaPipe's geometry score (``metrics.GEOMETRY_PARTS``) fell, or the region was lost.
 
     Not the full anatomy score: its swaps and landmark-confidence parts move by several points when MediaPipe's
-    handedness label flickers on one frame, which turned away fixes whose jitter, bone lengths and joints had all
-    improved (5 of the 24 evaluation fixes).
+    handedness label flickers on one frame; on the full score the guard turned away 3 to 5 of the 24 evaluation fixes
+    (by critic), each with better jitter and bone lengths.
     """
     before, after = judge["geometry_before"], judge["geometry_after"]
     return before is not None and (after is None or after < before)

@@ -134,3 +134,19 @@ def test_guard_refuses_broken_geometry_judged_on_real_frames(hand_video_frames, 
     assert "geometry" in worse["summary"]
     assert geometry_worse({"geometry_before": 70.0, "geometry_after": None}), "losing the region is worse"
     assert not geometry_worse({"geometry_before": None, "geometry_after": None})
+
+
+def test_demo_trains_its_critic_on_every_clip_unless_asked_to_hold_some_out(tmp_path):
+    from bgfs_core.cli import build_parser
+    from bgfs_core.commands.demo import demo_config
+    from bgfs_core.errors import BGFSError
+
+    parser = build_parser()
+    cfg = demo_config(parser.parse_args(["demo", "--out", str(tmp_path)]))
+    assert cfg.critic.val_fraction == 0.0  # one video: a held-out clip is frames the critic never learns
+    assert cfg.data.cache_dir == str(tmp_path / "cache")
+    assert cfg.critic.epochs == 300  # the default config's, untouched
+    cfg = demo_config(parser.parse_args(["demo", "--out", str(tmp_path), "--val-fraction", "0.2", "--epochs", "7"]))
+    assert (cfg.critic.val_fraction, cfg.critic.epochs) == (0.2, 7)
+    with pytest.raises(BGFSError, match="val_fraction"):
+        demo_config(parser.parse_args(["demo", "--val-fraction", "1.5"]))
