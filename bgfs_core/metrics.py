@@ -531,7 +531,8 @@ def score_video(
 def summarize(result: ScoreResult) -> str:
     """A few readable lines: the score, its parts, the reference's score and the fidelity."""
     a = result.anatomy
-    lines = [f"Anatomy score ({result.region}): " + ("not found" if a.score is None else f"{a.score:.1f}/100")]
+    geometry = "" if a.geometry_score is None else f" (geometry {a.geometry_score:.1f})"
+    lines = [f"Anatomy score ({result.region}): " + ("not found" if a.score is None else f"{a.score:.1f}/100{geometry}")]
     if a.score is None:
         lines.append(a.message)
     else:
@@ -542,6 +543,8 @@ def summarize(result: ScoreResult) -> str:
         r = result.reference
         ref = "not found" if r.score is None else f"{r.score:.1f}/100"
         delta = "" if r.score is None or a.score is None else f" (change {a.score - r.score:+.1f})"
+        if r.geometry_score is not None and a.geometry_score is not None:
+            delta += f", geometry {r.geometry_score:.1f} -> {a.geometry_score:.1f}"
         lines.append(f"Reference: {ref}{delta}")
     if result.fidelity is not None:
         lines.append("Fidelity: " + result.fidelity.describe())

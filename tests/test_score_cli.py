@@ -55,6 +55,8 @@ def test_score_against_a_reference_reports_before_after_and_fidelity(tmp_path, c
     assert "Reference:" in printed and "change +0.0" in printed and "inf dB" in printed
     scores = _strict(out / "scores.json")
     assert scores["delta"] == 0.0 and scores["reference"]["score"] == scores["score"]
+    geometry = scores["anatomy"]["geometry_score"]
+    assert geometry == scores["reference"]["geometry_score"] and f"geometry {geometry:.1f} -> {geometry:.1f}" in printed
     assert scores["fidelity"]["psnr_inside"] == "inf" and scores["fidelity"]["ssim_outside"] == 1.0
     assert "ref_score" in (out / "per_frame.csv").read_text().splitlines()[0]
     page = (out / "report.html").read_text()
