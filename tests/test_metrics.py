@@ -87,6 +87,8 @@ def test_real_clip_scores_higher_than_its_corrupted_copy(scored, clips, region, 
     assert bad.shape == clips[region].shape and not np.array_equal(bad, clips[region])
     res = score_video(bad, region, fps=HAND_FPS)
     assert res.score is not None and res.score < source.score, (name, res.summary, source.summary)
+    # and the geometry score, which `bgfs fix`'s guard compares, sees every one of them too
+    assert res.anatomy.geometry_score < source.anatomy.geometry_score, (name, res.summary, source.summary)
 
 
 def test_corruptions_are_deterministic_and_checked(clips, scored):
