@@ -42,6 +42,11 @@ def mean_of(changes: list[dict], key: str) -> float:
     return sum(float(x[key]) for x in changes) / len(changes)
 
 
+def guard_kept(changes: list[dict]) -> str:
+    """How many of these fixes `bgfs fix`'s guard would keep."""
+    return f"guard keeps {sum(x['guard_keeps'] for x in changes):.0f}/{len(changes)}"
+
+
 def parse_variant(text: str, args: argparse.Namespace):
     """'name:key=value,...' -> (name, FixSettings)."""
     from bgfs_core.fixer import FixSettings
@@ -96,6 +101,7 @@ def main() -> int:
     from bgfs_core.critic_io import load_critic
     from bgfs_core.detection import detect_video
     from bgfs_core.fidelity import compare
+    from bgfs_core.fix_video import geometry_worse
     from bgfs_core.fixer import fix_latents
     from bgfs_core.metrics import json_safe, score_video
     from bgfs_core.roi import roi_boxes, roi_mask_union
@@ -178,8 +184,8 @@ def main() -> int:
             return ({k: row[k] / base[k] - 1 if base[k] else float("nan") for k in ("jitter", "bone_cv")} | excess
                     | {"score": row["score"] - base["score"], "geometry": row["geometry"] - base["geometry"],
                        "psnr_outside": row["psnr_outside"],
-                       # what `bgfs fix`'s guard would do: keep the edit unless the geometry score fell
-                       "guard_keeps": float(row["geometry"] >= base["geometry"])})  # fmt: skip
+                       "guard_keeps": float(not geometry_worse({"geometry_before": base["geometry"],
+                                                                "geometry_after": row["geometry"]}))})  # fmt: skip
 
         critic_view = {}
         codec = PixelCodec()
@@ -213,7 +219,7 @@ def main() -> int:
     for name, settings in [*variants, (UNDO, None)]:
         c = changes[name]
         print(f"  {name:16} jitter {100 * mean_of(c, 'jitter'):+.0f}%  bone_cv {100 * mean_of(c, 'bone_cv'):+.0f}%  "
-              f"score {mean_of(c, 'score'):+.1f}  geometry {mean_of(c, 'geometry'):+.1f}  guard keeps {sum(x['guard_keeps'] for x in c):.0f}/{len(c)}  "
+              f"score {mean_of(c, 'score'):+.1f}  geometry {mean_of(c, 'geometry'):+.1f}  {guard_kept(c)}  "
               f"outside-ROI PSNR {mean_of(c, 'psnr_outside'):.1f} dB (min "
               f"{min(x['psnr_outside'] for x in c):.1f})  {mean_of(c, 'seconds'):.0f} s/fix   "
               f"(removed of the corruption's excess over the clean clip: jitter "
@@ -226,14 +232,14 @@ def main() -> int:
         for name, runs in runs_of.items():
             pooled = [x for run in runs for x in changes[run]]
             line = []
-            for key, unit in (("jitter", "%"), ("bone_cv", "%"), ("score", ""), ("geometry", ""), ("bone_cv_removed", "%")):
+            for key, unit in (("jitter", "%"), ("bone_cv", "%"), ("score", ""), ("geometry", ""),
+                              ("bone_cv_removed", "%")):
                 k = 100 if unit else 1
                 per = [k * mean_of(changes[run], key) for run in runs]
                 line.append(f"{key} {k * mean_of(pooled, key):+.1f}{unit} "
                             f"[{min(per):+.1f}..{max(per):+.1f}]")
             worst = min(x["psnr_outside"] for x in pooled)
-            kept = f"guard keeps {sum(x['guard_keeps'] for x in pooled):.0f}/{len(pooled)}"
-            print(f"  {name:16} " + "  ".join(line) + f"  {kept}  outside-ROI PSNR min {worst:.1f} dB")
+            print(f"  {name:16} " + "  ".join(line) + f"  {guard_kept(pooled)}  outside-ROI PSNR min {worst:.1f} dB")
     results["changes"] = changes
     results["variants"] = {name: s.to_dict() for name, s in variants}
     (out / "eval.json").write_text(json.dumps(json_safe({**results, "args": vars(args)}), indent=2))

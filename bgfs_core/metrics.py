@@ -532,7 +532,8 @@ def summarize(result: ScoreResult) -> str:
     """A few readable lines: the score, its parts, the reference's score and the fidelity."""
     a = result.anatomy
     geometry = "" if a.geometry_score is None else f" (geometry {a.geometry_score:.1f})"
-    lines = [f"Anatomy score ({result.region}): " + ("not found" if a.score is None else f"{a.score:.1f}/100{geometry}")]
+    score = "not found" if a.score is None else f"{a.score:.1f}/100{geometry}"
+    lines = [f"Anatomy score ({result.region}): {score}"]
     if a.score is None:
         lines.append(a.message)
     else:
