@@ -92,6 +92,7 @@ class Detector:
             self._backend = TasksBackend(model_dir=model_dir, **kwargs)
         self._last_ts = -1
         self._dirty = False
+        self._hand_centres = np.full((2, 2), np.nan, np.float32)  # where each hand slot was last seen (tie-break)
 
     # --- lifecycle ---------------------------------------------------------------------------------------------
     def reset(self) -> None:
@@ -99,6 +100,7 @@ class Detector:
         self._backend.reset()
         self._last_ts = -1
         self._dirty = False
+        self._hand_centres[:] = np.nan
 
     def close(self) -> None:
         self._backend.close()
@@ -176,7 +178,9 @@ class Detector:
         spec = self.region
         h, w = frame.shape[:2]
         if spec.source == "hands":
-            slots = _hand_slots(instances)
+            slots = _hand_slots(instances, self._hand_centres if self.video_mode else None)
+            for slot, inst in zip(slots, instances):
+                self._hand_centres[slot] = np.nanmean(inst.xy, 0)
             pairs = [(slot, inst, self._cols[slot]) for slot, inst in zip(slots, instances)]
         else:  # one face / one pose: each slot takes its landmark ids from it (feet: left and right leg)
             pairs = [(slot, instances[0], cols) for slot, cols in enumerate(self._cols)]
@@ -207,14 +211,26 @@ class Detector:
         return det
 
 
-def _hand_slots(instances: list[RawInstance]) -> list[int]:
-    """Slot per hand: 0 = left, 1 = right, from the handedness label; two hands with one label split by x."""
+def _hand_slots(instances: list[RawInstance], last_centres: np.ndarray | None = None) -> list[int]:
+    """Slot per hand: 0 = left, 1 = right, from the handedness label.
+
+    Two hands with one label: one label is wrong (a one-frame flicker on a hand-shaped object, or one hand found
+    twice). Splitting them by x would swap both slots for that frame, so, in video mode, the surer of the two
+    takes the slot last seen nearest to it (``last_centres [2, 2]``, normalised, NaN where never seen) and the
+    other hand the other slot. With no such history, by x.
+    """
     instances = instances[:2]
     slots = [0 if inst.label == "left" else 1 for inst in instances]
     if len(slots) == 2 and slots[0] == slots[1]:
-        # A person facing the camera shows their right hand on the image's left.
-        xs = [float(np.nanmean(inst.xy[:, 0])) for inst in instances]
-        slots = [1, 0] if xs[0] <= xs[1] else [0, 1]
+        centres = [np.nanmean(inst.xy, 0) for inst in instances]
+        known = np.isfinite(last_centres).all(-1) if last_centres is not None else np.zeros(2, bool)
+        if known.any():
+            surer = 0 if instances[0].score >= instances[1].score else 1
+            gaps = [float(np.linalg.norm(centres[surer] - c)) if k else np.inf for c, k in zip(last_centres, known)]
+            slots[surer] = int(np.argmin(gaps))
+            slots[1 - surer] = 1 - slots[surer]
+        else:  # a person facing the camera shows their right hand on the image's left
+            slots = [1, 0] if centres[0][0] <= centres[1][0] else [0, 1]
     return slots
 
 
