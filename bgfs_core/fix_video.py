@@ -150,6 +150,10 @@ def fix_video(cfg: Config, req: FixVideoRequest) -> FixVideoResult:
     return FixVideoResult(out_path, report_path, report, summary)
 
 
+def _score_text(value: float | None) -> str:
+    return "not found" if value is None else f"{value:.1f}"
+
+
 def geometry_worse(judge: dict[str, Any]) -> bool:
     """The guard's rule: MediaPipe's geometry score (``metrics.GEOMETRY_PARTS``) fell, or the region was lost.
 
@@ -159,6 +163,29 @@ def geometry_worse(judge: dict[str, Any]) -> bool:
     """
     before, after = judge["geometry_before"], judge["geometry_after"]
     return before is not None and (after is None or after < before)
+
+
+def judge_detections(before: Any, after_frames: np.ndarray, fps: float = 16.0,
+                     detector_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The guard's verdict when only the input's detections are at hand (the Fixer node gets ROI Detect's, made on
+    the decode of its input latents): MediaPipe on ``after_frames`` (uint8 ``[T, H, W, 3]``), both scored.
+
+    Returns ``score_before/after``, ``geometry_before/after`` (for `geometry_worse`) and a one-line ``summary``.
+    """
+    from .detection import detect_video
+    from .metrics import score_detections
+
+    if len(after_frames) != before.num_frames:
+        raise BGFSError(f"the fixed latents decode to {len(after_frames)} frames but the ROI covers "
+                        f"{before.num_frames}: run ROI Detect on frames decoded from these latents")
+    after = detect_video(after_frames, before.region, fps=fps, **(detector_kwargs or {}))
+    ref, now = score_detections(before), score_detections(after, reference=before)
+
+    t = _score_text
+    summary = (f"MediaPipe on the fixed decode: geometry {t(ref.geometry_score)} -> {t(now.geometry_score)} "
+               f"(anatomy score {t(ref.score)} -> {t(now.score)})")
+    return {"score_before": ref.score, "score_after": now.score, "geometry_before": ref.geometry_score,
+            "geometry_after": now.geometry_score, "summary": summary}  # fmt: skip
 
 
 def judge_fix(before: np.ndarray, after: np.ndarray, det_before: Any, region: str, fps: float, cfg: Config,
@@ -182,11 +209,9 @@ def judge_fix(before: np.ndarray, after: np.ndarray, det_before: Any, region: st
            "fidelity": result.fidelity.to_dict() if result.fidelity is not None else None}  # fmt: skip
     rows = [f"  {name:<17} {v['before']:.4f} -> {v['after']:.4f}" for name, v in table.items()]
 
-    def fmt(value: float | None) -> str:
-        return "not found" if value is None else f"{value:.1f}"
-
     fid = result.fidelity.describe() if result.fidelity is not None else ""
-    head = (f"MediaPipe's judgement (anatomy score {fmt(ref.score)} -> {fmt(now.score)}; geometry "
-            f"{fmt(ref.geometry_score)} -> {fmt(now.geometry_score)}):")
+    t = _score_text
+    head = (f"MediaPipe's judgement (anatomy score {t(ref.score)} -> {t(now.score)}; geometry "
+            f"{t(ref.geometry_score)} -> {t(now.geometry_score)}):")
     out["summary"] = "\n".join([head, *rows, f"  {fid}"])
     return json_safe(out)

@@ -51,6 +51,10 @@ class BGFSLatentAnatomyFixer(io.ComfyNode):
                              "e.g. the Tiny AutoEncoder for Wan (lighttaew2_1 in models/vae_approx, taew2_1 in "
                              "models/vae) via Load VAE: much cheaper steps; the result stays in the main VAE's "
                              "latent space."),
+                io.Boolean.Input("guard", default=True, optional=True,
+                                 tooltip="Judge the fix with MediaPipe on the VAE's full decode and pass the input "
+                                 "latent through unchanged when the region's geometry (detection, jitter, bone "
+                                 "lengths, joint limits) got worse than ROI Detect found it. Costs one full decode."),
             ],
             outputs=[
                 io.Latent.Output(display_name="latent"),
@@ -60,7 +64,7 @@ class BGFSLatentAnatomyFixer(io.ComfyNode):
 
     @classmethod
     def execute(cls, latent, vae, critic, roi, steps: int, lr: float, strength: float, mode: str,
-                guide: float = 3.0, gradient_vae=None) -> io.NodeOutput:  # fmt: skip
+                guide: float = 3.0, gradient_vae=None, guard: bool = True) -> io.NodeOutput:  # fmt: skip
         import logging
 
         import comfy.model_management as mm
@@ -86,9 +90,35 @@ class BGFSLatentAnatomyFixer(io.ComfyNode):
 
             out, result = run_fix(latent, vae, critic, roi, settings, gradient_vae=gradient_vae, on_step=on_step,
                                   check_cancel=mm.throw_exception_if_processing_interrupted)
+            if guard and result.report.get("changed"):
+                out = _guarded(latent, out, vae, roi, result.report)
         prev = result.preview or {}
         widget = preview_ui("fix", roi.region, prev.get("crops"), prev.get("heatmaps"), prev.get("keypoints"),
                             after_crops=prev.get("after_crops"), after_heatmaps=prev.get("after_heatmaps"),
                             after_keypoints=prev.get("after_keypoints"))  # fmt: skip
         ui = merge_ui({"text": [result.report.get("summary", "")]}, widget)
         return io.NodeOutput(out, dumps_report(result.report), ui=ui)
+
+
+def _guarded(latent: dict, fixed: dict, vae, roi, report: dict) -> dict:
+    """``fixed``, or ``latent`` when MediaPipe finds the geometry worse on the real decode (as ``bgfs fix``)."""
+    import comfy.model_management as mm
+
+    from ..bgfs_core.fix_video import geometry_worse, judge_detections
+    from .glue import image_to_uint8
+    from .roi_detect import _mediapipe_dir
+
+    images = vae.decode(fixed["samples"])
+    if images.ndim == 5:  # [B, T, H, W, C] from a video VAE, as VAE Decode flattens it
+        images = images.reshape(-1, *images.shape[-3:])
+    mm.throw_exception_if_processing_interrupted()
+    judge = judge_detections(roi.detections, image_to_uint8(images),
+                             detector_kwargs={"backend": roi.backend, "model_dir": _mediapipe_dir()})  # fmt: skip
+    report["judge"] = judge
+    report["summary"] += "\n" + judge["summary"]
+    if geometry_worse(judge):
+        report["guard_kept_input"] = True
+        report["summary"] += ("\nGuard: the geometry got worse, so the output is the input latent unchanged (set "
+                              "guard to false to keep the edit anyway).")
+        return latent
+    return fixed

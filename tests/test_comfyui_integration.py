@@ -42,7 +42,8 @@ EXPECTED = {
                       [("roi", "BGFS_ROI"), ("mask", "MASK"), ("overlay", "IMAGE")], False),
     "BGFSCriticLoader": ({"critic_name": "COMBO"}, {}, [("critic", "BGFS_CRITIC")], False),
     FIXER: ({"latent": "LATENT", "vae": "VAE", "critic": "BGFS_CRITIC", "roi": "BGFS_ROI", "steps": "INT",
-             "lr": "FLOAT", "strength": "FLOAT", "mode": "COMBO"}, {"guide": "FLOAT", "gradient_vae": "VAE"},
+             "lr": "FLOAT", "strength": "FLOAT", "mode": "COMBO"},
+            {"guide": "FLOAT", "gradient_vae": "VAE", "guard": "BOOLEAN"},
             [("latent", "LATENT"), ("report", "STRING")], False),
     "BGFSCacheBuilder": ({"images": "IMAGE", "region": "COMBO", "cache_name": "STRING", "fps": "FLOAT",
                           "clip_len": "INT", "clips_per_video": "INT", "frame_stride": "INT", "crop_size": "INT",
@@ -206,6 +207,7 @@ def _load_latent(server, outputs: dict, node: str):
 
 def test_cpu_example_runs_end_to_end_on_real_frames(server, cpu_prompt):
     prompt = _with_latent_probes(cpu_prompt)
+    prompt[_by_type(prompt, FIXER)]["inputs"]["guard"] = False  # a random VAE's decode shows no hand (test below)
     started = time.perf_counter()
     entry = server.wait(server.queue(prompt), timeout=400)
     seconds = time.perf_counter() - started
@@ -251,6 +253,53 @@ def test_cpu_example_runs_end_to_end_on_real_frames(server, cpu_prompt):
     if "bgfs_preview" in fix_out:  # the heatmap widget's payload (nodes/preview_ui.py)
         sheet = fix_out["bgfs_preview"][0]
         assert sheet["kind"] == "fix" and (server.base / "temp" / sheet["crops"]["subfolder"] / sheet["crops"]["filename"]).is_file()
+
+
+def test_the_fixers_guard_passes_the_input_through_when_the_decode_loses_the_hand(server, cpu_prompt):
+    """The guard (on by default) decodes the fix with the real VAE and runs MediaPipe on it. The tiny random VAE
+    decodes noise, so the hand ROI Detect found is lost: the Fixer must hand back its input latent, bit for bit,
+    and say why."""
+    prompt = _with_latent_probes(cpu_prompt)
+    assert "guard" not in prompt[_by_type(prompt, FIXER)]["inputs"], "the example relies on the default"
+    entry = server.wait(server.queue(prompt), timeout=400)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000] + server.log()[-3000:]
+    out = entry["outputs"]
+    report = json.loads(out[_by_title(prompt, "fix report")]["text"][0])
+    assert report["changed"] is True and len(report["history"]) == 2, "the fix ran"
+    judge = report["judge"]
+    assert judge["geometry_before"] > 0 and judge["geometry_after"] is None
+    assert report["guard_kept_input"] is True
+    text = out[_by_type(prompt, FIXER)]["text"][0]
+    assert "MediaPipe on the fixed decode: geometry" in text and "-> not found" in text
+    assert "Guard: the geometry got worse, so the output is the input latent unchanged" in text
+    before, after = _load_latent(server, out, "probe_before"), _load_latent(server, out, "probe_after")
+    np.testing.assert_array_equal(after.numpy(), before.numpy())
+
+
+def test_needs_fixing_gates_the_fixer_through_cores_lazy_switch(server, cpu_prompt):
+    """The README's recipe: Anatomy Score's needs_fixing -> core's Switch (on_true: the Fixer, on_false: the
+    unfixed latent) -> VAE Decode. The Switch is lazy, so the Fixer runs only when the score asks for it."""
+    for threshold, needs in ((0.0, False), (100.0, True)):
+        prompt = _with_latent_probes(cpu_prompt)
+        fix, enc, dec = _by_type(prompt, FIXER), _by_type(prompt, "VAEEncode"), _by_type(prompt, "VAEDecode")
+        prompt[fix]["inputs"].update(steps=3, guard=False)  # steps no other test uses: nothing cached
+        for key in [k for k, v in prompt.items() if [fix, 1] in v["inputs"].values()]:
+            del prompt[key]  # the report preview would pull the Fixer in on its own
+        frames = [_by_type(prompt, "ImageScale"), 0]
+        prompt["gate_score"] = {"class_type": "BGFSAnatomyScore",
+                                "inputs": {"images": frames, "region": "hands", "threshold": threshold, "fps": 10.0,
+                                           "backend": "solutions"}}  # fmt: skip
+        prompt["gate"] = {"class_type": "ComfySwitchNode",
+                          "inputs": {"switch": ["gate_score", 2], "on_true": [fix, 0], "on_false": [enc, 0]}}
+        prompt[dec]["inputs"]["samples"] = ["gate", 0]
+        prompt["probe_after"]["inputs"]["samples"] = ["gate", 0]
+        entry = server.wait(server.queue(prompt), timeout=400)
+        assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000] + server.log()[-3000:]
+        out = entry["outputs"]
+        assert ("needs fixing" in out["gate_score"]["text"][0]) == needs
+        assert (fix in out) == needs, "the Fixer ran exactly when the score said the clip needs fixing"
+        before, after = _load_latent(server, out, "probe_before"), _load_latent(server, out, "probe_after")
+        assert (after - before).abs().max() > 1e-4 if needs else bool((after == before).all())
 
 
 def test_score_node_scores_real_frames_and_gates(server, cpu_prompt):

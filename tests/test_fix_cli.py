@@ -15,7 +15,8 @@ from bgfs_core.corruptions import corrupt
 from bgfs_core.critic import CriticSpec, HeatmapCritic
 from bgfs_core.critic_io import save_critic
 from bgfs_core.detection import detect_video
-from bgfs_core.fix_video import geometry_worse, judge_fix
+from bgfs_core.errors import BGFSError
+from bgfs_core.fix_video import geometry_worse, judge_detections, judge_fix
 from bgfs_core.video_io import read_video, write_video
 
 
@@ -134,6 +135,16 @@ def test_guard_refuses_broken_geometry_judged_on_real_frames(hand_video_frames, 
     assert "geometry" in worse["summary"]
     assert geometry_worse({"geometry_before": 70.0, "geometry_after": None}), "losing the region is worse"
     assert not geometry_worse({"geometry_before": None, "geometry_after": None})
+
+    # the Fixer node's guard has only ROI Detect's detections of its input: the same verdicts
+    same = judge_detections(det, frames.copy(), fps=10.0)
+    assert same["geometry_after"] == pytest.approx(same["geometry_before"]) and not geometry_worse(same)
+    worse = judge_detections(det, broken, fps=10.0)
+    assert worse["geometry_after"] < worse["geometry_before"] and geometry_worse(worse), worse["summary"]
+    lost = judge_detections(det, np.zeros_like(frames), fps=10.0)
+    assert lost["geometry_after"] is None and geometry_worse(lost) and "-> not found" in lost["summary"]
+    with pytest.raises(BGFSError, match="decode to 15 frames but the ROI covers 16"):
+        judge_detections(det, frames[:15])
 
 
 def test_demo_trains_its_critic_on_every_clip_unless_asked_to_hold_some_out(tmp_path):
