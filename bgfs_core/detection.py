@@ -179,8 +179,8 @@ class Detector:
         h, w = frame.shape[:2]
         if spec.source == "hands":
             slots = _hand_slots(instances, self._hand_centres if self.video_mode else None)
-            for slot, inst in zip(slots, instances):
-                self._hand_centres[slot] = np.nanmean(inst.xy, 0)
+            for k in _remembered(instances):
+                self._hand_centres[slots[k]] = np.nanmean(instances[k].xy, 0)
             pairs = [(slot, inst, self._cols[slot]) for slot, inst in zip(slots, instances)]
         else:  # one face / one pose: each slot takes its landmark ids from it (feet: left and right leg)
             pairs = [(slot, instances[0], cols) for slot, cols in enumerate(self._cols)]
@@ -232,6 +232,16 @@ def _hand_slots(instances: list[RawInstance], last_centres: np.ndarray | None = 
         else:  # a person facing the camera shows their right hand on the image's left
             slots = [1, 0] if centres[0][0] <= centres[1][0] else [0, 1]
     return slots
+
+
+def _remembered(instances: list[RawInstance]) -> list[int]:
+    """Which hands' places ``_hand_slots`` remembers for the next frame: all, but of two with one label only the
+    surer one. The other is often the same hand found twice, and remembering it in the other slot would pull the
+    hand there at its next duplicate."""
+    instances = instances[:2]
+    if len(instances) == 2 and instances[0].label == instances[1].label:
+        return [0 if instances[0].score >= instances[1].score else 1]
+    return list(range(len(instances)))
 
 
 def _boxes(keypoints: np.ndarray, confidence: np.ndarray, min_conf: float) -> np.ndarray:

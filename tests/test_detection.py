@@ -14,7 +14,14 @@ from conftest import BODY_PHOTO, FACE_PHOTO, HAND_PHOTOS, load_rgb
 from mp_task_bundles import build_task_bundles
 
 from bgfs_core.config import load_config
-from bgfs_core.detection import Detector, RawInstance, _hand_slots, detect_video, detector_from_config
+from bgfs_core.detection import (
+    Detector,
+    RawInstance,
+    _hand_slots,
+    _remembered,
+    detect_video,
+    detector_from_config,
+)
 from bgfs_core.detections import Detections, keypoint_box
 from bgfs_core.errors import BGFSError
 from bgfs_core.mp_tasks import MODEL_URLS
@@ -121,6 +128,10 @@ def test_two_hands_with_one_label_keep_their_slots():
     assert _hand_slots([hand, sticker]) == [1, 0]
     assert _hand_slots([hand, sticker], np.full((2, 2), np.nan, np.float32)) == [1, 0]
     assert _hand_slots([_raw_hand(0.3, "left", 0.9), _raw_hand(0.7, "right", 0.9)], last) == [0, 1]  # labels rule
+    # what the next frame's tie-break remembers: of a pair with one label only the surer hand, since the other is
+    # often the same hand found twice (remembered in the other slot, it would pull the hand there next time)
+    assert _remembered([hand, sticker]) == [0] and _remembered(twice) == [1]
+    assert _remembered([_raw_hand(0.3, "left", 0.9), _raw_hand(0.7, "right", 0.8)]) == [0, 1]
 
 
 @pytest.mark.parametrize("seed", [1, 2])
