@@ -273,7 +273,10 @@ def _write_h264(path: Path, frames: np.ndarray, fps: float, fmt: str) -> None:
     rate = Fraction(fps).limit_denominator(1001)
     opts = {"movflags": "+faststart"} if fmt in ("mp4", "mov") else {}
     with av.open(str(path), "w", format=fmt, options=opts) as container:
-        stream = container.add_stream("libx264", rate=rate, options={"crf": "16", "preset": "medium"})
+        # mbtree off: with it, PyAV's libx264 encodes the same frames differently from run to run (measured: 8
+        # writes, 8 different decodes), so a fix or a demo could not be reproduced; files grow ~20% at crf 16
+        stream = container.add_stream("libx264", rate=rate,
+                                      options={"crf": "16", "preset": "medium", "x264-params": "mbtree=0"})
         stream.width, stream.height = w + pad_w, h + pad_h
         stream.pix_fmt = "yuv420p"
         for i in range(t):
