@@ -93,6 +93,8 @@ class BGFSLatentAnatomyFixer(io.ComfyNode):
             if guard and result.report.get("changed"):
                 out = _guarded(latent, out, vae, roi, result.report)
         prev = result.preview or {}
+        if result.report.get("guard_kept_input"):  # the edit was not kept: preview only what comes out, the input
+            prev = {k: v for k, v in prev.items() if not k.startswith("after_")}
         widget = preview_ui("fix", roi.region, prev.get("crops"), prev.get("heatmaps"), prev.get("keypoints"),
                             after_crops=prev.get("after_crops"), after_heatmaps=prev.get("after_heatmaps"),
                             after_keypoints=prev.get("after_keypoints"))  # fmt: skip

@@ -253,6 +253,7 @@ def test_cpu_example_runs_end_to_end_on_real_frames(server, cpu_prompt):
     if "bgfs_preview" in fix_out:  # the heatmap widget's payload (nodes/preview_ui.py)
         sheet = fix_out["bgfs_preview"][0]
         assert sheet["kind"] == "fix" and (server.base / "temp" / sheet["crops"]["subfolder"] / sheet["crops"]["filename"]).is_file()
+        assert "after_crops" in sheet and "after_keypoints" in sheet, "before / after of the edit"
 
 
 def test_the_fixers_guard_passes_the_input_through_when_the_decode_loses_the_hand(server, cpu_prompt):
@@ -272,6 +273,8 @@ def test_the_fixers_guard_passes_the_input_through_when_the_decode_loses_the_han
     text = out[_by_type(prompt, FIXER)]["text"][0]
     assert "MediaPipe on the fixed decode: geometry" in text and "-> not found" in text
     assert "Guard: the geometry got worse, so the output is the input latent unchanged" in text
+    sheet = out[_by_type(prompt, FIXER)]["bgfs_preview"][0]
+    assert "crops" in sheet and not [k for k in sheet if k.startswith("after_")], "no preview of an edit not kept"
     before, after = _load_latent(server, out, "probe_before"), _load_latent(server, out, "probe_after")
     np.testing.assert_array_equal(after.numpy(), before.numpy())
 
