@@ -94,7 +94,8 @@ def _graph(with_fixer: bool) -> dict:
         node(7, "BGFSCriticLoader", [930, 280], outputs=[("critic", "BGFS_CRITIC")], values=[CRITIC])
         node(FIXER, "BGFSLatentAnatomyFixer", [1240, 0],
              [("latent", "LATENT"), ("vae", "VAE"), ("critic", "BGFS_CRITIC"), ("roi", "BGFS_ROI")],
-             [("latent", "LATENT"), ("report", "STRING")], values=[1, 0.07, 1.0, "latent"])
+             [("latent", "LATENT"), ("report", "STRING")],
+             values=[1, 0.07, 1.0, "latent", 3.0, False])  # guard off: a random VAE's decode shows no hand
         node(9, "PreviewAny", [1550, 0], [("source", "*")])
         for dst_slot, src in enumerate((5, 6, 7, DETECT)):
             link(src, 0, FIXER, dst_slot)
