@@ -221,11 +221,11 @@ def _hand_slots(instances: list[RawInstance], last_centres: np.ndarray | None = 
     """
     instances = instances[:2]
     slots = [0 if inst.label == "left" else 1 for inst in instances]
-    if len(slots) == 2 and slots[0] == slots[1]:
+    surer = _surer_of_a_tie(instances)
+    if surer is not None:
         centres = [np.nanmean(inst.xy, 0) for inst in instances]
         known = np.isfinite(last_centres).all(-1) if last_centres is not None else np.zeros(2, bool)
         if known.any():
-            surer = 0 if instances[0].score >= instances[1].score else 1
             gaps = [float(np.linalg.norm(centres[surer] - c)) if k else np.inf for c, k in zip(last_centres, known)]
             slots[surer] = int(np.argmin(gaps))
             slots[1 - surer] = 1 - slots[surer]
@@ -234,14 +234,20 @@ def _hand_slots(instances: list[RawInstance], last_centres: np.ndarray | None = 
     return slots
 
 
+def _surer_of_a_tie(instances: list[RawInstance]) -> int | None:
+    """Of the first two hands, when their labels name one slot, the index of the one with the higher handedness
+    score (the first on a tie); None when there are fewer than two or their labels differ."""
+    if len(instances) < 2 or (instances[0].label == "left") != (instances[1].label == "left"):
+        return None
+    return 0 if instances[0].score >= instances[1].score else 1
+
+
 def _remembered(instances: list[RawInstance]) -> list[int]:
     """Which hands' places ``_hand_slots`` remembers for the next frame: all, but of two with one label only the
     surer one. The other is often the same hand found twice, and remembering it in the other slot would pull the
     hand there at its next duplicate."""
-    instances = instances[:2]
-    if len(instances) == 2 and instances[0].label == instances[1].label:
-        return [0 if instances[0].score >= instances[1].score else 1]
-    return list(range(len(instances)))
+    surer = _surer_of_a_tie(instances)
+    return list(range(min(2, len(instances)))) if surer is None else [surer]
 
 
 def _boxes(keypoints: np.ndarray, confidence: np.ndarray, min_conf: float) -> np.ndarray:
