@@ -140,10 +140,12 @@ def write_sample_video(out: Path, frames: Any, fps: float = 16.0) -> Path:
 
 
 class ComfyServer:
-    """``python main.py --cpu ...`` on a free loopback port with ``base`` as its base directory."""
+    """``python main.py --cpu ...`` on a free loopback port with ``base`` as its base directory; ``extra_args``:
+    more of ComfyUI's command-line flags."""
 
-    def __init__(self, comfy: Path, python: str, base: Path, port: int | None = None) -> None:
-        self.comfy, self.python, self.base = comfy, python, base
+    def __init__(self, comfy: Path, python: str, base: Path, port: int | None = None,
+                 extra_args: tuple[str, ...] = ()) -> None:
+        self.comfy, self.python, self.base, self.extra_args = comfy, python, base, tuple(extra_args)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = base / "server.log"
@@ -152,7 +154,7 @@ class ComfyServer:
 
     def start(self, timeout: float = 180.0) -> ComfyServer:
         cmd = [self.python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
-               "--base-directory", str(self.base), "--disable-auto-launch", "--database-url", "sqlite:///:memory:"]  # fmt: skip
+               "--base-directory", str(self.base), "--disable-auto-launch", "--database-url", "sqlite:///:memory:", *self.extra_args]  # fmt: skip
         started = time.perf_counter()
         with open(self.log_path, "w") as log:
             self.proc = subprocess.Popen(cmd, cwd=self.comfy, stdout=log, stderr=subprocess.STDOUT)

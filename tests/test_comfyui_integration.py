@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import time
 
 import numpy as np
@@ -277,6 +278,52 @@ def test_the_fixers_guard_passes_the_input_through_when_the_decode_loses_the_han
     assert "crops" in sheet and not [k for k in sheet if k.startswith("after_")], "no preview of an edit not kept"
     before, after = _load_latent(server, out, "probe_before"), _load_latent(server, out, "probe_after")
     np.testing.assert_array_equal(after.numpy(), before.numpy())
+
+
+@pytest.mark.parametrize("flag,dtype", [("--bf16-vae", "torch.bfloat16"), ("--fp16-vae", "torch.float16")])
+def test_the_fixer_edits_through_a_half_precision_vae_as_gpus_load_it(server, cpu_prompt, tmp_path, flag, dtype):
+    """On a GPU ComfyUI loads the Wan VAE in bf16 (fp16 where the GPU has no bf16), and the Fixer's gradients go
+    through that decoder. ComfyUI's own flag forces the same dtype here; given the same latent, the Fixer's edit
+    must be the fp32 VAE's up to half precision, in the latent's own dtype, outside the window bit for bit."""
+    comfy, python = require_comfy()
+    prompt = _with_latent_probes(cpu_prompt)
+    prompt[_by_type(prompt, FIXER)]["inputs"]["guard"] = False  # a random VAE's decode shows no hand
+    entry = server.wait(server.queue(prompt), timeout=400)  # fp32, as the end-to-end test runs it
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000] + server.log()[-3000:]
+    ref_before, ref_after = (_load_latent(server, entry["outputs"], k) for k in ("probe_before", "probe_after"))
+
+    base = make_base_dir(tmp_path / "base")
+    for sub in (f"models/vae/{TINY_VAE}", f"models/bgfs_critics/{CRITIC}", f"input/{SAMPLE_VIDEO}"):
+        shutil.copy(server.base / sub, base / sub)
+    encoded = entry["outputs"]["probe_before"]["latents"][0]
+    shutil.copy(server.base / "output" / encoded["subfolder"] / encoded["filename"], base / "input" / "encoded.latent")
+    # the same input latent: VAE Encode in half precision would already differ by ~2% (bf16)
+    enc = _by_type(prompt, "VAEEncode")
+    prompt[enc] = {"class_type": "LoadLatent", "inputs": {"latent": "encoded.latent"}, "_meta": prompt[enc]["_meta"]}
+    half = ComfyServer(comfy, python, base, extra_args=(flag,)).start()
+    try:
+        entry = half.wait(half.queue(prompt), timeout=400)
+        assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000] + half.log()[-3000:]
+        assert f"dtype: {dtype}" in half.log(), "ComfyUI loaded the VAE in half precision"
+        report = json.loads(entry["outputs"][_by_title(prompt, "fix report")]["text"][0])
+        before, after = _load_latent(half, entry["outputs"], "probe_before"), _load_latent(half, entry["outputs"], "probe_after")
+    finally:
+        half.stop()
+
+    assert report["changed"] is True and len(report["history"]) == 2
+    assert after.dtype == before.dtype == ref_after.dtype
+    np.testing.assert_array_equal(before.numpy(), ref_before.numpy())
+    edit, ref_edit = (after - before).flatten(), (ref_after - ref_before).flatten()
+    assert np.isfinite(edit.numpy()).all() and edit.abs().max() > 1e-4, "the half-precision decoder passed gradients"
+    cos = float(edit @ ref_edit / (edit.norm() * ref_edit.norm()))
+    ratio = float(edit.norm() / ref_edit.norm())
+    print(f"\n{dtype} VAE: the Fixer's edit against the fp32 VAE's: cosine {cos:.4f}, size ratio {ratio:.3f}")
+    assert cos > 0.9 and 0.8 < ratio < 1.25  # measured: bf16 0.967 / 1.037, fp16 0.998 / 1.005
+    win = report["window"]
+    outside = np.ones(before.shape[2:], bool)
+    outside[slice(*win["latent_t"]), max(0, win["latent_y"][0] - 1) : win["latent_y"][1] + 1,
+            max(0, win["latent_x"][0] - 1) : win["latent_x"][1] + 1] = False  # fmt: skip
+    np.testing.assert_array_equal(after.numpy()[:, :, outside], before.numpy()[:, :, outside])
 
 
 def test_needs_fixing_gates_the_fixer_through_cores_lazy_switch(server, cpu_prompt):
