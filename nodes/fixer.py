@@ -104,20 +104,24 @@ class BGFSLatentAnatomyFixer(io.ComfyNode):
 
 def _guarded(latent: dict, fixed: dict, vae, roi, report: dict) -> dict:
     """``fixed``, or ``latent`` when MediaPipe finds the geometry worse on the real decode (as ``bgfs fix``)."""
+    import time
+
     import comfy.model_management as mm
 
     from ..bgfs_core.fix_video import geometry_worse, judge_detections
     from .glue import image_to_uint8
     from .roi_detect import _mediapipe_dir
 
+    started = time.perf_counter()
     images = vae.decode(fixed["samples"])
     if images.ndim == 5:  # [B, T, H, W, C] from a video VAE, as VAE Decode flattens it
         images = images.reshape(-1, *images.shape[-3:])
     mm.throw_exception_if_processing_interrupted()
     judge = judge_detections(roi.detections, image_to_uint8(images),
                              detector_kwargs={"backend": roi.backend, "model_dir": _mediapipe_dir()})  # fmt: skip
+    judge["seconds"] = time.perf_counter() - started  # what the guard costs: one full decode and MediaPipe
     report["judge"] = judge
-    report["summary"] += "\n" + judge["summary"]
+    report["summary"] += f"\n{judge['summary']} (guard: {judge['seconds']:.1f} s)"
     if geometry_worse(judge):
         report["guard_kept_input"] = True
         report["summary"] += ("\nGuard: the geometry got worse, so the output is the input latent unchanged (set "

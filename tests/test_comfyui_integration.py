@@ -269,10 +269,10 @@ def test_the_fixers_guard_passes_the_input_through_when_the_decode_loses_the_han
     report = json.loads(out[_by_title(prompt, "fix report")]["text"][0])
     assert report["changed"] is True and len(report["history"]) == 2, "the fix ran"
     judge = report["judge"]
-    assert judge["geometry_before"] > 0 and judge["geometry_after"] is None
+    assert judge["geometry_before"] > 0 and judge["geometry_after"] is None and judge["seconds"] > 0
     assert report["guard_kept_input"] is True
     text = out[_by_type(prompt, FIXER)]["text"][0]
-    assert "MediaPipe on the fixed decode: geometry" in text and "-> not found" in text
+    assert "MediaPipe on the fixed decode: geometry" in text and "-> not found" in text and "(guard: " in text
     assert "Guard: the geometry got worse, so the output is the input latent unchanged" in text
     sheet = out[_by_type(prompt, FIXER)]["bgfs_preview"][0]
     assert "crops" in sheet and not [k for k in sheet if k.startswith("after_")], "no preview of an edit not kept"
