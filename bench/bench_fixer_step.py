@@ -12,6 +12,7 @@ MALLOC_MMAP_THRESHOLD_=1048576 (unless set) so glibc returns freed activations t
   window-taehv   the ROI window through ComfyUI's TAEHV (gradient decoder; needs COMFYUI_DIR)
   NAME+blocks    any of them with each decoder block checkpointed too (bgfs_core.codecs.blocks; the fixer's
                  default), e.g. full+blocks,window+blocks
+  NAME+bf16      the decoder in bf16 (+fp16: fp16), as `bgfs fix --grad-dtype` and ComfyUI on a GPU run it
   NAME+chunks    plain chunk checkpointing (one causal state kept per chunk) instead of the segmented stream
   NAME+keepN     the segmented stream keeping N causal states (default ~sqrt(chunks)); +keepall keeps every one,
                  so its backward recomputes no chunk: the time and memory the schedule trades
@@ -88,6 +89,9 @@ def load_taehv(comfyui_dir: str):
     return m.eval().requires_grad_(False)
 
 
+HALF = {"bf16": "bfloat16", "fp16": "float16"}  # +bf16 / +fp16: the decoder the gradients go through, in that dtype
+
+
 def one(config: str, frames: int, roi: int, chunk: int, height: int, width: int, base_dim: int = 96) -> dict:
     """Run one step in this process; return timings and memory."""
     import numpy as np
@@ -106,7 +110,9 @@ def one(config: str, frames: int, roi: int, chunk: int, height: int, width: int,
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     name = config
     config, *extras = config.split("+")
-    codec = DiffusersWanCodec.from_config(wan_vae_config("2.1", base_dim=base_dim), seed=0)
+    half = next((HALF[e] for e in extras if e in HALF), None)
+    codec = DiffusersWanCodec.from_config(wan_vae_config("2.1", base_dim=base_dim), seed=0,
+                                          dtype=getattr(torch, half) if half else None)  # fmt: skip
     if config == "window-taehv":
         tae = ModuleCodec(load_taehv(os.environ["COMFYUI_DIR"]), latent_channels=16, spatial_ratio=8, signed=False,
                           context=4, margin=6, name="TAEHV")

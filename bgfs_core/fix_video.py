@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .atomic import write_json_atomic
-from .config import Config
+from .config import GRAD_DTYPES, Config
 from .errors import BGFSError
 
 
@@ -31,6 +31,7 @@ class FixVideoRequest:
     max_frames: int = 0
     report_dir: str | None = None
     device: str = "cpu"
+    grad_dtype: str = "auto"  # the decoder the gradients go through (GRAD_DTYPES); the result is judged in fp32
     progress: bool = True
     guard: bool = True  # keep the input when MediaPipe finds the geometry worse after the fix
 
@@ -43,18 +44,41 @@ class FixVideoResult:
     summary: str
 
 
-def make_codec(kind: str, model_id: str | None, subfolder: str = "vae", device: str = "cpu") -> Any:
-    """The codec a request names: ``pixel`` (no VAE) or ``wan`` (a diffusers Wan VAE from ``model_id``)."""
-    from .codecs import DiffusersWanCodec, PixelCodec
+def grad_dtype_for(name: str, device: str) -> Any:
+    """The torch dtype of the decoder the gradients go through: ``auto`` is what ComfyUI loads the Wan VAE in
+    (bf16 on a GPU that has it, else fp16) and fp32 on the CPU, where bf16 only pays off with native support."""
+    import torch
+
+    if name not in GRAD_DTYPES:
+        raise BGFSError(f"unknown --grad-dtype {name!r}; use {', '.join(GRAD_DTYPES)}")
+    cuda = str(device).startswith("cuda")
+    if name == "fp16" and not cuda:
+        raise BGFSError(f"--grad-dtype fp16 needs a CUDA device (--device is {device}); use fp32 or bf16")
+    if name == "auto":
+        name = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
+
+
+def make_codec(kind: str, model_id: str | None, subfolder: str = "vae", device: str = "cpu",
+               grad_dtype: str = "auto") -> Any:
+    """The codec a request names: ``pixel`` (no VAE) or ``wan`` (a diffusers Wan VAE from ``model_id``), whose
+    gradients go through a copy in ``grad_dtype`` when that is not fp32 (the result is judged on the fp32 VAE)."""
+    import torch
+
+    from .codecs import DiffusersWanCodec, GradientProxyCodec, PixelCodec
 
     if kind == "auto":
         kind = "wan" if model_id else "pixel"
     if kind == "pixel":
+        if grad_dtype not in ("auto", "fp32"):
+            raise BGFSError(f"--grad-dtype {grad_dtype} is for a Wan VAE (--model-id); the pixel codec has no decoder")
         return PixelCodec()
     if kind == "wan":
         if not model_id:
             raise BGFSError("--codec wan needs --model-id (a diffusers Wan model id or a local folder)")
-        return DiffusersWanCodec.from_pretrained(model_id, subfolder=subfolder, device=device)
+        dtype = grad_dtype_for(grad_dtype, device)
+        codec = DiffusersWanCodec.from_pretrained(model_id, subfolder=subfolder, device=device)
+        return codec if dtype == torch.float32 else GradientProxyCodec(codec, codec.in_dtype(dtype))
     raise BGFSError(f"unknown codec {kind!r}: use pixel or wan")
 
 
@@ -93,7 +117,7 @@ def fix_video(cfg: Config, req: FixVideoRequest) -> FixVideoResult:
     critic, spec, meta = load_critic(req.critic, region=req.region, device=req.device)
     region = spec.region
     cfg.roi.region = region
-    codec = make_codec(req.codec, req.model_id, req.vae_subfolder, req.device)
+    codec = make_codec(req.codec, req.model_id, req.vae_subfolder, req.device, req.grad_dtype)
     frames, fps = read_video(in_path, max_frames=req.max_frames)
     with torch.no_grad():
         if req.latents:

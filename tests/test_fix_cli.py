@@ -78,6 +78,8 @@ def test_nothing_detected_passes_through_with_a_message(workdir, capsys):
         (["--critic", "missing.safetensors"], "missing.safetensors"),
         (["--codec", "wan"], "--codec wan needs --model-id"),
         (["--model-id", "./no-such-folder-here"], "does not exist"),
+        (["--model-id", "./no-such-folder-here", "--grad-dtype", "fp16"], "--grad-dtype fp16 needs a CUDA device"),
+        (["--grad-dtype", "bf16"], "the pixel codec has no decoder"),
     ],
 )
 def test_bad_input_gives_clear_errors_and_no_output(workdir, capsys, extra, needle):
@@ -107,6 +109,31 @@ def test_wan_codec_rejects_frame_counts_off_the_4k_plus_1_rule(workdir, capsys):
     err = capsys.readouterr().err
     assert "4k+1" in err and "9" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("grad_dtype", ["fp32", "bf16"])
+def test_grad_dtype_picks_the_decoder_the_gradients_go_through(workdir, grad_dtype):
+    """``--model-id`` end to end on 9 real frames; ``--grad-dtype bf16`` optimises through a bf16 copy of the VAE
+    while the fp32 one encodes and decodes (the fix itself through such a copy: test_fixer.py). A random VAE
+    decodes no hand, so the run ends in the clean pass-through."""
+    import json
+
+    from bgfs_core.codecs import DiffusersWanCodec, wan_vae_config
+
+    folder = workdir / "tinywan_e2e"
+    if not folder.exists():
+        DiffusersWanCodec.from_config(wan_vae_config("2.1", base_dim=8)).vae.save_pretrained(folder / "vae")
+    out = workdir / f"wan_{grad_dtype}.mp4"
+    code = main(["fix", "--in", str(HAND_VIDEO), "--out", str(out), "--critic", str(workdir / "hands.safetensors"),
+                 "--model-id", str(folder), "--max-frames", "9", "--steps", "2", "--grad-dtype", grad_dtype,
+                 "--quiet"])  # fmt: skip
+    assert code == 0
+    report = json.loads((workdir / f"wan_{grad_dtype}_report" / "report.json").read_text())
+    expected = {"fp32": "Wan 2.1 VAE (diffusers)",
+                "bf16": "Wan 2.1 VAE (diffusers) (gradients through Wan 2.1 VAE (diffusers, bfloat16))"}  # fmt: skip
+    assert report["codec"] == expected[grad_dtype]
+    assert "not detected in any of the 9 frames" in report["fixer"]["summary"]
+    assert len(read_video(out)[0]) == 9
 
 
 def test_ctrl_c_leaves_no_output(workdir, monkeypatch, capsys):

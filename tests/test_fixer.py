@@ -66,6 +66,38 @@ def test_fix_changes_the_window_and_nothing_else(channels):
     assert x1 < latents.shape[-1], "the window should not cover the whole frame in this case"
 
 
+@pytest.mark.parametrize("channels", [16, 48])
+def test_a_half_precision_copy_of_the_vae_passes_the_fp32_gradient(channels):
+    """``bgfs fix --grad-dtype bf16`` (and ComfyUI on a GPU) back-propagate through a half-precision decoder: its
+    gradient must be the fp32 one up to rounding; the fix through it stays fp32, outside the window bit for bit."""
+    from bgfs_core.codecs import GradientProxyCodec
+
+    codec = DiffusersWanCodec.from_config(TINY[channels], seed=0)
+    s = codec.spatial_ratio
+    z = torch.randn(1, channels, 2, 64 // s, 96 // s, generator=torch.Generator().manual_seed(1))
+    weights = torch.randn(5, 3, 64, 96, generator=torch.Generator().manual_seed(2))
+    half = codec.in_dtype(torch.bfloat16)
+    assert half.name.endswith("(diffusers, bfloat16)") and next(codec.vae.parameters()).dtype == torch.float32
+    grads = []
+    for c in (codec, half):
+        zz = z.clone().requires_grad_(True)
+        (c.decode(zz) * weights).sum().backward()
+        grads.append(zz.grad.flatten())
+    cos = float(grads[0] @ grads[1] / (grads[0].norm() * grads[1].norm()))
+    assert cos > 0.99, cos  # measured 0.996 (16 channels) and 0.9997 (48); fp16 0.9999
+
+    det = hand_detections(codec.pixel_frames(2), (64, 96), (8.0, 8.0, 36.0, 36.0))
+    critic, spec = random_critic()
+    result = fix_latents(z, GradientProxyCodec(codec, half), critic, spec, det, SETTINGS)
+    assert result.latents.dtype == torch.float32 and result.report["codec"].endswith("(diffusers, bfloat16))")
+    win = result.report["window"]
+    inside = torch.zeros(z.shape[2:], dtype=torch.bool)
+    inside[slice(*win["latent_t"]), max(0, win["latent_y"][0] - 1) : win["latent_y"][1] + 1,
+           max(0, win["latent_x"][0] - 1) : win["latent_x"][1] + 1] = True  # fmt: skip
+    assert (result.latents[:, :, inside] != z[:, :, inside]).any()
+    assert torch.equal(result.latents[:, :, ~inside], z[:, :, ~inside])
+
+
 def test_warp_mode_moves_pixels_with_the_pixel_codec(hand_video_frames):
     codec = PixelCodec()
     frames = torch.from_numpy(hand_video_frames[:5]).permute(0, 3, 1, 2).float() / 255

@@ -80,7 +80,9 @@ class DiffusersWanCodec(LatentCodec):
         self._spatial = 2 ** (len(cfg.dim_mult) - 1) * self._patch
         self._temporal = 2 ** sum(bool(t) for t in cfg.temperal_downsample)
         self._num_convs = sum(isinstance(m, WanCausalConv3d) for m in vae.decoder.modules())
-        self._name = f"Wan {'2.2' if cfg.z_dim == 48 else '2.1' if cfg.z_dim == 16 else '?'} VAE (diffusers)"
+        dtype = str(next(vae.parameters()).dtype).replace("torch.", "")
+        kind = f"Wan {'2.2' if cfg.z_dim == 48 else '2.1' if cfg.z_dim == 16 else '?'} VAE"
+        self._name = f"{kind} (diffusers)" if dtype == "float32" else f"{kind} (diffusers, {dtype})"
 
     # --- construction ---------------------------------------------------------------------------------------------
     @classmethod
@@ -93,6 +95,16 @@ class DiffusersWanCodec(LatentCodec):
             torch.manual_seed(seed)
         vae = AutoencoderKLWan(**config)
         return cls(vae.to(dtype) if dtype is not None else vae)
+
+    def in_dtype(self, dtype: Any) -> DiffusersWanCodec:
+        """A copy of this VAE in ``dtype`` (e.g. bf16 as the decoder the gradients go through: about half the
+        step's time and memory; pair it with this fp32 one in a `GradientProxyCodec`, which judges the result)."""
+        import copy
+
+        import torch
+
+        # torch's own .to(): diffusers' override warns about modules to keep in fp32 even when the Wan VAE has none
+        return DiffusersWanCodec(torch.nn.Module.to(copy.deepcopy(self.vae), dtype))
 
     @classmethod
     def from_pretrained(cls, model_id: str, subfolder: str | None = "vae", dtype: Any = None,
