@@ -88,8 +88,8 @@ class Config:
 
 
 FIXER_MODES = ("latent", "warp")  # the fixer's edit modes (bgfs_core.fixer)
-GRAD_DTYPES = ("auto", "fp32", "bf16", "fp16")  # bgfs fix --grad-dtype
 FIXER_LR_DECAYS = ("none", "cosine")  # its step-size schedules
+GRAD_DTYPES = ("auto", "fp32", "bf16", "fp16")  # bgfs fix --grad-dtype: the decoder the gradients go through
 
 _CHOICES = {
     "roi.region": REGION_NAMES,
