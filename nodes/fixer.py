@@ -110,7 +110,7 @@ def _guarded(latent: dict, fixed: dict, vae, roi, report: dict) -> dict:
 
     from ..bgfs_core.fix_video import geometry_worse, judge_detections
     from .glue import image_to_uint8
-    from .roi_detect import _mediapipe_dir
+    from .host import mediapipe_dir
 
     started = time.perf_counter()
     images = vae.decode(fixed["samples"])
@@ -118,7 +118,7 @@ def _guarded(latent: dict, fixed: dict, vae, roi, report: dict) -> dict:
         images = images.reshape(-1, *images.shape[-3:])
     mm.throw_exception_if_processing_interrupted()
     judge = judge_detections(roi.detections, image_to_uint8(images),
-                             detector_kwargs={"backend": roi.backend, "model_dir": _mediapipe_dir()})  # fmt: skip
+                             detector_kwargs={"backend": roi.backend, "model_dir": mediapipe_dir()})  # fmt: skip
     judge["seconds"] = time.perf_counter() - started  # what the guard costs: one full decode and MediaPipe
     report["judge"] = judge
     report["summary"] += f"\n{judge['summary']} (guard: {judge['seconds']:.1f} s)"

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..bgfs_core.errors import BGFSError
-from .glue import CACHE_SUBDIR, CRITICS_FOLDER, RUNS_SUBDIR, check_name
+from .glue import CACHE_SUBDIR, CRITICS_FOLDER, MEDIAPIPE_FOLDER, RUNS_SUBDIR, check_name
 
 
 def critics_dir() -> Path:
@@ -18,6 +18,17 @@ def critics_dir() -> Path:
     path = Path(folder_paths.get_folder_paths(CRITICS_FOLDER)[0])
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def mediapipe_dir() -> str | None:
+    """The first models/mediapipe folder (Tasks backend model files), or None."""
+    import folder_paths
+
+    try:
+        paths = folder_paths.get_folder_paths(MEDIAPIPE_FOLDER)
+    except KeyError:
+        return None
+    return paths[0] if paths else None
 
 
 def cache_root() -> Path:

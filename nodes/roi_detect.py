@@ -6,7 +6,7 @@ from comfy_api.latest import io
 
 from ..bgfs_core.detection import BACKENDS
 from ..bgfs_core.regions import REGION_NAMES
-from .glue import CATEGORY, MEDIAPIPE_FOLDER, node_errors
+from .glue import CATEGORY, node_errors
 from .sockets import RoiType
 
 NAME = "BGFS ROI Detect"
@@ -70,10 +70,11 @@ class BGFSROIDetect(io.ComfyNode):
             roi_mask_frames,
             uint8_to_image,
         )
+        from .host import mediapipe_dir
 
         with node_errors(NAME):
             frames = image_to_uint8(images)
-            det = detect_video(frames, region, fps=fps, backend=backend, model_dir=_mediapipe_dir())
+            det = detect_video(frames, region, fps=fps, backend=backend, model_dir=mediapipe_dir())
             # each ROI follows one hand by position (a handedness label that flips would make it jump)
             det, names, relinked = labelled_tracks(det, min_conf)
             roi = RoiData(det, margin=margin, min_conf=min_conf, smooth=smooth, backend=backend)
@@ -93,14 +94,3 @@ class BGFSROIDetect(io.ComfyNode):
             text += "; nothing to fix there: the Fixer will pass the latents through unchanged"
         ui = merge_ui({"text": [text]}, preview_ui("detect", region, crops, heatmaps, keypoints, labels=labels))
         return io.NodeOutput(roi, mask_to_tensor(mask), uint8_to_image(overlay), ui=ui)
-
-
-def _mediapipe_dir() -> str | None:
-    """The first models/mediapipe folder (Tasks backend model files), or None."""
-    import folder_paths
-
-    try:
-        paths = folder_paths.get_folder_paths(MEDIAPIPE_FOLDER)
-    except KeyError:
-        return None
-    return paths[0] if paths else None
