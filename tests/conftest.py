@@ -26,6 +26,15 @@ def load_gif(path: Path) -> np.ndarray:
     return np.stack([np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(Image.open(path))])
 
 
+def fix_reach(window: dict, grid: tuple[int, ...], feather: int = 1) -> np.ndarray:
+    """Latent cells ``[t, h, w]`` a fix may change: its report's window plus the ring over which the edit fades
+    out (``FixSettings.feather`` cells); everything else must come back bit for bit."""
+    reach = np.zeros(grid, bool)
+    (t0, t1), (y0, y1), (x0, x1) = window["latent_t"], window["latent_y"], window["latent_x"]
+    reach[t0:t1, max(0, y0 - feather) : y1 + feather, max(0, x0 - feather) : x1 + feather] = True
+    return reach
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     return DATA

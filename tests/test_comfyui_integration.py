@@ -29,6 +29,7 @@ from comfy_host import (
     workflow_to_api,
     write_sample_video,
 )
+from conftest import fix_reach
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
 
@@ -233,9 +234,7 @@ def test_cpu_example_runs_end_to_end_on_real_frames(server, cpu_prompt):
     x0, x1 = win["latent_x"]
     core = (slice(None), slice(None), slice(t0, t1), slice(y0, y1), slice(x0, x1))
     assert (after[core] - before[core]).abs().max() > 1e-4, "the fixer changed the latents inside the ROI window"
-    outside = np.ones(before.shape[2:], bool)
-    feather = 1  # FixSettings.feather: the edit fades out over one latent cell around the core
-    outside[t0:t1, max(0, y0 - feather) : y1 + feather, max(0, x0 - feather) : x1 + feather] = False
+    outside = ~fix_reach(win, before.shape[2:])  # FixSettings.feather: one latent cell around the core
     assert outside.any()
     np.testing.assert_array_equal(after.numpy()[:, :, outside], before.numpy()[:, :, outside])
 
@@ -319,10 +318,7 @@ def test_the_fixer_edits_through_a_half_precision_vae_as_gpus_load_it(server, cp
     ratio = float(edit.norm() / ref_edit.norm())
     print(f"\n{dtype} VAE: the Fixer's edit against the fp32 VAE's: cosine {cos:.4f}, size ratio {ratio:.3f}")
     assert cos > 0.9 and 0.8 < ratio < 1.25  # measured: bf16 0.967 / 1.037, fp16 0.998 / 1.005
-    win = report["window"]
-    outside = np.ones(before.shape[2:], bool)
-    outside[slice(*win["latent_t"]), max(0, win["latent_y"][0] - 1) : win["latent_y"][1] + 1,
-            max(0, win["latent_x"][0] - 1) : win["latent_x"][1] + 1] = False  # fmt: skip
+    outside = ~fix_reach(report["window"], before.shape[2:])
     np.testing.assert_array_equal(after.numpy()[:, :, outside], before.numpy()[:, :, outside])
 
 

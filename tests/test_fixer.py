@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import fix_reach
 
 from bgfs_core.codecs import DiffusersWanCodec, PixelCodec, wan_vae_config
 from bgfs_core.critic import CriticSpec, HeatmapCritic
@@ -57,13 +58,9 @@ def test_fix_changes_the_window_and_nothing_else(channels):
     changed = (result.latents != original).any(1)[0]  # [t, h, w]
     assert changed.any(), "no gradient reached the latents"
     win = result.report["window"]
-    t0, t1 = win["latent_t"]
-    (y0, y1), (x0, x1) = win["latent_y"], win["latent_x"]
-    feather = SETTINGS.feather
-    allowed = torch.zeros_like(changed)
-    allowed[t0:t1, max(0, y0 - feather) : y1 + feather, max(0, x0 - feather) : x1 + feather] = True
+    allowed = torch.from_numpy(fix_reach(win, tuple(changed.shape), SETTINGS.feather))
     assert not (changed & ~allowed).any(), "latents outside the window changed"
-    assert x1 < latents.shape[-1], "the window should not cover the whole frame in this case"
+    assert win["latent_x"][1] < latents.shape[-1], "the window should not cover the whole frame in this case"
 
 
 @pytest.mark.parametrize("channels", [16, 48])
@@ -90,10 +87,7 @@ def test_a_half_precision_copy_of_the_vae_passes_the_fp32_gradient(channels):
     critic, spec = random_critic()
     result = fix_latents(z, GradientProxyCodec(codec, half), critic, spec, det, SETTINGS)
     assert result.latents.dtype == torch.float32 and result.report["codec"].endswith("(diffusers, bfloat16))")
-    win = result.report["window"]
-    inside = torch.zeros(z.shape[2:], dtype=torch.bool)
-    inside[slice(*win["latent_t"]), max(0, win["latent_y"][0] - 1) : win["latent_y"][1] + 1,
-           max(0, win["latent_x"][0] - 1) : win["latent_x"][1] + 1] = True  # fmt: skip
+    inside = torch.from_numpy(fix_reach(result.report["window"], tuple(z.shape[2:]), SETTINGS.feather))
     assert (result.latents[:, :, inside] != z[:, :, inside]).any()
     assert torch.equal(result.latents[:, :, ~inside], z[:, :, ~inside])
 

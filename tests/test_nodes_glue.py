@@ -17,6 +17,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import fix_reach
 
 ROOT = Path(__file__).resolve().parents[1]
 PACK = "bgfs_pack_under_test"
@@ -310,9 +311,7 @@ def test_run_fix_backpropagates_under_inference_mode_and_keeps_latent_keys(small
     win = result.report["window"]
     core = (slice(None), slice(None), slice(*win["latent_t"]), slice(*win["latent_y"]), slice(*win["latent_x"]))
     assert (new[core] - samples[core]).abs().max() > 0, "the latents changed inside the ROI window"
-    outside = torch.ones(2, 9, 12, dtype=torch.bool)
-    outside[slice(*win["latent_t"]), max(0, win["latent_y"][0] - 1) : win["latent_y"][1] + 1,
-            max(0, win["latent_x"][0] - 1) : win["latent_x"][1] + 1] = False  # fmt: skip
+    outside = torch.from_numpy(~fix_reach(win, (2, 9, 12)))
     assert outside.any() and torch.equal(new[:, :, outside], samples[:, :, outside]), "outside: bit for bit"
     assert torch.equal(decoder.proj.weight, weights) and not decoder._forward_pre_hooks, "ComfyUI's model untouched"
     assert result.report["summary"].startswith("BGFS fix (hands")
