@@ -49,14 +49,16 @@ def grad_dtype_for(name: str, device: str) -> Any:
     (bf16 on a GPU that has it, else fp16) and fp32 on the CPU, where bf16 only pays off with native support."""
     import torch
 
+    from .generate import resolve_dtype
+
     if name not in GRAD_DTYPES:
         raise BGFSError(f"unknown --grad-dtype {name!r}; use {', '.join(GRAD_DTYPES)}")
     cuda = str(device).startswith("cuda")
     if name == "fp16" and not cuda:
         raise BGFSError(f"--grad-dtype fp16 needs a CUDA device (--device is {device}); use fp32 or bf16")
-    if name == "auto":
+    if name == "auto":  # not generate's auto (bf16 on any GPU): ComfyUI's choice for the Wan VAE
         name = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
+    return resolve_dtype(name, device)
 
 
 def make_codec(kind: str, model_id: str | None, subfolder: str = "vae", device: str = "cpu",
