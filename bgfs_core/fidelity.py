@@ -37,12 +37,19 @@ class Fidelity:
         return json_safe(asdict(self))
 
     def describe(self) -> str:
+        if not self.mask_fraction > 0:  # nothing detected: no inside to measure, "outside" is the whole frame
+            return f"no ROI: PSNR {_db(self.psnr_outside)}, SSIM {_ssim(self.ssim_outside)} over the whole frame"
+        flicker = "n/a" if math.isnan(self.flicker_ratio) else f"x{self.flicker_ratio:.2f} of the source"
         return (f"PSNR inside/outside ROI {_db(self.psnr_inside)}/{_db(self.psnr_outside)}, SSIM "
-                f"{self.ssim_inside:.3f}/{self.ssim_outside:.3f}, ROI flicker x{self.flicker_ratio:.2f} of the source")
+                f"{_ssim(self.ssim_inside)}/{_ssim(self.ssim_outside)}, ROI flicker {flicker}")
 
 
 def _db(v: float) -> str:
-    return "inf dB" if v == math.inf else f"{v:.1f} dB"
+    return "inf dB" if v == math.inf else "n/a" if math.isnan(v) else f"{v:.1f} dB"
+
+
+def _ssim(v: float) -> str:
+    return "n/a" if math.isnan(v) else f"{v:.3f}"  # NaN: the ROI covers every pixel, or none
 
 
 def _check_pair(video: np.ndarray, ref: np.ndarray, mask: np.ndarray | None) -> np.ndarray:

@@ -305,3 +305,15 @@ def test_fidelity_rejects_mismatched_videos(clips):
         compare(a, np.ascontiguousarray(a[:, 1:]))
     with pytest.raises(BGFSError, match="ROI mask"):
         compare(a, a, np.zeros((4, 5, 5), np.float32))
+
+
+def test_fidelity_describes_a_clip_without_roi_or_motion_in_words(clips):
+    a = clips["face"][:4]
+    b = a.copy()
+    b[:, :8] = 0  # changed, so no PSNR is infinite
+    nothing = compare(b, a, np.zeros(a.shape[:3], np.float32))  # nothing detected: an empty ROI mask
+    assert math.isnan(nothing.psnr_inside) and math.isfinite(nothing.psnr_outside)
+    assert nothing.describe().startswith("no ROI: PSNR ") and "nan" not in nothing.describe()
+    one = compare(b[:1], a[:1], np.ones(a.shape[1:3], np.float32)[None])  # one frame: no flicker to measure
+    assert math.isnan(one.flicker_ratio)
+    assert "ROI flicker n/a" in one.describe() and "nan" not in one.describe()
