@@ -3,3 +3,13 @@
 
 class BGFSError(ValueError):
     """Bad input or a missing file: the message says what is wrong and what to do."""
+
+
+class OutOfMemoryError(BGFSError):
+    """The device ran out of memory: the message says how big the job was and what makes it smaller. A host that
+    holds other models (ComfyUI) may free them and try once more; ``what`` (the job, without advice) lets a host
+    word the advice in its own terms (node inputs, CLI flags)."""
+
+    def __init__(self, message: str, what: str = "") -> None:
+        super().__init__(message)
+        self.what = what or message

@@ -15,7 +15,7 @@ import numpy as np
 
 from .atomic import write_json_atomic
 from .config import GRAD_DTYPES, Config
-from .errors import BGFSError
+from .errors import BGFSError, OutOfMemoryError
 
 
 @dataclass
@@ -151,6 +151,12 @@ def fix_video(cfg: Config, req: FixVideoRequest) -> FixVideoResult:
 
     try:
         result = fix_latents(latents, codec, critic, spec, det, settings, on_step=on_step)
+    except OutOfMemoryError as exc:  # the same advice, in this command's flags
+        from .codecs import DiffusersWanCodec  # a Wan VAE with fp32 gradients; bf16 ones take ~0.6x the memory
+
+        lighter = ", or take the gradients through bf16 (--grad-dtype bf16)" if isinstance(codec, DiffusersWanCodec) else ""
+        raise OutOfMemoryError(f"{exc.what}: fix fewer frames (--max-frames) or lower the ROI margin (--set "
+                               f"roi.margin=0.15){lighter}", exc.what) from exc
     finally:
         if bar is not None:
             bar.close()

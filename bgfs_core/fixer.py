@@ -22,7 +22,7 @@ import numpy as np
 
 from .config import FIXER_LR_DECAYS, FIXER_MODES
 from .detections import Detections
-from .errors import BGFSError
+from .errors import BGFSError, OutOfMemoryError
 from .losses import (
     LossWeights,
     bone_constancy_loss,
@@ -396,36 +396,42 @@ def fix_latents(
         warnings.append(f"ROI Detect's instance slots changed places in {relinked} of {num_frames} frames (e.g. a "
                         "left/right label that flipped): the fix follows each instance by position instead")
     started = time.perf_counter()
-    with torch.enable_grad():
-        problem = _Problem(latents, codec, critic, critic_spec, det, settings, warnings)
-        if not problem.any_roi:
-            summary = f"{det.region}: not detected in any of the {num_frames} frames; latents returned unchanged"
-            return FixResult(latents, {"summary": summary, "changed": False, "warnings": warnings})
-        params = problem.init_params()
-        optimiser = torch.optim.Adam([params], lr=settings.lr)
-        decay = (torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, max(1, settings.steps))
-                 if settings.lr_decay == "cosine" else None)  # fmt: skip
-        history: list[dict[str, float]] = []
-        bad_steps = 0
-        _, before, preview_before = problem.evaluate(params, need_preview=True)
-        for step in range(settings.steps):
-            optimiser.zero_grad(set_to_none=True)
-            total, parts, extras = problem.evaluate(params, need_preview=on_step is not None, jitter=True)
-            total.backward()
-            if not torch.isfinite(params.grad).all():
-                # e.g. RMS norms differentiated at an all-zero latent: skip those components, never spread NaN
-                bad_steps += 1
-                params.grad = torch.nan_to_num(params.grad, nan=0.0, posinf=0.0, neginf=0.0)
-            optimiser.step()
-            if decay is not None:
-                decay.step()
-            history.append({k: float(v.detach()) for k, v in parts.items()})
-            if on_step is not None:
-                crop = extras["crops"][0] if len(extras.get("crops", ())) else None
-                on_step(step + 1, settings.steps, history[-1], crop)
-        with torch.no_grad():
-            _, after, preview_after = problem.evaluate(params, need_preview=True)
-            z_win = problem.window_from_params(params).detach()
+    problem = None  # for the out-of-memory message: how big the window was, once known
+    try:
+        with torch.enable_grad():
+            problem = _Problem(latents, codec, critic, critic_spec, det, settings, warnings)
+            if not problem.any_roi:
+                summary = f"{det.region}: not detected in any of the {num_frames} frames; latents returned unchanged"
+                return FixResult(latents, {"summary": summary, "changed": False, "warnings": warnings})
+            params = problem.init_params()
+            optimiser = torch.optim.Adam([params], lr=settings.lr)
+            decay = (torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, max(1, settings.steps))
+                     if settings.lr_decay == "cosine" else None)  # fmt: skip
+            history: list[dict[str, float]] = []
+            bad_steps = 0
+            _, before, preview_before = problem.evaluate(params, need_preview=True)
+            for step in range(settings.steps):
+                optimiser.zero_grad(set_to_none=True)
+                total, parts, extras = problem.evaluate(params, need_preview=on_step is not None, jitter=True)
+                total.backward()
+                if not torch.isfinite(params.grad).all():
+                    # e.g. RMS norms differentiated at an all-zero latent: skip those components, never spread NaN
+                    bad_steps += 1
+                    params.grad = torch.nan_to_num(params.grad, nan=0.0, posinf=0.0, neginf=0.0)
+                optimiser.step()
+                if decay is not None:
+                    decay.step()
+                history.append({k: float(v.detach()) for k, v in parts.items()})
+                if on_step is not None:
+                    crop = extras["crops"][0] if len(extras.get("crops", ())) else None
+                    on_step(step + 1, settings.steps, history[-1], crop)
+            with torch.no_grad():
+                _, after, preview_after = problem.evaluate(params, need_preview=True)
+                z_win = problem.window_from_params(params).detach()
+    except torch.OutOfMemoryError as exc:
+        what = _out_of_memory(exc, latents, codec, problem)
+        raise OutOfMemoryError(f"{what}: fix a shorter clip, lower the ROI margin, or let the gradients go through "
+                               "a lighter decoder (the Tiny AutoEncoder for Wan) or in half precision", what) from exc
     from .codecs import paste_window
 
     if bad_steps:
@@ -456,6 +462,17 @@ def fix_latents(
     preview = dict(preview_before)
     preview.update({f"after_{k}": v for k, v in preview_after.items()})
     return FixResult(out, report, preview)
+
+
+def _out_of_memory(exc: BaseException, latents: torch.Tensor, codec: Any, problem: _Problem | None) -> str:
+    """What ran out of memory and how big it was, for the error a user sees."""
+    size = ""
+    if problem is not None and problem.any_roi:
+        win, s = problem.window, problem.window.spatial_ratio
+        size = (f"a window of {(win.cx1 - win.cx0) * s}x{(win.cy1 - win.cy0) * s} pixels, frames "
+                f"{problem.frame0}-{problem.frame1 - 1}; ")  # fmt: skip
+    first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+    return f"out of memory on {latents.device} decoding through {codec.name} with gradients ({size}{first})"
 
 
 def _summary(region: str, s: FixSettings, before: dict, after: dict, report: dict) -> str:

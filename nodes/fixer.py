@@ -78,7 +78,8 @@ class BGFSLatentAnatomyFixer(io.ComfyNode):
             settings = FixSettings(steps=int(steps), lr=float(lr), strength=float(strength), mode=mode,
                                    guide=float(guide), margin=roi.margin, min_conf=roi.min_conf, smooth=roi.smooth)  # fmt: skip
             settings.validate()
-            mm.load_models_gpu([v.patcher for v in (vae, gradient_vae) if v is not None])
+            patchers = [v.patcher for v in (vae, gradient_vae) if v is not None]
+            mm.load_models_gpu(patchers)
             pbar = comfy.utils.ProgressBar(max(int(steps), 1))
             logging.info("%s: %d steps (%s mode) on the %s in %d frames", NAME, settings.steps, settings.mode,
                          roi.region, roi.num_frames)  # fmt: skip
@@ -88,8 +89,14 @@ class BGFSLatentAnatomyFixer(io.ComfyNode):
                 mm.throw_exception_if_processing_interrupted()
                 pbar.update_absolute(step, total, progress_preview(crop))
 
+            def free_memory() -> None:  # room for the fix's activations: the diffusion model may still be loaded
+                logging.warning("%s: out of memory; unloading the other models and starting again", NAME)
+                mm.unload_all_models()
+                mm.soft_empty_cache()
+                mm.load_models_gpu(patchers)
+
             out, result = run_fix(latent, vae, critic, roi, settings, gradient_vae=gradient_vae, on_step=on_step,
-                                  check_cancel=mm.throw_exception_if_processing_interrupted)
+                                  check_cancel=mm.throw_exception_if_processing_interrupted, free_memory=free_memory)
             if guard and result.report.get("changed"):
                 out = _guarded(latent, out, vae, roi, result.report)
         prev = result.preview or {}

@@ -278,14 +278,40 @@ def cancel_checks(check_cancel: Callable[[], None]) -> Iterator[None]:
 
 
 def run_fix(latent: dict, vae: Any, critic: CriticData, roi: RoiData, settings: Any, gradient_vae: Any = None,
-            on_step: Any = None, check_cancel: Callable[[], None] | None = None) -> tuple[dict, Any]:
+            on_step: Any = None, check_cancel: Callable[[], None] | None = None,
+            free_memory: Callable[[], None] | None = None) -> tuple[dict, Any]:
     """Fix a LATENT dict -> (new LATENT with every other key kept, ``FixResult``).
 
     Safe under ComfyUI's ``torch.inference_mode()``: decoder, critic and latent are copied outside it first. The
     optimisation runs on the device of the decoder the gradients go through; the result comes back on the
     latent's device and dtype. ``check_cancel`` runs before every layer of the copied decoder and critic, so a
     cancel (it raises) stops the run within a layer rather than after a whole step; it propagates unchanged.
+    When the device runs out of memory, ``free_memory`` (ComfyUI: unload the other models, reload the VAEs) runs
+    once and the fix starts again; a second failure is an ``OutOfMemoryError`` that says what to make smaller.
     """
+    from ..bgfs_core.errors import OutOfMemoryError
+
+    args = (latent, vae, critic, roi, settings, gradient_vae, on_step, check_cancel)
+    # what makes the job smaller, in the node's terms
+    smaller = "fix fewer frames or lower ROI Detect's margin"
+    if gradient_vae is None:
+        smaller = ("connect the Tiny AutoEncoder for Wan (lighttaew2_1.safetensors through Load VAE) to gradient_vae, "
+                   + smaller.replace(" or ", ", or "))  # fmt: skip
+    try:
+        return _run_fix_once(*args)
+    except OutOfMemoryError as exc:
+        if free_memory is None:
+            raise OutOfMemoryError(f"{exc.what}: {smaller}", exc.what) from exc
+    # out of the except block: the failed attempt's tensors, held by its traceback, are released before freeing
+    free_memory()
+    try:
+        return _run_fix_once(*args)
+    except OutOfMemoryError as exc:
+        raise OutOfMemoryError(f"{exc.what}, even with the other models unloaded: {smaller}", exc.what) from exc
+
+
+def _run_fix_once(latent: dict, vae: Any, critic: CriticData, roi: RoiData, settings: Any, gradient_vae: Any,
+                  on_step: Any, check_cancel: Callable[[], None] | None) -> tuple[dict, Any]:
     import torch
 
     from ..bgfs_core.fixer import fix_latents

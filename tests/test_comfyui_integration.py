@@ -66,6 +66,7 @@ def server(tmp_path_factory, hand_video_frames):
     build_tiny_wan_vae(python, comfy, base / "models" / "vae" / TINY_VAE)
     build_tiny_critic(base / "models" / "bgfs_critics" / CRITIC)
     write_sample_video(base / "input" / SAMPLE_VIDEO, hand_video_frames, fps=10.0)
+    shutil.copy(REPO / "tests" / "comfy_fault_node.py", base / "custom_nodes" / "bgfs_test_faults.py")
     srv = ComfyServer(comfy, python, base).start()
     srv.object_info = srv.get("/object_info")
     yield srv
@@ -320,6 +321,40 @@ def test_the_fixer_edits_through_a_half_precision_vae_as_gpus_load_it(server, cp
     assert cos > 0.9 and 0.8 < ratio < 1.25  # measured: bf16 0.967 / 1.037, fp16 0.998 / 1.005
     outside = ~fix_reach(report["window"], before.shape[2:])
     np.testing.assert_array_equal(after.numpy()[:, :, outside], before.numpy()[:, :, outside])
+
+
+def test_out_of_memory_in_the_fixer_unloads_the_other_models_and_starts_again(server, cpu_prompt):
+    """On a GPU the diffusion model may still hold its memory when the Fixer starts. A test node makes the VAE's
+    convolutions run out of memory (as CUDA would) inside the Fixer: once, and the Fixer unloads the other models,
+    starts again and gives the same result as a run that never failed; twice, and the node's error says what to
+    make smaller."""
+    prompt = _with_latent_probes(cpu_prompt)
+    fix = _by_type(prompt, FIXER)
+    prompt[fix]["inputs"].update(steps=4, guard=False)  # steps no other test uses: nothing cached
+    entry = server.wait(server.queue(prompt), timeout=400)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000] + server.log()[-3000:]
+    clean = _load_latent(server, entry["outputs"], "probe_after")
+
+    prompt["fault"] = {"class_type": "BGFSTestOutOfMemory",
+                       "inputs": {"latent": prompt[fix]["inputs"]["latent"], "every": 25, "times": 1}}
+    prompt[fix]["inputs"]["latent"] = ["fault", 0]
+    log_before = len(server.log())
+    entry = server.wait(server.queue(prompt), timeout=400)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000] + server.log()[-3000:]
+    log = server.log()[log_before:]
+    assert "BGFS Latent Anatomy Fixer: out of memory; unloading the other models and starting again" in log, log
+    report = json.loads(entry["outputs"][_by_title(prompt, "fix report")]["text"][0])
+    assert report["changed"] is True and len(report["history"]) == 4
+    np.testing.assert_array_equal(_load_latent(server, entry["outputs"], "probe_after").numpy(), clean.numpy())
+
+    prompt["fault"]["inputs"]["times"] = 2
+    entry = server.wait(server.queue(prompt), timeout=400)
+    assert entry["status"]["status_str"] == "error"
+    error = history_messages(entry)["execution_error"]
+    assert error["node_type"] == FIXER, error
+    text = error["exception_message"]
+    assert text.startswith("BGFS Latent Anatomy Fixer: out of memory on cpu decoding through WanVAE"), text
+    assert "a window of" in text and "even with the other models unloaded" in text and "to gradient_vae" in text, text
 
 
 def test_needs_fixing_gates_the_fixer_through_cores_lazy_switch(server, cpu_prompt):

@@ -188,3 +188,28 @@ def test_demo_trains_its_critic_on_every_clip_unless_asked_to_hold_some_out(tmp_
     assert (cfg.critic.val_fraction, cfg.critic.epochs) == (0.2, 7)
     with pytest.raises(BGFSError, match="val_fraction"):
         demo_config(parser.parse_args(["demo", "--val-fraction", "1.5"]))
+
+
+def test_out_of_memory_is_a_clear_error_in_the_commands_terms(workdir, monkeypatch, capsys):
+    """The device running out of memory inside the fix (injected into the critic's convolutions, as CUDA raises
+    it) ends the command with an error that says how big the job was and which flags make it smaller."""
+    import torch.nn.functional as F
+
+    real = F.conv2d
+    calls = {"n": 0}
+
+    def conv2d(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 40:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(*args, **kwargs)
+
+    out = workdir / "oom.mp4"
+    args = ["fix", "--in", str(HAND_VIDEO), "--out", str(out), "--critic", str(workdir / "hands.safetensors"),
+            "--max-frames", "5", "--steps", "3", "--quiet"]  # fmt: skip
+    monkeypatch.setattr(F, "conv2d", conv2d)
+    assert main(args) == 2 and calls["n"] > 40 and not out.exists()
+    err = capsys.readouterr().err
+    assert err.startswith("bgfs fix: error: out of memory on cpu decoding through pixel codec with gradients (a "
+                          "window of "), err
+    assert "CUDA out of memory" in err and "--max-frames" in err and "roi.margin" in err

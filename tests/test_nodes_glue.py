@@ -35,6 +35,7 @@ def _load_pack():
 _load_pack()
 glue = importlib.import_module(f"{PACK}.nodes.glue")
 BGFSError = importlib.import_module(f"{PACK}.bgfs_core.errors").BGFSError
+OutOfMemoryError = importlib.import_module(f"{PACK}.bgfs_core.errors").OutOfMemoryError
 
 
 @pytest.fixture(scope="module")
@@ -336,6 +337,47 @@ def test_run_fix_cancel_propagates_unchanged_and_stops_within_a_step(small_roi, 
     assert len(steps) < 10, "the layer hooks stop the run long before the 1000 steps"
     assert torch.equal(latent["samples"], before)
     assert not vae.first_stage_model._forward_pre_hooks
+
+
+def _oom_after(layers: int, times: int):
+    """A cancel check that makes the device run out of memory at the ``layers``-th layer, ``times`` times over."""
+    calls = {"n": 0, "raised": 0}
+
+    def check() -> None:
+        calls["n"] += 1
+        if calls["n"] % layers == 0 and calls["raised"] < times:
+            calls["raised"] += 1
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    return check
+
+
+def test_run_fix_out_of_memory_frees_the_host_once_and_starts_again(small_roi, tiny_critic):
+    with torch.inference_mode():
+        torch.manual_seed(2)
+        vae = _comfy_like_vae(_TinyWanDecoder())
+        latent = {"samples": torch.randn(1, 16, 2, 9, 12)}
+        before = latent["samples"].clone()
+        clean, _ = glue.run_fix(latent, vae, tiny_critic, small_roi, _settings())
+        freed: list[int] = []
+        # the first attempt fails in its first step; the host frees memory; the second attempt is the whole fix
+        out, result = glue.run_fix(latent, vae, tiny_critic, small_roi, _settings(), check_cancel=_oom_after(30, 1),
+                                   free_memory=lambda: freed.append(1))  # fmt: skip
+        assert freed == [1]
+        assert torch.equal(out["samples"], clean["samples"]), "the retry is the same fix as a run that never failed"
+        # out of memory again after freeing: a clear error, the input untouched
+        with pytest.raises(OutOfMemoryError) as err:
+            glue.run_fix(latent, vae, tiny_critic, small_roi, _settings(), check_cancel=_oom_after(30, 2),
+                         free_memory=lambda: freed.append(2))  # fmt: skip
+        assert freed == [1, 2] and torch.equal(latent["samples"], before)
+        text = str(err.value)
+        assert text.startswith("out of memory on cpu decoding") and "CUDA out of memory" in text
+        assert "a window of" in text and "even with the other models unloaded" in text and "to gradient_vae" in text
+        assert text.count("Tiny AutoEncoder") == 1, "one piece of advice, in the node's terms"
+        # a host that cannot free anything gets the error at once
+        with pytest.raises(OutOfMemoryError, match="gradient_vae"):
+            glue.run_fix(latent, vae, tiny_critic, small_roi, _settings(), check_cancel=_oom_after(30, 1))
+        assert BGFSError in OutOfMemoryError.__mro__, "the nodes' error wrapper names the node for it"
 
 
 def test_run_fix_refuses_latents_of_another_vae(small_roi, tiny_critic):
