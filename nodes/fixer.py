@@ -78,8 +78,10 @@ class BGFSLatentAnatomyFixer(io.ComfyNode):
             settings = FixSettings(steps=int(steps), lr=float(lr), strength=float(strength), mode=mode,
                                    guide=float(guide), margin=roi.margin, min_conf=roi.min_conf, smooth=roi.smooth)  # fmt: skip
             settings.validate()
+            # every weight on the device: the fix runs dozens of passes through the decoder, and streaming its
+            # weights in on each (a partial load) would cost more than the VAE's few hundred MB
             patchers = [v.patcher for v in (vae, gradient_vae) if v is not None]
-            mm.load_models_gpu(patchers)
+            mm.load_models_gpu(patchers, force_full_load=True)
             pbar = comfy.utils.ProgressBar(max(int(steps), 1))
             logging.info("%s: %d steps (%s mode) on the %s in %d frames", NAME, settings.steps, settings.mode,
                          roi.region, roi.num_frames)  # fmt: skip
@@ -93,7 +95,7 @@ class BGFSLatentAnatomyFixer(io.ComfyNode):
                 logging.warning("%s: out of memory; unloading the other models and starting again", NAME)
                 mm.unload_all_models()
                 mm.soft_empty_cache()
-                mm.load_models_gpu(patchers)
+                mm.load_models_gpu(patchers, force_full_load=True)
 
             out, result = run_fix(latent, vae, critic, roi, settings, gradient_vae=gradient_vae, on_step=on_step,
                                   check_cancel=mm.throw_exception_if_processing_interrupted, free_memory=free_memory)

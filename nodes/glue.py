@@ -322,7 +322,10 @@ def _run_fix_once(latent: dict, vae: Any, critic: CriticData, roi: RoiData, sett
     with torch.inference_mode(False):
         codec = build_codec(vae, gradient_vae)
         grad_codec = getattr(codec, "grad", codec)
-        device = next(grad_codec.module.parameters()).device
+        # where the host runs that VAE (ComfyUI's VAE.device); with weights streamed from the CPU (--novram) the
+        # first parameter's device would put the whole fix on the CPU
+        device = getattr(gradient_vae if gradient_vae is not None else vae, "device", None)
+        device = torch.device(device) if device is not None else next(grad_codec.module.parameters()).device
         model = copy_module(critic.model).to(device)
         if check_cancel is not None:  # hooks on our own copies only, never on ComfyUI's shared models
             for module in (grad_codec.module, model):
