@@ -69,6 +69,7 @@ class CacheSummary:
     frames: int = 0  # frames read in this call
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
+    empty: list[str] = field(default_factory=list)  # "name: why no clip came from it"
 
     def format(self) -> str:
         lines = [
@@ -79,6 +80,7 @@ class CacheSummary:
             f"{self.frames} frames read, detection run on {self.detections_run} source(s), {self.seconds:.1f} s",
         ]
         lines += [f"  failed: {e}" for e in self.errors]
+        lines += [f"  no clips: {e}" for e in self.empty]
         return "\n".join(lines)
 
 
@@ -277,7 +279,15 @@ class _Builder:
             self.summary.sources_ok += 1
         else:
             self.summary.sources_empty += 1
-            _log(f"{src['name']}: no clip shows the {self.spec.name} in {MIN_VISIBLE:.0%} of its frames", self.progress)
+            c = self.cfg.clips
+            span = (c.clip_len - 1) * c.frame_stride + 1
+            if len(frames) < span:  # not the detector's doing: no clip fits at all
+                why = (f"{len(frames)} frame(s), shorter than one clip ({span} frames: clips.clip_len "
+                       f"{c.clip_len}, clips.frame_stride {c.frame_stride})")  # fmt: skip
+            else:
+                why = f"no clip shows the {self.spec.name} in {MIN_VISIBLE:.0%} of its frames"
+            self.summary.empty.append(f"{src['name']}: {why}")
+            _log(f"{src['name']}: {why}", self.progress)
         self.save()
 
     def _detections(self, key: str, name: str, frames: np.ndarray, fps: float) -> Detections:

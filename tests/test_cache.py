@@ -275,6 +275,17 @@ def test_append_frames_adds_a_source_once(built, hand_video_frames: np.ndarray, 
         append_frames_to_cache(mirrored, 10.0, " ", cfg)
 
 
+def test_a_source_without_clips_says_why(hand_video_frames: np.ndarray, tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, tmp_path / "c")
+    short = append_frames_to_cache(hand_video_frames[:3].copy(), 10.0, "three frames", cfg)  # clip_len is 4
+    blank = append_frames_to_cache(np.full((6, 72, 96, 3), 90, np.uint8), 10.0, "grey", cfg)
+    assert short.sources_empty == blank.sources_empty == 1
+    assert short.empty == ["three frames: 3 frame(s), shorter than one clip (4 frames: clips.clip_len 4, "
+                           "clips.frame_stride 1)"]  # fmt: skip
+    assert blank.empty == ["grey: no clip shows the hands in 75% of its frames"]
+    assert "  no clips: three frames: 3 frame(s), shorter than one clip" in short.format()
+
+
 def test_precompute_command(built, videos: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from bgfs_core.commands import precompute
 
