@@ -1,7 +1,8 @@
 """One fixer step (decode -> differentiable ROI crop -> critic -> backward) at 832x480: windowed vs full-frame.
 
-Full-size architectures with random weights: diffusers AutoencoderKLWan with the Wan 2.1 config and, via
-COMFYUI_DIR, ComfyUI's TAEHV as the gradient decoder. Every configuration runs in a fresh subprocess so its peak
+Full-size architectures with random weights: diffusers AutoencoderKLWan with the Wan 2.1 config (16 channels,
+8x; the 14B models) or, with --vae 2.2, the Wan 2.2 config (48 channels, 16x; TI2V-5B) and, via COMFYUI_DIR,
+ComfyUI's TAEHV as the gradient decoder (Wan 2.1 latents). Every configuration runs in a fresh subprocess so its peak
 memory (VmHWM from /proc/self/status, which counts torch's allocations) is its own; "model GB" is the process's
 memory with the models loaded, before the step, so "peak - model" is what the step itself needs. A step whose
 memory passes --mem-limit-gb is stopped and reported as not fitting. Children run with
@@ -18,6 +19,7 @@ MALLOC_MMAP_THRESHOLD_=1048576 (unless set) so glibc returns freed activations t
                  so its backward recomputes no chunk: the time and memory the schedule trades
 
   python bench/bench_fixer_step.py --configs full,window --frames 1,5 --roi 160
+  python bench/bench_fixer_step.py --vae 2.2 --configs rf,full+blocks,window+blocks --frames 1 --roi 160
   COMFYUI_DIR=/opt/comfyui python bench/bench_fixer_step.py --configs window-taehv --frames 5,17,81
 """
 
@@ -92,7 +94,8 @@ def load_taehv(comfyui_dir: str):
 HALF = {"bf16": "bfloat16", "fp16": "float16"}  # +bf16 / +fp16: the decoder the gradients go through, in that dtype
 
 
-def one(config: str, frames: int, roi: int, chunk: int, height: int, width: int, base_dim: int = 96) -> dict:
+def one(config: str, frames: int, roi: int, chunk: int, height: int, width: int, base_dim: int | None = None,
+        vae: str = "2.1") -> dict:
     """Run one step in this process; return timings and memory."""
     import numpy as np
     import torch
@@ -111,15 +114,20 @@ def one(config: str, frames: int, roi: int, chunk: int, height: int, width: int,
     name = config
     config, *extras = config.split("+")
     half = next((HALF[e] for e in extras if e in HALF), None)
-    codec = DiffusersWanCodec.from_config(wan_vae_config("2.1", base_dim=base_dim), seed=0,
+    widths = {} if base_dim is None else {"base_dim": base_dim}
+    codec = DiffusersWanCodec.from_config(wan_vae_config(vae, **widths), seed=0,
                                           dtype=getattr(torch, half) if half else None)  # fmt: skip
     if config == "window-taehv":
+        if vae != "2.1":
+            raise SystemExit("window-taehv is the Wan 2.1 latent space's TAEHV: use --vae 2.1")
         tae = ModuleCodec(load_taehv(os.environ["COMFYUI_DIR"]), latent_channels=16, spatial_ratio=8, signed=False,
                           context=4, margin=6, name="TAEHV")
         codec = GradientProxyCodec(codec, tae)
     critic = stand_in_critic().eval().requires_grad_(False)
     t = codec.latent_frames(frames)
-    z = torch.randn(1, 16, t, height // 8, width // 8, generator=torch.Generator().manual_seed(0))
+    ratio = codec.spatial_ratio
+    z = torch.randn(1, codec.latent_channels, t, height // ratio, width // ratio,
+                    generator=torch.Generator().manual_seed(0))  # fmt: skip
     # A hand-sized ROI drifting slowly across the middle of the frame.
     cx = width / 2 + 40 * np.sin(np.arange(frames) / 10)
     cy = height / 2 + 20 * np.cos(np.arange(frames) / 10)
@@ -144,33 +152,36 @@ def one(config: str, frames: int, roi: int, chunk: int, height: int, width: int,
     t2 = time.perf_counter()
     assert zz.grad is not None and torch.isfinite(zz.grad).all()
     return {"config": name, "frames": frames, "roi": roi, "window_px": f"{dec.shape[3]}x{dec.shape[2]}",
-            "decoded_px": f"{(win.cx1 - win.cx0) * 8}x{(win.cy1 - win.cy0) * 8}", "fwd_s": t1 - t0,
+            "decoded_px": f"{(win.cx1 - win.cx0) * ratio}x{(win.cy1 - win.cy0) * ratio}", "fwd_s": t1 - t0,
             "bwd_s": t2 - t1, "step_s": t2 - t0, "peak_gb": proc_status_gb("VmHWM"), "model_rss_gb": rss0}
 
 
-def receptive_field() -> None:
-    """How far one perturbed latent cell reaches in pixels (full-size Wan 2.1 decoder, random weights)."""
+def receptive_field(vae: str = "2.1") -> None:
+    """How far one perturbed latent cell reaches, in pixels and in latent cells (full-size decoder, random
+    weights): what the codec's ``default_margin`` (latent cells around the ROI) must cover."""
     import torch
 
     from bgfs_core.codecs import DiffusersWanCodec, wan_vae_config
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
-    codec = DiffusersWanCodec.from_config(wan_vae_config("2.1"), seed=0)
-    h = w = 24
-    z = torch.randn(1, 16, 1, h, w, generator=torch.Generator().manual_seed(1))
+    codec = DiffusersWanCodec.from_config(wan_vae_config(vae), seed=0)
+    r, c = codec.spatial_ratio, codec.latent_channels
+    h = w = 24 if r == 8 else 16
+    z = torch.randn(1, c, 1, h, w, generator=torch.Generator().manual_seed(1))
     z2 = z.clone()
-    z2[:, :, 0, h // 2, w // 2] += 2 * torch.randn(16, generator=torch.Generator().manual_seed(2))
+    z2[:, :, 0, h // 2, w // 2] += 2 * torch.randn(c, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         d = (codec.decode_video(z)[0] - codec.decode_video(z2)[0]).abs().amax(dim=(0, 1, 2))
-    c0 = h // 2 * 8
-    ys, xs = torch.meshgrid(torch.arange(h * 8), torch.arange(w * 8), indexing="ij")
-    dist = torch.maximum((c0 - ys).clamp(min=0) + (ys - c0 - 7).clamp(min=0),
-                         (c0 - xs).clamp(min=0) + (xs - c0 - 7).clamp(min=0))
+    c0 = h // 2 * r
+    ys, xs = torch.meshgrid(torch.arange(h * r), torch.arange(w * r), indexing="ij")
+    dist = torch.maximum((c0 - ys).clamp(min=0) + (ys - c0 - r + 1).clamp(min=0),
+                         (c0 - xs).clamp(min=0) + (xs - c0 - r + 1).clamp(min=0))
     peak = d.max().item()
-    print("distance from the perturbed cell (px) | max |change| | relative to peak")
-    for r in range(0, 96, 8):
-        sel = d[(dist >= r) & (dist < r + 8)]
-        print(f"{r:3d}-{r + 7:3d} | {sel.max().item():.2e} | {sel.max().item() / peak:.3f}")
+    print(f"Wan {vae} VAE (margin {codec.default_margin} latent cells = {codec.default_margin * r} px)")
+    print("distance from the perturbed cell (px) | latent cells | max |change| | relative to peak")
+    for k in range(0, (h // 2 - 1) * r, r):
+        sel = d[(dist >= k) & (dist < k + r)]
+        print(f"{k:3d}-{k + r - 1:3d} | {k // r:2d} | {sel.max().item():.2e} | {sel.max().item() / peak:.3f}")
 
 
 def run_limited(cmd: list[str], timeout: float, mem_limit_gb: float) -> tuple[str, str, str]:
@@ -208,8 +219,10 @@ def main() -> int:
     p.add_argument("--frames", default="1,5", help="pixel frame counts (1+4k), comma-separated")
     p.add_argument("--roi", default="160", help="ROI sizes in px, comma-separated")
     p.add_argument("--chunk", type=int, default=1, help="latent frames per checkpointed chunk")
-    p.add_argument("--base-dim", type=int, default=96,
-                   help="Wan 2.1 VAE width (96 = the real, full-size VAE; e.g. 16 for frame-scaling studies on a CPU)")
+    p.add_argument("--vae", default="2.1", choices=("2.1", "2.2"),
+                   help="2.1: the Wan 2.1 VAE (16 channels, 8x; Wan 2.2 14B); 2.2: the Wan 2.2 VAE (48 channels, 16x)")
+    p.add_argument("--base-dim", type=int, default=None,
+                   help="the VAE's width (default: the real, full-size one; e.g. 16 for frame-scaling studies on a CPU)")
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--width", type=int, default=832)
     p.add_argument("--timeout", type=int, default=900, help="seconds per configuration")
@@ -217,11 +230,11 @@ def main() -> int:
     p.add_argument("--one", nargs=3, metavar=("CONFIG", "FRAMES", "ROI"), help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.one:
-        print(json.dumps(one(a.one[0], int(a.one[1]), int(a.one[2]), a.chunk, a.height, a.width, a.base_dim)))
+        print(json.dumps(one(a.one[0], int(a.one[1]), int(a.one[2]), a.chunk, a.height, a.width, a.base_dim, a.vae)))
         return 0
     configs = a.configs.split(",")
     if "rf" in configs:
-        receptive_field()
+        receptive_field(a.vae)
         configs.remove("rf")
     if any(c.startswith("window-taehv") for c in configs) and not os.environ.get("COMFYUI_DIR"):
         print("window-taehv SKIPPED: set COMFYUI_DIR to a ComfyUI checkout", file=sys.stderr)
@@ -235,8 +248,8 @@ def main() -> int:
                 if config.startswith("full") and roi != int(a.roi.split(",")[0]):
                     continue  # the full-frame step does not depend on the ROI size
                 cmd = [sys.executable, __file__, "--one", config, str(frames), str(roi), "--chunk", str(a.chunk),
-                       "--base-dim", str(a.base_dim),
-                       "--height", str(a.height), "--width", str(a.width)]
+                       "--vae", a.vae, "--height", str(a.height), "--width", str(a.width)]
+                cmd += [] if a.base_dim is None else ["--base-dim", str(a.base_dim)]
                 status, out, err = run_limited(cmd, a.timeout, a.mem_limit_gb)
                 if status:
                     print(f"{config:<22} {frames:>6} {roi:>4} {status}", flush=True)
