@@ -219,6 +219,9 @@ def comfy_modules():
         "wan22": load_comfy_module(COMFYUI_DIR, "wan22", dim=8, dec_dim=12, z_dim=48),
         "taehv": load_comfy_module(COMFYUI_DIR, "taehv", latent_channels=16, latent_format=None,
                                    show_progress_bar=False),
+        # lighttaew2_2: the Wan 2.2 VAE's latent space (48 channels), 2x2 pixel patches
+        "taehv48": load_comfy_module(COMFYUI_DIR, "taehv", latent_channels=48, latent_format=None,
+                                     show_progress_bar=False),
     }
 
 
@@ -273,3 +276,28 @@ def test_comfy_taehv_adapter_and_proxy(comfy_modules):
     assert zz.grad.abs().sum() > 0
     with pytest.raises(BGFSError, match="latent channels 48 vs 16"):
         GradientProxyCodec(ModuleCodec(comfy_modules["wan22"], latent_channels=48, spatial_ratio=16), tae)
+
+
+@comfy
+def test_comfy_taehv_for_wan22_latents_is_a_gradient_decoder(comfy_modules):
+    """lighttaew2_2 (TAEHV with 48 channels and 2x2 pixel patches: 16x like the Wan 2.2 VAE) as the TI2V-5B
+    Fixer's gradient_vae: paired with ComfyUI's Wan 2.2 VAE, the windowed decode goes through it and back."""
+    m = comfy_modules["taehv48"]
+    tae = ModuleCodec(m, latent_channels=48, spatial_ratio=16, signed=False, context=4, margin=6, name="TAEHV 48")
+    z = torch.randn(1, 48, 4, 5, 5, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        out = tae.decode(z)
+        assert out.shape == (13, 3, 80, 80)
+        assert torch.allclose(out, m.decode(z)[0].permute(1, 0, 2, 3).clamp(0, 1), atol=1e-5)
+    real = ModuleCodec(comfy_modules["wan22"], latent_channels=48, spatial_ratio=16)
+    proxy = GradientProxyCodec(real, tae)
+    win = window_from_boxes(proxy, z.shape, boxes_for(13, [16, 16, 48, 48], range(9, 13)))
+    pw = pixel_box_of_window(win)
+    zz = z.clone().requires_grad_(True)
+    w = decode_window(proxy, zz, win, chunk_frames=1)
+    with torch.no_grad():  # through the TAEHV, with enough context and margin for its reach on this small grid
+        assert torch.allclose(w, out[pw.frame0:pw.frame1, :, pw.y0:pw.y1, pw.x0:pw.x1], atol=1e-4)
+    w.mean().backward()
+    assert zz.grad.abs().sum() > 0 and torch.isfinite(zz.grad).all()
+    with pytest.raises(BGFSError, match="latent channels 16 vs 48"):
+        GradientProxyCodec(ModuleCodec(comfy_modules["wan21"], latent_channels=16, spatial_ratio=8), tae)
