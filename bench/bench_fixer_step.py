@@ -2,7 +2,7 @@
 
 Full-size architectures with random weights: diffusers AutoencoderKLWan with the Wan 2.1 config (16 channels,
 8x; the 14B models) or, with --vae 2.2, the Wan 2.2 config (48 channels, 16x; TI2V-5B) and, via COMFYUI_DIR,
-ComfyUI's TAEHV as the gradient decoder (Wan 2.1 latents). Every configuration runs in a fresh subprocess so its peak
+ComfyUI's TAEHV as the gradient decoder. Every configuration runs in a fresh subprocess so its peak
 memory (VmHWM from /proc/self/status, which counts torch's allocations) is its own; "model GB" is the process's
 memory with the models loaded, before the step, so "peak - model" is what the step itself needs. A step whose
 memory passes --mem-limit-gb is stopped and reported as not fitting. Children run with
@@ -73,8 +73,9 @@ def roi_crop(frames, boxes, out_hw=128):
     return F.grid_sample(frames, grid, align_corners=False)
 
 
-def load_taehv(comfyui_dir: str):
-    """ComfyUI's TAEHV for Wan 2.1 latents, random weights (the taew2_1 architecture)."""
+def load_taehv(comfyui_dir: str, latent_channels: int = 16):
+    """ComfyUI's TAEHV, random weights: the (light)taew2_1 architecture for Wan 2.1 latents, or with 48 channels
+    (2x2 pixel patches) lighttaew2_2's for the Wan 2.2 VAE's."""
     import importlib
 
     import torch
@@ -83,7 +84,7 @@ def load_taehv(comfyui_dir: str):
     import comfy.cli_args
 
     comfy.cli_args.args.cpu = True
-    m = importlib.import_module("comfy.taesd.taehv").TAEHV(latent_channels=16, latent_format=None,
+    m = importlib.import_module("comfy.taesd.taehv").TAEHV(latent_channels=latent_channels, latent_format=None,
                                                            show_progress_bar=False)
     for mod in m.modules():  # comfy.ops.disable_weight_init skips init
         if isinstance(mod, torch.nn.Conv2d):
@@ -118,9 +119,8 @@ def one(config: str, frames: int, roi: int, chunk: int, height: int, width: int,
     codec = DiffusersWanCodec.from_config(wan_vae_config(vae, **widths), seed=0,
                                           dtype=getattr(torch, half) if half else None)  # fmt: skip
     if config == "window-taehv":
-        if vae != "2.1":
-            raise SystemExit("window-taehv is the Wan 2.1 latent space's TAEHV: use --vae 2.1")
-        tae = ModuleCodec(load_taehv(os.environ["COMFYUI_DIR"]), latent_channels=16, spatial_ratio=8, signed=False,
+        c, r = codec.latent_channels, codec.spatial_ratio
+        tae = ModuleCodec(load_taehv(os.environ["COMFYUI_DIR"], c), latent_channels=c, spatial_ratio=r, signed=False,
                           context=4, margin=6, name="TAEHV")
         codec = GradientProxyCodec(codec, tae)
     critic = stand_in_critic().eval().requires_grad_(False)
