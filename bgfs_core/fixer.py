@@ -428,7 +428,9 @@ def fix_latents(
             with torch.no_grad():
                 _, after, preview_after = problem.evaluate(params, need_preview=True)
                 z_win = problem.window_from_params(params).detach()
-    except torch.OutOfMemoryError as exc:
+    except RuntimeError as exc:  # torch.OutOfMemoryError (CUDA, ...) is one; the CPU allocator raises a plain one
+        if not _is_out_of_memory(exc):
+            raise
         what = _out_of_memory(exc, latents, codec, problem)
         raise OutOfMemoryError(f"{what}: fix a shorter clip, lower the ROI margin, or let the gradients go through "
                                "a lighter decoder (the Tiny AutoEncoder for Wan) or in half precision", what) from exc
@@ -462,6 +464,13 @@ def fix_latents(
     preview = dict(preview_before)
     preview.update({f"after_{k}": v for k, v in preview_after.items()})
     return FixResult(out, report, preview)
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is the device running out of memory (torch's OutOfMemoryError, or the CPU allocator's)."""
+    import torch
+
+    return isinstance(exc, torch.OutOfMemoryError) or "DefaultCPUAllocator: can't allocate memory" in str(exc)
 
 
 def _out_of_memory(exc: BaseException, latents: torch.Tensor, codec: Any, problem: _Problem | None) -> str:

@@ -190,9 +190,20 @@ def test_demo_trains_its_critic_on_every_clip_unless_asked_to_hold_some_out(tmp_
         demo_config(parser.parse_args(["demo", "--val-fraction", "1.5"]))
 
 
-def test_out_of_memory_is_a_clear_error_in_the_commands_terms(workdir, monkeypatch, capsys):
-    """The device running out of memory inside the fix (injected into the critic's convolutions, as CUDA raises
-    it) ends the command with an error that says how big the job was and which flags make it smaller."""
+def _cuda_out_of_memory():
+    raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def _cpu_out_of_memory():
+    torch.empty(2**60, dtype=torch.uint8)  # the CPU allocator's own failure: a plain RuntimeError
+
+
+@pytest.mark.parametrize("fail,says", [(_cuda_out_of_memory, "CUDA out of memory"),
+                                       (_cpu_out_of_memory, "DefaultCPUAllocator: can't allocate memory")])
+def test_out_of_memory_is_a_clear_error_in_the_commands_terms(workdir, monkeypatch, capsys, fail, says):
+    """The device running out of memory inside the fix (injected into the critic's convolutions: CUDA's error, or
+    a real allocation the CPU allocator refuses) ends the command with an error that says how big the job was and
+    which flags make it smaller."""
     import torch.nn.functional as F
 
     real = F.conv2d
@@ -201,7 +212,7 @@ def test_out_of_memory_is_a_clear_error_in_the_commands_terms(workdir, monkeypat
     def conv2d(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] > 40:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            fail()
         return real(*args, **kwargs)
 
     out = workdir / "oom.mp4"
@@ -212,4 +223,16 @@ def test_out_of_memory_is_a_clear_error_in_the_commands_terms(workdir, monkeypat
     err = capsys.readouterr().err
     assert err.startswith("bgfs fix: error: out of memory on cpu decoding through pixel codec with gradients (a "
                           "window of "), err
-    assert "CUDA out of memory" in err and "--max-frames" in err and "roi.margin" in err
+    assert says in err and "--max-frames" in err and "roi.margin" in err
+
+
+def test_other_runtime_errors_in_the_fix_are_not_called_out_of_memory(workdir, monkeypatch):
+    import torch.nn.functional as F
+
+    def conv2d(*args, **kwargs):
+        raise RuntimeError("Given groups=1, weight of size [8, 3, 3, 3], expected input to have 3 channels")
+
+    monkeypatch.setattr(F, "conv2d", conv2d)
+    with pytest.raises(RuntimeError, match="expected input"):
+        main(["fix", "--in", str(HAND_VIDEO), "--out", str(workdir / "x.mp4"), "--critic",
+              str(workdir / "hands.safetensors"), "--max-frames", "5", "--steps", "1", "--quiet"])  # fmt: skip
