@@ -13,3 +13,11 @@ class OutOfMemoryError(BGFSError):
     def __init__(self, message: str, what: str = "") -> None:
         super().__init__(message)
         self.what = what or message
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is a device running out of memory: torch's OutOfMemoryError (CUDA, ...), or the plain
+    RuntimeError of torch's CPU allocator."""
+    import torch
+
+    return isinstance(exc, torch.OutOfMemoryError) or "DefaultCPUAllocator: can't allocate memory" in str(exc)

@@ -22,7 +22,7 @@ import numpy as np
 
 from .config import FIXER_LR_DECAYS, FIXER_MODES
 from .detections import Detections
-from .errors import BGFSError, OutOfMemoryError
+from .errors import BGFSError, OutOfMemoryError, is_out_of_memory
 from .losses import (
     LossWeights,
     bone_constancy_loss,
@@ -429,7 +429,7 @@ def fix_latents(
                 _, after, preview_after = problem.evaluate(params, need_preview=True)
                 z_win = problem.window_from_params(params).detach()
     except RuntimeError as exc:  # torch.OutOfMemoryError (CUDA, ...) is one; the CPU allocator raises a plain one
-        if not _is_out_of_memory(exc):
+        if not is_out_of_memory(exc):
             raise
         what = _out_of_memory(exc, latents, codec, problem)
         raise OutOfMemoryError(f"{what}: fix a shorter clip, lower the ROI margin, or let the gradients go through "
@@ -464,13 +464,6 @@ def fix_latents(
     preview = dict(preview_before)
     preview.update({f"after_{k}": v for k, v in preview_after.items()})
     return FixResult(out, report, preview)
-
-
-def _is_out_of_memory(exc: BaseException) -> bool:
-    """Whether ``exc`` is the device running out of memory (torch's OutOfMemoryError, or the CPU allocator's)."""
-    import torch
-
-    return isinstance(exc, torch.OutOfMemoryError) or "DefaultCPUAllocator: can't allocate memory" in str(exc)
 
 
 def _out_of_memory(exc: BaseException, latents: torch.Tensor, codec: Any, problem: _Problem | None) -> str:

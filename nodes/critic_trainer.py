@@ -86,6 +86,7 @@ class BGFSCriticTrainer(io.ComfyNode):
         from ..bgfs_core.atomic import atomic_path
         from ..bgfs_core.cache import load_manifest
         from ..bgfs_core.config import load_config
+        from ..bgfs_core.errors import BGFSError, is_out_of_memory
         from ..bgfs_core.train_critic import PCK_THRESHOLD, train_critic
         from .critic_loader import describe, load_critic_data
         from .glue import cancel_checks, check_name, loss_plot
@@ -118,10 +119,31 @@ class BGFSCriticTrainer(io.ComfyNode):
             device = mm.get_torch_device()
             logging.info("%s: %s on %s (%d %s clips), %d epochs on %s", NAME, name, cache_dir,
                          len(manifest.get("clips", [])), region, int(epochs), device)  # fmt: skip
-            # A cancel stops within a batch (every layer checks); the last finished epoch is saved and resumes.
-            with torch.inference_mode(False), torch.enable_grad(), cancel_checks(mm.throw_exception_if_processing_interrupted):
-                result = train_critic(cfg, run_dir, epochs=int(epochs), resume=bool(resume), progress=True,
-                                      on_epoch=on_epoch, device=str(device))  # fmt: skip
+            def train(resume_now: bool):
+                # A cancel stops within a batch (every layer checks); the last finished epoch is saved and resumes.
+                with torch.inference_mode(False), torch.enable_grad(), cancel_checks(mm.throw_exception_if_processing_interrupted):
+                    return train_critic(cfg, run_dir, epochs=int(epochs), resume=resume_now, progress=True,
+                                        on_epoch=on_epoch, device=str(device))  # fmt: skip
+
+            try:
+                result = train(bool(resume))
+            except RuntimeError as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                result = None
+            if result is None:  # out of the except block: the failed batch's tensors are released by now
+                # a model from an earlier generation may still hold the GPU: free it and go on from the last epoch
+                logging.warning("%s: out of memory; unloading the other models and resuming", NAME)
+                mm.unload_all_models()
+                mm.soft_empty_cache()
+                try:
+                    result = train(True)
+                except RuntimeError as exc:
+                    if not is_out_of_memory(exc):
+                        raise
+                    first = str(exc).strip().splitlines()[0][:160]
+                    raise BGFSError(f"out of memory on {device} training the critic ({first}), even with the other "
+                                    f"models unloaded: lower batch_size (now {int(batch_size)})") from exc
             target = critics_dir() / f"{name}.safetensors"
             with atomic_path(target) as tmp:
                 shutil.copyfile(result.best_path, tmp)

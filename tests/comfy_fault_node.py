@@ -1,37 +1,53 @@
-"""A test-only ComfyUI node (copied into the test server's custom_nodes, never shipped): it passes a LATENT through
-and arms a fault, so that the device "runs out of memory" in the next node's 3-D convolutions (the Wan VAE's), as a
-GPU does when the diffusion model still holds its memory. After ``times`` faults the real convolution is back."""
+"""Test-only ComfyUI nodes (copied into the test server's custom_nodes, never shipped): each passes its input
+through and arms a fault, so that the device "runs out of memory" in the next node's convolutions (3-D: the Wan
+VAE's; 2-D: the critic's), as a GPU does when a diffusion model still holds its memory. After ``times`` faults the
+real convolution is back."""
 
 import torch
 import torch.nn.functional as F
 
 
-class BGFSTestOutOfMemory:
-    @classmethod
-    def INPUT_TYPES(cls):  # noqa: N802 (ComfyUI's V1 node API)
-        return {"required": {"latent": ("LATENT",), "every": ("INT", {"default": 20, "min": 1}),
-                             "times": ("INT", {"default": 1, "min": 1})}}  # fmt: skip
+def _arm(op: str, every: int, times: int) -> None:
+    real = getattr(getattr(F, op), "bgfs_real", getattr(F, op))
+    state = {"calls": 0, "faults": 0}
 
-    RETURN_TYPES = ("LATENT",)
+    def faulty(*args, **kwargs):
+        state["calls"] += 1
+        if state["calls"] % every == 0:
+            state["faults"] += 1
+            if state["faults"] >= times:
+                setattr(F, op, real)  # disarmed: the next attempt runs for real
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected by the test)")
+        return real(*args, **kwargs)
+
+    faulty.bgfs_real = real
+    setattr(F, op, faulty)
+
+
+class BGFSTestOutOfMemory:
+    """A LATENT through; the Wan VAE's 3-D convolutions fail (the Fixer)."""
+
+    TYPE, OP = "LATENT", "conv3d"
+    RETURN_TYPES = (TYPE,)
     FUNCTION = "arm"
     CATEGORY = "testing"
 
-    def arm(self, latent, every, times):
-        real = getattr(F.conv3d, "bgfs_real", F.conv3d)
-        state = {"calls": 0, "faults": 0}
+    @classmethod
+    def INPUT_TYPES(cls):  # noqa: N802 (ComfyUI's V1 node API)
+        return {"required": {"value": (cls.TYPE,), "every": ("INT", {"default": 20, "min": 1}),
+                             "times": ("INT", {"default": 1, "min": 1})}}  # fmt: skip
 
-        def conv3d(*args, **kwargs):
-            state["calls"] += 1
-            if state["calls"] % every == 0:
-                state["faults"] += 1
-                if state["faults"] >= times:
-                    F.conv3d = real  # disarmed: the next attempt runs for real
-                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected by the test)")
-            return real(*args, **kwargs)
-
-        conv3d.bgfs_real = real
-        F.conv3d = conv3d
-        return (latent,)
+    def arm(self, value, every, times):
+        _arm(self.OP, every, times)
+        return (value,)
 
 
-NODE_CLASS_MAPPINGS = {"BGFSTestOutOfMemory": BGFSTestOutOfMemory}
+class BGFSTestOutOfMemoryString(BGFSTestOutOfMemory):
+    """A STRING (a cache path) through; the critic's 2-D convolutions fail (the Critic Trainer)."""
+
+    TYPE, OP = "STRING", "conv2d"
+    RETURN_TYPES = (TYPE,)
+
+
+NODE_CLASS_MAPPINGS = {"BGFSTestOutOfMemory": BGFSTestOutOfMemory,
+                       "BGFSTestOutOfMemoryString": BGFSTestOutOfMemoryString}

@@ -336,7 +336,7 @@ def test_out_of_memory_in_the_fixer_unloads_the_other_models_and_starts_again(se
     clean = _load_latent(server, entry["outputs"], "probe_after")
 
     prompt["fault"] = {"class_type": "BGFSTestOutOfMemory",
-                       "inputs": {"latent": prompt[fix]["inputs"]["latent"], "every": 25, "times": 1}}
+                       "inputs": {"value": prompt[fix]["inputs"]["latent"], "every": 25, "times": 1}}
     prompt[fix]["inputs"]["latent"] = ["fault", 0]
     log_before = len(server.log())
     entry = server.wait(server.queue(prompt), timeout=400)
@@ -461,6 +461,38 @@ def test_training_example_builds_a_cache_and_trains_a_critic(server):
     assert entry["outputs"][trainer]["images"][0]["type"] == "temp"
     assert "e2e_critic.safetensors" in server.get("/object_info/BGFSCriticLoader")["BGFSCriticLoader"]["input"][
         "required"]["critic_name"][1]["options"]
+
+
+def test_out_of_memory_in_training_unloads_the_other_models_and_resumes(server):
+    """A test node makes the critic's convolutions run out of memory (as CUDA would) inside the Critic Trainer: once,
+    and the trainer unloads the other models and goes on from its last finished epoch; twice, and the node's error
+    says to lower batch_size."""
+    prompt = workflow_to_api(_example("bgfs_train_critic"), server.object_info)
+    prompt[_by_type(prompt, "LoadVideo")]["inputs"]["file"] = SAMPLE_VIDEO
+    builder, trainer = _by_type(prompt, "BGFSCacheBuilder"), _by_type(prompt, "BGFSCriticTrainer")
+    prompt[builder]["inputs"].update(cache_name="e2e_hands", crop_size=128)  # the cache the test above built
+    prompt[trainer]["inputs"].update(critic_name="e2e_oom", epochs=2, batch_size=16)
+    prompt["fault"] = {"class_type": "BGFSTestOutOfMemoryString",
+                       "inputs": {"value": prompt[trainer]["inputs"]["cache"], "every": 30, "times": 1}}
+    prompt[trainer]["inputs"]["cache"] = ["fault", 0]
+    log_start = len(server.log())
+    entry = server.wait(server.queue(prompt), timeout=400)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000] + server.log()[-3000:]
+    log = server.log()[log_start:]
+    assert "BGFS Critic Trainer: out of memory; unloading the other models and resuming" in log, log[-3000:]
+    assert "epoch 2/2: train loss" in entry["outputs"][trainer]["text"][0]
+    assert (server.base / "models" / "bgfs_critics" / "e2e_oom.safetensors").is_file()
+
+    prompt[trainer]["inputs"].update(critic_name="e2e_oom_twice", resume=False)
+    prompt["fault"]["inputs"]["times"] = 2
+    entry = server.wait(server.queue(prompt), timeout=400)
+    assert entry["status"]["status_str"] == "error"
+    error = history_messages(entry)["execution_error"]
+    assert error["node_type"] == "BGFSCriticTrainer", error
+    text = error["exception_message"]
+    assert text.startswith("BGFS Critic Trainer: out of memory on cpu training the critic (CUDA out of memory"), text
+    assert "lower batch_size (now 16)" in text, text
+    assert not (server.base / "models" / "bgfs_critics" / "e2e_oom_twice.safetensors").exists()
 
 
 def test_cancel_stops_training_and_the_run_resumes(server):
