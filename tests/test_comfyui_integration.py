@@ -323,6 +323,21 @@ def test_the_fixer_edits_through_a_half_precision_vae_as_gpus_load_it(server, cp
     np.testing.assert_array_equal(after.numpy()[:, :, outside], before.numpy()[:, :, outside])
 
 
+def _insert_fault(prompt: dict, node: str, input_name: str, class_type: str, every: int) -> None:
+    """Put a test fault node (tests/comfy_fault_node.py) in front of ``node``'s input: the device runs out of
+    memory at every ``every``-th convolution of that node, once (``prompt["fault"]["inputs"]["times"]``)."""
+    prompt["fault"] = {"class_type": class_type,
+                       "inputs": {"value": prompt[node]["inputs"][input_name], "every": every, "times": 1}}
+    prompt[node]["inputs"][input_name] = ["fault", 0]
+
+
+def _run_and_log(server, prompt: dict) -> tuple[dict, str]:
+    """Queue ``prompt`` and wait: its history entry and what the server logged meanwhile."""
+    start = len(server.log())
+    entry = server.wait(server.queue(prompt), timeout=400)
+    return entry, server.log()[start:]
+
+
 def test_out_of_memory_in_the_fixer_unloads_the_other_models_and_starts_again(server, cpu_prompt):
     """On a GPU the diffusion model may still hold its memory when the Fixer starts. A test node makes the VAE's
     convolutions run out of memory (as CUDA would) inside the Fixer: once, and the Fixer unloads the other models,
@@ -335,13 +350,9 @@ def test_out_of_memory_in_the_fixer_unloads_the_other_models_and_starts_again(se
     assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000] + server.log()[-3000:]
     clean = _load_latent(server, entry["outputs"], "probe_after")
 
-    prompt["fault"] = {"class_type": "BGFSTestOutOfMemory",
-                       "inputs": {"value": prompt[fix]["inputs"]["latent"], "every": 25, "times": 1}}
-    prompt[fix]["inputs"]["latent"] = ["fault", 0]
-    log_before = len(server.log())
-    entry = server.wait(server.queue(prompt), timeout=400)
-    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000] + server.log()[-3000:]
-    log = server.log()[log_before:]
+    _insert_fault(prompt, fix, "latent", "BGFSTestOutOfMemory", every=25)
+    entry, log = _run_and_log(server, prompt)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000] + log[-3000:]
     assert "BGFS Latent Anatomy Fixer: out of memory; unloading the other models and starting again" in log, log
     report = json.loads(entry["outputs"][_by_title(prompt, "fix report")]["text"][0])
     assert report["changed"] is True and len(report["history"]) == 4
@@ -472,13 +483,9 @@ def test_out_of_memory_in_training_unloads_the_other_models_and_resumes(server):
     builder, trainer = _by_type(prompt, "BGFSCacheBuilder"), _by_type(prompt, "BGFSCriticTrainer")
     prompt[builder]["inputs"].update(cache_name="e2e_hands", crop_size=128)  # the cache the test above built
     prompt[trainer]["inputs"].update(critic_name="e2e_oom", epochs=2, batch_size=16)
-    prompt["fault"] = {"class_type": "BGFSTestOutOfMemoryString",
-                       "inputs": {"value": prompt[trainer]["inputs"]["cache"], "every": 30, "times": 1}}
-    prompt[trainer]["inputs"]["cache"] = ["fault", 0]
-    log_start = len(server.log())
-    entry = server.wait(server.queue(prompt), timeout=400)
-    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000] + server.log()[-3000:]
-    log = server.log()[log_start:]
+    _insert_fault(prompt, trainer, "cache", "BGFSTestOutOfMemoryString", every=30)
+    entry, log = _run_and_log(server, prompt)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000] + log[-3000:]
     assert "BGFS Critic Trainer: out of memory; unloading the other models and resuming" in log, log[-3000:]
     assert "epoch 2/2: train loss" in entry["outputs"][trainer]["text"][0]
     assert (server.base / "models" / "bgfs_critics" / "e2e_oom.safetensors").is_file()
