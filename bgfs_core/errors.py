@@ -16,8 +16,16 @@ class OutOfMemoryError(BGFSError):
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    """Whether ``exc`` is a device running out of memory: torch's OutOfMemoryError (CUDA, ...), or the plain
-    RuntimeError of torch's CPU allocator."""
+    """Whether ``exc`` is a device running out of memory: torch's OutOfMemoryError (CUDA, ...), the plain
+    RuntimeError of torch's CPU allocator, or BGFS's own :class:`OutOfMemoryError` that words either."""
     import torch
 
-    return isinstance(exc, torch.OutOfMemoryError) or "DefaultCPUAllocator: can't allocate memory" in str(exc)
+    return (isinstance(exc, (torch.OutOfMemoryError, OutOfMemoryError))
+            or "DefaultCPUAllocator: can't allocate memory" in str(exc))  # fmt: skip
+
+
+def first_line(exc: BaseException, limit: int | None = None) -> str:
+    """The first line of ``exc``'s message (at most ``limit`` characters), or its type's name when it has none:
+    what a user-facing error quotes of the exception under it."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__

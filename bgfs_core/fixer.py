@@ -22,7 +22,7 @@ import numpy as np
 
 from .config import FIXER_LR_DECAYS, FIXER_MODES
 from .detections import Detections
-from .errors import BGFSError, OutOfMemoryError, is_out_of_memory
+from .errors import BGFSError, OutOfMemoryError, first_line, is_out_of_memory
 from .losses import (
     LossWeights,
     bone_constancy_loss,
@@ -473,8 +473,8 @@ def _out_of_memory(exc: BaseException, latents: torch.Tensor, codec: Any, proble
         win, s = problem.window, problem.window.spatial_ratio
         size = (f"a window of {(win.cx1 - win.cx0) * s}x{(win.cy1 - win.cy0) * s} pixels, frames "
                 f"{problem.frame0}-{problem.frame1 - 1}; ")  # fmt: skip
-    first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-    return f"out of memory on {latents.device} decoding through {codec.name} with gradients ({size}{first})"
+    return (f"out of memory on {latents.device} decoding through {codec.name} with gradients "
+            f"({size}{first_line(exc, 160)})")
 
 
 def _summary(region: str, s: FixSettings, before: dict, after: dict, report: dict) -> str:

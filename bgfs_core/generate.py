@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .atomic import atomic_path
-from .errors import BGFSError
+from .errors import BGFSError, first_line
 
 if TYPE_CHECKING:
     import torch
@@ -302,8 +302,8 @@ def load_pipeline(model_id_or_path: str | Path, kind: str = "auto", device: str 
         pipe = cls.from_pretrained(src, dtype={"default": dt, "vae": torch.float32},
                                    local_files_only=hf_offline() or Path(src).is_dir(), **skip)
     except (OSError, ValueError, RuntimeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise BGFSError(f"could not load the Wan pipeline from {info.source!r}: {first}. {DOWNLOAD_HINT}") from None
+        raise BGFSError(f"could not load the Wan pipeline from {info.source!r}: {first_line(e)}. "
+                        f"{DOWNLOAD_HINT}") from None
     pipe.bgfs_info = info  # what inspect_model found; generate_video reads the model id and kind from it
     if cpu_offload:
         pipe.enable_model_cpu_offload(device=dev)

@@ -86,11 +86,11 @@ class BGFSCriticTrainer(io.ComfyNode):
         from ..bgfs_core.atomic import atomic_path
         from ..bgfs_core.cache import load_manifest
         from ..bgfs_core.config import load_config
-        from ..bgfs_core.errors import BGFSError, is_out_of_memory
+        from ..bgfs_core.errors import BGFSError, first_line, is_out_of_memory
         from ..bgfs_core.train_critic import PCK_THRESHOLD, train_critic
         from .critic_loader import describe, load_critic_data
-        from .glue import cancel_checks, check_name, loss_plot
-        from .host import critics_dir, resolve_cache, runs_root, save_temp_image
+        from .glue import cancel_checks, check_name, loss_plot, retry_out_of_memory
+        from .host import critics_dir, free_device_memory, resolve_cache, runs_root, save_temp_image
 
         with node_errors(NAME):
             name = check_name(critic_name, "critic_name")
@@ -125,25 +125,14 @@ class BGFSCriticTrainer(io.ComfyNode):
                     return train_critic(cfg, run_dir, epochs=int(epochs), resume=resume_now, progress=True,
                                         on_epoch=on_epoch, device=str(device))  # fmt: skip
 
-            try:
-                result = train(bool(resume))
+            try:  # out of memory once: free the device and go on from the last finished epoch
+                result = retry_out_of_memory(lambda retry: train(retry or bool(resume)),
+                                             lambda: free_device_memory(NAME, "resuming"))  # fmt: skip
             except RuntimeError as exc:
                 if not is_out_of_memory(exc):
                     raise
-                result = None
-            if result is None:  # out of the except block: the failed batch's tensors are released by now
-                # a model from an earlier generation may still hold the GPU: free it and go on from the last epoch
-                logging.warning("%s: out of memory; unloading the other models and resuming", NAME)
-                mm.unload_all_models()
-                mm.soft_empty_cache()
-                try:
-                    result = train(True)
-                except RuntimeError as exc:
-                    if not is_out_of_memory(exc):
-                        raise
-                    first = str(exc).strip().splitlines()[0][:160]
-                    raise BGFSError(f"out of memory on {device} training the critic ({first}), even with the other "
-                                    f"models unloaded: lower batch_size (now {int(batch_size)})") from exc
+                raise BGFSError(f"out of memory on {device} training the critic ({first_line(exc, 160)}), even with "
+                                f"the other models unloaded: lower batch_size (now {int(batch_size)})") from exc
             target = critics_dir() / f"{name}.safetensors"
             with atomic_path(target) as tmp:
                 shutil.copyfile(result.best_path, tmp)

@@ -72,6 +72,7 @@ class BGFSLatentAnatomyFixer(io.ComfyNode):
 
         from ..bgfs_core.fixer import FixSettings
         from .glue import check_roi, dumps_report, merge_ui, preview_ui, progress_preview, run_fix
+        from .host import free_device_memory
 
         with node_errors(NAME):
             roi = check_roi(roi)
@@ -91,14 +92,9 @@ class BGFSLatentAnatomyFixer(io.ComfyNode):
                 mm.throw_exception_if_processing_interrupted()
                 pbar.update_absolute(step, total, progress_preview(crop))
 
-            def free_memory() -> None:  # room for the fix's activations: the diffusion model may still be loaded
-                logging.warning("%s: out of memory; unloading the other models and starting again", NAME)
-                mm.unload_all_models()
-                mm.soft_empty_cache()
-                mm.load_models_gpu(patchers, force_full_load=True)
-
             out, result = run_fix(latent, vae, critic, roi, settings, gradient_vae=gradient_vae, on_step=on_step,
-                                  check_cancel=mm.throw_exception_if_processing_interrupted, free_memory=free_memory)
+                                  check_cancel=mm.throw_exception_if_processing_interrupted,
+                                  free_memory=lambda: free_device_memory(NAME, "starting again", patchers))  # fmt: skip
             if guard and result.report.get("changed"):
                 out = _guarded(latent, out, vae, roi, result.report)
         prev = result.preview or {}

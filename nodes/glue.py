@@ -12,7 +12,7 @@ import math
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -291,23 +291,37 @@ def run_fix(latent: dict, vae: Any, critic: CriticData, roi: RoiData, settings: 
     """
     from ..bgfs_core.errors import OutOfMemoryError
 
-    args = (latent, vae, critic, roi, settings, gradient_vae, on_step, check_cancel)
     # what makes the job smaller, in the node's terms
     smaller = "fix fewer frames or lower ROI Detect's margin"
     if gradient_vae is None:
         smaller = ("connect the Tiny AutoEncoder for Wan (lighttaew2_1.safetensors through Load VAE) to gradient_vae, "
                    + smaller.replace(" or ", ", or "))  # fmt: skip
     try:
-        return _run_fix_once(*args)
+        return retry_out_of_memory(
+            lambda _: _run_fix_once(latent, vae, critic, roi, settings, gradient_vae, on_step, check_cancel),
+            free_memory)  # fmt: skip
     except OutOfMemoryError as exc:
-        if free_memory is None:
-            raise OutOfMemoryError(f"{exc.what}: {smaller}", exc.what) from exc
+        again = ", even with the other models unloaded" if free_memory is not None else ""
+        raise OutOfMemoryError(f"{exc.what}{again}: {smaller}", exc.what) from exc
+
+
+T = TypeVar("T")
+
+
+def retry_out_of_memory(attempt: Callable[[bool], T], free_memory: Callable[[], None] | None) -> T:
+    """``attempt(False)``; when the device runs out of memory (`is_out_of_memory`), ``free_memory()`` and then
+    ``attempt(True)`` once. A second failure, any other error, or the first one with no ``free_memory``,
+    propagates unchanged."""
+    from ..bgfs_core.errors import is_out_of_memory
+
+    try:
+        return attempt(False)
+    except Exception as exc:
+        if free_memory is None or not is_out_of_memory(exc):
+            raise
     # out of the except block: the failed attempt's tensors, held by its traceback, are released before freeing
     free_memory()
-    try:
-        return _run_fix_once(*args)
-    except OutOfMemoryError as exc:
-        raise OutOfMemoryError(f"{exc.what}, even with the other models unloaded: {smaller}", exc.what) from exc
+    return attempt(True)
 
 
 def _run_fix_once(latent: dict, vae: Any, critic: CriticData, roi: RoiData, settings: Any, gradient_vae: Any,

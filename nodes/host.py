@@ -31,6 +31,21 @@ def mediapipe_dir() -> str | None:
     return paths[0] if paths else None
 
 
+def free_device_memory(node: str, then: str, reload: list[Any] = ()) -> None:
+    """Make room on the device after running out of memory: a model from an earlier generation may still hold
+    it. Unloads every model ComfyUI holds, empties the allocator's cache, and loads ``reload`` (model patchers the
+    node goes on with) back fully."""
+    import logging
+
+    import comfy.model_management as mm
+
+    logging.warning("%s: out of memory; unloading the other models and %s", node, then)
+    mm.unload_all_models()
+    mm.soft_empty_cache()
+    if reload:
+        mm.load_models_gpu(list(reload), force_full_load=True)
+
+
 def cache_root() -> Path:
     """ROI caches built in ComfyUI live in ``<output>/bgfs_cache/<name>/`` (the CLI reads them with --cache-dir)."""
     import folder_paths
