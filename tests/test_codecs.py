@@ -129,6 +129,11 @@ def test_from_pretrained_local_folder_and_missing(tmp_path, wan21):
     (tmp_path / "empty").mkdir()
     with pytest.raises(BGFSError, match="no VAE config"):
         DiffusersWanCodec.from_pretrained(str(tmp_path / "empty"))
+    weights = next((tmp_path / "model" / "vae").glob("*.safetensors"))  # a download that stopped half-way
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(BGFSError, match=r"could not load the Wan VAE .*subfolder 'vae'\): Unable to load weights "
+                       r"[^\n]*safetensors'\. Put the diffusers VAE"):
+        DiffusersWanCodec.from_pretrained(str(tmp_path / "model"))
 
 
 def test_module_codec_wraps_a_decoder_module(wan21):

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BGFSError
+from ..errors import BGFSError, first_line
 from .base import LatentCodec, straight_through_clamp
 
 if TYPE_CHECKING:
@@ -128,7 +128,7 @@ class DiffusersWanCodec(LatentCodec):
                                                    torch_dtype=dtype or torch.float32)
         except (OSError, ValueError, RuntimeError) as e:
             raise BGFSError(f"could not load the Wan VAE from {model_id!r} (subfolder {subfolder!r}): "
-                            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}. {WEIGHTS_HINT}") from e
+                            f"{first_line(e).rstrip('.')}. {WEIGHTS_HINT}") from e
         return cls(vae.to(device) if device is not None else vae)
 
     # --- LatentCodec ----------------------------------------------------------------------------------------------
