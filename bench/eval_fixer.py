@@ -5,6 +5,10 @@ plus jitter of the whole hand region). The fixer optimises against the critic; M
     python bench/eval_fixer.py --critic ... --seeds 0,1,2,3 --variant warp:mode=warp --variant no-guide:guide=0
 
 Without --critic a critic is trained first on the clean video (cache + a few epochs), as the README's demo does.
+That critic has seen the clean frames of the very clip it then fixes; ``--critic-on-corrupted`` instead trains one
+critic per seed on that seed's corrupted copy, which is all a user with a single video has:
+
+    python bench/eval_fixer.py --critic-on-corrupted --epochs 300 --critic-set critic.articulate=1.0 --seeds 0,1
 Prints a table (clean / corrupted / fixed per mode) of MediaPipe's jitter, bone-length variation, joint-angle
 violations, detection rate, anatomy and geometry scores (and how many fixes `bgfs fix`'s guard would keep), the
 critic's own view before and after, and the PSNR outside the ROI (fixed vs its input). Targets (issue 3): jitter
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -73,6 +78,11 @@ def main() -> int:
     p.add_argument("--video", default=str(ROOT / "tests/data/clips/fingers-lq.gif"))
     p.add_argument("--critic", default=None, help="critic file (default: train one on the clean video)")
     p.add_argument("--epochs", type=int, default=30, help="epochs when training the critic here")
+    p.add_argument("--critic-on-corrupted", action="store_true",
+                   help="train a critic per seed on that seed's corrupted copy (its mp4, as a user's one video) "
+                        "instead of using --critic: a critic that never saw the clean frames")
+    p.add_argument("--critic-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override for the critics trained here, e.g. critic.articulate=1.0 (repeatable)")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--lr-latent", type=float, default=0.02)
     p.add_argument("--lr-warp", type=float, default=0.035)
@@ -123,20 +133,30 @@ def main() -> int:
             variants.append((run, dataclasses.replace(settings, seed=fs)))
             runs_of[name].append(run)
 
-    critic_path = args.critic
-    if critic_path is None:
+    if args.critic_on_corrupted and args.critic:
+        raise SystemExit("eval_fixer: --critic-on-corrupted trains its own critics; leave out --critic")
+
+    def train_on(videos_dir: Path, run_dir: Path) -> str:
+        """A critic trained on every video in ``videos_dir`` (cache and run under ``run_dir``): its file."""
         from bgfs_core.cache import build_cache
+        from bgfs_core.config import parse_set_options
         from bgfs_core.train_critic import train_critic
 
+        overrides = parse_set_options(args.critic_set)
         cfg = load_config(ROOT / "configs/default.yaml", {
-            "data.videos_dir": str(Path(args.video).parent), "data.cache_dir": str(out / "cache"),
-            "critic.epochs": args.epochs, "critic.val_fraction": 0.0})  # fmt: skip
+            "data.videos_dir": str(videos_dir), "data.cache_dir": str(run_dir / "cache"),
+            "critic.epochs": args.epochs, "critic.val_fraction": 0.0, **overrides})  # fmt: skip
         build_cache(cfg, progress=False)
         t0 = time.perf_counter()
-        trained = train_critic(cfg, out / "critic", progress=False)
-        critic_path = str(trained.best_path)
-        print(f"critic trained in {time.perf_counter() - t0:.0f} s: validation PCK@0.1 {trained.best_val_pck}")
-    critic, spec, _ = load_critic(critic_path, region="hands")
+        trained = train_critic(cfg, run_dir / "critic", progress=False)
+        print(f"critic trained on {videos_dir} in {time.perf_counter() - t0:.0f} s")
+        return str(trained.best_path)
+
+    critic_path = args.critic
+    if critic_path is None and not args.critic_on_corrupted:
+        critic_path = train_on(Path(args.video).parent, out)
+    if critic_path is not None:
+        critic, spec, _ = load_critic(critic_path, region="hands")
 
     def judge(video: np.ndarray, ref: np.ndarray | None = None, ref_det=None) -> dict:
         """MediaPipe's judgement of ``video``; with ``ref`` (and its detections ``ref_det``) fidelity outside the
@@ -174,6 +194,11 @@ def main() -> int:
     for seed in [int(v) for v in args.seeds.split(",")]:
         corrupted = corrupt_all(frames, det_clean, corruption, seed=seed, strength=args.strength_corrupt)
         write_video(out / f"corrupted_seed{seed}.mp4", corrupted, fps)
+        if args.critic_on_corrupted:  # what a user with only this video has: a critic fitted to it
+            own = out / f"critic_seed{seed}"
+            (own / "video").mkdir(parents=True, exist_ok=True)
+            shutil.copy(out / f"corrupted_seed{seed}.mp4", own / "video")
+            critic, spec, _ = load_critic(train_on(own / "video", own), region="hands")
         rows = {"clean": clean_row, "corrupted": judge(corrupted)}
 
         def change(row: dict, base: dict = rows["corrupted"]) -> dict:
