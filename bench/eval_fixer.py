@@ -229,14 +229,16 @@ def main() -> int:
                 fixed = (codec.decode(res.latents).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
             write_video(out / f"fixed_{name}_seed{seed}.mp4", fixed, fps)
             row = rows[f"fixed ({name})"] = {**judge(fixed, corrupted, det_in), "seconds": seconds}
-            critic_view[name] = {"before": res.report["critic_before"], "after": res.report["critic_after"]}
+            critic_view[name] = {"before": res.report["critic_before"], "after": res.report["critic_after"],
+                                 "fit": res.report["critic_fit"]["pck"]}  # fmt: skip
             changes[name].append(change(row) | {"seconds": seconds})
         print_rows(f"seed {seed}: MediaPipe's judgement ({len(frames)} frames, corruption strength "
                    f"{args.strength_corrupt})", rows)  # fmt: skip
         for name, _ in variants:
             cb, ca = critic_view[name]["before"], critic_view[name]["after"]
             print(f"   {name}, critic's view: " + ", ".join(f"{k} {cb[k]:.4f}->{ca[k]:.4f}" for k in (
-                "target", "bone", "smooth", "joint", "confidence")))  # fmt: skip
+                "target", "bone", "smooth", "joint", "confidence")) + "; fit PCK@0.1 "
+                  + ("n/a" if critic_view[name]["fit"] is None else f"{critic_view[name]['fit']:.3f}"))  # fmt: skip
         results["seeds"][seed] = {"rows": rows, "critic": critic_view}
 
     print(f"\nChange against each corrupted copy, mean over seeds {args.seeds} (targets: jitter -50%, bone_cv -33%, "

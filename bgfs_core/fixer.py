@@ -46,6 +46,10 @@ if TYPE_CHECKING:
 
 StepCallback = Callable[[int, int, dict, "np.ndarray | None"], None]
 
+# Below this share of ROI Detect's keypoints found by the critic on the input (PCK@0.1), the fix warns: a critic
+# trained on other footage reads these frames poorly, and its anatomy terms then pull the wrong way.
+CRITIC_FIT_WARN = 0.5
+
 
 @dataclass
 class FixSettings:
@@ -170,6 +174,11 @@ class _Problem:
         self.move = torch.from_numpy(move).to(dev)
         self.move_ok = torch.from_numpy(move_ok[pw.frame0 : pw.frame1] & self.present[..., None]).to(dev)
         self._setup_flow_probe(det, pw)
+        # ROI Detect's keypoints of every crop, in window pixels: what the critic should find (critic_fit)
+        kp = det.keypoints[pw.frame0 : pw.frame1][self.pairs[:, 0], self.pairs[:, 1]]
+        conf = det.confidence[pw.frame0 : pw.frame1][self.pairs[:, 0], self.pairs[:, 1]]
+        self.detected = kp - np.array([pw.x0, pw.y0], np.float32)
+        self.detected_ok = (conf >= settings.min_conf) & np.isfinite(kp).all(-1)
         self.points0 = None
         self.frames0 = None
         self.rng = torch.Generator().manual_seed(settings.seed)
@@ -350,8 +359,17 @@ class _Problem:
                 "crops": (crops.detach().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy(),
                 "heatmaps": heat.detach().float().numpy(),
                 "keypoints": pts_crop.detach().float().numpy(),
+                "window_points": pts.detach().float().cpu().numpy(),
             }
         return total, parts, extras
+
+    def critic_fit(self, points: np.ndarray) -> dict[str, Any]:
+        """How well the critic reads these frames: the share of ROI Detect's keypoints (confident ones) that the
+        critic's ``points`` (window pixels, one row per crop) put within 0.1 of the hand's size (PCK@0.1)."""
+        from .train_critic import pck
+
+        correct, scored = pck(points, self.detected, self.detected_ok, 0.1)
+        return {"pck": correct / scored if scored else None, "keypoints": scored}
 
 
 def fix_latents(
@@ -410,6 +428,13 @@ def fix_latents(
             history: list[dict[str, float]] = []
             bad_steps = 0
             _, before, preview_before = problem.evaluate(params, need_preview=True)
+            fit = problem.critic_fit(preview_before.pop("window_points"))
+            if fit["pck"] is not None and fit["pck"] < CRITIC_FIT_WARN:
+                warnings.append(
+                    f"the critic finds only {100 * fit['pck']:.0f}% of ROI Detect's keypoints on these frames (PCK@0.1): "
+                    "it was trained on footage unlike this, so its anatomy terms pull the wrong way. Train a critic "
+                    "on footage like this (this video itself will do; articulate 1.0 measured best for that)"
+                )
             for step in range(settings.steps):
                 optimiser.zero_grad(set_to_none=True)
                 total, parts, extras = problem.evaluate(params, need_preview=on_step is not None, jitter=True)
@@ -427,6 +452,7 @@ def fix_latents(
                     on_step(step + 1, settings.steps, history[-1], crop)
             with torch.no_grad():
                 _, after, preview_after = problem.evaluate(params, need_preview=True)
+                preview_after.pop("window_points")
                 z_win = problem.window_from_params(params).detach()
     except RuntimeError as exc:  # torch.OutOfMemoryError (CUDA, ...) is one; the CPU allocator raises a plain one
         if not is_out_of_memory(exc):
@@ -456,6 +482,7 @@ def fix_latents(
                    "frames": [problem.frame0, problem.frame1], "crops": len(problem.pairs)},  # fmt: skip
         "critic_before": before_f,
         "critic_after": after_f,
+        "critic_fit": fit,
         "history": history,
         "seconds": time.perf_counter() - started,
         "warnings": warnings,
@@ -477,6 +504,13 @@ def _out_of_memory(exc: BaseException, latents: torch.Tensor, codec: Any, proble
             f"({size}{first_line(exc, 160)})")
 
 
+def _fit_line(fit: dict) -> str:
+    if fit["pck"] is None:
+        return "Critic fit: n/a (no confident ROI Detect keypoints to compare with)."
+    return (f"Critic fit: it finds {100 * fit['pck']:.0f}% of ROI Detect's {fit['keypoints']} confident keypoints on "
+            "the input (PCK@0.1).")
+
+
 def _summary(region: str, s: FixSettings, before: dict, after: dict, report: dict) -> str:
     def change(key: str) -> str:
         a, b = before[key], after[key]
@@ -487,6 +521,7 @@ def _summary(region: str, s: FixSettings, before: dict, after: dict, report: dic
         f"BGFS fix ({region}, mode {s.mode}, {s.steps} steps, lr {s.lr}, strength {s.strength}) on "
         f"{report['window']['crops']} ROI crops in {report['seconds']:.1f} s.",
         "Critic view: " + "; ".join(change(k) for k in ("target", "bone", "smooth", "joint", "confidence")) + ".",
+        _fit_line(report["critic_fit"]),
         f"Fidelity: latent change {after['latent']:.5f}, pixel change outside the ROI {after['pixel']:.6f}.",
     ]
     lines += [f"Warning: {w}" for w in report["warnings"]]

@@ -131,6 +131,36 @@ def test_warp_guide_moves_keypoints_onto_their_cleaned_trajectories(hand_video_f
     assert none.report["critic_before"]["target"] == pytest.approx(before)
 
 
+def test_the_report_says_how_well_the_critic_reads_the_frames():
+    """An oracle critic, which reads each crop pixel's frame position from the frames themselves, finds every
+    keypoint ROI Detect found; an untrained one does not, and the report warns."""
+
+    class OracleCritic(HeatmapCritic):
+        def predict_keypoints(self, crops):
+            n, _, h, w = crops.shape
+            where = torch.stack([crops[:, 0] * 160 - 0.5, crops[:, 1] * 120 - 0.5], -1)  # frame pixel centres
+            frame = (crops[:, 2, h // 2, w // 2] * 6).long()  # the frame index, from the blue channel
+            truth = torch.from_numpy(det.keypoints[frame.numpy(), 0])  # [n, 21, 2]
+            dist = (where.reshape(n, 1, h * w, 2) - truth[:, :, None]).norm(dim=-1)  # [n, 21, h * w]
+            at = dist.argmin(-1)
+            points = torch.stack([at % w, at // w], -1).float() + 0.5  # crop pixel centres
+            return points, torch.ones(n, 21), torch.zeros(n, 21, *self.spec.heatmap_hw)
+
+    ys, xs = torch.meshgrid(torch.arange(120.0), torch.arange(160.0), indexing="ij")
+    frames = torch.stack([torch.stack([(xs + 0.5) / 160, (ys + 0.5) / 120, torch.full_like(xs, (t + 0.5) / 6)])
+                          for t in range(6)])  # fmt: skip
+    det = hand_detections(6, (120, 160), (50.0, 30.0, 110.0, 90.0))
+    codec, settings = PixelCodec(), FixSettings(steps=0)
+    critic, spec = random_critic()
+    oracle = OracleCritic(spec)
+    good = fix_latents(codec.encode(frames), codec, oracle, spec, det, settings).report
+    assert good["critic_fit"]["keypoints"] == 6 * 21 and good["critic_fit"]["pck"] > 0.95, good["critic_fit"]
+    assert not good["warnings"] and "finds 100% of ROI Detect's 126 confident keypoints" in good["summary"]
+    bad = fix_latents(codec.encode(frames), codec, critic, spec, det, settings).report
+    assert bad["critic_fit"]["pck"] < 0.5
+    assert "the critic finds only" in bad["warnings"][0] and "Train a critic on footage like this" in bad["summary"]
+
+
 def test_nothing_detected_is_a_clean_pass_through():
     codec = PixelCodec()
     latents = torch.rand(1, 3, 4, 32, 32) * 2 - 1
