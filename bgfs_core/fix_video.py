@@ -16,13 +16,14 @@ import numpy as np
 from .atomic import write_json_atomic
 from .config import GRAD_DTYPES, Config
 from .errors import BGFSError, OutOfMemoryError
+from .regions import REGION_NAMES
 
 
 @dataclass
 class FixVideoRequest:
     input: str
     output: str
-    critic: str
+    critic: str | None  # None: the guide alone drives the edit (warp mode)
     codec: str = "auto"  # auto | pixel | wan
     model_id: str | None = None
     vae_subfolder: str = "vae"
@@ -116,8 +117,14 @@ def fix_video(cfg: Config, req: FixVideoRequest) -> FixVideoResult:
     in_path = Path(req.input)
     if out_path.resolve() == in_path.resolve():
         raise BGFSError("--out must differ from --in: the input is never overwritten")
-    critic, spec, meta = load_critic(req.critic, region=req.region, device=req.device)
-    region = spec.region
+    if req.critic:
+        critic, spec, _ = load_critic(req.critic, region=req.region, device=req.device)
+        region = spec.region
+    else:  # no critic: the guide alone, on the region asked for (or the config's)
+        critic = spec = None
+        region = req.region or cfg.roi.region
+        if region not in REGION_NAMES:
+            raise BGFSError(f"unknown region {region!r}: choose one of {', '.join(REGION_NAMES)}")
     cfg.roi.region = region
     codec = make_codec(req.codec, req.model_id, req.vae_subfolder, req.device, req.grad_dtype)
     frames, fps = read_video(in_path, max_frames=req.max_frames)
@@ -171,7 +178,7 @@ def fix_video(cfg: Config, req: FixVideoRequest) -> FixVideoResult:
                              "--no-guard to keep the edit anyway.")
         judge["guard_kept_input"] = True
     report = {
-        "input": str(in_path), "output": str(out_path), "critic": str(req.critic), "region": region,
+        "input": str(in_path), "output": str(out_path), "critic": str(req.critic) if req.critic else None, "region": region,
         "codec": codec.name, "frames": len(before), "fps": fps, "fixer": result.report, "judge": judge,
         "seconds": time.perf_counter() - started,
     }  # fmt: skip

@@ -134,7 +134,9 @@ class _Problem:
         from .roi import roi_boxes, roi_mask_union
 
         self.codec, self.critic, self.spec, self.settings = codec, critic, spec, settings
-        self.region = get_region(spec.region)
+        self.region = get_region(det.region)
+        # the critic's input size; with no critic, a size for the preview crops only
+        self.crop_hw = tuple(spec.input_hw) if spec is not None else (128, 128)
         self.z0 = latents.detach().float()
         self.device = dev = latents.device
         boxes = roi_boxes(det, settings.margin, settings.min_conf, settings.smooth)  # [T, I, 4]
@@ -310,9 +312,11 @@ class _Problem:
             # Expectation over small crop shifts and zooms: an edit must move the keypoints the critic sees in
             # every such crop, which adversarial texture does not survive but real geometry does
             boxes = self._jittered(boxes)
-        crops = crop_torch(frames[t_idx], boxes, self.spec.input_hw)
+        crops = crop_torch(frames[t_idx], boxes, self.crop_hw)
+        if self.critic is None:  # guide only: no critic to read the crops
+            return self._guide_only(params, flow, frames, crops, need_preview)
         pts_crop, conf, heat = self.critic.predict_keypoints(crops)
-        pts = crop_to_frame(pts_crop, boxes, self.spec.input_hw)  # window pixels
+        pts = crop_to_frame(pts_crop, boxes, self.crop_hw)  # window pixels
         side = torch.from_numpy(self.side[self.pairs[:, 1]])[:, None, None].to(dev)
         t_n, i_n = self.present.shape
         k = self.region.num_keypoints
@@ -363,6 +367,28 @@ class _Problem:
             }
         return total, parts, extras
 
+    def _guide_only(self, params: torch.Tensor, flow: torch.Tensor, frames: torch.Tensor, crops: torch.Tensor,
+                    need_preview: bool) -> tuple[torch.Tensor, dict, dict]:
+        """The objective without a critic (warp mode): the guide, measured on the displacement field, against
+        the fidelity outside the ROI and the field's smoothness. The anatomy terms that read keypoints are 0."""
+        s, w = self.settings, self.settings.weights
+        zero = frames.new_zeros(())
+        parts = {
+            "target": target_loss(self.keypoint_motion(flow), 0.0, self.move, self.move_ok),
+            "bone": zero, "smooth": zero, "joint": zero, "confidence": zero,
+            "latent": zero,
+            "pixel": pixel_proximity_loss(frames, self.frames0, self.outside),
+            "warp": warp_smoothness_loss(params),
+            "warp_time": warp_temporal_loss(params),
+        }  # fmt: skip
+        parts["anatomy"] = s.guide * parts["target"]
+        total = s.strength * parts["anatomy"] + w.pixel * parts["pixel"]
+        parts["total"] = total = total + w.warp * parts["warp"] + w.warp_time * parts["warp_time"]
+        extras: dict[str, Any] = {}
+        if need_preview:
+            extras = {"crops": (crops.detach().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()}
+        return total, parts, extras
+
     def critic_fit(self, points: np.ndarray) -> dict[str, Any]:
         """How well the critic reads these frames: the share of ROI Detect's keypoints (confident ones) that the
         critic's ``points`` (window pixels, one row per crop) put within 0.1 of the hand's size (PCK@0.1)."""
@@ -375,8 +401,8 @@ class _Problem:
 def fix_latents(
     latents: torch.Tensor,
     codec: LatentCodec,
-    critic: Any,
-    critic_spec: CriticSpec,
+    critic: Any | None,
+    critic_spec: CriticSpec | None,
     det: Detections,
     settings: FixSettings | None = None,
     on_step: StepCallback | None = None,
@@ -387,13 +413,23 @@ def fix_latents(
     differs). ``on_step(step, total, losses, preview_crop)`` runs after every step; an exception raised there
     (a user's cancel) propagates and leaves ``latents`` untouched. With no ROI anywhere, the latents come back
     unchanged and the report says why.
+
+    With no critic (``critic`` and ``critic_spec`` None) only the guide drives the edit: warp mode, the field
+    pulled so each detected keypoint follows ROI Detect's cleaned trajectory, against the fidelity terms.
     """
     import torch
 
     settings = settings or FixSettings()
     settings.validate()
     codec.check_latents(latents)
-    if critic_spec.region != det.region:
+    if (critic is None) != (critic_spec is None):
+        raise BGFSError("give both the critic and its spec, or neither (guide only)")
+    if critic is None and not (settings.mode == "warp" and settings.guide_by_flow and settings.guide > 0):
+        raise BGFSError(
+            f"without a critic only the guide can drive the edit: use mode warp with guide > 0 (got mode "
+            f"{settings.mode}, guide {settings.guide}), or connect a critic"
+        )
+    if critic_spec is not None and critic_spec.region != det.region:
         raise BGFSError(
             f"the critic was trained for {critic_spec.region!r} but the ROI is {det.region!r}: "
             "load a critic for the same region"
@@ -428,12 +464,12 @@ def fix_latents(
             history: list[dict[str, float]] = []
             bad_steps = 0
             _, before, preview_before = problem.evaluate(params, need_preview=True)
-            fit = problem.critic_fit(preview_before.pop("window_points"))
-            if fit["pck"] is not None and fit["pck"] < CRITIC_FIT_WARN:
+            fit = problem.critic_fit(preview_before.pop("window_points")) if critic is not None else None
+            if fit is not None and fit["pck"] is not None and fit["pck"] < CRITIC_FIT_WARN:
                 warnings.append(
                     f"the critic finds only {100 * fit['pck']:.0f}% of ROI Detect's keypoints on these frames (PCK@0.1): "
                     "it was trained on footage unlike this, so its anatomy terms pull the wrong way. Train a critic "
-                    "on footage like this (this video itself will do; articulate 1.0 measured best for that)"
+                    "on footage like this, e.g. on this video itself"
                 )
             for step in range(settings.steps):
                 optimiser.zero_grad(set_to_none=True)
@@ -452,7 +488,7 @@ def fix_latents(
                     on_step(step + 1, settings.steps, history[-1], crop)
             with torch.no_grad():
                 _, after, preview_after = problem.evaluate(params, need_preview=True)
-                preview_after.pop("window_points")
+                preview_after.pop("window_points", None)
                 z_win = problem.window_from_params(params).detach()
     except RuntimeError as exc:  # torch.OutOfMemoryError (CUDA, ...) is one; the CPU allocator raises a plain one
         if not is_out_of_memory(exc):
@@ -504,7 +540,9 @@ def _out_of_memory(exc: BaseException, latents: torch.Tensor, codec: Any, proble
             f"({size}{first_line(exc, 160)})")
 
 
-def _fit_line(fit: dict) -> str:
+def _fit_line(fit: dict | None) -> str:
+    if fit is None:
+        return "No critic: the guide alone moved the region (ROI Detect's cleaned keypoint trajectories)."
     if fit["pck"] is None:
         return "Critic fit: n/a (no confident ROI Detect keypoints to compare with)."
     return (f"Critic fit: it finds {100 * fit['pck']:.0f}% of ROI Detect's {fit['keypoints']} confident keypoints on "
@@ -520,7 +558,8 @@ def _summary(region: str, s: FixSettings, before: dict, after: dict, report: dic
     lines = [
         f"BGFS fix ({region}, mode {s.mode}, {s.steps} steps, lr {s.lr}, strength {s.strength}) on "
         f"{report['window']['crops']} ROI crops in {report['seconds']:.1f} s.",
-        "Critic view: " + "; ".join(change(k) for k in ("target", "bone", "smooth", "joint", "confidence")) + ".",
+        ("Critic view: " + "; ".join(change(k) for k in ("target", "bone", "smooth", "joint", "confidence"))
+         if report["critic_fit"] is not None else "Guide: " + change("target")) + ".",
         _fit_line(report["critic_fit"]),
         f"Fidelity: latent change {after['latent']:.5f}, pixel change outside the ROI {after['pixel']:.6f}.",
     ]

@@ -25,8 +25,12 @@ class BGFSLatentAnatomyFixer(io.ComfyNode):
                                 "16 channels for the Wan 2.1 VAE (14B models), 48 for the Wan 2.2 VAE (TI2V-5B)."),
                 io.Vae.Input("vae", tooltip="The VAE these latents belong to (wan_2.1_vae or wan2.2_vae), as "
                              "loaded by Load VAE."),
-                CriticType.Input("critic", tooltip="A heatmap critic for the same region (BGFS Heatmap Critic "
-                                 "Loader or BGFS Critic Trainer)."),
+                CriticType.Input("critic", optional=True,
+                                 tooltip="A heatmap critic for the same region (BGFS Heatmap Critic Loader or BGFS "
+                                 "Critic Trainer), trained on footage like this video: its bone, joint and "
+                                 "smoothness terms add to the guide. Leave it unconnected to let the guide alone "
+                                 "move the region (warp mode, guide > 0); the report says how well a critic reads "
+                                 "these frames."),
                 RoiType.Input("roi", tooltip="Where the region is, from BGFS ROI Detect run on frames decoded from "
                               "these latents."),
                 io.Int.Input("steps", default=30, min=0, max=10000, step=1,
@@ -63,7 +67,7 @@ class BGFSLatentAnatomyFixer(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, latent, vae, critic, roi, steps: int, lr: float, strength: float, mode: str,
+    def execute(cls, latent, vae, roi, steps: int, lr: float, strength: float, mode: str, critic=None,
                 guide: float = 3.0, gradient_vae=None, guard: bool = True) -> io.NodeOutput:  # fmt: skip
         import logging
 

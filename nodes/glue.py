@@ -277,7 +277,7 @@ def cancel_checks(check_cancel: Callable[[], None]) -> Iterator[None]:
         handle.remove()
 
 
-def run_fix(latent: dict, vae: Any, critic: CriticData, roi: RoiData, settings: Any, gradient_vae: Any = None,
+def run_fix(latent: dict, vae: Any, critic: CriticData | None, roi: RoiData, settings: Any, gradient_vae: Any = None,
             on_step: Any = None, check_cancel: Callable[[], None] | None = None,
             free_memory: Callable[[], None] | None = None) -> tuple[dict, Any]:
     """Fix a LATENT dict -> (new LATENT with every other key kept, ``FixResult``).
@@ -324,14 +324,15 @@ def retry_out_of_memory(attempt: Callable[[bool], T], free_memory: Callable[[], 
     return attempt(True)
 
 
-def _run_fix_once(latent: dict, vae: Any, critic: CriticData, roi: RoiData, settings: Any, gradient_vae: Any,
+def _run_fix_once(latent: dict, vae: Any, critic: CriticData | None, roi: RoiData, settings: Any, gradient_vae: Any,
                   on_step: Any, check_cancel: Callable[[], None] | None) -> tuple[dict, Any]:
     import torch
 
     from ..bgfs_core.fixer import fix_latents
 
     samples = latent_samples(latent)
-    roi, critic = check_roi(roi), check_critic(critic)
+    roi = check_roi(roi)
+    critic = check_critic(critic) if critic is not None else None  # None: the guide alone drives the edit
     settings.validate()
     with torch.inference_mode(False):
         codec = build_codec(vae, gradient_vae)
@@ -340,13 +341,14 @@ def _run_fix_once(latent: dict, vae: Any, critic: CriticData, roi: RoiData, sett
         # first parameter's device would put the whole fix on the CPU
         device = getattr(gradient_vae if gradient_vae is not None else vae, "device", None)
         device = torch.device(device) if device is not None else next(grad_codec.module.parameters()).device
-        model = copy_module(critic.model).to(device)
+        model = copy_module(critic.model).to(device) if critic is not None else None
         if check_cancel is not None:  # hooks on our own copies only, never on ComfyUI's shared models
-            for module in (grad_codec.module, model):
+            for module in (m for m in (grad_codec.module, model) if m is not None):
                 for sub in module.modules():
                     sub.register_forward_pre_hook(lambda *_: check_cancel())
         z = samples.detach().to(device=device, dtype=torch.float32).clone()
-        result = fix_latents(z, codec, model, critic.spec, roi.detections, settings, on_step=on_step)
+        spec = critic.spec if critic is not None else None
+        result = fix_latents(z, codec, model, spec, roi.detections, settings, on_step=on_step)
         new = result.latents.detach().to(device=samples.device, dtype=samples.dtype).clone()
     return replace_samples(latent, new), result
 

@@ -43,9 +43,9 @@ EXPECTED = {
                        "backend": "COMBO", "fps": "FLOAT"}, {},
                       [("roi", "BGFS_ROI"), ("mask", "MASK"), ("overlay", "IMAGE")], False),
     "BGFSCriticLoader": ({"critic_name": "COMBO"}, {}, [("critic", "BGFS_CRITIC")], False),
-    FIXER: ({"latent": "LATENT", "vae": "VAE", "critic": "BGFS_CRITIC", "roi": "BGFS_ROI", "steps": "INT",
+    FIXER: ({"latent": "LATENT", "vae": "VAE", "roi": "BGFS_ROI", "steps": "INT",
              "lr": "FLOAT", "strength": "FLOAT", "mode": "COMBO"},
-            {"guide": "FLOAT", "gradient_vae": "VAE", "guard": "BOOLEAN"},
+            {"critic": "BGFS_CRITIC", "guide": "FLOAT", "gradient_vae": "VAE", "guard": "BOOLEAN"},
             [("latent", "LATENT"), ("report", "STRING")], False),
     "BGFSCacheBuilder": ({"images": "IMAGE", "region": "COMBO", "cache_name": "STRING", "fps": "FLOAT",
                           "clip_len": "INT", "clips_per_video": "INT", "frame_stride": "INT", "crop_size": "INT",
@@ -179,6 +179,9 @@ def test_the_wan_examples_insert_roi_detect_and_the_fixer_before_vae_decode(serv
         assert pre["class_type"] == "VAEDecode" and pre["inputs"]["samples"] == fix["inputs"]["latent"]
         final = [v for v in prompt.values() if v["class_type"] == "VAEDecode" and v is not pre]
         assert len(final) == 1 and final[0]["inputs"]["samples"] == [_by_type(prompt, FIXER), 0]
+        # the Critic Loader is there but bypassed: the template runs before any critic is trained (guide only)
+        loader = [n for n in _example(name)["nodes"] if n["type"] == "BGFSCriticLoader"]
+        assert len(loader) == 1 and loader[0]["mode"] == 4 and "critic" not in fix["inputs"], name
 
 
 # --- running the CPU example ---------------------------------------------------------------------------------------
@@ -208,6 +211,21 @@ def _load_latent(server, outputs: dict, node: str):
     return load_file(str(server.base / "output" / item["subfolder"] / item["filename"]))["latent_tensor"]
 
 
+def _assert_changed_inside_the_window_only(server, outputs: dict, report: dict) -> None:
+    """The probes' latents: changed inside the fix's window, bit for bit the input outside it."""
+    before, after = _load_latent(server, outputs, "probe_before"), _load_latent(server, outputs, "probe_after")
+    assert before.shape == after.shape == (1, 16, 2, 9, 12)
+    win = report["window"]
+    t0, t1 = win["latent_t"]
+    y0, y1 = win["latent_y"]
+    x0, x1 = win["latent_x"]
+    core = (slice(None), slice(None), slice(t0, t1), slice(y0, y1), slice(x0, x1))
+    assert (after[core] - before[core]).abs().max() > 1e-4, "the fixer changed the latents inside the ROI window"
+    outside = ~fix_reach(win, before.shape[2:])  # FixSettings.feather: one latent cell around the core
+    assert outside.any()
+    np.testing.assert_array_equal(after.numpy()[:, :, outside], before.numpy()[:, :, outside])
+
+
 def test_cpu_example_runs_end_to_end_on_real_frames(server, cpu_prompt):
     prompt = _with_latent_probes(cpu_prompt)
     prompt[_by_type(prompt, FIXER)]["inputs"]["guard"] = False  # a random VAE's decode shows no hand (test below)
@@ -227,17 +245,7 @@ def test_cpu_example_runs_end_to_end_on_real_frames(server, cpu_prompt):
     assert report["changed"] is True and report["codec"].startswith("WanVAE")
     assert len(report["history"]) == 2 and report["window"]["crops"] >= 5
 
-    before, after = _load_latent(server, out, "probe_before"), _load_latent(server, out, "probe_after")
-    assert before.shape == after.shape == (1, 16, 2, 9, 12)
-    win = report["window"]
-    t0, t1 = win["latent_t"]
-    y0, y1 = win["latent_y"]
-    x0, x1 = win["latent_x"]
-    core = (slice(None), slice(None), slice(t0, t1), slice(y0, y1), slice(x0, x1))
-    assert (after[core] - before[core]).abs().max() > 1e-4, "the fixer changed the latents inside the ROI window"
-    outside = ~fix_reach(win, before.shape[2:])  # FixSettings.feather: one latent cell around the core
-    assert outside.any()
-    np.testing.assert_array_equal(after.numpy()[:, :, outside], before.numpy()[:, :, outside])
+    _assert_changed_inside_the_window_only(server, out, report)
 
     # A random VAE decodes noise: the judge must say "not found" there (score -1), and score the real source
     # frames given as the reference.
@@ -255,6 +263,25 @@ def test_cpu_example_runs_end_to_end_on_real_frames(server, cpu_prompt):
         sheet = fix_out["bgfs_preview"][0]
         assert sheet["kind"] == "fix" and (server.base / "temp" / sheet["crops"]["subfolder"] / sheet["crops"]["filename"]).is_file()
         assert "after_crops" in sheet and "after_keypoints" in sheet, "before / after of the edit"
+
+
+def test_the_fixer_runs_without_a_critic_on_the_guide_alone(server, cpu_prompt):
+    """The critic input is optional (the Wan examples bypass their Critic Loader): ROI Detect's cleaned keypoint
+    tracks alone move the hand."""
+    prompt = _with_latent_probes(cpu_prompt)
+    fix = prompt[_by_type(prompt, FIXER)]
+    del fix["inputs"]["critic"]
+    del prompt[_by_type(prompt, "BGFSCriticLoader")]  # nothing else reads it
+    fix["inputs"]["guard"] = False
+    entry = server.wait(server.queue(prompt), timeout=400)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000] + server.log()[-3000:]
+    out = entry["outputs"]
+    report = json.loads(out[_by_title(prompt, "fix report")]["text"][0])
+    assert report["critic_fit"] is None and "No critic: the guide alone moved the region" in report["summary"]
+    assert report["changed"] is True and report["critic_before"]["target"] > 0
+    _assert_changed_inside_the_window_only(server, out, report)
+    sheet = out[_by_type(prompt, FIXER)].get("bgfs_preview", [{}])[0]
+    assert "heat" not in sheet and "after_heat" not in sheet  # crops to preview, no critic heatmaps
 
 
 def test_the_fixers_guard_passes_the_input_through_when_the_decode_loses_the_hand(server, cpu_prompt):

@@ -60,6 +60,24 @@ def test_fix_runs_end_to_end_and_judges_with_mediapipe(workdir, capsys):
     assert "MediaPipe's judgement" in capsys.readouterr().out
 
 
+def test_fix_without_a_critic_lets_the_guide_alone_move_the_hand(workdir, capsys):
+    out = workdir / "guided.mp4"
+    code = main(["fix", "--in", str(HAND_VIDEO), "--out", str(out), "--max-frames", "8", "--steps", "3",
+                 "--no-guard", "--quiet"])  # fmt: skip
+    assert code == 0
+    report = json.loads((workdir / "guided_report" / "report.json").read_text())
+    assert report["critic"] is None and report["region"] == "hands" and report["fixer"]["critic_fit"] is None
+    assert report["fixer"]["changed"] and "No critic: the guide alone" in capsys.readouterr().out
+    assert np.abs(read_video(out)[0].astype(int) - read_video(HAND_VIDEO, max_frames=8)[0].astype(int)).max() > 8
+    for extra, needle in ((["--mode", "latent"], "without a critic only the guide can drive the edit"),
+                          (["--guide", "0"], "guide > 0"), (["--region", "paws"], "unknown region 'paws'")):
+        never = workdir / "never_guided.mp4"
+        assert main(["fix", "--in", str(HAND_VIDEO), "--out", str(never), "--max-frames", "8", "--quiet", *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("bgfs fix: error:") and needle in err, err
+        assert not never.exists()
+
+
 def test_nothing_detected_passes_through_with_a_message(workdir, capsys):
     blank = workdir / "blank.mp4"
     write_video(blank, np.full((5, 64, 64, 3), 90, np.uint8), 10.0)

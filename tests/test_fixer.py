@@ -161,6 +161,28 @@ def test_the_report_says_how_well_the_critic_reads_the_frames():
     assert "the critic finds only" in bad["warnings"][0] and "Train a critic on footage like this" in bad["summary"]
 
 
+def test_without_a_critic_the_guide_alone_moves_the_keypoints(hand_video_frames):
+    """No critic: the same sawtooth jitter is undone by the guide alone; latent mode or guide 0 cannot run."""
+    codec = PixelCodec()
+    frames = torch.from_numpy(hand_video_frames[:9]).permute(0, 3, 1, 2).float() / 255
+    det = hand_detections(9, frames.shape[-2:], (100.0, 60.0, 200.0, 160.0))
+    settings = FixSettings(steps=40, lr=0.05, mode="warp", crop_jitter=0.0, guide=5.0)
+    result = fix_latents(codec.encode(frames), codec, None, None, det, settings)
+    before, after = result.report["critic_before"]["target"], result.report["critic_after"]["target"]
+    assert before > 0.001 and after < 0.2 * before, (before, after)
+    assert result.report["critic_fit"] is None and "No critic: the guide alone" in result.report["summary"]
+    diff = (result.latents - codec.encode(frames)).abs()[0].amax(0)
+    assert diff.max() > 0.01 and diff[:, :, :60].max() == 0  # the hand moved, nothing far from it did
+    assert result.preview["crops"].shape[0] == 9 and "heatmaps" not in result.preview
+    critic, spec = random_critic()
+    with pytest.raises(BGFSError, match="without a critic only the guide can drive the edit: use mode warp"):
+        fix_latents(codec.encode(frames), codec, None, None, det, FixSettings(mode="latent"))
+    with pytest.raises(BGFSError, match=r"guide > 0 \(got mode warp, guide 0.0\)"):
+        fix_latents(codec.encode(frames), codec, None, None, det, FixSettings(guide=0.0))
+    with pytest.raises(BGFSError, match="both the critic and its spec, or neither"):
+        fix_latents(codec.encode(frames), codec, critic, None, det, settings)
+
+
 def test_nothing_detected_is_a_clean_pass_through():
     codec = PixelCodec()
     latents = torch.rand(1, 3, 4, 32, 32) * 2 - 1

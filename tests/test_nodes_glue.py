@@ -293,7 +293,9 @@ def _settings(**kw):
     return importlib.import_module(f"{PACK}.bgfs_core.fixer").FixSettings(**{"steps": 2, **kw})
 
 
-def test_run_fix_backpropagates_under_inference_mode_and_keeps_latent_keys(small_roi, tiny_critic):
+@pytest.mark.parametrize("with_critic", [True, False], ids=["critic", "guide-only"])
+def test_run_fix_backpropagates_under_inference_mode_and_keeps_latent_keys(small_roi, tiny_critic, with_critic):
+    critic = tiny_critic if with_critic else None  # the Fixer node's critic input is optional
     with torch.inference_mode():  # what ComfyUI's executor does around every node
         torch.manual_seed(1)
         decoder = _TinyWanDecoder()
@@ -303,7 +305,7 @@ def test_run_fix_backpropagates_under_inference_mode_and_keeps_latent_keys(small
         latent = {"samples": samples, "noise_mask": noise_mask, "batch_index": [0]}
         weights = decoder.proj.weight.clone()
         steps: list[int] = []
-        out, result = glue.run_fix(latent, vae, tiny_critic, small_roi, _settings(),
+        out, result = glue.run_fix(latent, vae, critic, small_roi, _settings(),
                                    on_step=lambda step, total, losses, crop: steps.append(step))  # fmt: skip
     assert steps == [1, 2]
     assert out["noise_mask"] is noise_mask and out["batch_index"] == [0] and latent["samples"] is samples
@@ -316,6 +318,7 @@ def test_run_fix_backpropagates_under_inference_mode_and_keeps_latent_keys(small
     assert outside.any() and torch.equal(new[:, :, outside], samples[:, :, outside]), "outside: bit for bit"
     assert torch.equal(decoder.proj.weight, weights) and not decoder._forward_pre_hooks, "ComfyUI's model untouched"
     assert result.report["summary"].startswith("BGFS fix (hands")
+    assert ("Critic fit:" if with_critic else "No critic: the guide alone") in result.report["summary"]
 
 
 def test_run_fix_cancel_propagates_unchanged_and_stops_within_a_step(small_roi, tiny_critic):

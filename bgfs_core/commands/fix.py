@@ -14,7 +14,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p)
     p.add_argument("--in", dest="input", required=True, help="input video (mp4, mov, webm, gif or a folder of frames)")
     p.add_argument("--out", required=True, help="output video (.mp4 H.264, .gif, or a folder for PNG frames)")
-    p.add_argument("--critic", required=True, help="critic file (critic_best.safetensors from train-critic-cmd)")
+    p.add_argument("--critic", default=None,
+                   help="critic file (critic_best.safetensors from train-critic-cmd), trained on footage like this "
+                        "video; without one the guide alone moves the region (warp mode, --guide > 0)")
     p.add_argument("--codec", choices=("auto", "pixel", "wan"), default="auto",
                    help="pixel: optimise the frames themselves (no VAE); wan: a Wan VAE via --model-id "
                         "(auto: wan when --model-id is given, else pixel)")  # fmt: skip
@@ -23,7 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--latents", default=None,
                    help="start from these latents (safetensors from bgfs generate --save-latents) instead of "
                         "encoding --in")  # fmt: skip
-    p.add_argument("--region", default=None, help="hands, face, feet, upper_body, full_body (default: the critic's)")
+    p.add_argument("--region", default=None,
+                   help="hands, face, feet, upper_body, full_body (default: the critic's, or roi.region without one)")
     p.add_argument("--steps", type=int, default=None, help="optimisation steps (default: fixer.steps)")
     p.add_argument("--lr", type=float, default=None, help="step size (default: fixer.lr)")
     p.add_argument("--strength", type=float, default=None, help="anatomy weight against fidelity (fixer.strength)")
