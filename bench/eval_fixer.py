@@ -76,7 +76,8 @@ def parse_variant(text: str, args: argparse.Namespace):
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--video", default=str(ROOT / "tests/data/clips/fingers-lq.gif"))
-    p.add_argument("--critic", default=None, help="critic file (default: train one on the clean video)")
+    p.add_argument("--critic", default=None,
+                   help="critic file (default: train one on the clean video); 'none': the guide alone, no critic")
     p.add_argument("--epochs", type=int, default=30, help="epochs when training the critic here")
     p.add_argument("--critic-on-corrupted", action="store_true",
                    help="train a critic per seed on that seed's corrupted copy (its mp4, as a user's one video) "
@@ -155,7 +156,9 @@ def main() -> int:
     critic_path = args.critic
     if critic_path is None and not args.critic_on_corrupted:
         critic_path = train_on(Path(args.video).parent, out)
-    if critic_path is not None:
+    if critic_path == "none":
+        critic = spec = None
+    elif critic_path is not None:
         critic, spec, _ = load_critic(critic_path, region="hands")
 
     def judge(video: np.ndarray, ref: np.ndarray | None = None, ref_det=None) -> dict:
@@ -230,7 +233,7 @@ def main() -> int:
             write_video(out / f"fixed_{name}_seed{seed}.mp4", fixed, fps)
             row = rows[f"fixed ({name})"] = {**judge(fixed, corrupted, det_in), "seconds": seconds}
             critic_view[name] = {"before": res.report["critic_before"], "after": res.report["critic_after"],
-                                 "fit": res.report["critic_fit"]["pck"]}  # fmt: skip
+                                 "fit": (res.report["critic_fit"] or {}).get("pck")}  # fmt: skip
             changes[name].append(change(row) | {"seconds": seconds})
         print_rows(f"seed {seed}: MediaPipe's judgement ({len(frames)} frames, corruption strength "
                    f"{args.strength_corrupt})", rows)  # fmt: skip
