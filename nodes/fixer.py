@@ -18,8 +18,9 @@ class BGFSLatentAnatomyFixer(io.ComfyNode):
             node_id="BGFSLatentAnatomyFixer",
             display_name=NAME,
             category=CATEGORY,
-            description="Edits the Wan latents inside the region of interest so that the heatmap critic sees "
-            "consistent bone lengths, smooth motion and plausible joint angles; the rest of the video is kept.",
+            description="Edits the Wan latents inside the region of interest: moves the region along ROI Detect's "
+            "cleaned keypoint tracks and, with a heatmap critic connected, so that the critic sees consistent bone "
+            "lengths, smooth motion and plausible joint angles; the rest of the video is kept.",
             inputs=[
                 io.Latent.Input("latent", tooltip="The Wan video latent to fix (the second sampler's output): "
                                 "16 channels for the Wan 2.1 VAE (14B models), 48 for the Wan 2.2 VAE (TI2V-5B)."),
