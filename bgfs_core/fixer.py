@@ -7,7 +7,8 @@ codec's gradient decoder), crop each ROI differentiably, let the critic find the
 anatomy instead of painting texture that fools the critic. Latents outside the window come back bit for bit.
 ``guide`` adds a pull towards ROI Detect's keypoint trajectories cleaned of jitter and stretching
 (`bgfs_core.targets`): in warp mode measured on the displacement field at each detected keypoint (geometry, which
-no texture can fake), in latent mode through the critic's keypoints.
+no texture can fake), in latent mode through the critic's keypoints. Without a critic the guide alone drives a
+warp. ``critic_fit`` in the report: how well the critic reads the input, against ROI Detect's keypoints.
 """
 
 from __future__ import annotations
