@@ -470,7 +470,8 @@ def fix_latents(
                 warnings.append(
                     f"the critic finds only {100 * fit['pck']:.0f}% of ROI Detect's keypoints on these frames (PCK@0.1): "
                     "it was trained on footage unlike this, so its anatomy terms pull the wrong way. Train a critic "
-                    "on footage like this, e.g. on this video itself"
+                    "on footage like this (best: the same subject without the failure), or fix without a critic and "
+                    "let the guide alone move the region"
                 )
             for step in range(settings.steps):
                 optimiser.zero_grad(set_to_none=True)
