@@ -295,7 +295,7 @@ class _Problem:
         import torch
 
         from .codecs import decode_window, paste_window
-        from .roi import crop_to_frame, crop_torch
+        from .roi import crop_torch
 
         s, w = self.settings, self.settings.weights
         flow = self.flow_from_params(params) if s.mode == "warp" else None
@@ -314,8 +314,53 @@ class _Problem:
             # every such crop, which adversarial texture does not survive but real geometry does
             boxes = self._jittered(boxes)
         crops = crop_torch(frames[t_idx], boxes, self.crop_hw)
-        if self.critic is None:  # guide only: no critic to read the crops
-            return self._guide_only(params, flow, frames, crops, need_preview)
+        points, confidence, valid, preview = (self._read_keypoints(crops, boxes, t_idx, i_idx)
+                                              if self.critic is not None else (None, None, None, {}))  # fmt: skip
+        if s.mode == "warp" and s.guide_by_flow:
+            # geometry, not the critic's reading: where the displacement field takes each detected keypoint
+            target = target_loss(self.keypoint_motion(flow), 0.0, self.move, self.move_ok)
+        else:
+            target = target_loss(points, self.points0, self.move, valid & self.move_ok)
+        if self.critic is not None:
+            read = {
+                "bone": bone_constancy_loss(points, valid, self.region),
+                "smooth": smoothness_loss(points, valid),
+                "joint": joint_limit_loss(points, valid, self.region),
+                "confidence": confidence_loss(confidence, torch.from_numpy(self.present).to(dev)),
+            }
+        else:  # guide only: nothing reads keypoints, so those terms are 0
+            read = dict.fromkeys(("bone", "smooth", "joint", "confidence"), frames.new_zeros(()))
+        parts = {
+            "target": target,
+            **read,
+            "latent": latent_proximity_loss(z_win, self.z_win0),
+            "pixel": pixel_proximity_loss(frames, self.frames0, self.outside),
+        }
+        anatomy = w.bone * parts["bone"] + w.smooth * parts["smooth"] + w.joint * parts["joint"]
+        anatomy = anatomy + w.confidence * parts["confidence"] + s.guide * parts["target"]
+        # fidelity: pixels outside the ROI always; latent values only in latent mode (moving them is warp's point)
+        fidelity = w.pixel * parts["pixel"] + (w.latent * parts["latent"] if s.mode == "latent" else 0.0)
+        total = s.strength * anatomy + fidelity
+        if s.mode == "warp":
+            parts["warp"] = warp_smoothness_loss(params)  # strain: params are in control-point spacings
+            parts["warp_time"] = warp_temporal_loss(params)
+            total = total + w.warp * parts["warp"] + w.warp_time * parts["warp_time"]
+        parts["anatomy"] = anatomy
+        parts["total"] = total
+        extras: dict[str, Any] = {}
+        if need_preview:
+            extras = {"crops": (crops.detach().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy(), **preview}
+        return total, parts, extras
+
+    def _read_keypoints(self, crops: torch.Tensor, boxes: torch.Tensor, t_idx: torch.Tensor, i_idx: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+        """The critic's reading of the crops: keypoints ``[Tn, I, K, 2]`` (region units), their confidence, the
+        ones it is sure of, and what the preview and ``critic_fit`` need."""
+        import torch
+
+        from .roi import crop_to_frame
+
+        s, dev = self.settings, self.device
         pts_crop, conf, heat = self.critic.predict_keypoints(crops)
         pts = crop_to_frame(pts_crop, boxes, self.crop_hw)  # window pixels
         side = torch.from_numpy(self.side[self.pairs[:, 1]])[:, None, None].to(dev)
@@ -333,62 +378,12 @@ class _Problem:
         valid = (c >= s.keypoint_conf * best) & roi_present[..., None]
         if self.points0 is None:
             self.points0 = points.detach()
-        if s.mode == "warp" and s.guide_by_flow:
-            # geometry, not the critic's reading: where the displacement field takes each detected keypoint
-            target = target_loss(self.keypoint_motion(flow), 0.0, self.move, self.move_ok)
-        else:
-            target = target_loss(points, self.points0, self.move, valid & self.move_ok)
-        parts = {
-            "target": target,
-            "bone": bone_constancy_loss(points, valid, self.region),
-            "smooth": smoothness_loss(points, valid),
-            "joint": joint_limit_loss(points, valid, self.region),
-            "confidence": confidence_loss(confidence, roi_present),
-            "latent": latent_proximity_loss(z_win, self.z_win0),
-            "pixel": pixel_proximity_loss(frames, self.frames0, self.outside),
+        preview = {
+            "heatmaps": heat.detach().float().numpy(),
+            "keypoints": pts_crop.detach().float().numpy(),
+            "window_points": pts.detach().float().cpu().numpy(),
         }
-        anatomy = w.bone * parts["bone"] + w.smooth * parts["smooth"] + w.joint * parts["joint"]
-        anatomy = anatomy + w.confidence * parts["confidence"] + s.guide * parts["target"]
-        # fidelity: pixels outside the ROI always; latent values only in latent mode (moving them is warp's point)
-        fidelity = w.pixel * parts["pixel"] + (w.latent * parts["latent"] if s.mode == "latent" else 0.0)
-        total = s.strength * anatomy + fidelity
-        if s.mode == "warp":
-            parts["warp"] = warp_smoothness_loss(params)  # strain: params are in control-point spacings
-            parts["warp_time"] = warp_temporal_loss(params)
-            total = total + w.warp * parts["warp"] + w.warp_time * parts["warp_time"]
-        parts["anatomy"] = anatomy
-        parts["total"] = total
-        extras: dict[str, Any] = {}
-        if need_preview:
-            extras = {
-                "crops": (crops.detach().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy(),
-                "heatmaps": heat.detach().float().numpy(),
-                "keypoints": pts_crop.detach().float().numpy(),
-                "window_points": pts.detach().float().cpu().numpy(),
-            }
-        return total, parts, extras
-
-    def _guide_only(self, params: torch.Tensor, flow: torch.Tensor, frames: torch.Tensor, crops: torch.Tensor,
-                    need_preview: bool) -> tuple[torch.Tensor, dict, dict]:
-        """The objective without a critic (warp mode): the guide, measured on the displacement field, against
-        the fidelity outside the ROI and the field's smoothness. The anatomy terms that read keypoints are 0."""
-        s, w = self.settings, self.settings.weights
-        zero = frames.new_zeros(())
-        parts = {
-            "target": target_loss(self.keypoint_motion(flow), 0.0, self.move, self.move_ok),
-            "bone": zero, "smooth": zero, "joint": zero, "confidence": zero,
-            "latent": zero,
-            "pixel": pixel_proximity_loss(frames, self.frames0, self.outside),
-            "warp": warp_smoothness_loss(params),
-            "warp_time": warp_temporal_loss(params),
-        }  # fmt: skip
-        parts["anatomy"] = s.guide * parts["target"]
-        total = s.strength * parts["anatomy"] + w.pixel * parts["pixel"]
-        parts["total"] = total = total + w.warp * parts["warp"] + w.warp_time * parts["warp_time"]
-        extras: dict[str, Any] = {}
-        if need_preview:
-            extras = {"crops": (crops.detach().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()}
-        return total, parts, extras
+        return points, confidence, valid, preview
 
     def critic_fit(self, points: np.ndarray) -> dict[str, Any]:
         """How well the critic reads these frames: the share of ROI Detect's keypoints (confident ones) that the
