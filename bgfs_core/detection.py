@@ -57,10 +57,7 @@ class Detector:
         min_tracking_confidence: float = 0.3,
         mirrored: bool = False,
     ) -> None:
-        try:
-            self.region: Region = get_region(region)
-        except ValueError as e:
-            raise BGFSError(str(e)) from None
+        self.region: Region = get_region(region)
         if backend not in BACKENDS:
             raise BGFSError(f"unknown detection backend {backend!r}: choose one of {', '.join(BACKENDS)}")
         for name, value in (("min_detection_confidence", min_detection_confidence),

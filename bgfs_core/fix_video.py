@@ -16,7 +16,7 @@ import numpy as np
 from .atomic import write_json_atomic
 from .config import GRAD_DTYPES, Config
 from .errors import BGFSError, OutOfMemoryError
-from .regions import REGION_NAMES
+from .regions import get_region
 
 
 @dataclass
@@ -123,8 +123,7 @@ def fix_video(cfg: Config, req: FixVideoRequest) -> FixVideoResult:
     else:  # no critic: the guide alone, on the region asked for (or the config's)
         critic = spec = None
         region = req.region or cfg.roi.region
-        if region not in REGION_NAMES:
-            raise BGFSError(f"unknown region {region!r}: choose one of {', '.join(REGION_NAMES)}")
+        get_region(region)  # an unknown name is a clear BGFSError before any work
     cfg.roi.region = region
     codec = make_codec(req.codec, req.model_id, req.vae_subfolder, req.device, req.grad_dtype)
     frames, fps = read_video(in_path, max_frames=req.max_frames)

@@ -489,10 +489,7 @@ def score_video(
     """
     from .detection import detect_video
 
-    try:
-        get_region(region)
-    except ValueError as e:
-        raise BGFSError(str(e)) from None
+    get_region(region)  # an unknown name is a BGFSError before MediaPipe starts
     frames = _check_frames(frames, "the video")
     if reference is not None:
         reference = _check_frames(reference, "the reference")

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .errors import BGFSError
+
 
 @dataclass(frozen=True)
 class JointLimit:
@@ -225,4 +227,4 @@ def get_region(name: str) -> Region:
     try:
         return REGIONS[name]
     except KeyError:
-        raise ValueError(f"unknown region {name!r}: choose one of {', '.join(REGION_NAMES)}") from None
+        raise BGFSError(f"unknown region {name!r}: choose one of {', '.join(REGION_NAMES)}") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from bgfs_core.errors import BGFSError
 from bgfs_core.regions import REGION_NAMES, get_region
 
 
@@ -38,5 +39,6 @@ def test_face_flip_swaps_eyes():
 
 
 def test_unknown_region_lists_choices():
-    with pytest.raises(ValueError, match="choose one of hands, face, feet, upper_body, full_body"):
+    # A BGFSError, so the CLI and the nodes show it as a prefixed message instead of a traceback.
+    with pytest.raises(BGFSError, match="choose one of hands, face, feet, upper_body, full_body"):
         get_region("tail")
