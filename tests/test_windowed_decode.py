@@ -230,6 +230,9 @@ def comfy_modules():
 def test_comfy_wanvae_adapter(comfy_modules, kind, channels, ratio):
     m = comfy_modules[kind]
     codec = ModuleCodec(m, latent_channels=channels, spatial_ratio=ratio)
+    # The node decodes the window `bgfs fix` decodes: the same architecture, the same reach.
+    assert (codec.default_margin, codec.default_context) == (DiffusersWanCodec.default_margin,
+                                                             DiffusersWanCodec.default_context)
     z = torch.randn(1, channels, 3, 8, 8, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         ref = ((m.decode(z)[0].permute(1, 0, 2, 3) + 1) / 2).clamp(0, 1)
@@ -266,6 +269,9 @@ def test_comfy_taehv_adapter_and_proxy(comfy_modules):
     real = ModuleCodec(comfy_modules["wan21"], latent_channels=16, spatial_ratio=8)
     proxy = GradientProxyCodec(real, tae)
     assert proxy.grad_stream() is None and proxy.default_context == 4
+    # Without settings, a TAEHV window reaches 4 cells and 2 latent frames (~1% of the peak change, measured)
+    light = ModuleCodec(m, latent_channels=16, spatial_ratio=8, signed=False)
+    assert (light.default_margin, light.default_context) == (4, 2)
     win = window_from_boxes(proxy, z.shape, boxes_for(13, [16, 16, 32, 32], range(9, 13)))
     zz = z.detach().clone().requires_grad_(True)
     w = decode_window(proxy, zz, win, chunk_frames=1)

@@ -27,7 +27,8 @@ class ModuleCodec(LatentCodec):
     """Wrap a VAE-like ``torch.nn.Module``; ``signed`` says whether its pixels are in [-1, 1] (else [0, 1])."""
 
     def __init__(self, module: Any, *, latent_channels: int, spatial_ratio: int, temporal_ratio: int = 4,
-                 signed: bool = True, name: str | None = None, context: int = 2, margin: int = 4) -> None:
+                 signed: bool = True, name: str | None = None, context: int | None = None,
+                 margin: int | None = None) -> None:
         if not callable(getattr(module, "decode", None)):
             raise BGFSError(f"{type(module).__name__} has no decode(z) method; it cannot be used as a VAE decoder.")
         self.module = module
@@ -36,8 +37,12 @@ class ModuleCodec(LatentCodec):
         self._temporal = int(temporal_ratio)
         self.signed = signed
         self._name = name or type(module).__name__
-        self.default_context = int(context)
-        self.default_margin = int(margin)
+        # The window's reach, measured with random weights: the Wan VAEs as DiffusersWanCodec (the same
+        # architecture: 6 cells of margin, time streamed exactly from frame 0), so the node and `bgfs fix` decode
+        # the same window; anything else as TAEHV, whose change 4 cells or 2 latent frames away is ~1% of the peak.
+        wan = self._is_wan_vae()
+        self.default_context = int(context if context is not None else -1 if wan else 2)
+        self.default_margin = int(margin if margin is not None else 6 if wan else 4)
 
     @classmethod
     def from_comfy_vae(cls, vae: Any, name: str | None = None, **kwargs: Any) -> ModuleCodec:
