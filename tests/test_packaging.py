@@ -47,3 +47,23 @@ def test_importing_core_is_light():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, f"importing bgfs_core pulled in heavy modules: {out.stdout} {out.stderr}"
+
+
+def test_example_workflow_thumbnails_show_their_workflows():
+    """Each template's thumbnail is what tests/workflow_thumbnails.py draws from its JSON (JPEG's rounding aside):
+    a workflow edited without regenerating its picture fails here. Toggling the bypass of the small Critic Loader
+    box alone changes 0.36% of the pixels by more than 48 grey levels; JPEG leaves at most 0.08%."""
+    import numpy as np
+    from PIL import Image
+    from workflow_thumbnails import EXAMPLES, SIZE, TITLES, thumbnail
+
+    names = sorted(p.stem for p in EXAMPLES.glob("*.json"))
+    assert names == sorted(TITLES), "a workflow without a thumbnail title: add it to workflow_thumbnails.TITLES"
+    for name in names:
+        with Image.open(EXAMPLES / f"{name}.jpg") as im:
+            assert im.format == "JPEG" and im.size == SIZE
+            committed = np.asarray(im.convert("RGB"), np.int16)
+        drawn = np.asarray(thumbnail(name), np.int16)
+        stale = (np.abs(drawn - committed).max(-1) > 48).mean()
+        assert stale < 0.002, (f"{name}.jpg is not its workflow's picture ({stale:.2%} of pixels differ): "
+                               "run python tests/workflow_thumbnails.py")
