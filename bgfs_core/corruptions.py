@@ -28,6 +28,7 @@ camera motion), for regions that no test clip shows.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -343,7 +344,7 @@ def articulate(image: np.ndarray, keypoints: np.ndarray, ok: np.ndarray, chains:
         return image, moved_kp
     if scale is None:
         scale = float(np.linalg.norm(kp[good].max(0) - kp[good].min(0)))
-    src, dst = [], []
+    to = kp.copy()
     for chain in chains:
         if not good[list(chain)].all():
             continue
@@ -353,15 +354,58 @@ def articulate(image: np.ndarray, keypoints: np.ndarray, ok: np.ndarray, chains:
         moved = pts @ turn[:, :2].T + turn[:, 2]
         moved[1:] += rng.normal(0.0, 0.025 * strength * scale, size=(len(pts) - 1, 2))
         moved[0] = root
-        s = _densify(pts, width * scale / 2)
-        d = _densify(moved, width * scale / 2)
-        n = min(len(s), len(d))
-        src.append(s[:n])
-        dst.append(d[:n])
+        to[list(chain)] = moved
+    return _warp_chains(image, kp, to, good, chains, width, scale, grid_step, _unpaired_points)
+
+
+def move_chains(image: np.ndarray, keypoints: np.ndarray, to: np.ndarray, ok: np.ndarray,
+                chains: list[tuple[int, ...]], width: float, scale: float, grid_step: int = 1
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Warp ``image`` so that each chain's keypoints go from ``keypoints`` to ``to`` (both ``[K, 2]``), through a
+    smooth field around the chains (points every half finger width, Gaussian reach ``width * scale``): the field
+    family of ``articulate``. Chains with a keypoint not ``ok`` stay. ``(warped image, where the field put the
+    ok keypoints)``."""
+    return _warp_chains(image, keypoints, to, ok, chains, width, scale, grid_step, _paired_points)
+
+
+def _paired_points(a: np.ndarray, b: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:
+    """Points along the polylines ``a`` and ``b [N, 2]`` (one chain before and after a move), each segment cut
+    into as many pieces in both, about ``step`` pixels apart on the longer: the i-th points correspond."""
+    pa, pb = [a[0]], [b[0]]
+    for a0, a1, b0, b1 in zip(a[:-1], a[1:], b[:-1], b[1:]):
+        n = max(1, int(math.ceil(max(np.linalg.norm(a1 - a0), np.linalg.norm(b1 - b0)) / max(step, 1e-3))))
+        pa += [a0 + (a1 - a0) * k / n for k in range(1, n + 1)]
+        pb += [b0 + (b1 - b0) * k / n for k in range(1, n + 1)]
+    return np.asarray(pa, np.float64), np.asarray(pb, np.float64)
+
+
+def _unpaired_points(a: np.ndarray, b: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:
+    """``articulate``'s pairing: each polyline densified on its own, cut to the shorter. Where a nudge changes a
+    segment's piece count, the pairs after it shift by one and the field moves the joints only part of the way
+    (labels stay exact: they are solved through the field). Kept so that every corrupted copy and augmented crop
+    stays byte for byte what the published evaluations used."""
+    s, d = _densify(a, step), _densify(b, step)
+    n = min(len(s), len(d))
+    return s[:n], d[:n]
+
+
+def _warp_chains(image: np.ndarray, keypoints: np.ndarray, to: np.ndarray, ok: np.ndarray,
+                 chains: list[tuple[int, ...]], width: float, scale: float, grid_step: int, pairs: Any
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    kp = np.asarray(keypoints, np.float64)
+    to = np.asarray(to, np.float64)
+    moved_kp = kp.copy()
+    src, dst = [], []
+    for chain in chains:
+        if not ok[list(chain)].all():
+            continue
+        s, d = pairs(kp[list(chain)], to[list(chain)], width * scale / 2)
+        src.append(s)
+        dst.append(d)
     if not src or scale <= 0:
         return image, moved_kp
     dst_all, src_all = np.concatenate(dst), np.concatenate(src)
-    moved_kp[good] = _forward(kp[good], dst_all, src_all, width * scale)
+    moved_kp[ok] = _forward(kp[ok], dst_all, src_all, width * scale)
     return _field_warp(image, dst_all, src_all, width * scale, grid_step), moved_kp
 
 

@@ -1,0 +1,90 @@
+"""How far the guide alone can go: realise its targets exactly, with no optimiser, no critic and no grid.
+
+    python bench/guide_ceiling.py [--seeds 0,1,2,3] [--reach 1.0]
+
+The fixer's guide moves ROI Detect's keypoints towards `targets.kinematic_targets` (its readings cleaned: a robust
+temporal filter and constant bone lengths). Here each corrupted copy of `bench/eval_fixer.py` (finger_jitter +
+region_jitter) is warped so that every detected keypoint lands on its target exactly, through the field family
+that made the corruption (`corruptions.move_chains`: chains of points, Gaussian reach of a finger's width x
+``--reach``), which can express the corruption's own inverse. So what is printed is a ceiling for any warp the
+guide drives, whatever its grid. MediaPipe judges, as in the evaluation.
+
+It also prints how far MediaPipe's reading of the warped frames follows the applied move (the slope and
+correlation of the re-read move on the applied one, and the residual in pixels): the guide assumes a reading moves
+with the pixels it sits on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--video", default=str(ROOT / "tests/data/clips/fingers-lq.gif"))
+    p.add_argument("--seeds", default="0,1,2,3", help="corruption seeds, as eval_fixer.py's")
+    p.add_argument("--reach", type=float, default=1.0, help="the field's reach in finger widths")
+    args = p.parse_args()
+
+    import numpy as np
+
+    from bgfs_core.corruptions import CHAIN_WIDTH, corrupt_all, move_chains, region_chains
+    from bgfs_core.detection import detect_video
+    from bgfs_core.fixer import FixSettings
+    from bgfs_core.metrics import score_video
+    from bgfs_core.targets import kinematic_targets
+    from bgfs_core.video_io import read_video
+
+    frames, fps = read_video(args.video)
+    clean = detect_video(frames, "hands", fps=fps)
+    chains = region_chains(clean.spec)
+    width = CHAIN_WIDTH[clean.spec.source] * args.reach
+    s = FixSettings()
+
+    def judge(video: np.ndarray) -> dict:
+        a = score_video(video, "hands", fps=fps).anatomy
+        return {k: a.parts[k].raw for k in ("jitter", "bone_cv")}
+
+    print(f"clean clip: {judge(frames)}")
+    changes = []
+    for seed in [int(v) for v in args.seeds.split(",")]:
+        corrupted = corrupt_all(frames, clean, ["finger_jitter", "region_jitter"], seed=seed)
+        det = detect_video(corrupted, "hands", fps=fps)
+        tg = kinematic_targets(det, min_conf=s.min_conf, sigma=s.target_sigma, pose_sigma=s.target_pose_sigma)
+        moved = corrupted.copy()
+        for t in range(det.num_frames):
+            for i in np.flatnonzero(det.present[t]):
+                ok = tg.valid[t, i]
+                if ok.sum() < 2:
+                    continue
+                kp = det.keypoints[t, i]
+                scale = float(np.linalg.norm(kp[ok].max(0) - kp[ok].min(0)))
+                moved[t], _ = move_chains(moved[t], kp, tg.keypoints[t, i], ok, chains, width, scale)
+        reread = detect_video(moved, "hands", fps=fps)
+        applied, got = [], []
+        for t in range(det.num_frames):
+            for i in np.flatnonzero(det.present[t] & reread.present[t]):
+                ok = tg.valid[t, i] & np.isfinite(reread.keypoints[t, i]).all(-1)
+                applied.append((tg.keypoints[t, i] - det.keypoints[t, i])[ok])
+                got.append((reread.keypoints[t, i] - det.keypoints[t, i])[ok])
+        a, g = np.concatenate(applied).ravel(), np.concatenate(got).ravel()
+        before, after = judge(corrupted), judge(moved)
+        change = {k: after[k] / before[k] - 1 for k in before}
+        changes.append(change)
+        print(f"seed {seed}: jitter {before['jitter']:.4f} -> {after['jitter']:.4f} ({change['jitter']:+.0%}), "
+              f"bone_cv {before['bone_cv']:.4f} -> {after['bone_cv']:.4f} ({change['bone_cv']:+.0%}); MediaPipe "
+              f"follows the applied move with slope {np.dot(a, g) / np.dot(a, a):.2f}, correlation "
+              f"{np.corrcoef(a, g)[0, 1]:.2f}: applied {np.abs(a).mean():.2f} px, residual {np.abs(g - a).mean():.2f} px "
+              "(mean per coordinate)", flush=True)  # fmt: skip
+    print(f"\nmean over seeds {args.seeds}: jitter {np.mean([c['jitter'] for c in changes]):+.1%}, "
+          f"bone_cv {np.mean([c['bone_cv'] for c in changes]):+.1%} (targets: -50%, -33%)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
