@@ -29,6 +29,8 @@ def main() -> int:
     p.add_argument("--video", default=str(ROOT / "tests/data/clips/fingers-lq.gif"))
     p.add_argument("--seeds", default="0,1,2,3", help="corruption seeds, as eval_fixer.py's")
     p.add_argument("--reach", type=float, default=1.0, help="the field's reach in finger widths")
+    p.add_argument("--gain", type=float, default=1.0, help="move each keypoint this many times its way to the "
+                   "target (1: onto it; more makes up for a re-reading that follows a move only part of the way)")
     args = p.parse_args()
 
     import numpy as np
@@ -64,13 +66,14 @@ def main() -> int:
                     continue
                 kp = det.keypoints[t, i]
                 scale = float(np.linalg.norm(kp[ok].max(0) - kp[ok].min(0)))
-                moved[t], _ = move_chains(moved[t], kp, tg.keypoints[t, i], ok, chains, width, scale)
+                to = kp + args.gain * (tg.keypoints[t, i] - kp)
+                moved[t], _ = move_chains(moved[t], kp, to, ok, chains, width, scale)
         reread = detect_video(moved, "hands", fps=fps)
         applied, got = [], []
         for t in range(det.num_frames):
             for i in np.flatnonzero(det.present[t] & reread.present[t]):
                 ok = tg.valid[t, i] & np.isfinite(reread.keypoints[t, i]).all(-1)
-                applied.append((tg.keypoints[t, i] - det.keypoints[t, i])[ok])
+                applied.append(args.gain * (tg.keypoints[t, i] - det.keypoints[t, i])[ok])
                 got.append((reread.keypoints[t, i] - det.keypoints[t, i])[ok])
         a, g = np.concatenate(applied).ravel(), np.concatenate(got).ravel()
         before, after = judge(corrupted), judge(moved)
