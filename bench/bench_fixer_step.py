@@ -120,8 +120,10 @@ def one(config: str, frames: int, roi: int, chunk: int, height: int, width: int,
                                           dtype=getattr(torch, half) if half else None)  # fmt: skip
     if config == "window-taehv":
         c, r = codec.latent_channels, codec.spatial_ratio
+        # the window the Fixer node decodes through a TAEHV: its own reach (4 cells, 2 latent frames); the README's
+        # TAEHV rows before this used 6 cells and 4 latent frames
         tae = ModuleCodec(load_taehv(os.environ["COMFYUI_DIR"], c), latent_channels=c, spatial_ratio=r, signed=False,
-                          context=4, margin=6, name="TAEHV")
+                          name="TAEHV")
         codec = GradientProxyCodec(codec, tae)
     critic = stand_in_critic().eval().requires_grad_(False)
     t = codec.latent_frames(frames)
