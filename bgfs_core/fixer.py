@@ -184,6 +184,7 @@ class _Problem:
         self.detected_ok = (conf >= settings.min_conf) & np.isfinite(kp).all(-1)
         self.points0 = None
         self.frames0 = None
+        self.warm: dict = {}  # decode_window's warm-up state, computed on the first step and reused after
         self.rng = torch.Generator().manual_seed(settings.seed)
 
     def _latent_roi_mask(self, inside: torch.Tensor) -> torch.Tensor:
@@ -302,7 +303,7 @@ class _Problem:
         z_win = self.window_from_params(params, flow)
         z_full = paste_window(self.z0, self.window, z_win, feather=s.feather)
         frames = decode_window(self.codec, z_full, self.window, chunk_frames=self.chunk, checkpoint=s.checkpoint,
-                               checkpoint_blocks=s.checkpoint_blocks, keep_states=s.keep_states)
+                               checkpoint_blocks=s.checkpoint_blocks, keep_states=s.keep_states, warm=self.warm)
         if self.frames0 is None:
             self.frames0 = frames.detach()
         dev = self.device

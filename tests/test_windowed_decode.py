@@ -125,6 +125,42 @@ def test_checkpointing_gives_the_same_gradients(wan21, monkeypatch):
     assert torch.count_nonzero(outside) == 0
 
 
+def test_the_warm_up_state_is_kept_across_steps(wan21, monkeypatch):
+    """A region that appears late: the context frames before it are decoded once for all of a fix's steps, and
+    each step's frames and gradients are bit for bit those of a step without the kept state."""
+    z = torch.randn(1, 16, 5, 8, 8, generator=torch.Generator().manual_seed(6))
+    win = window_from_boxes(wan21, z.shape, boxes_for(17, [16, 16, 40, 40], range(12, 17)), margin=2)
+    assert (win.ct0, win.t0) == (0, 3)  # three latent frames of warm-up, from frame 0
+    warm_ups = []
+    stream = wan21.grad_stream
+
+    def counted(checkpoint_blocks: bool = False):
+        inner = stream(checkpoint_blocks)
+        return lambda lat, state: (warm_ups.append(lat.shape[2]) if state is None else None) or inner(lat, state)
+
+    monkeypatch.setattr(wan21, "grad_stream", counted)
+
+    def step(latents: torch.Tensor, warm: dict | None) -> tuple[torch.Tensor, torch.Tensor]:
+        zz = latents.clone().requires_grad_(True)
+        out = decode_window(wan21, zz, win, chunk_frames=1, warm=warm)
+        (out ** 2).mean().backward()
+        return out.detach(), zz.grad
+
+    plain = step(z, None)
+    warm: dict = {}
+    for _ in range(2):
+        kept = step(z, warm)
+        assert torch.equal(kept[0], plain[0]) and torch.equal(kept[1], plain[1])
+    assert warm_ups == [3, 3]  # the plain step's and the first kept step's warm-up only
+    # other context latents: the kept state is not theirs, so it is made again
+    z2 = z.clone()
+    z2[:, :, 1] += 0.5
+    warm_ups.clear()
+    with torch.no_grad():
+        assert torch.equal(decode_window(wan21, z2, win, warm=warm), decode_window(wan21, z2, win))
+    assert warm_ups == [3, 3]
+
+
 def test_streamed_backward_recomputes_what_the_schedule_plans(wan21, monkeypatch):
     """The segmented stream's backward recomputes the causal states it needs on `reversal_cost`'s schedule: fewer
     chunk forwards than equal segments keeping as many states, none when every state is kept."""

@@ -306,9 +306,22 @@ def _stream_reversed(stream: Any, lats: list, state: Any, crop: tuple[int, int, 
     return Stream.apply(template, *lats, *tensors)
 
 
+def _warm_state(stream: Any, context: torch.Tensor, warm: dict | None) -> list:
+    """The causal state after the context latents: from ``warm`` when it holds that of the same latents."""
+    import torch
+
+    if warm is not None and "state" in warm and torch.equal(warm["context"], context):
+        return list(warm["state"])  # the decoders copy the list they are given and replace entries, never edit them
+    with torch.no_grad():
+        _, state = stream(context, None)
+    if warm is not None:
+        warm.update(context=context.clone(), state=list(state))
+    return state
+
+
 def decode_window(codec: LatentCodec, latents: torch.Tensor, window: LatentWindow, chunk_frames: int = 2,
                   checkpoint: bool = True, segments: bool = True, checkpoint_blocks: bool = True,
-                  keep_states: int | None = None) -> torch.Tensor:
+                  keep_states: int | None = None, warm: dict | None = None) -> torch.Tensor:
     """Decode the core of ``window`` from full latents -> frames ``[F, 3, H, W]`` (see `pixel_box_of_window`).
 
     Decodes ``chunk_frames`` core latent frames at a time through the codec's gradient decoder. With a stream
@@ -323,7 +336,9 @@ def decode_window(codec: LatentCodec, latents: torch.Tensor, window: LatentWindo
     (`bgfs_core.codecs.blocks`), so a chunk's backward holds one block's activations at a time instead of the
     whole decoder's. ``keep_states``: how many causal states the segmented stream keeps besides the start (None:
     `stream_slots`, ~sqrt(chunks)); more trade memory for fewer recomputed chunks, chunks - 1 recomputes none.
-    ``segments=False`` checkpoints each chunk instead (one state per chunk; no block checkpoints).
+    ``segments=False`` checkpoints each chunk instead (one state per chunk; no block checkpoints). ``warm``: a dict
+    the caller keeps across calls (a fixer's steps): the warm-up's state is kept there and reused while the context
+    latents are the same, so a region that appears late in the video costs its warm-up once, not every step.
     """
     import torch
     from torch.utils.checkpoint import checkpoint as torch_checkpoint
@@ -351,8 +366,7 @@ def decode_window(codec: LatentCodec, latents: torch.Tensor, window: LatentWindo
     if stream is not None:
         state = None
         if window.ct0 < window.t0:  # warm-up: these latents are not optimised (mask 0), so no gradients needed
-            with torch.no_grad():
-                _, state = stream(spatial[:, :, window.ct0:window.t0].detach(), None)
+            state = _warm_state(stream, spatial[:, :, window.ct0:window.t0].detach(), warm)
         lats = [spatial[:, :, a:min(window.t1, a + chunk_frames)] for a in range(window.t0, window.t1, chunk_frames)]
         if segmented:
             slots = stream_slots(len(lats)) if keep_states is None else keep_states
