@@ -283,6 +283,13 @@ def test_comfy_wanvae_adapter(comfy_modules, kind, channels, ratio):
         assert torch.allclose(out, codec.decode(z)[pw.frame0:pw.frame1, :, pw.y0:pw.y1, pw.x0:pw.x1], atol=1e-5)
     out.mean().backward()
     assert zz.grad[:, :, 2].abs().sum() > 0
+    # ComfyUI's causal cache kept across steps (win starts at latent frame 2): the same frames, bit for bit
+    assert win.ct0 == 0 < win.t0 == 2
+    warm: dict = {}
+    with torch.no_grad():
+        for _ in range(2):
+            assert torch.equal(decode_window(codec, z, win, chunk_frames=1, warm=warm), out.detach())
+    assert "state" in warm
     # the same gradients with each ComfyUI decoder block checkpointed (its own cache-slot layout)
     zb = z.clone().requires_grad_(True)
     decode_window(codec, zb, win, chunk_frames=1, checkpoint_blocks=True).mean().backward()
