@@ -312,7 +312,7 @@ def test_comfy_taehv_adapter_and_proxy(comfy_modules):
     real = ModuleCodec(comfy_modules["wan21"], latent_channels=16, spatial_ratio=8)
     proxy = GradientProxyCodec(real, tae)
     assert proxy.grad_stream() is None and proxy.default_context == 4
-    # Without settings, a TAEHV window reaches 4 cells and 2 latent frames (~1% of the peak change, measured)
+    # Without settings, a TAEHV window reaches 4 cells and 2 latent frames (1-2% of the peak change, measured)
     light = ModuleCodec(m, latent_channels=16, spatial_ratio=8, signed=False)
     assert (light.default_margin, light.default_context) == (4, 2)
     win = window_from_boxes(proxy, z.shape, boxes_for(13, [16, 16, 32, 32], range(9, 13)))

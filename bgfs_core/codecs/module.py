@@ -39,7 +39,7 @@ class ModuleCodec(LatentCodec):
         self._name = name or type(module).__name__
         # The window's reach, measured with random weights: the Wan VAEs as DiffusersWanCodec (the same
         # architecture: 6 cells of margin, time streamed exactly from frame 0), so the node and `bgfs fix` decode
-        # the same window; anything else as TAEHV, whose change 4 cells or 2 latent frames away is ~1% of the peak.
+        # the same window; anything else as TAEHV, whose change 4 cells or 2 latent frames away is 1-2% of the peak.
         wan = self._is_wan_vae()
         self.default_context = int(context if context is not None else -1 if wan else 2)
         self.default_margin = int(margin if margin is not None else 6 if wan else 4)
