@@ -28,7 +28,7 @@ camera motion), for regions that no test clip shows.
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 
@@ -390,7 +390,8 @@ def _unpaired_points(a: np.ndarray, b: np.ndarray, step: float) -> tuple[np.ndar
 
 
 def _warp_chains(image: np.ndarray, keypoints: np.ndarray, to: np.ndarray, ok: np.ndarray,
-                 chains: list[tuple[int, ...]], width: float, scale: float, grid_step: int, pairs: Any
+                 chains: list[tuple[int, ...]], width: float, scale: float, grid_step: int,
+                 pairs: Callable[[np.ndarray, np.ndarray, float], tuple[np.ndarray, np.ndarray]]
                  ) -> tuple[np.ndarray, np.ndarray]:
     kp = np.asarray(keypoints, np.float64)
     to = np.asarray(to, np.float64)
