@@ -29,6 +29,9 @@ def main() -> int:
     p.add_argument("--video", default=str(ROOT / "tests/data/clips/fingers-lq.gif"))
     p.add_argument("--seeds", default="0,1,2,3", help="corruption seeds, as eval_fixer.py's")
     p.add_argument("--reach", type=float, default=1.0, help="the field's reach in finger widths")
+    p.add_argument("--sigma", type=float, default=None, help="the targets' temporal smoothing in frames "
+                   "(default: FixSettings.target_sigma)")
+    p.add_argument("--pose-sigma", type=float, default=None, help="default: FixSettings.target_pose_sigma")
     p.add_argument("--gain", type=float, default=1.0, help="move each keypoint this many times its way to the "
                    "target (1: onto it; more makes up for a re-reading that follows a move only part of the way)")
     args = p.parse_args()
@@ -57,7 +60,9 @@ def main() -> int:
     for seed in [int(v) for v in args.seeds.split(",")]:
         corrupted = corrupt_all(frames, clean, ["finger_jitter", "region_jitter"], seed=seed)
         det = detect_video(corrupted, "hands", fps=fps)
-        tg = kinematic_targets(det, min_conf=s.min_conf, sigma=s.target_sigma, pose_sigma=s.target_pose_sigma)
+        tg = kinematic_targets(det, min_conf=s.min_conf,
+                               sigma=s.target_sigma if args.sigma is None else args.sigma,
+                               pose_sigma=s.target_pose_sigma if args.pose_sigma is None else args.pose_sigma)
         moved = corrupted.copy()
         for t in range(det.num_frames):
             for i in np.flatnonzero(det.present[t]):
