@@ -1,7 +1,7 @@
 """Thumbnails of the example workflows: ComfyUI's template browser shows ``<name>.jpg`` beside ``<name>.json``.
 
 Each is drawn from its workflow (node boxes, links, BGFS nodes in the pack's colour, bypassed nodes dashed and
-marked), so a change to a workflow is a change to its picture. ``test_example_workflows.py`` checks that the
+marked), so a change to a workflow is a change to its picture. ``tests/test_packaging.py`` checks that the
 committed JPEGs are what this draws; after editing a workflow, regenerate them:
 
     python tests/workflow_thumbnails.py
@@ -56,15 +56,17 @@ def _label(node: dict) -> str:
     return SHORT.get(node["type"], node["type"])
 
 
+def _bounds(nodes: list[dict]) -> tuple[float, float, float, float]:
+    """(x0, y0, x1, y1) of the boxes of ``nodes`` in graph coordinates."""
+    return (min(n["pos"][0] for n in nodes), min(n["pos"][1] for n in nodes),
+            max(n["pos"][0] + n["size"][0] for n in nodes), max(n["pos"][1] + n["size"][1] for n in nodes))
+
+
 def _shown(nodes: list[dict]) -> list[dict]:
     """The graph a user runs: the active nodes, and every other node placed among them (a bypassed loader inside
     the BGFS group); notes and alternative subgraphs laid out elsewhere are left out."""
     graph = [n for n in nodes if n["type"] not in NOTES]
-    active = [n for n in graph if n.get("mode", 0) == 0]
-    x0 = min(n["pos"][0] for n in active)
-    y0 = min(n["pos"][1] for n in active)
-    x1 = max(n["pos"][0] + n["size"][0] for n in active)
-    y1 = max(n["pos"][1] + n["size"][1] for n in active)
+    x0, y0, x1, y1 = _bounds([n for n in graph if n.get("mode", 0) == 0])
 
     def inside(n: dict) -> bool:
         cx, cy = n["pos"][0] + n["size"][0] / 2, n["pos"][1] + n["size"][1] / 2
@@ -89,10 +91,7 @@ def render(workflow: dict, title: str) -> Any:
 
     nodes = _shown(workflow["nodes"])
     by_id = {n["id"]: n for n in nodes}
-    gx0 = min(n["pos"][0] for n in nodes)
-    gy0 = min(n["pos"][1] for n in nodes)
-    gx1 = max(n["pos"][0] + n["size"][0] for n in nodes)
-    gy1 = max(n["pos"][1] + n["size"][1] for n in nodes)
+    gx0, gy0, gx1, gy1 = _bounds(nodes)
     pad = 8
     scale = min((SIZE[0] - 2 * pad) / (gx1 - gx0), (SIZE[1] - HEADER - pad) / (gy1 - gy0))
     ox = (SIZE[0] - (gx1 - gx0) * scale) / 2
