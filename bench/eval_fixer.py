@@ -100,6 +100,9 @@ def main() -> int:
     p.add_argument("--fix-seeds", default="0",
                    help="the fixer's own seeds (its random crop shifts), comma-separated: each variant runs once per "
                         "seed and is also reported pooled; the fixer's randomness moves the 8-seed mean by points")
+    p.add_argument("--passes", type=int, default=1,
+                   help="fix each fix again, this many passes in all (ROI Detect run anew on each pass's output); "
+                        "every pass is reported as its own run, NAME xK")
     p.add_argument("--out", default=None, help="folder for the videos and eval.json (default: a temp folder)")
     args = p.parse_args()
 
@@ -126,13 +129,21 @@ def main() -> int:
     base_variants = [parse_variant(v, args) for v in args.variant] or [
         parse_variant(f"{m}:mode={m}", args) for m in args.modes.split(",")]  # fmt: skip
     fix_seeds = [int(v) for v in args.fix_seeds.split(",")]
+    if args.passes < 1:
+        raise SystemExit("eval_fixer: --passes must be 1 or more")
     variants, runs_of = [], {}  # one run per (variant, fixer seed); runs_of: variant -> its runs' names
+    refixes = {}  # run -> the run whose output it fixes again (--passes), None on the first pass
     for name, settings in base_variants:
-        runs_of[name] = []
-        for fs in fix_seeds:
-            run = name if len(fix_seeds) == 1 else f"{name}/s{fs}"
-            variants.append((run, dataclasses.replace(settings, seed=fs)))
-            runs_of[name].append(run)
+        previous = [None] * len(fix_seeds)
+        for k in range(1, args.passes + 1):
+            label = name if k == 1 else f"{name} x{k}"
+            runs_of[label] = []
+            for fs, before in zip(fix_seeds, previous):
+                run = label if len(fix_seeds) == 1 else f"{label}/s{fs}"
+                variants.append((run, dataclasses.replace(settings, seed=fs)))
+                runs_of[label].append(run)
+                refixes[run] = before
+            previous = runs_of[label]
 
     if args.critic_on_corrupted and args.critic:
         raise SystemExit("eval_fixer: --critic-on-corrupted trains its own critics; leave out --critic")
@@ -223,14 +234,18 @@ def main() -> int:
         seconds = time.perf_counter() - t0
         rows[UNDO] = judge(undone, corrupted, det_in)
         changes[UNDO].append(change(rows[UNDO]) | {"seconds": seconds})
-        latents = codec.encode(torch.from_numpy(corrupted).permute(0, 3, 1, 2).float() / 255)
+        outputs = {}  # run -> its fixed frames, for --passes
         for name, settings in variants:
+            source = corrupted if refixes[name] is None else outputs[refixes[name]]
+            det_src = det_in if refixes[name] is None else detect_video(source, "hands", fps=fps)
+            latents = codec.encode(torch.from_numpy(source).permute(0, 3, 1, 2).float() / 255)
             t0 = time.perf_counter()
-            res = fix_latents(latents, codec, critic, spec, det_in, settings)
+            res = fix_latents(latents, codec, critic, spec, det_src, settings)
             seconds = time.perf_counter() - t0
             with torch.no_grad():
                 fixed = (codec.decode(res.latents).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
-            write_video(out / f"fixed_{name}_seed{seed}.mp4", fixed, fps)
+            outputs[name] = fixed
+            write_video(out / f"fixed_{name.replace(' ', '_')}_seed{seed}.mp4", fixed, fps)
             row = rows[f"fixed ({name})"] = {**judge(fixed, corrupted, det_in), "seconds": seconds}
             critic_view[name] = {"before": res.report["critic_before"], "after": res.report["critic_after"],
                                  "fit": (res.report["critic_fit"] or {}).get("pck")}  # fmt: skip

@@ -9,6 +9,11 @@ that made the corruption (`corruptions.move_chains`: chains of points, Gaussian 
 ``--reach``), which can express the corruption's own inverse. So what is printed is a ceiling for any warp the
 guide drives, whatever its grid. MediaPipe judges, as in the evaluation.
 
+``--targets truth`` asks the same field for the corruption's own answer instead: each keypoint of the clean clip is
+moved from where the corruption put it (found through `corruptions.corruption_map`) back to where it was. That is
+the ceiling of a warp driven by 21 keypoints that are exactly right; `eval_fixer.py`'s "exact undo" row, a dense
+field, is the same answer at every pixel.
+
 It also prints how far MediaPipe's reading of the warped frames follows the applied move (the slope and
 correlation of the re-read move on the applied one, and the residual in pixels): the guide assumes a reading moves
 with the pixels it sits on.
@@ -34,11 +39,14 @@ def main() -> int:
     p.add_argument("--pose-sigma", type=float, default=None, help="default: FixSettings.target_pose_sigma")
     p.add_argument("--gain", type=float, default=1.0, help="move each keypoint this many times its way to the "
                    "target (1: onto it; more makes up for a re-reading that follows a move only part of the way)")
+    p.add_argument("--targets", choices=("guide", "truth"), default="guide",
+                   help="guide: ROI Detect's keypoints on the damaged frames onto the guide's targets; truth: the "
+                        "clean keypoints from where the corruption put them back to where they were")
     args = p.parse_args()
 
     import numpy as np
 
-    from bgfs_core.corruptions import CHAIN_WIDTH, corrupt_all, move_chains, region_chains
+    from bgfs_core.corruptions import CHAIN_WIDTH, corrupt_all, corruption_map, move_chains, region_chains
     from bgfs_core.detection import detect_video
     from bgfs_core.fixer import FixSettings
     from bgfs_core.metrics import score_video
@@ -55,31 +63,49 @@ def main() -> int:
         a = score_video(video, "hands", fps=fps).anatomy
         return {k: a.parts[k].raw for k in ("jitter", "bone_cv")}
 
+    def where_corrupted(clean_kp: np.ndarray, where: np.ndarray) -> np.ndarray:
+        """Where the corruption put the clean keypoints ``[K, 2]``: the x with where(x) = the keypoint."""
+        import cv2
+
+        x = clean_kp.astype(np.float32).copy()
+        for _ in range(40):  # fixed point, as corruptions.undo_warps inverts the same map
+            at = cv2.remap(where, x[:, 0][None], x[:, 1][None], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            x += clean_kp - at[0]
+        return x.astype(np.float64)
+
     print(f"clean clip: {judge(frames)}")
+    names = ["finger_jitter", "region_jitter"]
     changes = []
     for seed in [int(v) for v in args.seeds.split(",")]:
-        corrupted = corrupt_all(frames, clean, ["finger_jitter", "region_jitter"], seed=seed)
+        corrupted = corrupt_all(frames, clean, names, seed=seed)
         det = detect_video(corrupted, "hands", fps=fps)
-        tg = kinematic_targets(det, min_conf=s.min_conf,
-                               sigma=s.target_sigma if args.sigma is None else args.sigma,
-                               pose_sigma=s.target_pose_sigma if args.pose_sigma is None else args.pose_sigma)
+        if args.targets == "truth":  # from the corruption's truth back to the clean keypoints
+            where = corruption_map(clean, names, seed=seed)
+            src, valid = np.full_like(clean.keypoints, np.nan), clean.seen_keypoints(0.0)
+            for t, i in zip(*np.nonzero(clean.present)):
+                ok = valid[t, i]
+                src[t, i, ok] = where_corrupted(clean.keypoints[t, i, ok], where[t])
+            dst = clean.keypoints
+        else:
+            tg = kinematic_targets(det, min_conf=s.min_conf,
+                                   sigma=s.target_sigma if args.sigma is None else args.sigma,
+                                   pose_sigma=s.target_pose_sigma if args.pose_sigma is None else args.pose_sigma)
+            src, valid, dst = det.keypoints, det.present[..., None] & tg.valid, tg.keypoints
         moved = corrupted.copy()
-        for t in range(det.num_frames):
-            for i in np.flatnonzero(det.present[t]):
-                ok = tg.valid[t, i]
-                if ok.sum() < 2:
-                    continue
-                kp = det.keypoints[t, i]
-                scale = float(np.linalg.norm(kp[ok].max(0) - kp[ok].min(0)))
-                to = kp + args.gain * (tg.keypoints[t, i] - kp)
-                moved[t], _ = move_chains(moved[t], kp, to, ok, chains, width, scale)
+        for t, i in zip(*np.nonzero(valid.any(-1))):
+            ok = valid[t, i]
+            if ok.sum() < 2:
+                continue
+            kp = src[t, i]
+            scale = float(np.linalg.norm(kp[ok].max(0) - kp[ok].min(0)))
+            to = kp + args.gain * (dst[t, i] - kp)
+            moved[t], _ = move_chains(moved[t], kp, to, ok, chains, width, scale)
         reread = detect_video(moved, "hands", fps=fps)
         applied, got = [], []
-        for t in range(det.num_frames):
-            for i in np.flatnonzero(det.present[t] & reread.present[t]):
-                ok = tg.valid[t, i] & np.isfinite(reread.keypoints[t, i]).all(-1)
-                applied.append(args.gain * (tg.keypoints[t, i] - det.keypoints[t, i])[ok])
-                got.append((reread.keypoints[t, i] - det.keypoints[t, i])[ok])
+        for t, i in zip(*np.nonzero(valid.any(-1) & reread.present)):
+            ok = valid[t, i] & np.isfinite(reread.keypoints[t, i]).all(-1)
+            applied.append(args.gain * (dst[t, i] - src[t, i])[ok])
+            got.append((reread.keypoints[t, i] - src[t, i])[ok])
         a, g = np.concatenate(applied).ravel(), np.concatenate(got).ravel()
         before, after = judge(corrupted), judge(moved)
         change = {k: after[k] / before[k] - 1 for k in before}
