@@ -205,6 +205,11 @@ def main() -> int:
     changes: dict[str, list[dict]] = {name: [] for name, _ in variants}
     changes[UNDO] = []
     corruption = ["finger_jitter", "region_jitter"]
+    codec = PixelCodec()
+
+    def encode(video: np.ndarray) -> torch.Tensor:
+        return codec.encode(torch.from_numpy(video).permute(0, 3, 1, 2).float() / 255)
+
     for seed in [int(v) for v in args.seeds.split(",")]:
         corrupted = corrupt_all(frames, det_clean, corruption, seed=seed, strength=args.strength_corrupt)
         write_video(out / f"corrupted_seed{seed}.mp4", corrupted, fps)
@@ -227,18 +232,20 @@ def main() -> int:
                                                                 "geometry_after": row["geometry"]}))})  # fmt: skip
 
         critic_view = {}
-        codec = PixelCodec()
         det_in = detect_video(corrupted, "hands", fps=fps)
         t0 = time.perf_counter()
         undone = undo_warps(corrupted, det_clean, corruption, seed=seed, strength=args.strength_corrupt)
         seconds = time.perf_counter() - t0
         rows[UNDO] = judge(undone, corrupted, det_in)
         changes[UNDO].append(change(rows[UNDO]) | {"seconds": seconds})
+        latents_in = encode(corrupted)
         outputs = {}  # run -> its fixed frames, for --passes
         for name, settings in variants:
-            source = corrupted if refixes[name] is None else outputs[refixes[name]]
-            det_src = det_in if refixes[name] is None else detect_video(source, "hands", fps=fps)
-            latents = codec.encode(torch.from_numpy(source).permute(0, 3, 1, 2).float() / 255)
+            if refixes[name] is None:
+                latents, det_src = latents_in, det_in
+            else:  # a later pass: the previous pass's output, detected anew
+                source = outputs[refixes[name]]
+                latents, det_src = encode(source), detect_video(source, "hands", fps=fps)
             t0 = time.perf_counter()
             res = fix_latents(latents, codec, critic, spec, det_src, settings)
             seconds = time.perf_counter() - t0

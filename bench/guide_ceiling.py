@@ -46,7 +46,14 @@ def main() -> int:
 
     import numpy as np
 
-    from bgfs_core.corruptions import CHAIN_WIDTH, corrupt_all, corruption_map, move_chains, region_chains
+    from bgfs_core.corruptions import (
+        CHAIN_WIDTH,
+        corrupt_all,
+        corruption_map,
+        move_chains,
+        region_chains,
+        where_corrupted,
+    )
     from bgfs_core.detection import detect_video
     from bgfs_core.fixer import FixSettings
     from bgfs_core.metrics import score_video
@@ -63,16 +70,6 @@ def main() -> int:
         a = score_video(video, "hands", fps=fps).anatomy
         return {k: a.parts[k].raw for k in ("jitter", "bone_cv")}
 
-    def where_corrupted(clean_kp: np.ndarray, where: np.ndarray) -> np.ndarray:
-        """Where the corruption put the clean keypoints ``[K, 2]``: the x with where(x) = the keypoint."""
-        import cv2
-
-        x = clean_kp.astype(np.float32).copy()
-        for _ in range(40):  # fixed point, as corruptions.undo_warps inverts the same map
-            at = cv2.remap(where, x[:, 0][None], x[:, 1][None], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            x += clean_kp - at[0]
-        return x.astype(np.float64)
-
     print(f"clean clip: {judge(frames)}")
     names = ["finger_jitter", "region_jitter"]
     changes = []
@@ -84,7 +81,8 @@ def main() -> int:
             src, valid = np.full_like(clean.keypoints, np.nan), clean.seen_keypoints(0.0)
             for t, i in zip(*np.nonzero(clean.present)):
                 ok = valid[t, i]
-                src[t, i, ok] = where_corrupted(clean.keypoints[t, i, ok], where[t])
+                kx, ky = clean.keypoints[t, i, ok].T.astype(np.float32)
+                src[t, i, ok] = np.stack(where_corrupted(where[t], kx[None], ky[None], iterations=40), -1)[0]
             dst = clean.keypoints
         else:
             tg = kinematic_targets(det, min_conf=s.min_conf,

@@ -111,13 +111,23 @@ def undo_warps(corrupted: np.ndarray, det: Detections, names: list[str], seed: i
     gx, gy = _pixel_grid(det.frame_hw)
     out = np.empty_like(corrupted)
     for t in range(len(corrupted)):
-        # solve where(x) = pixel for x by fixed-point iteration: the field is smooth and small, so it contracts
-        x, y = gx.copy(), gy.copy()
-        for _ in range(iterations):
-            at = cv2.remap(where[t], x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)  # both channels at once
-            x, y = x + (gx - at[..., 0]), y + (gy - at[..., 1])
+        x, y = where_corrupted(where[t], gx, gy, iterations)
         out[t] = cv2.remap(corrupted[t], x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     return out
+
+
+def where_corrupted(where: np.ndarray, x: np.ndarray, y: np.ndarray, iterations: int = 30
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Where a corruption put the clean points ``(x, y)`` (float32 arrays of one shape): the points whose
+    ``where [H, W, 2]`` (one frame of `corruption_map`) reads ``(x, y)``."""
+    import cv2
+
+    # fixed-point iteration: the field is smooth and small, so it contracts
+    px, py = x.copy(), y.copy()
+    for _ in range(iterations):
+        at = cv2.remap(where, px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)  # both channels at once
+        px, py = px + (x - at[..., 0]), py + (y - at[..., 1])
+    return px, py
 
 
 def _check_strength_and_region(det: Detections, strength: float, nothing: str | None) -> None:
