@@ -284,6 +284,26 @@ def test_the_fixer_runs_without_a_critic_on_the_guide_alone(server, cpu_prompt):
     assert "heat" not in sheet and "after_heat" not in sheet  # crops to preview, no critic heatmaps
 
 
+def test_a_second_fixer_on_the_same_region_says_to_fix_once(server, cpu_prompt):
+    """Chaining two Fixers resamples the region twice, which measured worse than once: the second one says so,
+    and both still run (the LATENT carries which regions were fixed; SaveLatent takes it as any other LATENT)."""
+    prompt = _with_latent_probes(cpu_prompt)
+    first = _by_type(prompt, FIXER)
+    fix = prompt[first]
+    del fix["inputs"]["critic"]  # the guide alone: the cheapest fix
+    del prompt[_by_type(prompt, "BGFSCriticLoader")]
+    fix["inputs"]["guard"] = False
+    prompt["fix2"] = {"class_type": FIXER, "inputs": {**fix["inputs"], "latent": [first, 0]}, "_meta": {"title": "fix 2"}}
+    prompt["probe_after2"] = {"class_type": "SaveLatent", "inputs": {"samples": ["fix2", 0], "filename_prefix": "probe/after2"}}
+    entry = server.wait(server.queue(prompt), timeout=400)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000] + server.log()[-3000:]
+    out = entry["outputs"]
+    once, twice = out[first]["text"][0], out["fix2"]["text"][0]
+    assert "already fixed" not in once, once
+    assert "Warning: these latents were already fixed for hands by an earlier BGFS Latent Anatomy Fixer" in twice, twice
+    assert _load_latent(server, out, "probe_after2").shape == (1, 16, 2, 9, 12)
+
+
 def test_the_fixers_guard_passes_the_input_through_when_the_decode_loses_the_hand(server, cpu_prompt):
     """The guard (on by default) decodes the fix with the real VAE and runs MediaPipe on it. The tiny random VAE
     decodes noise, so the hand ROI Detect found is lost: the Fixer must hand back its input latent, bit for bit,
