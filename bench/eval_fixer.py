@@ -107,7 +107,6 @@ def main() -> int:
     args = p.parse_args()
 
     import numpy as np
-    import torch
 
     from bgfs_core.codecs import PixelCodec
     from bgfs_core.config import load_config
@@ -115,7 +114,7 @@ def main() -> int:
     from bgfs_core.critic_io import load_critic
     from bgfs_core.detection import detect_video
     from bgfs_core.fidelity import compare
-    from bgfs_core.fix_video import geometry_worse
+    from bgfs_core.fix_video import decode_frames, encode_frames, geometry_worse
     from bgfs_core.fixer import fix_latents
     from bgfs_core.metrics import json_safe, score_video
     from bgfs_core.roi import roi_boxes, roi_mask_union
@@ -207,9 +206,6 @@ def main() -> int:
     corruption = ["finger_jitter", "region_jitter"]
     codec = PixelCodec()
 
-    def encode(video: np.ndarray) -> torch.Tensor:
-        return codec.encode(torch.from_numpy(video).permute(0, 3, 1, 2).float() / 255)
-
     for seed in [int(v) for v in args.seeds.split(",")]:
         corrupted = corrupt_all(frames, det_clean, corruption, seed=seed, strength=args.strength_corrupt)
         write_video(out / f"corrupted_seed{seed}.mp4", corrupted, fps)
@@ -238,19 +234,18 @@ def main() -> int:
         seconds = time.perf_counter() - t0
         rows[UNDO] = judge(undone, corrupted, det_in)
         changes[UNDO].append(change(rows[UNDO]) | {"seconds": seconds})
-        latents_in = encode(corrupted)
+        latents_in = encode_frames(codec, corrupted)
         outputs = {}  # run -> its fixed frames, for --passes
         for name, settings in variants:
             if refixes[name] is None:
                 latents, det_src = latents_in, det_in
             else:  # a later pass: the previous pass's output, detected anew
                 source = outputs[refixes[name]]
-                latents, det_src = encode(source), detect_video(source, "hands", fps=fps)
+                latents, det_src = encode_frames(codec, source), detect_video(source, "hands", fps=fps)
             t0 = time.perf_counter()
             res = fix_latents(latents, codec, critic, spec, det_src, settings)
             seconds = time.perf_counter() - t0
-            with torch.no_grad():
-                fixed = (codec.decode(res.latents).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+            fixed = decode_frames(codec, res.latents)
             outputs[name] = fixed
             write_video(out / f"fixed_{name.replace(' ', '_')}_seed{seed}.mp4", fixed, fps)
             row = rows[f"fixed ({name})"] = {**judge(fixed, corrupted, det_in), "seconds": seconds}

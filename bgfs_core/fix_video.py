@@ -95,6 +95,11 @@ def _to_uint8(frames) -> np.ndarray:
     return (frames.detach().float().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
+def encode_frames(codec: Any, frames: np.ndarray, device: Any = "cpu") -> Any:
+    """uint8 ``[T, H, W, 3]`` frames encoded by ``codec`` (``decode_frames`` is the way back)."""
+    return codec.encode(_to_tensor(frames).to(device))
+
+
 def decode_frames(codec: Any, latents) -> np.ndarray:
     """The real, full decode as uint8 ``[T, H, W, 3]`` (no gradients)."""
     import torch
@@ -135,7 +140,7 @@ def fix_video(cfg: Config, req: FixVideoRequest) -> FixVideoResult:
             fps = float(lat_meta.get("fps", fps))
         else:
             codec.check_frame_count(len(frames))
-            latents = codec.encode(_to_tensor(frames).to(req.device))
+            latents = encode_frames(codec, frames, req.device)
     codec.check_latents(latents)
     before = decode_frames(codec, latents)
     with detector_from_config(cfg, video_mode=True) as detector:
