@@ -293,6 +293,7 @@ def test_a_second_fixer_on_the_same_region_says_to_fix_once(server, cpu_prompt):
     del fix["inputs"]["critic"]  # the guide alone: the cheapest fix
     del prompt[_by_type(prompt, "BGFSCriticLoader")]
     fix["inputs"]["guard"] = False
+    fix["inputs"]["lr"] = 0.03  # settings no other test uses: ComfyUI's cache would skip an identical first Fixer
     prompt["fix2"] = {"class_type": FIXER, "inputs": {**fix["inputs"], "latent": [first, 0]}, "_meta": {"title": "fix 2"}}
     prompt["probe_after2"] = {"class_type": "SaveLatent", "inputs": {"samples": ["fix2", 0], "filename_prefix": "probe/after2"}}
     entry = server.wait(server.queue(prompt), timeout=400)
