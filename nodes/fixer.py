@@ -60,16 +60,24 @@ class BGFSLatentAnatomyFixer(io.ComfyNode):
                                  tooltip="Judge the fix with MediaPipe on the VAE's full decode and pass the input "
                                  "latent through unchanged when the region's geometry (detection, jitter, bone "
                                  "lengths, joint limits) got worse than ROI Detect found it. Costs one full decode."),
+                io.Boolean.Input("decode", default=False, optional=True,
+                                 tooltip="Also decode the output latent with the VAE and give the frames on the "
+                                 "images output, in place of a VAE Decode after the Fixer. With the guard on, the "
+                                 "guard's full decode of a kept edit is reused, so the video is decoded once, not "
+                                 "twice. Off: the images output is not available (decode the latent yourself)."),
             ],
             outputs=[
                 io.Latent.Output(display_name="latent"),
                 io.String.Output(display_name="report"),
+                io.Image.Output(display_name="images",
+                                tooltip="The output latent decoded by the VAE, as VAE Decode gives it (needs "
+                                "decode on)."),
             ],
         )
 
     @classmethod
     def execute(cls, latent, vae, roi, steps: int, lr: float, strength: float, mode: str, critic=None,
-                guide: float = 3.0, gradient_vae=None, guard: bool = True) -> io.NodeOutput:  # fmt: skip
+                guide: float = 3.0, gradient_vae=None, guard: bool = True, decode: bool = False) -> io.NodeOutput:  # fmt: skip
         import logging
 
         import comfy.model_management as mm
@@ -100,9 +108,16 @@ class BGFSLatentAnatomyFixer(io.ComfyNode):
             out, result = run_fix(latent, vae, critic, roi, settings, gradient_vae=gradient_vae, on_step=on_step,
                                   check_cancel=mm.throw_exception_if_processing_interrupted,
                                   free_memory=lambda: free_device_memory(NAME, "starting again", patchers))  # fmt: skip
+            images = None  # the frames of `out`, when the guard decoded them
             if guard and result.report.get("changed"):
-                out = _guarded(latent, out, vae, roi, result.report)
+                out, images = _guarded(latent, out, vae, roi, result.report)
             out = _mark_fixed(latent, out, roi.region, result.report)
+            if decode:
+                result.report["images"] = "the guard's decode" if images is not None else "decoded"
+                images = images if images is not None else decode_frames(vae, out["samples"])
+                mm.throw_exception_if_processing_interrupted()
+            else:
+                images = _images_off()
         prev = result.preview or {}
         if result.report.get("guard_kept_input"):  # the edit was not kept: preview only what comes out, the input
             prev = {k: v for k, v in prev.items() if not k.startswith("after_")}
@@ -110,7 +125,22 @@ class BGFSLatentAnatomyFixer(io.ComfyNode):
                             after_crops=prev.get("after_crops"), after_heatmaps=prev.get("after_heatmaps"),
                             after_keypoints=prev.get("after_keypoints"))  # fmt: skip
         ui = merge_ui({"text": [result.report.get("summary", "")]}, widget)
-        return io.NodeOutput(out, dumps_report(result.report), ui=ui)
+        return io.NodeOutput(out, dumps_report(result.report), images, ui=ui)
+
+
+def decode_frames(vae, samples):
+    """The frames of ``samples`` as core's VAE Decode gives them: one IMAGE batch [frames, H, W, C]."""
+    images = vae.decode(samples)
+    if images.ndim == 5:  # [B, T, H, W, C] from a video VAE, as VAE Decode flattens it
+        images = images.reshape(-1, *images.shape[-3:])
+    return images
+
+
+def _images_off():
+    """What the images output gives with decode off: a node fed from it stops with this message, not a crash."""
+    from comfy_execution.graph_utils import ExecutionBlocker
+
+    return ExecutionBlocker(f"{NAME}: its images output needs decode on (or decode its latent output with VAE Decode)")
 
 
 # LATENT key: the regions a BGFS Fixer has already edited in these latents (a list of region names)
@@ -135,8 +165,9 @@ def _mark_fixed(latent: dict, out: dict, region: str, report: dict) -> dict:
     return {**out, FIXED_REGIONS: done if region in done else [*done, region]}
 
 
-def _guarded(latent: dict, fixed: dict, vae, roi, report: dict) -> dict:
-    """``fixed``, or ``latent`` when MediaPipe finds the geometry worse on the real decode (as ``bgfs fix``)."""
+def _guarded(latent: dict, fixed: dict, vae, roi, report: dict) -> tuple[dict, object]:
+    """``fixed`` and its decoded frames, or ``latent`` and None when MediaPipe finds the geometry worse on the real
+    decode (as ``bgfs fix``)."""
     import time
 
     import comfy.model_management as mm
@@ -146,9 +177,7 @@ def _guarded(latent: dict, fixed: dict, vae, roi, report: dict) -> dict:
     from .host import mediapipe_dir
 
     started = time.perf_counter()
-    images = vae.decode(fixed["samples"])
-    if images.ndim == 5:  # [B, T, H, W, C] from a video VAE, as VAE Decode flattens it
-        images = images.reshape(-1, *images.shape[-3:])
+    images = decode_frames(vae, fixed["samples"])
     mm.throw_exception_if_processing_interrupted()
     judge = judge_detections(roi.detections, image_to_uint8(images),
                              detector_kwargs={"backend": roi.backend, "model_dir": mediapipe_dir()})  # fmt: skip
@@ -159,5 +188,5 @@ def _guarded(latent: dict, fixed: dict, vae, roi, report: dict) -> dict:
         report["guard_kept_input"] = True
         report["summary"] += ("\nGuard: the geometry got worse, so the output is the input latent unchanged (set "
                               "guard to false to keep the edit anyway).")
-        return latent
-    return fixed
+        return latent, None
+    return fixed, images

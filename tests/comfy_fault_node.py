@@ -1,5 +1,5 @@
 """Test-only ComfyUI nodes (copied into the test server's custom_nodes, never shipped): each passes its input
-through and arms a fault, so that the device "runs out of memory" in the next node's convolutions (3-D: the Wan
+through and arms a fault (or, BGFSTestGuardKeeps, a verdict), so that the device "runs out of memory" in the next node's convolutions (3-D: the Wan
 VAE's; 2-D: the critic's), as a GPU does when a diffusion model still holds its memory. After ``times`` faults the
 real convolution is back."""
 
@@ -49,5 +49,33 @@ class BGFSTestOutOfMemoryString(BGFSTestOutOfMemory):
     RETURN_TYPES = (TYPE,)
 
 
+class BGFSTestGuardKeeps:
+    """A LATENT through; the next Fixer's guard keeps its edit whatever MediaPipe finds (a tiny random VAE decodes
+    noise, in which the hand is always lost), once: the path a real VAE takes when the fix helps."""
+
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "arm"
+    CATEGORY = "testing"
+
+    @classmethod
+    def INPUT_TYPES(cls):  # noqa: N802 (ComfyUI's V1 node API)
+        return {"required": {"value": ("LATENT",), "tag": ("INT", {"default": 0})}}
+
+    def arm(self, value, tag):
+        import sys
+
+        (judge,) = [m for name, m in sys.modules.items() if name.endswith(".bgfs_core.fix_video")]
+        real = getattr(judge.geometry_worse, "bgfs_real", judge.geometry_worse)
+
+        def keeps(report):
+            judge.geometry_worse = real  # once
+            return False
+
+        keeps.bgfs_real = real
+        judge.geometry_worse = keeps
+        return (value,)
+
+
 NODE_CLASS_MAPPINGS = {"BGFSTestOutOfMemory": BGFSTestOutOfMemory,
-                       "BGFSTestOutOfMemoryString": BGFSTestOutOfMemoryString}
+                       "BGFSTestOutOfMemoryString": BGFSTestOutOfMemoryString,
+                       "BGFSTestGuardKeeps": BGFSTestGuardKeeps}

@@ -225,6 +225,58 @@ class ComfyServer:
         return self.get("/queue")["queue_running"]
 
 
+class EventListener:
+    """ComfyUI's websocket (``/ws``) for one client id, read in a thread: the JSON events its frontend gets (some,
+    such as an ExecutionBlocker's error, reach only the frontend, not /history). Standard library only."""
+
+    def __init__(self, port: int, client_id: str) -> None:
+        import base64
+        import threading
+
+        self.events: list[dict] = []
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(f"GET /ws?clientId={client_id} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                          f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())  # fmt: skip
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += self.sock.recv(1)
+        if b" 101 " not in head.split(b"\r\n")[0]:
+            raise AssertionError(f"no websocket: {head[:200]!r}")
+        self.sock.settimeout(None)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _exact(self, n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = self.sock.recv(n - len(data))
+            if not chunk:
+                raise EOFError
+            data += chunk
+        return data
+
+    def _read(self) -> None:
+        try:
+            while True:
+                b0, b1 = self._exact(2)
+                size = b1 & 0x7F
+                if size >= 126:
+                    size = int.from_bytes(self._exact(2 if size == 126 else 8), "big")
+                payload = self._exact(size)  # a server's frames are not masked
+                if b0 & 0x0F == 1:  # text: a JSON event (binary frames are previews)
+                    self.events.append(json.loads(payload))
+                elif b0 & 0x0F == 8:
+                    return
+        except (OSError, EOFError, ValueError):
+            return
+
+    def of_type(self, kind: str) -> list[dict]:
+        return [e.get("data", {}) for e in self.events if e.get("type") == kind]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 def history_messages(entry: dict) -> dict[str, dict]:
     """The status messages of a /history entry by event name (the last of each)."""
     return dict(entry.get("status", {}).get("messages", []))

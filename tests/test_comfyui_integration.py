@@ -21,6 +21,7 @@ from comfy_host import (
     TINY_VAE,
     VIRTUAL_NODES,
     ComfyServer,
+    EventListener,
     build_tiny_critic,
     build_tiny_wan_vae,
     history_messages,
@@ -45,8 +46,8 @@ EXPECTED = {
     "BGFSCriticLoader": ({"critic_name": "COMBO"}, {}, [("critic", "BGFS_CRITIC")], False),
     FIXER: ({"latent": "LATENT", "vae": "VAE", "roi": "BGFS_ROI", "steps": "INT",
              "lr": "FLOAT", "strength": "FLOAT", "mode": "COMBO"},
-            {"critic": "BGFS_CRITIC", "guide": "FLOAT", "gradient_vae": "VAE", "guard": "BOOLEAN"},
-            [("latent", "LATENT"), ("report", "STRING")], False),
+            {"critic": "BGFS_CRITIC", "guide": "FLOAT", "gradient_vae": "VAE", "guard": "BOOLEAN", "decode": "BOOLEAN"},
+            [("latent", "LATENT"), ("report", "STRING"), ("images", "IMAGE")], False),
     "BGFSCacheBuilder": ({"images": "IMAGE", "region": "COMBO", "cache_name": "STRING", "fps": "FLOAT",
                           "clip_len": "INT", "clips_per_video": "INT", "frame_stride": "INT", "crop_size": "INT",
                           "clip_seed": "INT"}, {}, [("cache_path", "STRING")], True),
@@ -162,7 +163,7 @@ def _check_api_prompt(name: str, prompt: dict, info: dict) -> None:
                 assert isinstance(value, str), f"{name}: {nid}.{key}={value!r}"
 
 
-def test_the_wan_examples_insert_roi_detect_and_the_fixer_before_vae_decode(server):
+def test_the_wan_examples_insert_roi_detect_and_the_fixer_after_the_last_sampler(server):
     for name, vae in (("bgfs_wan2_2_14B_t2v_fix_hands", "wan_2.1_vae.safetensors"),
                       ("bgfs_wan2_2_14B_i2v_fix_hands", "wan_2.1_vae.safetensors"),
                       ("bgfs_wan2_2_5B_ti2v_fix_hands", "wan2.2_vae.safetensors")):  # fmt: skip
@@ -177,8 +178,11 @@ def test_the_wan_examples_insert_roi_detect_and_the_fixer_before_vae_decode(serv
         assert roi["class_type"] == "BGFSROIDetect"
         pre = prompt[roi["inputs"]["images"][0]]
         assert pre["class_type"] == "VAEDecode" and pre["inputs"]["samples"] == fix["inputs"]["latent"]
-        final = [v for v in prompt.values() if v["class_type"] == "VAEDecode" and v is not pre]
-        assert len(final) == 1 and final[0]["inputs"]["samples"] == [_by_type(prompt, FIXER), 0]
+        # the Fixer decodes its output itself (reusing its guard's decode): no second VAE Decode
+        assert fix["inputs"]["guard"] is True and fix["inputs"]["decode"] is True, name
+        assert [v for v in prompt.values() if v["class_type"] == "VAEDecode"] == [pre], name
+        assert prompt[_by_type(prompt, "CreateVideo")]["inputs"]["images"] == [_by_type(prompt, FIXER), 2], name
+        assert prompt[_by_type(prompt, "BGFSAnatomyScore")]["inputs"]["images"] == [_by_type(prompt, FIXER), 2], name
         # the Critic Loader is there but bypassed: the template runs before any critic is trained (guide only)
         loader = [n for n in _example(name)["nodes"] if n["type"] == "BGFSCriticLoader"]
         assert len(loader) == 1 and loader[0]["mode"] == 4 and "critic" not in fix["inputs"], name
@@ -202,6 +206,23 @@ def _with_latent_probes(prompt: dict) -> dict:
     prompt["probe_before"] = {"class_type": "SaveLatent", "inputs": {"samples": [enc, 0], "filename_prefix": "probe/before"}}
     prompt["probe_after"] = {"class_type": "SaveLatent", "inputs": {"samples": [fix, 0], "filename_prefix": "probe/after"}}
     return prompt
+
+
+def _with_image_probes(prompt: dict) -> dict:
+    """The prompt plus SaveImage nodes for the Fixer's images output and for core's VAE Decode of its latent."""
+    prompt = json.loads(json.dumps(prompt))
+    fix, vae = _by_type(prompt, FIXER), prompt[_by_type(prompt, FIXER)]["inputs"]["vae"]
+    prompt["vae_decode"] = {"class_type": "VAEDecode", "inputs": {"samples": [fix, 0], "vae": vae}}
+    prompt["probe_vae_decode"] = {"class_type": "SaveImage", "inputs": {"images": ["vae_decode", 0], "filename_prefix": "probe/vae_decode"}}
+    prompt["probe_images"] = {"class_type": "SaveImage", "inputs": {"images": [fix, 2], "filename_prefix": "probe/images"}}
+    return prompt
+
+
+def _load_images(server, outputs: dict, node: str) -> np.ndarray:
+    from PIL import Image
+
+    items = outputs[node]["images"]
+    return np.stack([np.asarray(Image.open(server.base / "output" / i["subfolder"] / i["filename"])) for i in items])
 
 
 def _load_latent(server, outputs: dict, node: str):
@@ -244,6 +265,7 @@ def test_cpu_example_runs_end_to_end_on_real_frames(server, cpu_prompt):
     assert report["settings"]["guide"] == 3.0  # the optional widget's value reaches the fixer
     assert report["changed"] is True and report["codec"].startswith("WanVAE")
     assert len(report["history"]) == 2 and report["window"]["crops"] >= 5
+    assert report["images"] == "decoded", "guard off: the Fixer decodes its output for the images output"
 
     _assert_changed_inside_the_window_only(server, out, report)
 
@@ -309,8 +331,8 @@ def test_the_fixers_guard_passes_the_input_through_when_the_decode_loses_the_han
     """The guard (on by default) decodes the fix with the real VAE and runs MediaPipe on it. The tiny random VAE
     decodes noise, so the hand ROI Detect found is lost: the Fixer must hand back its input latent, bit for bit,
     and say why."""
-    prompt = _with_latent_probes(cpu_prompt)
-    assert "guard" not in prompt[_by_type(prompt, FIXER)]["inputs"], "the example relies on the default"
+    prompt = _with_image_probes(_with_latent_probes(cpu_prompt))
+    assert prompt[_by_type(prompt, FIXER)]["inputs"]["guard"] is True, "the example's setting (and the default)"
     entry = server.wait(server.queue(prompt), timeout=400)
     assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000] + server.log()[-3000:]
     out = entry["outputs"]
@@ -326,6 +348,57 @@ def test_the_fixers_guard_passes_the_input_through_when_the_decode_loses_the_han
     assert "crops" in sheet and not [k for k in sheet if k.startswith("after_")], "no preview of an edit not kept"
     before, after = _load_latent(server, out, "probe_before"), _load_latent(server, out, "probe_after")
     np.testing.assert_array_equal(after.numpy(), before.numpy())
+    # decode on (the example's setting): the guard decoded the edit it did not keep, so the input is decoded
+    assert report["images"] == "decoded"
+    images = _load_images(server, out, "probe_images")
+    assert images.shape == (5, 72, 96, 3)
+    np.testing.assert_array_equal(images, _load_images(server, out, "probe_vae_decode"))
+
+
+def test_the_fixers_images_output_reuses_the_guards_decode_of_a_kept_edit(server, cpu_prompt):
+    """With the guard on, a kept edit's frames are the guard's own decode (one decode, not two), and they are the
+    frames core's VAE Decode gives for the Fixer's latent. A test node makes the guard keep the edit: the tiny
+    random VAE decodes noise, in which MediaPipe never finds the hand."""
+    prompt = _with_image_probes(_with_latent_probes(cpu_prompt))
+    fix = _by_type(prompt, FIXER)
+    prompt["keep"] = {"class_type": "BGFSTestGuardKeeps", "inputs": {"value": prompt[fix]["inputs"]["latent"], "tag": 1}}
+    prompt[fix]["inputs"]["latent"] = ["keep", 0]
+    entry = server.wait(server.queue(prompt), timeout=400)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000] + server.log()[-3000:]
+    out = entry["outputs"]
+    report = json.loads(out[_by_title(prompt, "fix report")]["text"][0])
+    assert report["judge"]["geometry_after"] is None and "guard_kept_input" not in report, "kept by the test node"
+    assert report["images"] == "the guard's decode"
+    _assert_changed_inside_the_window_only(server, out, report)
+    images = _load_images(server, out, "probe_images")
+    assert images.shape == (5, 72, 96, 3)
+    np.testing.assert_array_equal(images, _load_images(server, out, "probe_vae_decode"))
+
+
+def test_the_images_output_with_decode_off_stops_what_it_feeds_with_a_message(server, cpu_prompt):
+    """decode off (the default, so that graphs with their own VAE Decode do not decode twice): the latent and
+    report outputs work, and a node fed from images does not run; the frontend is told why."""
+    prompt = _with_image_probes(cpu_prompt)
+    fix = _by_type(prompt, FIXER)
+    prompt[fix]["inputs"].update(decode=False, guard=False, steps=1)  # steps no other test uses: nothing cached
+    listener = EventListener(server.port, "bgfs-decode-off")
+    try:
+        entry = server.wait(server.queue(prompt, client_id="bgfs-decode-off"), timeout=400)
+        end = time.perf_counter() + 10
+        while not listener.of_type("execution_error") and time.perf_counter() < end:
+            time.sleep(0.1)
+        errors = listener.of_type("execution_error")
+    finally:
+        listener.close()
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000] + server.log()[-3000:]
+    out = entry["outputs"]
+    assert "probe_images" not in out and "probe_vae_decode" in out
+    assert json.loads(out[_by_title(prompt, "fix report")]["text"][0])["changed"] is True
+    fed = {k for k, v in prompt.items() if [fix, 2] in v["inputs"].values()}  # the probe, the Score, a preview
+    assert len(fed) == 3 and {e["node_id"] for e in errors} == fed, errors
+    assert {e["exception_message"] for e in errors} == {
+        "Execution Blocked: BGFS Latent Anatomy Fixer: its images output needs decode on (or decode its latent "
+        "output with VAE Decode)"}, errors
 
 
 @pytest.mark.parametrize("flag,dtype", [("--bf16-vae", "torch.bfloat16"), ("--fp16-vae", "torch.float16")])
@@ -416,22 +489,31 @@ def test_out_of_memory_in_the_fixer_unloads_the_other_models_and_starts_again(se
     assert "a window of" in text and "even with the other models unloaded" in text and "to gradient_vae" in text, text
 
 
+def _drop_consumers(prompt: dict, sources: list) -> None:
+    """Remove the nodes fed from any of ``sources`` ([node, slot]), and the nodes fed from those, and so on."""
+    gone = {k for k, v in prompt.items() if any(src in v["inputs"].values() for src in sources)}
+    while gone:
+        for key in gone:
+            del prompt[key]
+        gone = {k for k, v in prompt.items() for x in v["inputs"].values() if isinstance(x, list) and x and x[0] in gone}
+
+
 def test_needs_fixing_gates_the_fixer_through_cores_lazy_switch(server, cpu_prompt):
     """The README's recipe: Anatomy Score's needs_fixing -> core's Switch (on_true: the Fixer, on_false: the
     unfixed latent) -> VAE Decode. The Switch is lazy, so the Fixer runs only when the score asks for it."""
     for threshold, needs in ((0.0, False), (99.0, True)):  # thresholds no other test uses: nothing cached
         prompt = _with_latent_probes(cpu_prompt)
-        fix, enc, dec = _by_type(prompt, FIXER), _by_type(prompt, "VAEEncode"), _by_type(prompt, "VAEDecode")
-        prompt[fix]["inputs"].update(steps=3, guard=False)  # steps no other test uses: nothing cached
-        for key in [k for k, v in prompt.items() if [fix, 1] in v["inputs"].values()]:
-            del prompt[key]  # the report preview would pull the Fixer in on its own
+        fix, enc = _by_type(prompt, FIXER), _by_type(prompt, "VAEEncode")
+        prompt[fix]["inputs"].update(steps=3, guard=False, decode=False)  # steps no other test uses: nothing cached
+        _drop_consumers(prompt, [[fix, 1], [fix, 2]])  # they would pull the Fixer in on their own
         frames = [_by_type(prompt, "ImageScale"), 0]
         prompt["gate_score"] = {"class_type": "BGFSAnatomyScore",
                                 "inputs": {"images": frames, "region": "hands", "threshold": threshold, "fps": 10.0,
                                            "backend": "solutions"}}  # fmt: skip
         prompt["gate"] = {"class_type": "ComfySwitchNode",
                           "inputs": {"switch": ["gate_score", 2], "on_true": [fix, 0], "on_false": [enc, 0]}}
-        prompt[dec]["inputs"]["samples"] = ["gate", 0]
+        prompt["decode"] = {"class_type": "VAEDecode", "inputs": {"samples": ["gate", 0], "vae": prompt[fix]["inputs"]["vae"]}}
+        prompt["decoded"] = {"class_type": "PreviewImage", "inputs": {"images": ["decode", 0]}}
         prompt["probe_after"]["inputs"]["samples"] = ["gate", 0]
         entry = server.wait(server.queue(prompt), timeout=400)
         assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000] + server.log()[-3000:]

@@ -94,7 +94,7 @@ def _graph(with_fixer: bool) -> dict:
         node(7, "BGFSCriticLoader", [930, 280], outputs=[("critic", "BGFS_CRITIC")], values=[CRITIC])
         node(FIXER, "BGFSLatentAnatomyFixer", [1240, 0],
              [("latent", "LATENT"), ("vae", "VAE"), ("critic", "BGFS_CRITIC"), ("roi", "BGFS_ROI")],
-             [("latent", "LATENT"), ("report", "STRING")],
+             [("latent", "LATENT"), ("report", "STRING"), ("images", "IMAGE")],
              values=[1, 0.07, 1.0, "latent", 3.0, False])  # guard off: a random VAE's decode shows no hand
         node(9, "PreviewAny", [1550, 0], [("source", "*")])
         for dst_slot, src in enumerate((5, 6, 7, DETECT)):
@@ -139,7 +139,7 @@ def browser():
 @pytest.fixture
 def page(server: ComfyServer, browser):
     """The ComfyUI page with the BGFS extension registered; page errors are collected in ``page.bgfs_errors``."""
-    pg = browser.new_page(viewport={"width": 1400, "height": 900})
+    pg = browser.new_page(viewport={"width": 1400, "height": 1100})
     pg.bgfs_errors = []
     pg.on("pageerror", lambda e: pg.bgfs_errors.append(str(e)))
     pg.on("console", lambda m: pg.bgfs_errors.append(m.text) if m.type == "error" and "bgfs" in m.text.lower() else None)
