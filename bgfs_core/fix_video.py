@@ -115,7 +115,7 @@ def fix_video(cfg: Config, req: FixVideoRequest) -> FixVideoResult:
     from .critic_io import load_critic
     from .detection import detector_from_config
     from .fixer import FixSettings, fix_latents
-    from .video_io import read_video, write_video
+    from .video_io import read_comment, read_video, write_video
 
     started = time.perf_counter()
     out_path = Path(req.output)
@@ -132,6 +132,7 @@ def fix_video(cfg: Config, req: FixVideoRequest) -> FixVideoResult:
     cfg.roi.region = region
     codec = make_codec(req.codec, req.model_id, req.vae_subfolder, req.device, req.grad_dtype)
     frames, fps = read_video(in_path, max_frames=req.max_frames)
+    done = fixed_regions(read_comment(in_path))  # what an earlier `bgfs fix` wrote into this file
     with torch.no_grad():
         if req.latents:
             from .generate import load_latents
@@ -181,16 +182,40 @@ def fix_video(cfg: Config, req: FixVideoRequest) -> FixVideoResult:
                              "limits) worse after the fix, so the output is the input (decoded) unchanged; pass "
                              "--no-guard to keep the edit anyway.")
         judge["guard_kept_input"] = True
+    if region in done:
+        warning = refix_warning(f"{in_path.name} was", region, "an earlier bgfs fix")
+        result.report.setdefault("warnings", []).append(warning)
+        result.report["summary"] += f"\nWarning: {warning}"
+    kept = result.report.get("changed") and not judge.get("guard_kept_input")
+    regions = [*done, region] if kept and region not in done else done
     report = {
         "input": str(in_path), "output": str(out_path), "critic": str(req.critic) if req.critic else None, "region": region,
         "codec": codec.name, "frames": len(before), "fps": fps, "fixer": result.report, "judge": judge,
-        "seconds": time.perf_counter() - started,
+        "fixed_regions": regions, "seconds": time.perf_counter() - started,
     }  # fmt: skip
-    write_video(out_path, after, fps)
+    write_video(out_path, after, fps, comment=FIXED_TAG + ", ".join(regions) if regions else None)
     report_path = report_dir / "report.json"
     write_json_atomic(report_path, report)
     summary = result.report["summary"] + "\n" + judge.get("summary", "") + f"\nWrote {out_path} and {report_path}."
     return FixVideoResult(out_path, report_path, report, summary)
+
+
+# The comment `bgfs fix` writes into its output (video_io.write_video): the regions fixed in it so far, so that a
+# fix of its own output can warn. Fixing a region twice resamples it twice, which measured worse than once.
+FIXED_TAG = "BGFS fixed regions: "
+
+
+def fixed_regions(comment: str | None) -> list[str]:
+    """The regions a comment written by ``bgfs fix`` names (none for any other comment)."""
+    if not comment or not comment.startswith(FIXED_TAG):
+        return []
+    return [r for r in comment[len(FIXED_TAG):].split(", ") if r]
+
+
+def refix_warning(what: str, region: str, by: str) -> str:
+    """The warning for a second fix of ``region``, for ``bgfs fix`` and the Fixer node alike."""
+    return (f"{what} already fixed for {region} by {by}: each pass resamples the region once more, and a second pass "
+            "measured worse than one (bone-length variation -16% against -22%); fix a region once")
 
 
 def _score_text(value: float | None) -> str:

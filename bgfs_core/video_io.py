@@ -242,27 +242,29 @@ def _check_frames(frames: np.ndarray) -> np.ndarray:
     return frames
 
 
-def write_video(path: str | Path, frames: np.ndarray, fps: float) -> Path:
-    """Write frames atomically: .mp4/.mov/.m4v/.mkv as H.264, .gif, or PNG frames for a folder / suffix-less path."""
+def write_video(path: str | Path, frames: np.ndarray, fps: float, comment: str | None = None) -> Path:
+    """Write frames atomically: .mp4/.mov/.m4v/.mkv as H.264, .gif, or PNG frames for a folder / suffix-less path.
+    ``comment``: a text stored in the file (the container's comment tag, the GIF comment, each PNG's Comment), read
+    back by ``read_comment``."""
     path = Path(path)
     frames = _check_frames(frames)
     if not np.isfinite(fps) or fps <= 0:
         raise BGFSError(f"fps must be > 0, got {fps}")
     suffix = path.suffix.lower()
     if path.is_dir() or not suffix:
-        _write_png_folder(path, frames)
+        _write_png_folder(path, frames, comment)
     elif suffix in _H264_SUFFIXES:
         with atomic_path(path) as tmp:
-            _write_h264(tmp, frames, fps, _CONTAINER_FORMAT[suffix])
+            _write_h264(tmp, frames, fps, _CONTAINER_FORMAT[suffix], comment)
     elif suffix == ".gif":
         with atomic_path(path) as tmp:
-            _write_gif(tmp, frames, fps)
+            _write_gif(tmp, frames, fps, comment)
     else:
         raise BGFSError(f"cannot write {path}: use .mp4, .mov, .m4v, .mkv, .gif, or a folder for PNG frames")
     return path
 
 
-def _write_h264(path: Path, frames: np.ndarray, fps: float, fmt: str) -> None:
+def _write_h264(path: Path, frames: np.ndarray, fps: float, fmt: str, comment: str | None = None) -> None:
     import av
 
     # yuv420p (what every player decodes) needs even sizes: repeat the last row/column rather than drop pixels.
@@ -273,6 +275,8 @@ def _write_h264(path: Path, frames: np.ndarray, fps: float, fmt: str) -> None:
     rate = Fraction(fps).limit_denominator(1001)
     opts = {"movflags": "+faststart"} if fmt in ("mp4", "mov") else {}
     with av.open(str(path), "w", format=fmt, options=opts) as container:
+        if comment:
+            container.metadata["comment"] = comment
         # mbtree off: with it, PyAV's libx264 encodes the same frames differently from run to run (measured: 8
         # writes, 8 different decodes), so a fix or a demo could not be reproduced; files grow ~20% at crf 16
         stream = container.add_stream("libx264", rate=rate,
@@ -287,24 +291,30 @@ def _write_h264(path: Path, frames: np.ndarray, fps: float, fmt: str) -> None:
         container.mux(stream.encode(None))  # flush delayed frames
 
 
-def _write_gif(path: Path, frames: np.ndarray, fps: float) -> None:
+def _write_gif(path: Path, frames: np.ndarray, fps: float, comment: str | None = None) -> None:
     from PIL import Image
 
     images = [Image.fromarray(f) for f in frames]
     # GIF delays are in 1/100 s; identical consecutive frames are merged by the GIF format's optimiser.
     duration = max(20, int(round(1000.0 / fps / 10.0)) * 10)
-    images[0].save(path, format="GIF", save_all=True, append_images=images[1:], duration=duration, loop=0)
+    extra = {"comment": comment.encode()} if comment else {}
+    images[0].save(path, format="GIF", save_all=True, append_images=images[1:], duration=duration, loop=0, **extra)
 
 
-def _write_png_folder(folder: Path, frames: np.ndarray) -> None:
-    from PIL import Image
+def _write_png_folder(folder: Path, frames: np.ndarray, comment: str | None = None) -> None:
+    from PIL import Image, PngImagePlugin
+
+    info = None
+    if comment:
+        info = PngImagePlugin.PngInfo()
+        info.add_text("Comment", comment)
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     names = [f"frame_{i:06d}.png" for i in range(len(frames))]
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".partial", dir=folder.parent))
     try:
         for name, frame in zip(names, frames):
-            Image.fromarray(frame).save(tmp / name)
+            Image.fromarray(frame).save(tmp / name, pnginfo=info)
         if not folder.exists():
             os.replace(tmp, folder)
             return
@@ -318,3 +328,34 @@ def _write_png_folder(folder: Path, frames: np.ndarray) -> None:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_comment(path: str | Path) -> str | None:
+    """The comment ``write_video`` stored in a video file, GIF or folder of frames (its first frame's); None when
+    there is none or the file cannot be read (a missing comment never stops anything)."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            files = _frame_files(path)
+            if not files:
+                return None
+            from PIL import Image
+
+            with Image.open(files[0]) as im:
+                text = getattr(im, "text", {}).get("Comment") or im.info.get("comment")
+        elif path.suffix.lower() == ".gif":
+            from PIL import Image
+
+            with Image.open(path) as im:
+                text = im.info.get("comment")
+        else:
+            import av
+
+            with av.open(str(path)) as container:
+                tags = {k.lower(): v for k, v in container.metadata.items()}  # Matroska's tags are upper case
+                text = tags.get("comment")
+    except Exception:  # any unreadable file: no comment
+        return None
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return text or None

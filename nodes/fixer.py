@@ -152,11 +152,11 @@ def _mark_fixed(latent: dict, out: dict, region: str, report: dict) -> dict:
     already fixed for it. Each pass resamples the region once more, and a second pass measured worse than one."""
     import logging
 
+    from ..bgfs_core.fix_video import refix_warning
+
     done = list(latent.get(FIXED_REGIONS, ()))
     if region in done:
-        warning = (f"these latents were already fixed for {region} by an earlier {NAME}: each pass resamples the "
-                   "region once more, and a second pass measured worse than one (bone-length variation -16% against "
-                   "-22%); use one Fixer for a region")  # fmt: skip
+        warning = refix_warning("these latents were", region, f"an earlier {NAME}")
         report.setdefault("warnings", []).append(warning)
         report["summary"] = report.get("summary", "") + f"\nWarning: {warning}"
         logging.warning("%s: %s", NAME, warning)

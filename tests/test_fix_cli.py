@@ -17,7 +17,7 @@ from bgfs_core.critic_io import save_critic
 from bgfs_core.detection import detect_video
 from bgfs_core.errors import BGFSError
 from bgfs_core.fix_video import geometry_worse, judge_detections, judge_fix
-from bgfs_core.video_io import read_video, write_video
+from bgfs_core.video_io import read_comment, read_video, write_video
 
 
 def make_critic(path, region: str = "hands"):
@@ -76,6 +76,24 @@ def test_fix_without_a_critic_lets_the_guide_alone_move_the_hand(workdir, capsys
         err = capsys.readouterr().err
         assert err.startswith("bgfs fix: error:") and needle in err, err
         assert not never.exists()
+
+
+def test_fixing_a_fixed_video_again_says_to_fix_once(workdir, capsys):
+    """``bgfs fix`` writes the regions it fixed into its output (a comment in the file): a fix of that output for
+    the same region says that a second pass measured worse than one, and still runs."""
+    once, twice = workdir / "once.mp4", workdir / "twice.mkv"
+    args = ["--max-frames", "5", "--steps", "1", "--no-guard", "--quiet"]
+    assert main(["fix", "--in", str(HAND_VIDEO), "--out", str(once), *args]) == 0
+    assert "already fixed" not in capsys.readouterr().out
+    assert read_comment(once) == "BGFS fixed regions: hands"
+    assert json.loads((workdir / "once_report" / "report.json").read_text())["fixed_regions"] == ["hands"]
+
+    assert main(["fix", "--in", str(once), "--out", str(twice), *args]) == 0
+    out = capsys.readouterr().out
+    assert "Warning: once.mp4 was already fixed for hands by an earlier bgfs fix" in out, out
+    report = json.loads((workdir / "twice_report" / "report.json").read_text())
+    assert any("fix a region once" in w for w in report["fixer"]["warnings"]) and report["fixer"]["changed"]
+    assert read_comment(twice) == "BGFS fixed regions: hands", "the list names each region once"
 
 
 def test_nothing_detected_passes_through_with_a_message(workdir, capsys):

@@ -7,7 +7,7 @@ import pytest
 from conftest import HAND_PHOTOS, HAND_VIDEO
 
 from bgfs_core.errors import BGFSError
-from bgfs_core.video_io import VIDEO_EXTENSIONS, list_videos, read_video, video_info, write_video
+from bgfs_core.video_io import VIDEO_EXTENSIONS, list_videos, read_comment, read_video, video_info, write_video
 
 
 def _mae(a: np.ndarray, b: np.ndarray) -> float:
@@ -65,6 +65,25 @@ def test_gif_and_png_folder_round_trips(tmp_path, hand_video_frames):
     assert fps == 25.0  # a folder has no timing: the default
     write_video(folder, frames[:3], 10.0)  # rewriting drops the stale frames
     assert read_video(folder)[0].shape[0] == 3
+
+
+@pytest.mark.parametrize("name", ["v.mp4", "v.mov", "v.m4v", "v.mkv", "v.gif", "frames"])
+def test_a_comment_written_with_the_frames_is_read_back(tmp_path, hand_video_frames, name):
+    frames = hand_video_frames[:3]
+    write_video(tmp_path / name, frames, 10.0, comment="BGFS fixed regions: hands, face")
+    assert read_comment(tmp_path / name) == "BGFS fixed regions: hands, face"
+    assert read_video(tmp_path / name)[0].shape == frames.shape, "the comment changes nothing else"
+    write_video(tmp_path / ("plain_" + name), frames, 10.0)
+    assert read_comment(tmp_path / ("plain_" + name)) is None
+
+
+def test_no_comment_where_there_is_none_or_nothing_to_read(tmp_path):
+    assert read_comment(HAND_VIDEO) is None  # a GIF from elsewhere
+    assert read_comment(tmp_path / "missing.mp4") is None
+    (tmp_path / "broken.mp4").write_bytes(b"not a video")
+    assert read_comment(tmp_path / "broken.mp4") is None
+    (tmp_path / "empty").mkdir()
+    assert read_comment(tmp_path / "empty") is None
 
 
 def test_list_videos(tmp_path, hand_video_frames):
