@@ -6,6 +6,7 @@ the latents before and after, so an edit that fools the critic without fixing an
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,7 +133,8 @@ def fix_video(cfg: Config, req: FixVideoRequest) -> FixVideoResult:
     cfg.roi.region = region
     codec = make_codec(req.codec, req.model_id, req.vae_subfolder, req.device, req.grad_dtype)
     frames, fps = read_video(in_path, max_frames=req.max_frames)
-    done = fixed_regions(read_comment(in_path))  # what an earlier `bgfs fix` wrote into this file
+    # the regions an earlier `bgfs fix` wrote into this file (not what --latents hold: those were never fixed here)
+    done = [] if req.latents else fixed_regions(read_comment(in_path))
     with torch.no_grad():
         if req.latents:
             from .generate import load_latents
@@ -146,6 +148,8 @@ def fix_video(cfg: Config, req: FixVideoRequest) -> FixVideoResult:
     before = decode_frames(codec, latents)
     with detector_from_config(cfg, video_mode=True) as detector:
         det = detector.detect_video(before, fps=fps, progress=req.progress)
+    if region in done and req.progress:  # said now too, so that it can be stopped before the work
+        print(f"bgfs fix: warning: {refix_warning(in_path.name + ' was', region, 'an earlier bgfs fix')}", file=sys.stderr)
     fx = cfg.fixer
     settings = FixSettings(steps=fx.steps, lr=fx.lr, strength=fx.strength, mode=fx.mode, guide=fx.guide,
                            lr_decay=fx.lr_decay, margin=cfg.roi.margin, min_conf=cfg.roi.min_conf,

@@ -20,7 +20,8 @@ class BGFSLatentAnatomyFixer(io.ComfyNode):
             category=CATEGORY,
             description="Edits the Wan latents inside the region of interest: moves the region along ROI Detect's "
             "cleaned keypoint tracks and, with a heatmap critic connected, so that the critic sees consistent bone "
-            "lengths, smooth motion and plausible joint angles; the rest of the video is kept.",
+            "lengths, smooth motion and plausible joint angles; the rest of the video is kept. With decode on it "
+            "also gives the decoded frames (the guard's own decode when it keeps the edit).",
             inputs=[
                 io.Latent.Input("latent", tooltip="The Wan video latent to fix (the second sampler's output): "
                                 "16 channels for the Wan 2.1 VAE (14B models), 48 for the Wan 2.2 VAE (TI2V-5B)."),
@@ -64,7 +65,8 @@ class BGFSLatentAnatomyFixer(io.ComfyNode):
                                  tooltip="Also decode the output latent with the VAE and give the frames on the "
                                  "images output, in place of a VAE Decode after the Fixer. With the guard on, the "
                                  "guard's full decode of a kept edit is reused, so the video is decoded once, not "
-                                 "twice. Off: the images output is not available (decode the latent yourself)."),
+                                 "twice. Off: the images output is not available (decode the latent yourself). "
+                                 "Changing it runs the fix again."),
             ],
             outputs=[
                 io.Latent.Output(display_name="latent"),
@@ -114,7 +116,7 @@ class BGFSLatentAnatomyFixer(io.ComfyNode):
             out = _mark_fixed(latent, out, roi.region, result.report)
             if decode:
                 result.report["images"] = "the guard's decode" if images is not None else "decoded"
-                images = images if images is not None else decode_frames(vae, out["samples"])
+                images = images if images is not None else vae_decode(vae, out["samples"])
                 mm.throw_exception_if_processing_interrupted()
             else:
                 images = _images_off()
@@ -128,7 +130,7 @@ class BGFSLatentAnatomyFixer(io.ComfyNode):
         return io.NodeOutput(out, dumps_report(result.report), images, ui=ui)
 
 
-def decode_frames(vae, samples):
+def vae_decode(vae, samples):
     """The frames of ``samples`` as core's VAE Decode gives them: one IMAGE batch [frames, H, W, C]."""
     images = vae.decode(samples)
     if images.ndim == 5:  # [B, T, H, W, C] from a video VAE, as VAE Decode flattens it
@@ -177,7 +179,7 @@ def _guarded(latent: dict, fixed: dict, vae, roi, report: dict) -> tuple[dict, o
     from .host import mediapipe_dir
 
     started = time.perf_counter()
-    images = decode_frames(vae, fixed["samples"])
+    images = vae_decode(vae, fixed["samples"])
     mm.throw_exception_if_processing_interrupted()
     judge = judge_detections(roi.detections, image_to_uint8(images),
                              detector_kwargs={"backend": roi.backend, "model_dir": mediapipe_dir()})  # fmt: skip

@@ -64,12 +64,15 @@ class BGFSTestGuardKeeps:
     def arm(self, value, tag):
         import sys
 
+        from server import PromptServer
+
         (judge,) = [m for name, m in sys.modules.items() if name.endswith(".bgfs_core.fix_video")]
         real = getattr(judge.geometry_worse, "bgfs_real", judge.geometry_worse)
+        armed_in = PromptServer.instance.last_prompt_id
 
         def keeps(report):
-            judge.geometry_worse = real  # once
-            return False
+            judge.geometry_worse = real  # once, and only in this prompt: a later one gets the real verdict
+            return False if PromptServer.instance.last_prompt_id == armed_in else real(report)
 
         keeps.bgfs_real = real
         judge.geometry_worse = keeps

@@ -172,6 +172,30 @@ def test_grad_dtype_picks_the_decoder_the_gradients_go_through(workdir, grad_dty
     assert len(read_video(out)[0]) == 9
 
 
+def test_a_fix_from_saved_latents_ignores_the_fixed_tag_of_the_in_file(workdir, capsys):
+    """With --latents the fix starts from those latents (from `bgfs generate`, never fixed), not from --in's frames:
+    a tag an earlier fix wrote into --in neither warns nor carries over to the output."""
+    import torch
+
+    from bgfs_core.codecs import DiffusersWanCodec, wan_vae_config
+    from bgfs_core.fix_video import encode_frames
+    from bgfs_core.generate import save_latents
+
+    folder = workdir / "tinywan_latents"
+    codec = DiffusersWanCodec.from_config(wan_vae_config("2.1", base_dim=8))
+    codec.vae.save_pretrained(folder / "vae")
+    frames = read_video(HAND_VIDEO, max_frames=5)[0]
+    tagged = write_video(workdir / "tagged.mp4", frames, 10.0, comment="BGFS fixed regions: hands")
+    with torch.no_grad():
+        save_latents(workdir / "generated.safetensors", encode_frames(codec, frames), {"fps": 10.0})
+    out = workdir / "from_latents.mp4"
+    assert main(["fix", "--in", str(tagged), "--latents", str(workdir / "generated.safetensors"), "--out", str(out),
+                 "--model-id", str(folder), "--steps", "1", "--no-guard", "--quiet"]) == 0  # fmt: skip
+    assert "already fixed" not in capsys.readouterr().out
+    report = json.loads((workdir / "from_latents_report" / "report.json").read_text())
+    assert report["fixed_regions"] == [] and read_comment(out) is None  # a random VAE decodes no hand: no edit
+
+
 def test_ctrl_c_leaves_no_output(workdir, monkeypatch, capsys):
     import bgfs_core.fixer as fixer
 
