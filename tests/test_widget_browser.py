@@ -7,6 +7,7 @@ Two small CPU graphs are loaded into the page with ``app.loadGraphData`` and que
    and the scrubber must move it to other frames.
 2. 5 of those frames at 160 x 120, encoded by a tiny random-weight Wan 2.1 VAE, ROI Detect, a tiny critic and
    the Latent Anatomy Fixer: its widget must switch to the "after" sheets with the toggle.
+Then every example workflow is loaded as a user opens it: all nodes and links, and the BGFS widgets' saved values.
 Screenshots go to test-artifacts/ (git-ignored).
 
 Needs COMFYUI_DIR (see tests/comfy_host.py), Chromium at /usr/bin/chromium (Debian package ``chromium``) and the
@@ -323,3 +324,30 @@ def test_fixer_widget_toggles_before_and_after(server: ComfyServer, page):
     _assert_heat_matches(server, fix, payload, "heat", hottest)
     assert not page.bgfs_errors, f"errors in the page: {page.bgfs_errors}"
     print(f"\nFixer widget: page + run + checks {time.perf_counter() - started:.1f} s")
+
+
+def test_every_example_workflow_loads_in_the_frontend_as_saved(server: ComfyServer, page):
+    """The templates users open: each loads in the real frontend with every node and link, and the BGFS nodes'
+    widgets get the values the file saves by position (the Fixer's guard and decode: on, its images output linked)."""
+    for path in sorted((REPO / "example_workflows").glob("*.json")):
+        saved = json.loads(path.read_text())
+        page.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", saved)
+        loaded = page.evaluate(
+            """() => { const g = window.app.graph;
+            return {links: Object.keys(g.links instanceof Map ? Object.fromEntries(g.links) : g.links).length,
+                    nodes: Object.fromEntries(g._nodes.map(n => [n.id, {type: n.type,
+                      widgets: Object.fromEntries((n.widgets || []).map(w => [w.name, w.value])),
+                      outputs: (n.outputs || []).map(o => [o.name, (o.links || []).length])}]))}; }"""
+        )
+        assert len(loaded["nodes"]) == len(saved["nodes"]) and loaded["links"] == len(saved["links"]), path.name
+        for node in saved["nodes"]:
+            if not node["type"].startswith("BGFS"):
+                continue
+            got = loaded["nodes"][str(node["id"])]
+            assert got["type"] == node["type"], path.name
+            values = [v for k, v in got["widgets"].items() if k != "bgfs_preview"]
+            assert values[: len(node["widgets_values"])] == node["widgets_values"], (path.name, node["type"], got)
+            if node["type"] == "BGFSLatentAnatomyFixer":
+                assert got["widgets"]["guard"] is True and got["widgets"]["decode"] is True, (path.name, got)
+                assert got["outputs"][2] == ["images", 2], (path.name, got["outputs"])
+    assert not page.bgfs_errors, f"errors in the page: {page.bgfs_errors}"
