@@ -9,6 +9,7 @@ from .cache_builder import BGFSCacheBuilder
 from .critic_loader import BGFSCriticLoader
 from .critic_trainer import BGFSCriticTrainer
 from .fixer import BGFSLatentAnatomyFixer
+from .image_fixer import BGFSImageAnatomyFixer
 from .roi_detect import BGFSROIDetect
 
 NODES: list[type[io.ComfyNode]] = [
@@ -18,6 +19,7 @@ NODES: list[type[io.ComfyNode]] = [
     BGFSCacheBuilder,
     BGFSCriticTrainer,
     BGFSAnatomyScore,
+    BGFSImageAnatomyFixer,
 ]
 
 

@@ -86,7 +86,8 @@ class BGFSLatentAnatomyFixer(io.ComfyNode):
         import comfy.utils
 
         from ..bgfs_core.fixer import FixSettings
-        from .glue import check_roi, dumps_report, merge_ui, preview_ui, progress_preview, run_fix
+        from .fix_shared import fix_ui
+        from .glue import check_roi, dumps_report, progress_preview, run_fix
         from .host import free_device_memory
 
         with node_errors(NAME):
@@ -120,14 +121,7 @@ class BGFSLatentAnatomyFixer(io.ComfyNode):
                 mm.throw_exception_if_processing_interrupted()
             else:
                 images = _images_off()
-        prev = result.preview or {}
-        if result.report.get("guard_kept_input"):  # the edit was not kept: preview only what comes out, the input
-            prev = {k: v for k, v in prev.items() if not k.startswith("after_")}
-        widget = preview_ui("fix", roi.region, prev.get("crops"), prev.get("heatmaps"), prev.get("keypoints"),
-                            after_crops=prev.get("after_crops"), after_heatmaps=prev.get("after_heatmaps"),
-                            after_keypoints=prev.get("after_keypoints"))  # fmt: skip
-        ui = merge_ui({"text": [result.report.get("summary", "")]}, widget)
-        return io.NodeOutput(out, dumps_report(result.report), images, ui=ui)
+        return io.NodeOutput(out, dumps_report(result.report), images, ui=fix_ui(result, roi))
 
 
 def vae_decode(vae, samples):
@@ -172,23 +166,10 @@ def _guarded(latent: dict, fixed: dict, vae, roi, report: dict) -> tuple[dict, o
     decode (as ``bgfs fix``)."""
     import time
 
-    import comfy.model_management as mm
+    from .fix_shared import guard_keeps
 
-    from ..bgfs_core.fix_video import geometry_worse, judge_detections
-    from .glue import image_to_uint8
-    from .host import mediapipe_dir
-
-    started = time.perf_counter()
+    started = time.perf_counter()  # what the guard costs: one full decode and MediaPipe
     images = vae_decode(vae, fixed["samples"])
-    mm.throw_exception_if_processing_interrupted()
-    judge = judge_detections(roi.detections, image_to_uint8(images),
-                             detector_kwargs={"backend": roi.backend, "model_dir": mediapipe_dir()})  # fmt: skip
-    judge["seconds"] = time.perf_counter() - started  # what the guard costs: one full decode and MediaPipe
-    report["judge"] = judge
-    report["summary"] += f"\n{judge['summary']} (guard: {judge['seconds']:.1f} s)"
-    if geometry_worse(judge):
-        report["guard_kept_input"] = True
-        report["summary"] += ("\nGuard: the geometry got worse, so the output is the input latent unchanged (set "
-                              "guard to false to keep the edit anyway).")
-        return latent, None
-    return fixed, images
+    if guard_keeps(roi, images, report, started, "the input latent"):
+        return fixed, images
+    return latent, None

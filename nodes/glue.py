@@ -353,6 +353,65 @@ def _run_fix_once(latent: dict, vae: Any, critic: CriticData | None, roi: RoiDat
     return replace_samples(latent, new), result
 
 
+def run_fix_frames(images: Any, critic: CriticData | None, roi: RoiData, settings: Any, device: Any = "cpu",
+                   on_step: Any = None, check_cancel: Callable[[], None] | None = None,
+                   free_memory: Callable[[], None] | None = None) -> tuple[torch.Tensor, Any]:
+    """Fix an IMAGE batch ``[T, H, W, C]`` in pixel space, where the frames are the latents (``PixelCodec``, as
+    ``bgfs fix`` without a VAE) -> (new IMAGE ``[T, H, W, 3]`` float32 on the CPU, ``FixResult``).
+
+    Pixels the fix did not change are the input's, bit for bit. ``check_cancel`` runs before every layer of the
+    copied critic and at every step; out of memory: as `run_fix`.
+    """
+    from ..bgfs_core.errors import OutOfMemoryError
+
+    try:
+        return retry_out_of_memory(
+            lambda _: _run_fix_frames_once(images, critic, roi, settings, device, on_step, check_cancel),
+            free_memory)  # fmt: skip
+    except OutOfMemoryError as exc:
+        again = ", even with the other models unloaded" if free_memory is not None else ""
+        raise OutOfMemoryError(f"{exc.what}{again}: fix fewer frames or lower ROI Detect's margin", exc.what) from exc
+
+
+def _run_fix_frames_once(images: Any, critic: CriticData | None, roi: RoiData, settings: Any, device: Any,
+                         on_step: Any, check_cancel: Callable[[], None] | None) -> tuple[torch.Tensor, Any]:
+    import torch
+
+    from ..bgfs_core.codecs import PixelCodec
+    from ..bgfs_core.fixer import fix_latents
+
+    image_to_uint8(images)  # the same checks (an IMAGE batch with frames) as every other node
+    roi = check_roi(roi)
+    critic = check_critic(critic) if critic is not None else None
+    settings.validate()
+    if len(images) != roi.num_frames:
+        raise BGFSError(f"the ROI covers {roi.num_frames} frames but the images are {len(images)}: run ROI Detect "
+                        "on these images")  # fmt: skip
+    source = images.detach()[..., :3].expand(*images.shape[:-1], 3).float().cpu()  # 1 channel: grey, as RGB
+    with torch.inference_mode(False):
+        codec = PixelCodec()
+        device = torch.device(device)
+        model = copy_module(critic.model).to(device) if critic is not None else None
+        if check_cancel is not None and model is not None:
+            for sub in model.modules():
+                sub.register_forward_pre_hook(lambda *_: check_cancel())
+        z = codec.encode(source.clone().permute(0, 3, 1, 2).to(device))
+        spec = critic.spec if critic is not None else None
+
+        def step(*args: Any) -> None:
+            if check_cancel is not None:
+                check_cancel()
+            if on_step is not None:
+                on_step(*args)
+
+        result = fix_latents(z, codec, model, spec, roi.detections, settings, on_step=step)
+        new = result.latents.detach()
+        changed = (new != z)[0].any(0).cpu()  # [T, H, W]: where the fix wrote
+        fixed = codec.decode(new).permute(0, 2, 3, 1).float().cpu()
+        out = torch.where(changed[..., None], fixed, source)
+    return out, result
+
+
 # --- drawing -----------------------------------------------------------------------------------------------------
 
 _COLORS = ((255, 64, 64), (64, 160, 255), (80, 220, 80), (255, 200, 0), (220, 80, 255))

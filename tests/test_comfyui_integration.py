@@ -37,6 +37,7 @@ pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
 EXAMPLES = REPO / "example_workflows"
 CRITIC = "hands_critic.safetensors"  # the name the example workflows load
 FIXER = "BGFSLatentAnatomyFixer"
+IMAGE_FIXER = "BGFSImageAnatomyFixer"
 
 # node id -> (required inputs, optional inputs, outputs, output node): names and types that must stay stable
 EXPECTED = {
@@ -57,6 +58,9 @@ EXPECTED = {
     "BGFSAnatomyScore": ({"images": "IMAGE", "region": "COMBO", "threshold": "FLOAT", "fps": "FLOAT", "backend": "COMBO"},
                          {"reference": "IMAGE"}, [("score", "FLOAT"), ("summary", "STRING"), ("needs_fixing", "BOOLEAN")],
                          False),
+    IMAGE_FIXER: ({"images": "IMAGE", "roi": "BGFS_ROI", "steps": "INT", "lr": "FLOAT", "strength": "FLOAT",
+                   "mode": "COMBO"}, {"critic": "BGFS_CRITIC", "guide": "FLOAT", "guard": "BOOLEAN"},
+                  [("images", "IMAGE"), ("report", "STRING")], False),
 }
 
 
@@ -186,6 +190,50 @@ def test_the_wan_examples_insert_roi_detect_and_the_fixer_after_the_last_sampler
         # the Critic Loader is there but bypassed: the template runs before any critic is trained (guide only)
         loader = [n for n in _example(name)["nodes"] if n["type"] == "BGFSCriticLoader"]
         assert len(loader) == 1 and loader[0]["mode"] == 4 and "critic" not in fix["inputs"], name
+
+
+# --- the finished-video example: the Image Fixer on real, damaged frames ---------------------------------------
+
+
+def test_the_video_example_fixes_a_damaged_real_video_in_pixel_space(server, hand_video_frames):
+    """The template for a video that is already made, on the bundled hand clip with the demo's damage (warped,
+    jittering fingers), as shipped: the guide alone (its Critic Loader is bypassed), 30 steps. The Image Fixer edits
+    inside the ROI only (every other pixel bit for bit), MediaPipe finds the geometry better so the guard keeps the
+    edit, the Score rates the fix above the damaged source, and Save Video writes it at the source's frame rate."""
+    import av
+
+    from bgfs_core.corruptions import corrupt_all
+    from bgfs_core.detection import detect_video
+
+    damaged = corrupt_all(hand_video_frames, detect_video(hand_video_frames, "hands", fps=10.0),
+                          ["finger_jitter", "region_jitter"])  # fmt: skip
+    write_sample_video(server.base / "input" / "bgfs_hand_damaged.mp4", damaged, fps=10.0)
+    prompt = workflow_to_api(_example("bgfs_fix_video_hands"), server.object_info)
+    prompt[_by_type(prompt, "LoadVideo")]["inputs"]["file"] = "bgfs_hand_damaged.mp4"
+    fix, parts = _by_type(prompt, IMAGE_FIXER), _by_type(prompt, "GetVideoComponents")
+    assert "critic" not in prompt[fix]["inputs"] and prompt[fix]["inputs"]["guard"] is True
+    prompt["probe_fixed"] = {"class_type": "SaveImage", "inputs": {"images": [fix, 0], "filename_prefix": "probe/vfixed"}}
+    prompt["probe_source"] = {"class_type": "SaveImage", "inputs": {"images": [parts, 0], "filename_prefix": "probe/vsource"}}
+    started = time.perf_counter()
+    entry = server.wait(server.queue(prompt), timeout=600)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000] + server.log()[-3000:]
+    out = entry["outputs"]
+    report = json.loads(out[_by_title(prompt, "fix report")]["text"][0])
+    print(f"\nvideo example: {time.perf_counter() - started:.1f} s; {report['judge']['summary']}")
+    assert report["changed"] is True and report["codec"] == "pixel codec" and len(report["history"]) == 30
+    judge = report["judge"]
+    assert judge["geometry_after"] > judge["geometry_before"] and "guard_kept_input" not in report, judge
+    fixed, source = _load_images(server, out, "probe_fixed"), _load_images(server, out, "probe_source")
+    assert fixed.shape == source.shape == damaged.shape
+    changed = (fixed != source).any(-1)
+    assert changed.any() and not changed[~fix_reach(report["window"], changed.shape)].any()
+    summary = out[_by_title(prompt, "score (fixed against the source)")]["text"][0]
+    score, ref = float(re.search(r"\): ([\d.]+)/100", summary).group(1)), float(re.search(r"Reference: ([\d.]+)/100", summary).group(1))
+    assert score > ref, summary
+    (video,) = out[_by_type(prompt, "SaveVideo")]["images"]
+    with av.open(str(server.base / "output" / video["subfolder"] / video["filename"])) as container:
+        stream = container.streams.video[0]
+        assert float(stream.average_rate) == 10.0 and stream.frames in (0, len(damaged))
 
 
 # --- running the CPU example ---------------------------------------------------------------------------------------

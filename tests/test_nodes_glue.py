@@ -321,6 +321,43 @@ def test_run_fix_backpropagates_under_inference_mode_and_keeps_latent_keys(small
     assert ("Critic fit:" if with_critic else "No critic: the guide alone") in result.report["summary"]
 
 
+@pytest.mark.parametrize("channels", [3, 4, 1], ids=["rgb", "rgba", "grey"])
+def test_run_fix_frames_edits_real_frames_in_pixel_space_and_keeps_the_rest_bit_for_bit(small_roi, tiny_critic,
+                                                                                         hand_video_frames, channels):
+    """The Image Anatomy Fixer's fix: the frames are the latents (pixel codec). Under ComfyUI's inference mode, on
+    5 real frames at 96x72: pixels inside the window move, every other pixel is the input's float value exactly,
+    and the result is an RGB IMAGE on the CPU whatever the input's channels."""
+    from PIL import Image
+
+    frames = np.stack([np.asarray(Image.fromarray(f).resize((96, 72), Image.Resampling.BOX))
+                       for f in hand_video_frames[:5]])  # fmt: skip
+    images = glue.uint8_to_image(frames)
+    if channels == 4:
+        images = torch.cat([images, torch.full_like(images[..., :1], 0.5)], -1)
+    elif channels == 1:
+        images = images.mean(-1, keepdim=True)
+    steps: list[int] = []
+    with torch.inference_mode():
+        out, result = glue.run_fix_frames(images, tiny_critic, small_roi, _settings(steps=3),
+                                          on_step=lambda step, total, losses, crop: steps.append(step))  # fmt: skip
+    assert steps == [1, 2, 3] and result.report["codec"] == "pixel codec" and result.report["changed"]
+    assert out.shape == (5, 72, 96, 3) and out.dtype == torch.float32 and out.device.type == "cpu"
+    source = images[..., :3].expand(5, 72, 96, 3)
+    changed = (out != source).any(-1)
+    assert changed.any(), "the fix moved pixels inside the ROI"
+    outside = torch.from_numpy(~fix_reach(result.report["window"], (5, 72, 96)))
+    assert outside.any() and not changed[outside].any(), "outside the window: the input, bit for bit"
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+
+
+def test_run_fix_frames_refuses_frames_the_roi_was_not_found_on(small_roi):
+    images = torch.rand(4, 72, 96, 3)
+    with pytest.raises(BGFSError, match="the ROI covers 5 frames but the images are 4: run ROI Detect on these images"):
+        glue.run_fix_frames(images, None, small_roi, _settings())
+    with pytest.raises(BGFSError, match="IMAGE batch"):
+        glue.run_fix_frames(torch.rand(5, 72, 96), None, small_roi, _settings())
+
+
 def test_run_fix_cancel_propagates_unchanged_and_stops_within_a_step(small_roi, tiny_critic):
     calls = {"n": 0}
 

@@ -6,7 +6,8 @@ Two small CPU graphs are loaded into the page with ``app.loadGraphData`` and que
    with its heatmap (the heat pixels it counts on its canvas are checked against the heat sheet the node saved)
    and the scrubber must move it to other frames.
 2. 5 of those frames at 160 x 120, encoded by a tiny random-weight Wan 2.1 VAE, ROI Detect, a tiny critic and
-   the Latent Anatomy Fixer: its widget must switch to the "after" sheets with the toggle.
+   the Latent Anatomy Fixer, and the Image Anatomy Fixer on the same frames: their widgets must switch to the
+   "after" sheets with the toggle.
 Then every example workflow is loaded as a user opens it: all nodes and links, and the BGFS widgets' saved values.
 Screenshots go to test-artifacts/ (git-ignored).
 
@@ -45,7 +46,7 @@ HEAT_MIN = 12  # must match HEAT_MIN in web/bgfs_preview.js (grey levels drawn t
 VIEW = 256  # the widget's canvas side (VIEW in web/bgfs_preview.js)
 # the frontend's first-run template browser and the minimap would cover the graph
 SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False, "Comfy.Graph.CanvasInfo": False}
-DETECT, FIXER = 3, 8  # node ids in the graphs below
+DETECT, FIXER, IMAGE_FIXER = 3, 8, 11  # node ids in the graphs below
 
 
 def _skip_loudly(msg: str) -> None:
@@ -101,6 +102,14 @@ def _graph(with_fixer: bool) -> dict:
         for dst_slot, src in enumerate((5, 6, 7, DETECT)):
             link(src, 0, FIXER, dst_slot)
         link(FIXER, 1, 9, 0)
+        # the same fix on the frames themselves (pixel space), for a video that is already decoded
+        node(IMAGE_FIXER, "BGFSImageAnatomyFixer", [1240, 700],
+             [("images", "IMAGE"), ("roi", "BGFS_ROI"), ("critic", "BGFS_CRITIC")],
+             [("images", "IMAGE"), ("report", "STRING")], values=[1, 0.07, 1.0, "latent", 3.0, False])
+        node(12, "PreviewAny", [1550, 700], [("source", "*")])
+        for dst_slot, src in enumerate((10, DETECT, 7)):
+            link(src, 0, IMAGE_FIXER, dst_slot)
+        link(IMAGE_FIXER, 1, 12, 0)
     return {"last_node_id": max(n["id"] for n in nodes), "last_link_id": len(links), "nodes": nodes, "links": links,
             "groups": [], "config": {}, "extra": {}, "version": 0.4}  # fmt: skip
 
@@ -296,7 +305,7 @@ def test_roi_detect_widget_draws_heatmaps_and_scrubs(server: ComfyServer, page):
 def test_fixer_widget_toggles_before_and_after(server: ComfyServer, page):
     started = time.perf_counter()
     ARTIFACTS.mkdir(exist_ok=True)
-    outputs = _run(server, page, _graph(with_fixer=True), [FIXER])
+    outputs = _run(server, page, _graph(with_fixer=True), [FIXER, IMAGE_FIXER])
     payload = outputs[str(FIXER)]["bgfs_preview"][0]
     assert payload["kind"] == "fix" and {"heat", "after_crops", "after_heat"} <= set(payload), sorted(payload)
 
@@ -322,8 +331,18 @@ def test_fixer_widget_toggles_before_and_after(server: ComfyServer, page):
     fix.toggle.click()
     assert fix.dataset()["bgfsView"] == "before"
     _assert_heat_matches(server, fix, payload, "heat", hottest)
+    # the Image Anatomy Fixer's widget is the same: before, then after at the toggle
+    payload = outputs[str(IMAGE_FIXER)]["bgfs_preview"][0]
+    assert payload["kind"] == "fix" and {"heat", "after_crops", "after_heat"} <= set(payload), sorted(payload)
+    image_fix = Widget(page, IMAGE_FIXER)
+    image_fix.show()
+    _assert_heat_matches(server, image_fix, payload, "heat", 0)
+    image_fix.toggle.click()
+    assert image_fix.dataset()["bgfsView"] == "after"
+    _assert_heat_matches(server, image_fix, payload, "after_heat", 0)
+    image_fix.screenshot(ARTIFACTS / "widget_image_fixer_after.png")
     assert not page.bgfs_errors, f"errors in the page: {page.bgfs_errors}"
-    print(f"\nFixer widget: page + run + checks {time.perf_counter() - started:.1f} s")
+    print(f"\nFixer widgets: page + run + checks {time.perf_counter() - started:.1f} s")
 
 
 def test_every_example_workflow_loads_in_the_frontend_as_saved(server: ComfyServer, page):

@@ -20,12 +20,13 @@ HEADER = 58  # px above the graph for the title
 
 TITLES = {
     "bgfs_cpu_tiny_vae": "BGFS on CPU: tiny VAE, real frames",
+    "bgfs_fix_video_hands": "BGFS: fix the hands of a finished video",
     "bgfs_train_critic": "BGFS: train a heatmap critic",
     "bgfs_wan2_2_14B_i2v_fix_hands": "Wan 2.2 14B I2V + BGFS hand fix",
     "bgfs_wan2_2_14B_t2v_fix_hands": "Wan 2.2 14B T2V + BGFS hand fix",
     "bgfs_wan2_2_5B_ti2v_fix_hands": "Wan 2.2 5B TI2V + BGFS hand fix",
 }
-SHORT = {"BGFSROIDetect": "BGFS ROI Detect", "BGFSLatentAnatomyFixer": "BGFS Fixer", "BGFSCriticLoader": "BGFS Critic",
+SHORT = {"BGFSROIDetect": "BGFS ROI Detect", "BGFSLatentAnatomyFixer": "BGFS Fixer", "BGFSImageAnatomyFixer": "BGFS Image Fixer", "BGFSCriticLoader": "BGFS Critic",
          "BGFSAnatomyScore": "BGFS Score", "BGFSCriticTrainer": "BGFS Critic Trainer",
          "BGFSCacheBuilder": "BGFS Cache Builder"}
 NOTES = {"Note", "MarkdownNote"}

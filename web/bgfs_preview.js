@@ -1,11 +1,11 @@
-// BGFS heatmap preview: after a run of ROI Detect, the Latent Anatomy Fixer or Anatomy Score, draw the ROI crops
-// with their heatmaps and keypoints, with a frame scrubber and (Fixer) a before/after toggle.
+// BGFS heatmap preview: after a run of ROI Detect, a Fixer (latent or image) or Anatomy Score, draw the ROI crops
+// with their heatmaps and keypoints, with a frame scrubber and (Fixers) a before/after toggle.
 // Data: the node's ui["bgfs_preview"][0] (nodes/preview_ui.py): sprite sheets in ComfyUI's temp folder, tile i at
 // column i % cols, row floor(i / cols). For tests the canvas exposes dataset.bgfsFrame, bgfsHeatDrawn, bgfsHeatPixels.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
-const NODES = new Set(["BGFSROIDetect", "BGFSLatentAnatomyFixer", "BGFSAnatomyScore"]);
+const NODES = new Set(["BGFSROIDetect", "BGFSLatentAnatomyFixer", "BGFSAnatomyScore", "BGFSImageAnatomyFixer"]);
 const VIEW = 256; // canvas side, px
 const CONTROLS = 30; // height of the control row, px
 const HEAT_MIN = 12; // grey levels below this stay transparent (background of a Gaussian heatmap)

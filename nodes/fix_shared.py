@@ -1,0 +1,44 @@
+"""What both Fixer nodes do after the fix: the guard's verdict (MediaPipe on the fixed frames) and the widget's
+before/after preview. Imports ComfyUI, so only the nodes use it."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+
+def guard_keeps(roi: Any, images: Any, report: dict, started: float, kept_as: str) -> bool:
+    """Whether the edit is kept: MediaPipe on ``images`` (an IMAGE batch of the fixed frames) against ROI Detect's
+    detections of the input, as ``bgfs fix`` judges. The verdict and its cost (from ``started``) go into ``report``;
+    ``kept_as`` names what comes out instead when the geometry got worse ("the input latent")."""
+    import comfy.model_management as mm
+
+    from ..bgfs_core.fix_video import geometry_worse, judge_detections
+    from .glue import image_to_uint8
+    from .host import mediapipe_dir
+
+    mm.throw_exception_if_processing_interrupted()
+    judge = judge_detections(roi.detections, image_to_uint8(images),
+                             detector_kwargs={"backend": roi.backend, "model_dir": mediapipe_dir()})  # fmt: skip
+    judge["seconds"] = time.perf_counter() - started  # what the guard costs
+    report["judge"] = judge
+    report["summary"] += f"\n{judge['summary']} (guard: {judge['seconds']:.1f} s)"
+    if geometry_worse(judge):
+        report["guard_kept_input"] = True
+        report["summary"] += (f"\nGuard: the geometry got worse, so the output is {kept_as} unchanged (set guard to "
+                              "false to keep the edit anyway).")  # fmt: skip
+        return False
+    return True
+
+
+def fix_ui(result: Any, roi: Any) -> dict | None:
+    """The node's text and heatmap widget: the ROI before the fix and, when the edit was kept, after it."""
+    from .glue import merge_ui, preview_ui
+
+    prev = result.preview or {}
+    if result.report.get("guard_kept_input"):  # the edit was not kept: preview only what comes out, the input
+        prev = {k: v for k, v in prev.items() if not k.startswith("after_")}
+    widget = preview_ui("fix", roi.region, prev.get("crops"), prev.get("heatmaps"), prev.get("keypoints"),
+                        after_crops=prev.get("after_crops"), after_heatmaps=prev.get("after_heatmaps"),
+                        after_keypoints=prev.get("after_keypoints"))  # fmt: skip
+    return merge_ui({"text": [result.report.get("summary", "")]}, widget)
