@@ -238,7 +238,7 @@ def geometry_worse(judge: dict[str, Any]) -> bool:
 
 
 def judge_detections(before: Any, after_frames: np.ndarray, fps: float = 16.0,
-                     detector_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+                     detector_kwargs: dict[str, Any] | None = None, what: str = "the fixed decode") -> dict[str, Any]:
     """The guard's verdict when only the input's detections are at hand (the Fixer node gets ROI Detect's, made on
     the decode of its input latents): MediaPipe on ``after_frames`` (uint8 ``[T, H, W, 3]``), both scored.
 
@@ -254,7 +254,7 @@ def judge_detections(before: Any, after_frames: np.ndarray, fps: float = 16.0,
     ref, now = score_detections(before), score_detections(after, reference=before)
 
     t = _score_text
-    summary = (f"MediaPipe on the fixed decode: geometry {t(ref.geometry_score)} -> {t(now.geometry_score)} "
+    summary = (f"MediaPipe on {what}: geometry {t(ref.geometry_score)} -> {t(now.geometry_score)} "
                f"(anatomy score {t(ref.score)} -> {t(now.score)})")
     return {"score_before": ref.score, "score_after": now.score, "geometry_before": ref.geometry_score,
             "geometry_after": now.geometry_score, "summary": summary}  # fmt: skip

@@ -7,7 +7,8 @@ import time
 from typing import Any
 
 
-def guard_keeps(roi: Any, images: Any, report: dict, started: float, kept_as: str) -> bool:
+def guard_keeps(roi: Any, images: Any, report: dict, started: float, kept_as: str,
+                what: str = "the fixed decode") -> bool:
     """Whether the edit is kept: MediaPipe on ``images`` (an IMAGE batch of the fixed frames) against ROI Detect's
     detections of the input, as ``bgfs fix`` judges. The verdict and its cost (from ``started``) go into ``report``;
     ``kept_as`` names what comes out instead when the geometry got worse ("the input latent")."""
@@ -19,7 +20,7 @@ def guard_keeps(roi: Any, images: Any, report: dict, started: float, kept_as: st
 
     mm.throw_exception_if_processing_interrupted()
     judge = judge_detections(roi.detections, image_to_uint8(images),
-                             detector_kwargs={"backend": roi.backend, "model_dir": mediapipe_dir()})  # fmt: skip
+                             detector_kwargs={"backend": roi.backend, "model_dir": mediapipe_dir()}, what=what)  # fmt: skip
     judge["seconds"] = time.perf_counter() - started  # what the guard costs
     report["judge"] = judge
     report["summary"] += f"\n{judge['summary']} (guard: {judge['seconds']:.1f} s)"

@@ -83,6 +83,6 @@ class BGFSImageAnatomyFixer(io.ComfyNode):
                                          free_memory=lambda: free_device_memory(NAME, "starting again"))  # fmt: skip
             report = result.report
             if guard and report.get("changed") and not guard_keeps(roi, out, report, time.perf_counter(),
-                                                                    "the input frames"):
+                                                                    "the input frames", what="the fixed frames"):
                 out = images
         return io.NodeOutput(out, dumps_report(report), ui=fix_ui(result, roi))
