@@ -503,7 +503,9 @@ def fix_latents(
         warnings.append("the optimised window was not finite: latents returned unchanged")
         return FixResult(latents, {"summary": "BGFS fix failed numerically; latents returned unchanged",
                                    "changed": False, "warnings": warnings})
-    out = paste_window(latents, problem.window, z_win.to(latents.dtype), feather=settings.feather)
+    # no step: the latents as they came (a warp by zero still resamples, at float noise level)
+    out = latents if settings.steps == 0 else paste_window(latents, problem.window, z_win.to(latents.dtype),
+                                                           feather=settings.feather)  # fmt: skip
     before_f = {k: float(v.detach()) for k, v in before.items()}
     after_f = {k: float(v) for k, v in after.items()}
     win = problem.window

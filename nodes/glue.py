@@ -52,8 +52,8 @@ def node_errors(display_name: str) -> Iterator[None]:
 # --- IMAGE / MASK / LATENT layouts -----------------------------------------------------------------------------
 
 
-def image_to_uint8(images: Any) -> np.ndarray:
-    """ComfyUI IMAGE (float ``[T, H, W, C]`` in [0, 1], C = 3 or 4) -> RGB ``uint8 [T, H, W, 3]`` (alpha dropped)."""
+def check_images(images: Any) -> None:
+    """An IMAGE batch ``[T, H, W, C]`` (C = 1, 3 or 4) with frames, or an error that says what came instead."""
     import torch
 
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
@@ -61,6 +61,19 @@ def image_to_uint8(images: Any) -> np.ndarray:
         raise BGFSError(f"expected an IMAGE batch [frames, height, width, 3], got {shape}")
     if images.shape[0] == 0:
         raise BGFSError("the IMAGE batch holds no frames")
+
+
+def rgb_image(images: Any) -> torch.Tensor:
+    """An IMAGE batch as RGB float32 ``[T, H, W, 3]`` on the CPU (alpha dropped, grey repeated), values as given."""
+    check_images(images)
+    return images.detach()[..., :3].expand(*images.shape[:-1], 3).float().cpu()
+
+
+def image_to_uint8(images: Any) -> np.ndarray:
+    """ComfyUI IMAGE (float ``[T, H, W, C]`` in [0, 1], C = 3 or 4) -> RGB ``uint8 [T, H, W, 3]`` (alpha dropped)."""
+    import torch
+
+    check_images(images)
     x = images.detach()
     if x.shape[-1] == 1:
         x = x.expand(*x.shape[:-1], 3)
@@ -380,14 +393,15 @@ def _run_fix_frames_once(images: Any, critic: CriticData | None, roi: RoiData, s
     from ..bgfs_core.codecs import PixelCodec
     from ..bgfs_core.fixer import fix_latents
 
-    image_to_uint8(images)  # the same checks (an IMAGE batch with frames) as every other node
+    check_images(images)
     roi = check_roi(roi)
     critic = check_critic(critic) if critic is not None else None
     settings.validate()
-    if len(images) != roi.num_frames:
-        raise BGFSError(f"the ROI covers {roi.num_frames} frames but the images are {len(images)}: run ROI Detect "
-                        "on these images")  # fmt: skip
-    source = images.detach()[..., :3].expand(*images.shape[:-1], 3).float().cpu()  # 1 channel: grey, as RGB
+    (h0, w0), (h1, w1) = roi.frame_hw, images.shape[1:3]
+    if len(images) != roi.num_frames or abs(h0 / w0 - h1 / w1) > 0.02 * (h1 / w1):
+        raise BGFSError(f"the ROI was found on {roi.num_frames} frames of {w0}x{h0} but the images are "
+                        f"{len(images)} of {w1}x{h1}: run ROI Detect on these images")  # fmt: skip
+    source = rgb_image(images)
     with torch.inference_mode(False):
         codec = PixelCodec()
         device = torch.device(device)
@@ -405,10 +419,14 @@ def _run_fix_frames_once(images: Any, critic: CriticData | None, roi: RoiData, s
                 on_step(*args)
 
         result = fix_latents(z, codec, model, spec, roi.detections, settings, on_step=step)
-        new = result.latents.detach()
-        changed = (new != z)[0].any(0).cpu()  # [T, H, W]: where the fix wrote
-        fixed = codec.decode(new).permute(0, 2, 3, 1).float().cpu()
-        out = torch.where(changed[..., None], fixed, source)
+        out = source.clone()
+        changed = (result.latents.detach() != z)[0].any(0)  # [T, H, W]: where the fix wrote
+        if result.report.get("changed") and changed.any():
+            # decode only the box around what changed (a long video's full decode would be another copy of it)
+            box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in changed.nonzero(as_tuple=True))
+            fixed = codec.decode(result.latents.detach()[(slice(None), slice(None), *box)])  # [t, 3, h, w]
+            inside = changed[box].cpu()[..., None]
+            out[box] = torch.where(inside, fixed.permute(0, 2, 3, 1).float().cpu(), source[box])
     return out, result
 
 

@@ -20,7 +20,7 @@ class BGFSImageAnatomyFixer(io.ComfyNode):
             category=CATEGORY,
             description="Edits the frames themselves inside the region of interest, as `bgfs fix` does without a VAE: "
             "for a video that is already decoded or made elsewhere (Load Video). For Wan latents before VAE Decode, "
-            "use the Latent Anatomy Fixer. Pixels outside the edit stay as they were, bit for bit.",
+            "use the Latent Anatomy Fixer. Pixels outside the fix's window stay as they were, bit for bit.",
             inputs=[
                 io.Image.Input("images", tooltip="The video's frames, e.g. from Load Video -> Get Video Components."),
                 RoiType.Input("roi", tooltip="Where the region is, from BGFS ROI Detect run on these images."),
@@ -63,7 +63,7 @@ class BGFSImageAnatomyFixer(io.ComfyNode):
 
         from ..bgfs_core.fixer import FixSettings
         from .fix_shared import fix_ui, guard_keeps
-        from .glue import check_roi, dumps_report, progress_preview, run_fix_frames
+        from .glue import check_roi, dumps_report, progress_preview, rgb_image, run_fix_frames
         from .host import free_device_memory
 
         with node_errors(NAME):
@@ -83,6 +83,6 @@ class BGFSImageAnatomyFixer(io.ComfyNode):
                                          free_memory=lambda: free_device_memory(NAME, "starting again"))  # fmt: skip
             report = result.report
             if guard and report.get("changed") and not guard_keeps(roi, out, report, time.perf_counter(),
-                                                                    "the input frames", what="the fixed frames"):
-                out = images
+                                                                    "the input", what="the fixed frames"):
+                out = rgb_image(images)  # as every other output of this node: RGB float32 on the CPU
         return io.NodeOutput(out, dumps_report(report), ui=fix_ui(result, roi))

@@ -350,10 +350,28 @@ def test_run_fix_frames_edits_real_frames_in_pixel_space_and_keeps_the_rest_bit_
     assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
 
 
+def test_no_steps_pass_frames_and_latents_through_exactly(small_roi, tiny_critic):
+    """steps 0 only reports (e.g. how well a critic reads the video): the output is the input, bit for bit, though
+    a warp by zero would resample the window at float-noise level."""
+    with torch.inference_mode():
+        images = torch.rand(5, 72, 96, 3)
+        out, result = glue.run_fix_frames(images, tiny_critic, small_roi, _settings(steps=0))
+        assert torch.equal(out, images) and result.report["changed"] is False
+        torch.manual_seed(2)
+        samples = torch.randn(1, 16, 2, 9, 12)
+        latent, _ = glue.run_fix({"samples": samples}, _comfy_like_vae(_TinyWanDecoder()), tiny_critic, small_roi,
+                                 _settings(steps=0))  # fmt: skip
+        assert torch.equal(latent["samples"], samples)
+
+
 def test_run_fix_frames_refuses_frames_the_roi_was_not_found_on(small_roi):
-    images = torch.rand(4, 72, 96, 3)
-    with pytest.raises(BGFSError, match="the ROI covers 5 frames but the images are 4: run ROI Detect on these images"):
-        glue.run_fix_frames(images, None, small_roi, _settings())
+    with pytest.raises(BGFSError, match="the ROI was found on 5 frames of 96x72 but the images are 4 of 96x72: run "
+                       "ROI Detect on these images"):  # fmt: skip
+        glue.run_fix_frames(torch.rand(4, 72, 96, 3), None, small_roi, _settings())
+    with pytest.raises(BGFSError, match="images are 5 of 72x72"):  # another aspect ratio
+        glue.run_fix_frames(torch.rand(5, 72, 72, 3), None, small_roi, _settings())
+    _, result = glue.run_fix_frames(torch.rand(5, 144, 192, 3), None, small_roi, _settings(steps=1))
+    assert any("ROI boxes were rescaled" in w for w in result.report["warnings"])  # the same shape, larger
     with pytest.raises(BGFSError, match="IMAGE batch"):
         glue.run_fix_frames(torch.rand(5, 72, 96), None, small_roi, _settings())
 
