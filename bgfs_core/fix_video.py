@@ -257,7 +257,7 @@ def judge_detections(before: Any, after_frames: np.ndarray, fps: float = 16.0,
     summary = (f"MediaPipe on {what}: geometry {t(ref.geometry_score)} -> {t(now.geometry_score)} "
                f"(anatomy score {t(ref.score)} -> {t(now.score)})")
     return {"score_before": ref.score, "score_after": now.score, "geometry_before": ref.geometry_score,
-            "geometry_after": now.geometry_score, "summary": summary}  # fmt: skip
+            "geometry_after": now.geometry_score, "fps": fps, "summary": summary}  # fmt: skip
 
 
 def judge_fix(before: np.ndarray, after: np.ndarray, det_before: Any, region: str, fps: float, cfg: Config,

@@ -19,7 +19,7 @@ def guard_keeps(roi: Any, images: Any, report: dict, started: float, kept_as: st
     from .host import mediapipe_dir
 
     mm.throw_exception_if_processing_interrupted()
-    judge = judge_detections(roi.detections, image_to_uint8(images),
+    judge = judge_detections(roi.detections, image_to_uint8(images), fps=roi.fps,
                              detector_kwargs={"backend": roi.backend, "model_dir": mediapipe_dir()}, what=what)  # fmt: skip
     judge["seconds"] = time.perf_counter() - started  # what the guard costs
     report["judge"] = judge

@@ -140,6 +140,7 @@ class RoiData:
     min_conf: float = 0.3
     smooth: float = 0.6
     backend: str = "solutions"
+    fps: float = 16.0  # the frame rate it was detected at: the guard tracks the fixed frames at the same rate
 
     @property
     def region(self) -> str:

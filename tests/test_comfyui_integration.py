@@ -224,6 +224,7 @@ def test_the_video_example_fixes_a_damaged_real_video_in_pixel_space(server, han
     judge = report["judge"]
     assert judge["geometry_after"] > judge["geometry_before"] and "guard_kept_input" not in report, judge
     assert "MediaPipe on the fixed frames: geometry" in out[fix]["text"][0]
+    assert judge["fps"] == 10.0, "the video's frame rate reaches ROI Detect through its link, and the guard from it"
     fixed, source = _load_images(server, out, "probe_fixed"), _load_images(server, out, "probe_source")
     assert fixed.shape == source.shape == damaged.shape
     changed = (fixed != source).any(-1)
