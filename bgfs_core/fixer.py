@@ -452,7 +452,7 @@ def fix_latents(
         with torch.enable_grad():
             problem = _Problem(latents, codec, critic, critic_spec, det, settings, warnings)
             if not problem.any_roi:
-                summary = f"{det.region}: not detected in any of the {num_frames} frames; latents returned unchanged"
+                summary = f"{det.region}: not detected in any of the {num_frames} frames; nothing changed"
                 return FixResult(latents, {"summary": summary, "changed": False, "warnings": warnings})
             params = problem.init_params()
             optimiser = torch.optim.Adam([params], lr=settings.lr)
@@ -500,8 +500,8 @@ def fix_latents(
         warnings.append(f"{bad_steps} of {settings.steps} steps had non-finite gradients; those components were "
                         "skipped (an all-zero or saturated latent?)")
     if not torch.isfinite(z_win).all():
-        warnings.append("the optimised window was not finite: latents returned unchanged")
-        return FixResult(latents, {"summary": "BGFS fix failed numerically; latents returned unchanged",
+        warnings.append("the optimised window was not finite: nothing changed")
+        return FixResult(latents, {"summary": "BGFS fix failed numerically; nothing changed",
                                    "changed": False, "warnings": warnings})
     # no step: the latents as they came (a warp by zero still resamples, at float noise level)
     out = latents if settings.steps == 0 else paste_window(latents, problem.window, z_win.to(latents.dtype),

@@ -91,6 +91,6 @@ class BGFSROIDetect(io.ComfyNode):
             text += (f"; MediaPipe's left/right labels changed places (or a hand was found twice) in {relinked} "
                      "frames: each ROI follows one hand by position")
         if found == 0:
-            text += "; nothing to fix there: the Fixer will pass the latents through unchanged"
+            text += "; nothing to fix there: a Fixer will pass its input through unchanged"
         ui = merge_ui({"text": [text]}, preview_ui("detect", region, crops, heatmaps, keypoints, labels=labels))
         return io.NodeOutput(roi, mask_to_tensor(mask), uint8_to_image(overlay), ui=ui)
