@@ -40,6 +40,12 @@ def _frame_files(folder: Path) -> list[Path]:
     return sorted((p for p in files if not p.name.startswith(".")), key=_natural_key)
 
 
+def holds_frames(folder: str | Path) -> bool:
+    """Whether ``folder`` holds image frames itself (one video), rather than videos or folders of them."""
+    folder = Path(folder)
+    return folder.is_dir() and bool(_frame_files(folder))
+
+
 def _is_video_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS and not path.name.startswith(".")
 

@@ -96,6 +96,44 @@ def test_fixing_a_fixed_video_again_says_to_fix_once(workdir, capsys):
     assert read_comment(twice) == "BGFS fixed regions: hands", "the list names each region once"
 
 
+def test_a_folder_of_videos_is_fixed_video_by_video_and_resumes(workdir, hand_video_frames, capsys):
+    """``--in`` a folder of videos: each is fixed into ``--out``/NAME.mp4 with its report; one that cannot be read
+    is named and the others still go; run again, the fixed ones are skipped (a stopped batch resumes)."""
+    videos, out = workdir / "batch_in", workdir / "batch_out"
+    videos.mkdir()
+    write_video(videos / "take1.mp4", hand_video_frames[:5], 10.0)
+    write_video(videos / "take2.gif", hand_video_frames[5:10], 10.0)
+    (videos / "broken.mp4").write_bytes(b"not a video")
+    (videos / "notes.txt").write_text("not a video either, and not listed")
+    args = ["fix", "--in", str(videos), "--out", str(out), "--steps", "1", "--no-guard", "--quiet"]
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert "bgfs fix: broken.mp4: error:" in captured.err and "1 of 3 videos failed (broken.mp4)" in captured.err
+    for name in ("take1", "take2"):
+        assert read_video(out / f"{name}.mp4")[0].shape == (5, 240, 320, 3)
+        assert json.loads((out / f"{name}_report" / "report.json").read_text())["fixer"]["changed"]
+        assert f"  {name}.{'mp4' if name == 'take1' else 'gif'}: geometry " in captured.out
+    (videos / "broken.mp4").unlink()
+    stamp = (out / "take1.mp4").stat().st_mtime_ns
+    assert main(args) == 0
+    assert "[1/2] take1.mp4: already fixed in" in capsys.readouterr().out
+    assert (out / "take1.mp4").stat().st_mtime_ns == stamp, "a video already fixed is not fixed again"
+
+
+def test_a_folder_of_videos_needs_a_folder_out_and_distinct_names(workdir, hand_video_frames, capsys):
+    videos = workdir / "batch_names"
+    videos.mkdir()
+    write_video(videos / "same.mp4", hand_video_frames[:5], 10.0)
+    write_video(videos / "same.gif", hand_video_frames[:5], 10.0)
+    for extra, needle in ((["--out", str(workdir / "one.mp4")], "so --out must be a folder"),
+                          (["--out", str(workdir / "names_out")], "would both be fixed into"),
+                          (["--out", str(workdir / "names_out"), "--report-dir", str(workdir)], "--report-dir")):
+        assert main(["fix", "--in", str(videos), *extra, "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("bgfs fix: error:") and needle in err, err
+    assert not (workdir / "names_out").exists() and not (workdir / "one.mp4").exists()
+
+
 def test_nothing_detected_passes_through_with_a_message(workdir, capsys):
     blank = workdir / "blank.mp4"
     write_video(blank, np.full((5, 64, 64, 3), 90, np.uint8), 10.0)

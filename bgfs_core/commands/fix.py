@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 from ..config import FIXER_MODES, GRAD_DTYPES
 from .common import add_config_arguments, config_from_args
 
-HELP = "fix a video: optimise its latents so the critic sees consistent anatomy; judge the result with MediaPipe"
+HELP = ("fix a video (or a folder of videos): optimise its latents so the critic sees consistent anatomy; judge the "
+        "result with MediaPipe")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p)
-    p.add_argument("--in", dest="input", required=True, help="input video (mp4, mov, webm, gif or a folder of frames)")
-    p.add_argument("--out", required=True, help="output video (.mp4 H.264, .gif, or a folder for PNG frames)")
+    p.add_argument("--in", dest="input", required=True,
+                   help="input video (mp4, mov, webm, gif or a folder of frames), or a folder of videos to fix each")
+    p.add_argument("--out", required=True,
+                   help="output video (.mp4 H.264, .gif, or a folder for PNG frames); for a folder of videos, the "
+                        "folder that gets NAME.mp4 and NAME_report/ for each (videos already fixed there are skipped)")
     p.add_argument("--critic", default=None,
                    help="critic file (critic_best.safetensors from train-critic-cmd), trained on footage like this "
                         "video; without one the guide alone moves the region (warp mode, --guide > 0)")
@@ -47,18 +53,97 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..fix_video import FixVideoRequest, fix_video
+    from ..fix_video import fix_video
 
     cfg = config_from_args(
         args, **{"fixer.steps": args.steps, "fixer.lr": args.lr, "fixer.strength": args.strength,
                  "fixer.mode": args.mode, "fixer.guide": args.guide}
     )  # fmt: skip
-    request = FixVideoRequest(
-        input=args.input, output=args.out, critic=args.critic, codec=args.codec, model_id=args.model_id,
-        vae_subfolder=args.vae_subfolder, latents=args.latents, region=args.region, max_frames=args.max_frames,
-        report_dir=args.report_dir, device=args.device, grad_dtype=args.grad_dtype, progress=not args.quiet,
-        guard=not args.no_guard,
-    )  # fmt: skip
-    result = fix_video(cfg, request)
+    videos = _folder_of_videos(args)
+    if videos is not None:
+        return _fix_each(cfg, args, videos)
+    result = fix_video(cfg, _request(args, args.input, args.out, args.report_dir))
     print(result.summary)
     return 0
+
+
+def _request(args: argparse.Namespace, source: str, output: str, report_dir: str | None):
+    from ..fix_video import FixVideoRequest
+
+    return FixVideoRequest(
+        input=source, output=output, critic=args.critic, codec=args.codec, model_id=args.model_id,
+        vae_subfolder=args.vae_subfolder, latents=args.latents, region=args.region, max_frames=args.max_frames,
+        report_dir=report_dir, device=args.device, grad_dtype=args.grad_dtype, progress=not args.quiet,
+        guard=not args.no_guard,
+    )  # fmt: skip
+
+
+def _folder_of_videos(args: argparse.Namespace) -> list[Path] | None:
+    """The videos of ``--in`` when it is a folder of videos (not of frames), else None (one video)."""
+    from ..errors import BGFSError
+    from ..video_io import holds_frames, list_videos
+
+    src = Path(args.input)
+    if not src.is_dir() or holds_frames(src):
+        return None
+    if args.latents or args.report_dir:
+        raise BGFSError("--latents and --report-dir name one video's files: fix a folder of videos without them "
+                        "(each report goes to OUT/NAME_report/)")  # fmt: skip
+    out = Path(args.out)
+    if (out.exists() and not out.is_dir()) or out.suffix:
+        raise BGFSError(f"--in {src} is a folder of videos, so --out must be a folder (got {out})")
+    videos = list_videos(src)
+    names: dict[str, Path] = {}
+    for video in videos:
+        if video.stem in names:
+            raise BGFSError(f"{names[video.stem].name} and {video.name} would both be fixed into "
+                            f"{out / (video.stem + '.mp4')}: rename one")  # fmt: skip
+        names[video.stem] = video
+    return videos
+
+
+def _fix_each(cfg, args: argparse.Namespace, videos: list[Path]) -> int:
+    """Fix every video into ``--out``/NAME.mp4; one that fails is named and the others go on; a video whose output
+    and report are already there is skipped, so a stopped batch resumes."""
+    import copy
+
+    from ..errors import BGFSError, OutOfMemoryError
+    from ..fix_video import fix_video
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows, failed = [], []
+    for i, video in enumerate(videos, 1):
+        target, report_dir = out / f"{video.stem}.mp4", out / f"{video.stem}_report"
+        if target.is_file() and (report_dir / "report.json").is_file():
+            print(f"[{i}/{len(videos)}] {video.name}: already fixed in {target}, skipped")
+            rows.append((video.name, "skipped (already fixed)"))
+            continue
+        print(f"[{i}/{len(videos)}] {video.name} -> {target}")
+        try:  # a copy per video: the fix sets the region it found on its config
+            result = fix_video(copy.deepcopy(cfg), _request(args, str(video), str(target), str(report_dir)))
+        except OutOfMemoryError:
+            raise  # the next video would run out too: the error says what to make smaller
+        except BGFSError as exc:
+            print(f"bgfs fix: {video.name}: error: {exc}", file=sys.stderr)
+            rows.append((video.name, f"failed: {exc}"))
+            failed.append(video.name)
+            continue
+        print(result.summary)
+        rows.append((video.name, _verdict(result.report)))
+    print(f"\nbgfs fix: {len(videos)} videos in {args.input} -> {out}")
+    for name, verdict in rows:
+        print(f"  {name}: {verdict}")
+    if failed:
+        raise BGFSError(f"{len(failed)} of {len(videos)} videos failed ({', '.join(failed)}); the others were fixed")
+    return 0
+
+
+def _verdict(report: dict) -> str:
+    """One line of MediaPipe's judgement of a fix: geometry before -> after and whether the edit was kept."""
+    judge = report.get("judge", {})
+    before, after = judge.get("geometry_before"), judge.get("geometry_after")
+    text = "not found" if before is None else f"geometry {before:.1f} -> " + ("not found" if after is None else f"{after:.1f}")
+    if judge.get("guard_kept_input"):
+        return text + ", worse: the input was kept"
+    return text + ("" if report.get("fixer", {}).get("changed") else ", nothing changed")
