@@ -127,7 +127,8 @@ def test_a_folder_of_videos_needs_a_folder_out_and_distinct_names(workdir, hand_
     write_video(videos / "same.gif", hand_video_frames[:5], 10.0)
     for extra, needle in ((["--out", str(workdir / "one.mp4")], "so --out must be a folder"),
                           (["--out", str(workdir / "names_out")], "would both be fixed into"),
-                          (["--out", str(workdir / "names_out"), "--report-dir", str(workdir)], "--report-dir")):
+                          (["--out", str(workdir / "names_out"), "--report-dir", str(workdir)], "--report-dir"),
+                          (["--out", str(videos)], "--out must be another folder than --in")):
         assert main(["fix", "--in", str(videos), *extra, "--quiet"]) == 2
         err = capsys.readouterr().err
         assert err.startswith("bgfs fix: error:") and needle in err, err

@@ -92,13 +92,17 @@ def _folder_of_videos(args: argparse.Namespace) -> list[Path] | None:
     out = Path(args.out)
     if (out.exists() and not out.is_dir()) or out.suffix:
         raise BGFSError(f"--in {src} is a folder of videos, so --out must be a folder (got {out})")
+    if out.resolve() == src.resolve():
+        raise BGFSError(f"--out must be another folder than --in ({src}): inputs are never overwritten, and the "
+                        "reports' plots would be read as videos next time")  # fmt: skip
     videos = list_videos(src)
     names: dict[str, Path] = {}
     for video in videos:
-        if video.stem in names:
-            raise BGFSError(f"{names[video.stem].name} and {video.name} would both be fixed into "
+        key = video.stem.lower()  # A.mp4 and a.gif are one file on a case-insensitive disk
+        if key in names:
+            raise BGFSError(f"{names[key].name} and {video.name} would both be fixed into "
                             f"{out / (video.stem + '.mp4')}: rename one")  # fmt: skip
-        names[video.stem] = video
+        names[key] = video
     return videos
 
 
