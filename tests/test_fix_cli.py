@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import HAND_VIDEO
+from conftest import HAND_PHOTOS, HAND_VIDEO
 
 from bgfs_core.cli import main
 from bgfs_core.config import load_config
@@ -108,7 +108,8 @@ def test_a_folder_of_videos_is_fixed_video_by_video_and_resumes(workdir, hand_vi
     args = ["fix", "--in", str(videos), "--out", str(out), "--steps", "1", "--no-guard", "--quiet"]
     assert main(args) == 2
     captured = capsys.readouterr()
-    assert "bgfs fix: broken.mp4: error:" in captured.err and "1 of 3 videos failed (broken.mp4)" in captured.err
+    assert "bgfs fix: broken.mp4: error:" in captured.err
+    assert "1 of 3 videos failed (broken.mp4); 2 fixed, 0 skipped as already fixed" in captured.err
     for name in ("take1", "take2"):
         assert read_video(out / f"{name}.mp4")[0].shape == (5, 240, 320, 3)
         assert json.loads((out / f"{name}_report" / "report.json").read_text())["fixer"]["changed"]
@@ -132,6 +133,9 @@ def test_a_folder_of_videos_needs_a_folder_out_and_distinct_names(workdir, hand_
         assert main(["fix", "--in", str(videos), *extra, "--quiet"]) == 2
         err = capsys.readouterr().err
         assert err.startswith("bgfs fix: error:") and needle in err, err
+    (videos / "frame_0001.jpg").write_bytes(HAND_PHOTOS[0].read_bytes())  # frames beside videos: which is it?
+    assert main(["fix", "--in", str(videos), "--out", str(workdir / "names_out"), "--quiet"]) == 2
+    assert "holds both image frames and video files" in capsys.readouterr().err
     assert not (workdir / "names_out").exists() and not (workdir / "one.mp4").exists()
 
 

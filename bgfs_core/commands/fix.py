@@ -81,16 +81,21 @@ def _request(args: argparse.Namespace, source: str, output: str, report_dir: str
 def _folder_of_videos(args: argparse.Namespace) -> list[Path] | None:
     """The videos of ``--in`` when it is a folder of videos (not of frames), else None (one video)."""
     from ..errors import BGFSError
-    from ..video_io import holds_frames, list_videos
+    from ..video_io import VIDEO_EXTENSIONS, holds_frames, list_videos
 
     src = Path(args.input)
-    if not src.is_dir() or holds_frames(src):
+    if not src.is_dir():
+        return None
+    if holds_frames(src):  # the frames of one video; video files beside them would be ignored without a word
+        if any(p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS for p in src.iterdir()):
+            raise BGFSError(f"{src} holds both image frames and video files: give each video's frames a folder of "
+                            "their own (a folder of videos is fixed video by video)")  # fmt: skip
         return None
     if args.latents or args.report_dir:
         raise BGFSError("--latents and --report-dir name one video's files: fix a folder of videos without them "
                         "(each report goes to OUT/NAME_report/)")  # fmt: skip
     out = Path(args.out)
-    if (out.exists() and not out.is_dir()) or out.suffix:
+    if (out.exists() and not out.is_dir()) or (not out.exists() and out.suffix.lower() in VIDEO_EXTENSIONS):
         raise BGFSError(f"--in {src} is a folder of videos, so --out must be a folder (got {out})")
     if out.resolve() == src.resolve():
         raise BGFSError(f"--out must be another folder than --in ({src}): inputs are never overwritten, and the "
@@ -98,12 +103,17 @@ def _folder_of_videos(args: argparse.Namespace) -> list[Path] | None:
     videos = list_videos(src)
     names: dict[str, Path] = {}
     for video in videos:
-        key = video.stem.lower()  # A.mp4 and a.gif are one file on a case-insensitive disk
+        key = _stem(video).lower()  # A.mp4 and a.gif are one file on a case-insensitive disk
         if key in names:
             raise BGFSError(f"{names[key].name} and {video.name} would both be fixed into "
-                            f"{out / (video.stem + '.mp4')}: rename one")  # fmt: skip
+                            f"{out / (_stem(video) + '.mp4')}: rename one")  # fmt: skip
         names[key] = video
     return videos
+
+
+def _stem(video: Path) -> str:
+    """The name a video's output gets: a file's stem, a folder of frames' whole name (clip.001 stays clip.001)."""
+    return video.name if video.is_dir() else video.stem
 
 
 def _fix_each(cfg, args: argparse.Namespace, videos: list[Path]) -> int:
@@ -116,30 +126,43 @@ def _fix_each(cfg, args: argparse.Namespace, videos: list[Path]) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows, failed = [], []
+    rows: list[tuple[str, str]] = []
+    failed, skipped = [], 0
+
+    def table() -> None:
+        print(f"\nbgfs fix: {len(videos)} videos in {args.input} -> {out}")
+        for name, verdict in rows:
+            print(f"  {name}: {verdict}")
+
     for i, video in enumerate(videos, 1):
-        target, report_dir = out / f"{video.stem}.mp4", out / f"{video.stem}_report"
+        target, report_dir = out / f"{_stem(video)}.mp4", out / f"{_stem(video)}_report"
         if target.is_file() and (report_dir / "report.json").is_file():
             print(f"[{i}/{len(videos)}] {video.name}: already fixed in {target}, skipped")
             rows.append((video.name, "skipped (already fixed)"))
+            skipped += 1
             continue
         print(f"[{i}/{len(videos)}] {video.name} -> {target}")
         try:  # a copy per video: the fix sets the region it found on its config
             result = fix_video(copy.deepcopy(cfg), _request(args, str(video), str(target), str(report_dir)))
-        except OutOfMemoryError:
-            raise  # the next video would run out too: the error says what to make smaller
         except BGFSError as exc:
+            if isinstance(exc, OutOfMemoryError):  # the next video would run out too: it says what to make smaller
+                table()
+                raise BGFSError(f"{video.name}: {exc}") from exc
             print(f"bgfs fix: {video.name}: error: {exc}", file=sys.stderr)
             rows.append((video.name, f"failed: {exc}"))
             failed.append(video.name)
             continue
+        except Exception:  # not a bad input but a fault: stop, after saying how far the batch got
+            table()
+            print(f"bgfs fix: {video.name}: stopped by an unexpected error (below)", file=sys.stderr)
+            raise
         print(result.summary)
         rows.append((video.name, _verdict(result.report)))
-    print(f"\nbgfs fix: {len(videos)} videos in {args.input} -> {out}")
-    for name, verdict in rows:
-        print(f"  {name}: {verdict}")
+    table()
     if failed:
-        raise BGFSError(f"{len(failed)} of {len(videos)} videos failed ({', '.join(failed)}); the others were fixed")
+        done = len(videos) - len(failed) - skipped
+        raise BGFSError(f"{len(failed)} of {len(videos)} videos failed ({', '.join(failed)}); {done} fixed, {skipped} "
+                        "skipped as already fixed")  # fmt: skip
     return 0
 
 
