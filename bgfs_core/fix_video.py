@@ -148,8 +148,9 @@ def fix_video(cfg: Config, req: FixVideoRequest) -> FixVideoResult:
     before = decode_frames(codec, latents)
     with detector_from_config(cfg, video_mode=True) as detector:
         det = detector.detect_video(before, fps=fps, progress=req.progress)
-    if region in done and req.progress:  # said now too, so that it can be stopped before the work
-        print(f"bgfs fix: warning: {refix_warning(in_path.name + ' was', region, 'an earlier bgfs fix')}", file=sys.stderr)
+    refix = refix_warning(f"{in_path.name} was", region, "an earlier bgfs fix") if region in done else None
+    if refix and req.progress:  # said now too, so that it can be stopped before the work
+        print(f"bgfs fix: warning: {refix}", file=sys.stderr)
     fx = cfg.fixer
     settings = FixSettings(steps=fx.steps, lr=fx.lr, strength=fx.strength, mode=fx.mode, guide=fx.guide,
                            lr_decay=fx.lr_decay, margin=cfg.roi.margin, min_conf=cfg.roi.min_conf,
@@ -186,10 +187,9 @@ def fix_video(cfg: Config, req: FixVideoRequest) -> FixVideoResult:
                              "limits) worse after the fix, so the output is the input (decoded) unchanged; pass "
                              "--no-guard to keep the edit anyway.")
         judge["guard_kept_input"] = True
-    if region in done:
-        warning = refix_warning(f"{in_path.name} was", region, "an earlier bgfs fix")
-        result.report.setdefault("warnings", []).append(warning)
-        result.report["summary"] += f"\nWarning: {warning}"
+    if refix:
+        result.report.setdefault("warnings", []).append(refix)
+        result.report["summary"] += f"\nWarning: {refix}"
     kept = result.report.get("changed") and not judge.get("guard_kept_input")
     regions = [*done, region] if kept and region not in done else done
     report = {

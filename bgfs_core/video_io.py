@@ -46,7 +46,8 @@ def holds_frames(folder: str | Path) -> bool:
     return folder.is_dir() and bool(_frame_files(folder))
 
 
-def _is_video_file(path: Path) -> bool:
+def is_video_file(path: Path) -> bool:
+    """A (not hidden) file with a video extension."""
     return path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS and not path.name.startswith(".")
 
 
@@ -57,7 +58,7 @@ def list_videos(folder: str | Path) -> list[Path]:
         raise BGFSError(f"videos folder {folder} does not exist (or is not a folder)")
     found = []
     for entry in sorted(folder.iterdir(), key=_natural_key):
-        if _is_video_file(entry) or (entry.is_dir() and not entry.name.startswith(".") and _frame_files(entry)):
+        if is_video_file(entry) or (entry.is_dir() and not entry.name.startswith(".") and _frame_files(entry)):
             found.append(entry)
     if not found:
         raise BGFSError(

@@ -63,21 +63,22 @@ def check_images(images: Any) -> None:
         raise BGFSError("the IMAGE batch holds no frames")
 
 
+def _rgb(images: Any) -> torch.Tensor:
+    """A checked IMAGE batch's RGB channels (alpha dropped, grey repeated), on its device and in its dtype."""
+    check_images(images)
+    return images.detach()[..., :3].expand(*images.shape[:-1], 3)
+
+
 def rgb_image(images: Any) -> torch.Tensor:
     """An IMAGE batch as RGB float32 ``[T, H, W, 3]`` on the CPU (alpha dropped, grey repeated), values as given."""
-    check_images(images)
-    return images.detach()[..., :3].expand(*images.shape[:-1], 3).float().cpu()
+    return _rgb(images).float().cpu()
 
 
 def image_to_uint8(images: Any) -> np.ndarray:
     """ComfyUI IMAGE (float ``[T, H, W, C]`` in [0, 1], C = 3 or 4) -> RGB ``uint8 [T, H, W, 3]`` (alpha dropped)."""
     import torch
 
-    check_images(images)
-    x = images.detach()
-    if x.shape[-1] == 1:
-        x = x.expand(*x.shape[:-1], 3)
-    x = x[..., :3].float().clamp(0, 1).mul(255).round().to(torch.uint8)
+    x = _rgb(images).float().clamp(0, 1).mul(255).round().to(torch.uint8)
     return np.ascontiguousarray(x.cpu().numpy())
 
 
@@ -303,17 +304,25 @@ def run_fix(latent: dict, vae: Any, critic: CriticData | None, roi: RoiData, set
     When the device runs out of memory, ``free_memory`` (ComfyUI: unload the other models, reload the VAEs) runs
     once and the fix starts again; a second failure is an ``OutOfMemoryError`` that says what to make smaller.
     """
-    from ..bgfs_core.errors import OutOfMemoryError
-
     # what makes the job smaller, in the node's terms
-    smaller = "fix fewer frames or lower ROI Detect's margin"
+    smaller = _SMALLER
     if gradient_vae is None:
         smaller = ("connect the Tiny AutoEncoder for Wan (lighttaew2_1.safetensors through Load VAE) to gradient_vae, "
                    + smaller.replace(" or ", ", or "))  # fmt: skip
+    return _retry_with_advice(
+        lambda _: _run_fix_once(latent, vae, critic, roi, settings, gradient_vae, on_step, check_cancel),
+        free_memory, smaller)  # fmt: skip
+
+
+_SMALLER = "fix fewer frames or lower ROI Detect's margin"
+
+
+def _retry_with_advice(attempt: Callable[[bool], T], free_memory: Callable[[], None] | None, smaller: str) -> T:
+    """`retry_out_of_memory`; a second failure says what to make smaller (``smaller``), in the node's terms."""
+    from ..bgfs_core.errors import OutOfMemoryError
+
     try:
-        return retry_out_of_memory(
-            lambda _: _run_fix_once(latent, vae, critic, roi, settings, gradient_vae, on_step, check_cancel),
-            free_memory)  # fmt: skip
+        return retry_out_of_memory(attempt, free_memory)
     except OutOfMemoryError as exc:
         again = ", even with the other models unloaded" if free_memory is not None else ""
         raise OutOfMemoryError(f"{exc.what}{again}: {smaller}", exc.what) from exc
@@ -356,15 +365,22 @@ def _run_fix_once(latent: dict, vae: Any, critic: CriticData | None, roi: RoiDat
         device = getattr(gradient_vae if gradient_vae is not None else vae, "device", None)
         device = torch.device(device) if device is not None else next(grad_codec.module.parameters()).device
         model = copy_module(critic.model).to(device) if critic is not None else None
-        if check_cancel is not None:  # hooks on our own copies only, never on ComfyUI's shared models
-            for module in (m for m in (grad_codec.module, model) if m is not None):
-                for sub in module.modules():
-                    sub.register_forward_pre_hook(lambda *_: check_cancel())
+        _hook_cancel((grad_codec.module, model), check_cancel)
         z = samples.detach().to(device=device, dtype=torch.float32).clone()
         spec = critic.spec if critic is not None else None
         result = fix_latents(z, codec, model, spec, roi.detections, settings, on_step=on_step)
         new = result.latents.detach().to(device=samples.device, dtype=samples.dtype).clone()
     return replace_samples(latent, new), result
+
+
+def _hook_cancel(modules: tuple, check_cancel: Callable[[], None] | None) -> None:
+    """``check_cancel`` before every layer of ``modules`` (None skipped): our own copies only, never ComfyUI's
+    shared models."""
+    if check_cancel is None:
+        return
+    for module in (m for m in modules if m is not None):
+        for sub in module.modules():
+            sub.register_forward_pre_hook(lambda *_: check_cancel())
 
 
 def run_fix_frames(images: Any, critic: CriticData | None, roi: RoiData, settings: Any, device: Any = "cpu",
@@ -376,15 +392,9 @@ def run_fix_frames(images: Any, critic: CriticData | None, roi: RoiData, setting
     Pixels the fix did not change are the input's, bit for bit. ``check_cancel`` runs before every layer of the
     copied critic and at every step; out of memory: as `run_fix`.
     """
-    from ..bgfs_core.errors import OutOfMemoryError
-
-    try:
-        return retry_out_of_memory(
-            lambda _: _run_fix_frames_once(images, critic, roi, settings, device, on_step, check_cancel),
-            free_memory)  # fmt: skip
-    except OutOfMemoryError as exc:
-        again = ", even with the other models unloaded" if free_memory is not None else ""
-        raise OutOfMemoryError(f"{exc.what}{again}: fix fewer frames or lower ROI Detect's margin", exc.what) from exc
+    return _retry_with_advice(
+        lambda _: _run_fix_frames_once(images, critic, roi, settings, device, on_step, check_cancel),
+        free_memory, _SMALLER)  # fmt: skip
 
 
 def _run_fix_frames_once(images: Any, critic: CriticData | None, roi: RoiData, settings: Any, device: Any,
@@ -407,9 +417,7 @@ def _run_fix_frames_once(images: Any, critic: CriticData | None, roi: RoiData, s
         codec = PixelCodec()
         device = torch.device(device)
         model = copy_module(critic.model).to(device) if critic is not None else None
-        if check_cancel is not None and model is not None:
-            for sub in model.modules():
-                sub.register_forward_pre_hook(lambda *_: check_cancel())
+        _hook_cancel((model,), check_cancel)
         z = codec.encode(source.clone().permute(0, 3, 1, 2).to(device))
         spec = critic.spec if critic is not None else None
 

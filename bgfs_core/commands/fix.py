@@ -81,13 +81,13 @@ def _request(args: argparse.Namespace, source: str, output: str, report_dir: str
 def _folder_of_videos(args: argparse.Namespace) -> list[Path] | None:
     """The videos of ``--in`` when it is a folder of videos (not of frames), else None (one video)."""
     from ..errors import BGFSError
-    from ..video_io import VIDEO_EXTENSIONS, holds_frames, list_videos
+    from ..video_io import VIDEO_EXTENSIONS, holds_frames, is_video_file, list_videos
 
     src = Path(args.input)
     if not src.is_dir():
         return None
     if holds_frames(src):  # the frames of one video; video files beside them would be ignored without a word
-        if any(p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS for p in src.iterdir()):
+        if any(is_video_file(p) for p in src.iterdir()):
             raise BGFSError(f"{src} holds both image frames and video files: give each video's frames a folder of "
                             "their own (a folder of videos is fixed video by video)")  # fmt: skip
         return None
