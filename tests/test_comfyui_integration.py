@@ -124,6 +124,26 @@ def test_object_info_lists_every_node_with_its_inputs_and_outputs(server):
         "hands", "face", "feet", "upper_body", "full_body"]
 
 
+def test_every_node_has_a_help_page_that_names_each_input_and_output(server):
+    """web/docs/<node id>.md is the frontend's node help (it fetches /extensions/<pack>/docs/<node id>.md): one
+    per BGFS node, served by the server, naming every input and output the node has now, and none it lacks."""
+    docs = REPO / "web" / "docs"
+    nodes = {k: v for k, v in server.object_info.items() if v["python_module"] == f"custom_nodes.{PACK}"}
+    assert set(nodes) == set(EXPECTED) and sorted(p.stem for p in docs.glob("*.md")) == sorted(nodes)
+    for node_id, info in nodes.items():
+        status, body = server.request(f"/extensions/{PACK}/docs/{node_id}.md")
+        text = body.decode()
+        assert status == 200 and text == (docs / f"{node_id}.md").read_text(), node_id
+        assert text.startswith(f"# {info['display_name']}\n"), node_id
+        sections = {}
+        for part in re.split(r"^## ", text, flags=re.M)[1:]:
+            title, _, rest = part.partition("\n")
+            sections[title.strip()] = set(re.findall(r"^- \*\*(\w+)\*\*", rest, re.M))
+        inputs = [*info["input"]["required"], *info["input"].get("optional", {})]
+        assert sections.get("Inputs") == set(inputs), f"{node_id}: documented inputs {sections.get('Inputs')}"
+        assert sections.get("Outputs") == set(info["output_name"]), f"{node_id}: documented outputs"
+
+
 # --- example workflows ----------------------------------------------------------------------------------------------
 
 

@@ -385,3 +385,31 @@ def test_every_example_workflow_loads_in_the_frontend_as_saved(server: ComfyServ
             if node["type"] == "BGFSLatentAnatomyFixer":
                 assert got["outputs"][2] == ["images", 2], (path.name, got["outputs"])
     assert not page.bgfs_errors, f"errors in the page: {page.bgfs_errors}"
+
+
+def test_each_node_help_page_opens_in_the_frontend(server: ComfyServer, page):
+    """The frontend's own node help (the node library's "?" and the selection toolbox's info button) finds each BGFS
+    node's web/docs page, renders it, and shows it in the node library panel."""
+    info = server.get("/object_info")
+    ours = sorted(k for k, v in info.items() if v["python_module"] == "custom_nodes.bgfs")
+    assert len(ours) == 7
+    page.evaluate("() => window.app.extensionManager.command.execute('Workspace.ToggleSidebarTab.node-library')")
+    for node_id in ours:
+        html = page.evaluate(
+            """async ([name, heading]) => {
+            const pinia = document.querySelector('#vue-app').__vue_app__.config.globalProperties.$pinia;
+            const help = pinia._s.get('nodeHelp');
+            help.openHelp(pinia._s.get('nodeDef').nodeDefsByName[name]);
+            // the previous page stays until this one has loaded (or failed, or fell back to the description)
+            for (let i = 0; i < 200 && (help.isLoading || !help.renderedHelpHtml.startsWith(heading)) && !help.error; i++)
+              await new Promise(r => setTimeout(r, 50));
+            return help.error ? 'ERROR ' + help.error : help.renderedHelpHtml; }""",
+            [node_id, f"<h1>{info[node_id]['display_name']}</h1>"],
+        )
+        assert html.startswith(f"<h1>{info[node_id]['display_name']}</h1>"), (node_id, html[:200])
+        for name in [*info[node_id]["input"]["required"], *info[node_id]["input"].get("optional", {})]:
+            assert f"<strong>{name}</strong>" in html, (node_id, name)
+        shown = page.locator(".node-help-content")
+        shown.get_by_role("heading", name=info[node_id]["display_name"], exact=True).wait_for(timeout=10_000)
+    page.screenshot(path=ARTIFACTS / "node_help.png")
+    assert not page.bgfs_errors, f"errors in the page: {page.bgfs_errors}"
