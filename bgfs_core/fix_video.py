@@ -46,6 +46,32 @@ class FixVideoResult:
     summary: str
 
 
+@dataclass
+class FixModels:
+    """What a fix loads before it reads the video: the critic (None: the guide alone), its spec, the region it
+    fixes and the codec. `bgfs fix` on a folder loads them once for all its videos."""
+
+    critic: Any
+    spec: Any
+    region: str
+    codec: Any
+
+
+def load_fix_models(cfg: Config, req: FixVideoRequest) -> FixModels:
+    """The critic and codec ``req`` names, and the region: the critic's own, else ``req.region`` or the config's."""
+    from .critic_io import load_critic
+
+    if req.critic:
+        critic, spec, _ = load_critic(req.critic, region=req.region, device=req.device)
+        region = spec.region
+    else:  # no critic: the guide alone, on the region asked for (or the config's)
+        critic = spec = None
+        region = req.region or cfg.roi.region
+        get_region(region)  # an unknown name is a clear BGFSError before any work
+    codec = make_codec(req.codec, req.model_id, req.vae_subfolder, req.device, req.grad_dtype)
+    return FixModels(critic, spec, region, codec)
+
+
 def grad_dtype_for(name: str, device: str) -> Any:
     """The torch dtype of the decoder the gradients go through: ``auto`` is what ComfyUI loads the Wan VAE in
     (bf16 on a GPU that has it, else fp16) and fp32 on the CPU, where bf16 only pays off with native support."""
@@ -109,11 +135,11 @@ def decode_frames(codec: Any, latents) -> np.ndarray:
         return _to_uint8(codec.decode(latents))
 
 
-def fix_video(cfg: Config, req: FixVideoRequest) -> FixVideoResult:
-    """Run the whole fix on one video file; the output and report are written only when everything succeeded."""
+def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None) -> FixVideoResult:
+    """Run the whole fix on one video file; the output and report are written only when everything succeeded.
+    ``models``: what ``load_fix_models(cfg, req)`` gives, already loaded (else they are loaded here)."""
     import torch
 
-    from .critic_io import load_critic
     from .detection import detector_from_config
     from .fixer import FixSettings, fix_latents
     from .video_io import read_comment, read_video, write_video
@@ -123,15 +149,9 @@ def fix_video(cfg: Config, req: FixVideoRequest) -> FixVideoResult:
     in_path = Path(req.input)
     if out_path.resolve() == in_path.resolve():
         raise BGFSError("--out must differ from --in: the input is never overwritten")
-    if req.critic:
-        critic, spec, _ = load_critic(req.critic, region=req.region, device=req.device)
-        region = spec.region
-    else:  # no critic: the guide alone, on the region asked for (or the config's)
-        critic = spec = None
-        region = req.region or cfg.roi.region
-        get_region(region)  # an unknown name is a clear BGFSError before any work
+    models = models or load_fix_models(cfg, req)
+    critic, spec, region, codec = models.critic, models.spec, models.region, models.codec
     cfg.roi.region = region
-    codec = make_codec(req.codec, req.model_id, req.vae_subfolder, req.device, req.grad_dtype)
     frames, fps = read_video(in_path, max_frames=req.max_frames)
     # the regions an earlier `bgfs fix` wrote into this file (not what --latents hold: those were never fixed here)
     done = [] if req.latents else fixed_regions(read_comment(in_path))

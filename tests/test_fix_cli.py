@@ -121,6 +121,39 @@ def test_a_folder_of_videos_is_fixed_video_by_video_and_resumes(workdir, hand_vi
     assert (out / "take1.mp4").stat().st_mtime_ns == stamp, "a video already fixed is not fixed again"
 
 
+def test_a_folder_of_videos_loads_the_critic_and_codec_once(workdir, hand_video_frames, capsys, monkeypatch):
+    """A batch loads its critic and VAE for the first video and keeps them (a Wan VAE takes seconds to load); one
+    that does not load stops the batch before any video, as no video could be fixed."""
+    import bgfs_core.critic_io as critic_io
+    import bgfs_core.fix_video as fix_video_module
+
+    videos, out = workdir / "batch_once_in", workdir / "batch_once_out"
+    videos.mkdir()
+    for k in range(3):
+        write_video(videos / f"take{k}.mp4", hand_video_frames[k : k + 5], 10.0)
+    loads = {"critic": 0, "codec": 0}
+
+    def counted(name, real):
+        def call(*a, **kw):
+            loads[name] += 1
+            return real(*a, **kw)
+        return call
+
+    monkeypatch.setattr(critic_io, "load_critic", counted("critic", critic_io.load_critic))
+    monkeypatch.setattr(fix_video_module, "make_codec", counted("codec", fix_video_module.make_codec))
+    args = ["fix", "--in", str(videos), "--out", str(out), "--steps", "1", "--no-guard", "--quiet"]
+    assert main([*args, "--critic", str(workdir / "hands.safetensors")]) == 0
+    assert loads == {"critic": 1, "codec": 1}
+    assert all(json.loads((out / f"take{k}_report" / "report.json").read_text())["critic"] for k in range(3))
+    capsys.readouterr()
+
+    missing = workdir / "no_such_critic.safetensors"
+    assert main([*args, "--out", str(workdir / "batch_once_out2"), "--critic", str(missing)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("no_such_critic") == 1 and "[2/3]" not in captured.out, captured
+    assert not list((workdir / "batch_once_out2").glob("*.mp4"))
+
+
 def test_a_folder_of_videos_needs_a_folder_out_and_distinct_names(workdir, hand_video_frames, capsys):
     videos = workdir / "batch_names"
     videos.mkdir()

@@ -122,12 +122,13 @@ def _fix_each(cfg, args: argparse.Namespace, videos: list[Path]) -> int:
     import copy
 
     from ..errors import BGFSError, OutOfMemoryError
-    from ..fix_video import fix_video
+    from ..fix_video import fix_video, load_fix_models
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[tuple[str, str]] = []
     failed, skipped = [], 0
+    models = None  # the critic and codec, loaded for the first video to fix and kept for the others
 
     def table() -> None:
         print(f"\nbgfs fix: {len(videos)} videos in {args.input} -> {out}")
@@ -142,8 +143,11 @@ def _fix_each(cfg, args: argparse.Namespace, videos: list[Path]) -> int:
             skipped += 1
             continue
         print(f"[{i}/{len(videos)}] {video.name} -> {target}")
+        request = _request(args, str(video), str(target), str(report_dir))
+        if models is None:  # a critic or VAE that does not load stops the batch: no video would fix
+            models = load_fix_models(copy.deepcopy(cfg), request)
         try:  # a copy per video: the fix sets the region it found on its config
-            result = fix_video(copy.deepcopy(cfg), _request(args, str(video), str(target), str(report_dir)))
+            result = fix_video(copy.deepcopy(cfg), request, models)
         except BGFSError as exc:
             if isinstance(exc, OutOfMemoryError):  # the next video would run out too: it says what to make smaller
                 table()
