@@ -75,6 +75,7 @@ class BGFSCacheBuilder(io.ComfyNode):
                 "clips.frame_stride": frame_stride, "clips.seed": clip_seed,
             })  # fmt: skip
             # The source is named by its content: the same frames queued again are recognised and skipped.
+            _check_settings(cache_dir, cfg)
             digest = hashlib.sha1(frames.tobytes()).hexdigest()[:12]
             name = f"comfyui_{len(frames)}x{frames.shape[2]}x{frames.shape[1]}_{digest}"
             summary = append_frames_to_cache(frames, float(fps), name, cfg, progress=False)
@@ -82,3 +83,32 @@ class BGFSCacheBuilder(io.ComfyNode):
         total = (f"the cache now holds {len(manifest['clips'])} clip(s) of {manifest['region']} from "
                  f"{len(manifest['sources'])} source(s)")  # fmt: skip
         return io.NodeOutput(str(cache_dir), ui={"text": [summary.format() + "\n" + total]})
+
+
+# The cache settings this node's inputs set, by the name the user sees on the node.
+_INPUT_OF = {"roi.region": "region", "roi.out_hw": "crop_size", "clips.clip_len": "clip_len",
+             "clips.clips_per_video": "clips_per_video", "clips.frame_stride": "frame_stride",
+             "clips.seed": "clip_seed"}  # fmt: skip
+
+
+def _check_settings(cache_dir, cfg) -> None:
+    """A cache keeps the settings it was started with (its clips must agree): refuse others in the node's words,
+    before core's message, which speaks of the command line's --cache-dir."""
+    from ..bgfs_core.cache import MANIFEST, cache_settings, load_manifest
+    from ..bgfs_core.errors import BGFSError
+
+    if not (cache_dir / MANIFEST).is_file():
+        return
+    have = load_manifest(cache_dir).get("config", {})
+    changed = []
+    for key, want in cache_settings(cfg).items():
+        if key in have and have[key] != want:
+            changed.append(f"{_INPUT_OF.get(key, key)} {_shown(have[key])!r}, not {_shown(want)!r}")
+    if changed:
+        raise BGFSError(f"the cache {cache_dir.name!r} was built with {'; '.join(changed)}: use a new cache_name for "
+                        "these settings, or set them back to add this video to it")  # fmt: skip
+
+
+def _shown(value):
+    """A setting as the node shows it: the crop size [s, s] as s."""
+    return value[0] if isinstance(value, list) and len(value) == 2 and value[0] == value[1] else value

@@ -674,6 +674,26 @@ def test_training_example_builds_a_cache_and_trains_a_critic(server):
         "required"]["critic_name"][1]["options"]
 
 
+def test_a_cache_queued_with_other_settings_is_refused_in_the_nodes_words(server):
+    """A cache keeps the settings it was started with: the Cache Builder names the inputs that differ and says to use a
+    new cache_name, and the cache is left as it was."""
+    cache_dir = server.base / "output" / "bgfs_cache" / "e2e_hands"  # the cache the training test built
+    before = (cache_dir / "manifest.json").read_bytes()
+    prompt = workflow_to_api(_example("bgfs_train_critic"), server.object_info)
+    prompt[_by_type(prompt, "LoadVideo")]["inputs"]["file"] = SAMPLE_VIDEO
+    builder = _by_type(prompt, "BGFSCacheBuilder")
+    prompt[builder]["inputs"].update(cache_name="e2e_hands", crop_size=96, clip_seed=7)
+    entry = server.wait(server.queue(prompt), timeout=400)
+    assert entry["status"]["status_str"] == "error", json.dumps(entry["status"])[:3000]
+    error = history_messages(entry)["execution_error"]
+    assert error["node_type"] == "BGFSCacheBuilder", error
+    text = error["exception_message"]
+    assert text.startswith("BGFS Cache Builder: the cache 'e2e_hands' was built with "), text
+    assert "crop_size 128, not 96" in text and "clip_seed 0, not 7" in text and "use a new cache_name" in text, text
+    assert "--cache-dir" not in text, text
+    assert (cache_dir / "manifest.json").read_bytes() == before
+
+
 def test_out_of_memory_in_training_unloads_the_other_models_and_resumes(server):
     """A test node makes the critic's convolutions run out of memory (as CUDA would) inside the Critic Trainer: once,
     and the trainer unloads the other models and goes on from its last finished epoch; twice, and the node's error
