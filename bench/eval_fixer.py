@@ -9,6 +9,11 @@ That critic has seen the clean frames of the very clip it then fixes; ``--critic
 critic per seed on that seed's corrupted copy, which is all a user with a single video has:
 
     python bench/eval_fixer.py --critic-on-corrupted --epochs 300 --critic-set critic.articulate=1.0 --seeds 0,1
+
+Other regions, from a still photo made into a clip with a slow pan and zoom (no test video shows them):
+
+    python bench/eval_fixer.py --video tests/data/images/face_swapped.jpg --region face --critic none --modes warp
+
 Prints a table (clean / corrupted / fixed per mode) of MediaPipe's jitter, bone-length variation, joint-angle
 violations, detection rate, anatomy and geometry scores (and how many fixes `bgfs fix`'s guard would keep), the
 critic's own view before and after, and the PSNR outside the ROI (fixed vs its input). Targets (issue 3): jitter
@@ -75,7 +80,10 @@ def parse_variant(text: str, args: argparse.Namespace):
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--video", default=str(ROOT / "tests/data/clips/fingers-lq.gif"))
+    p.add_argument("--video", default=str(ROOT / "tests/data/clips/fingers-lq.gif"),
+                   help="the clean footage: a video, or a photo (made into a clip with a slow pan and zoom)")
+    p.add_argument("--region", default="hands", help="the region to corrupt, fix and judge")
+    p.add_argument("--photo-frames", type=int, default=43, help="frames of the clip made from a photo --video")
     p.add_argument("--critic", default=None,
                    help="critic file (default: train one on the clean video); 'none': the guide alone, no critic")
     p.add_argument("--epochs", type=int, default=30, help="epochs when training the critic here")
@@ -123,8 +131,21 @@ def main() -> int:
 
     out = Path(args.out or tempfile.mkdtemp(prefix="bgfs_eval_fixer_"))
     out.mkdir(parents=True, exist_ok=True)
-    frames, fps = read_video(args.video)
-    det_clean = detect_video(frames, "hands", fps=fps)
+    region = args.region
+    if Path(args.video).suffix.lower() in (".jpg", ".jpeg", ".png", ".webp"):  # a still: pan and zoom it
+        from PIL import Image
+
+        from bgfs_core.corruptions import photo_clip
+
+        photo = np.asarray(Image.open(args.video).convert("RGB"))
+        frames, fps = photo_clip(photo, num_frames=args.photo_frames), 16.0
+        clean_dir = out / "clean"  # the clip as a video, for the critic trained here
+        clean_dir.mkdir(exist_ok=True)
+        write_video(clean_dir / "clean.mp4", frames, fps)
+    else:
+        frames, fps = read_video(args.video)
+        clean_dir = Path(args.video).parent
+    det_clean = detect_video(frames, region, fps=fps)
     base_variants = [parse_variant(v, args) for v in args.variant] or [
         parse_variant(f"{m}:mode={m}", args) for m in args.modes.split(",")]  # fmt: skip
     fix_seeds = [int(v) for v in args.fix_seeds.split(",")]
@@ -156,7 +177,7 @@ def main() -> int:
         overrides = parse_set_options(args.critic_set)
         cfg = load_config(ROOT / "configs/default.yaml", {
             "data.videos_dir": str(videos_dir), "data.cache_dir": str(run_dir / "cache"),
-            "critic.epochs": args.epochs, "critic.val_fraction": 0.0, **overrides})  # fmt: skip
+            "critic.epochs": args.epochs, "critic.val_fraction": 0.0, "roi.region": region, **overrides})  # fmt: skip
         build_cache(cfg, progress=False)
         t0 = time.perf_counter()
         trained = train_critic(cfg, run_dir / "critic", progress=False)
@@ -165,11 +186,11 @@ def main() -> int:
 
     critic_path = args.critic
     if critic_path is None and not args.critic_on_corrupted:
-        critic_path = train_on(Path(args.video).parent, out)
+        critic_path = train_on(clean_dir, out)
     if critic_path == "none":
         critic = spec = None
     elif critic_path is not None:
-        critic, spec, _ = load_critic(critic_path, region="hands")
+        critic, spec, _ = load_critic(critic_path, region=region)
 
     def judge(video: np.ndarray, ref: np.ndarray | None = None, ref_det=None) -> dict:
         """MediaPipe's judgement of ``video``; with ``ref`` (and its detections ``ref_det``) fidelity outside the
@@ -178,7 +199,7 @@ def main() -> int:
         for draw in range(max(1, args.judge_draws)):
             noise = np.random.default_rng(draw).normal(0.0, 1.0, video.shape) if draw else 0.0
             copy = np.clip(video + noise, 0, 255).round().astype(np.uint8) if draw else video
-            a = score_video(copy, "hands", fps=fps).anatomy
+            a = score_video(copy, region, fps=fps).anatomy
             rows.append({"score": a.score, "geometry": a.geometry_score, **{k: a.parts[k].raw for k in (
                 "detection", "jitter", "bone_cv", "joint_violations") if k in a.parts}})  # fmt: skip
         row = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
@@ -213,7 +234,7 @@ def main() -> int:
             own = out / f"critic_seed{seed}"
             (own / "video").mkdir(parents=True, exist_ok=True)
             shutil.copy(out / f"corrupted_seed{seed}.mp4", own / "video")
-            critic, spec, _ = load_critic(train_on(own / "video", own), region="hands")
+            critic, spec, _ = load_critic(train_on(own / "video", own), region=region)
         rows = {"clean": clean_row, "corrupted": judge(corrupted)}
 
         def change(row: dict, base: dict = rows["corrupted"]) -> dict:
@@ -228,7 +249,7 @@ def main() -> int:
                                                                 "geometry_after": row["geometry"]}))})  # fmt: skip
 
         critic_view = {}
-        det_in = detect_video(corrupted, "hands", fps=fps)
+        det_in = detect_video(corrupted, region, fps=fps)
         t0 = time.perf_counter()
         undone = undo_warps(corrupted, det_clean, corruption, seed=seed, strength=args.strength_corrupt)
         seconds = time.perf_counter() - t0
@@ -241,7 +262,7 @@ def main() -> int:
                 latents, det_src = latents_in, det_in
             else:  # a later pass: the previous pass's output, detected anew
                 source = outputs[refixes[name]]
-                latents, det_src = encode_frames(codec, source), detect_video(source, "hands", fps=fps)
+                latents, det_src = encode_frames(codec, source), detect_video(source, region, fps=fps)
             t0 = time.perf_counter()
             res = fix_latents(latents, codec, critic, spec, det_src, settings)
             seconds = time.perf_counter() - t0
