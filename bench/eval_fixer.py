@@ -10,9 +10,12 @@ critic per seed on that seed's corrupted copy, which is all a user with a single
 
     python bench/eval_fixer.py --critic-on-corrupted --epochs 300 --critic-set critic.articulate=1.0 --seeds 0,1
 
-Other regions, from a still photo made into a clip with a slow pan and zoom (no test video shows them):
+Other regions: a face in one shot of a short film (frames 20-62, at half size), or a still photo made into a clip
+with a slow pan and zoom (no test video shows a body or feet):
 
-    python bench/eval_fixer.py --video tests/data/images/face_swapped.jpg --region face --critic none --modes warp
+    python bench/eval_fixer.py --video tests/data/clips/Megamind.avi --trim 20:63 --scale 0.5 --region face \
+        --critic none --modes warp
+    python bench/eval_fixer.py --video tests/data/images/messi5.jpg --region full_body --critic none --modes warp
 
 Prints a table (clean / corrupted / fixed per mode) of MediaPipe's jitter, bone-length variation, joint-angle
 violations, detection rate, anatomy and geometry scores (and how many fixes `bgfs fix`'s guard would keep), the
@@ -78,12 +81,33 @@ def parse_variant(text: str, args: argparse.Namespace):
     return name, settings
 
 
+def trim_and_scale(frames, trim: str | None, scale: float):
+    """Frames START:STOP of a video (``trim``), resized by ``scale`` to a multiple of 16 pixels."""
+    import numpy as np
+    from PIL import Image
+
+    if trim:
+        start, _, stop = trim.partition(":")
+        frames = frames[int(start or 0):int(stop) if stop else None]
+        if len(frames) == 0:
+            raise SystemExit(f"eval_fixer: --trim {trim} leaves no frames")
+    if scale != 1.0:
+        h, w = frames.shape[1:3]
+        size = (max(16, round(w * scale / 16) * 16), max(16, round(h * scale / 16) * 16))
+        frames = np.stack([np.asarray(Image.fromarray(f).resize(size, Image.BICUBIC)) for f in frames])
+    return frames
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--video", default=str(ROOT / "tests/data/clips/fingers-lq.gif"),
                    help="the clean footage: a video, or a photo (made into a clip with a slow pan and zoom)")
     p.add_argument("--region", default="hands", help="the region to corrupt, fix and judge")
     p.add_argument("--photo-frames", type=int, default=43, help="frames of the clip made from a photo --video")
+    p.add_argument("--trim", default=None, metavar="START:STOP",
+                   help="use frames START to STOP-1 of a --video (e.g. one shot of a longer film)")
+    p.add_argument("--scale", type=float, default=1.0,
+                   help="resize a --video's frames by this factor (to a multiple of 16 px) before anything else")
     p.add_argument("--critic", default=None,
                    help="critic file (default: train one on the clean video); 'none': the guide alone, no critic")
     p.add_argument("--epochs", type=int, default=30, help="epochs when training the critic here")
@@ -145,6 +169,11 @@ def main() -> int:
     else:
         frames, fps = read_video(args.video)
         clean_dir = Path(args.video).parent
+        if args.trim or args.scale != 1.0:  # a part of the video: the critic trained here sees that part only
+            frames = trim_and_scale(frames, args.trim, args.scale)
+            clean_dir = out / "clean"
+            clean_dir.mkdir(exist_ok=True)
+            write_video(clean_dir / "clean.mp4", frames, fps)
     det_clean = detect_video(frames, region, fps=fps)
     base_variants = [parse_variant(v, args) for v in args.variant] or [
         parse_variant(f"{m}:mode={m}", args) for m in args.modes.split(",")]  # fmt: skip
