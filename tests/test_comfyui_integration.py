@@ -30,7 +30,7 @@ from comfy_host import (
     workflow_to_api,
     write_sample_video,
 )
-from conftest import fix_reach
+from conftest import FACE_VIDEO, fix_reach
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
 
@@ -215,21 +215,35 @@ def test_the_wan_examples_insert_roi_detect_and_the_fixer_after_the_last_sampler
 # --- the finished-video example: the Image Fixer on real, damaged frames ---------------------------------------
 
 
-def test_the_video_example_fixes_a_damaged_real_video_in_pixel_space(server, hand_video_frames):
-    """The template for a video that is already made, on the bundled hand clip with the demo's damage (warped,
-    jittering fingers), as shipped: the guide alone (its Critic Loader is bypassed), 30 steps. The Image Fixer edits
-    inside the ROI only (every other pixel bit for bit), MediaPipe finds the geometry better so the guard keeps the
-    edit, the Score rates the fix above the damaged source, and Save Video writes it at the source's frame rate."""
+def film_face_frames() -> np.ndarray:
+    """Frames 20-35 of the bundled film at half size (352x256): a woman talking and turning her head."""
+    from PIL import Image
+
+    from bgfs_core.video_io import read_video
+
+    frames, _ = read_video(FACE_VIDEO, max_frames=36)
+    return np.stack([np.asarray(Image.fromarray(f).resize((352, 256), Image.BICUBIC)) for f in frames[20:]])
+
+
+@pytest.mark.parametrize("region", ["hands", "face"])
+def test_the_video_example_fixes_a_damaged_real_video_in_pixel_space(server, hand_video_frames, region):
+    """The templates for a video that is already made, as shipped, on real footage with the evaluation's damage
+    (warped, jittering fingers on the bundled hand clip; a warped, shaking face on the bundled film): the guide alone
+    (the Critic Loader is bypassed), 30 steps. The Image Fixer edits inside the ROI only (every other pixel bit for
+    bit), MediaPipe finds the geometry better so the guard keeps the edit, the Score rates the fix above the damaged
+    source, and Save Video writes it at the source's frame rate."""
     import av
 
     from bgfs_core.corruptions import corrupt_all
     from bgfs_core.detection import detect_video
 
-    damaged = corrupt_all(hand_video_frames, detect_video(hand_video_frames, "hands", fps=10.0),
-                          ["finger_jitter", "region_jitter"])  # fmt: skip
-    write_sample_video(server.base / "input" / "bgfs_hand_damaged.mp4", damaged, fps=10.0)
-    prompt = workflow_to_api(_example("bgfs_fix_video_hands"), server.object_info)
-    prompt[_by_type(prompt, "LoadVideo")]["inputs"]["file"] = "bgfs_hand_damaged.mp4"
+    clean, fps = (hand_video_frames, 10.0) if region == "hands" else (film_face_frames(), 24.0)
+    damaged = corrupt_all(clean, detect_video(clean, region, fps=fps), ["finger_jitter", "region_jitter"])
+    write_sample_video(server.base / "input" / f"bgfs_{region}_damaged.mp4", damaged, fps=fps)
+    prompt = workflow_to_api(_example(f"bgfs_fix_video_{region}"), server.object_info)
+    assert prompt[_by_type(prompt, "BGFSROIDetect")]["inputs"]["region"] == region
+    assert prompt[_by_type(prompt, "BGFSAnatomyScore")]["inputs"]["region"] == region
+    prompt[_by_type(prompt, "LoadVideo")]["inputs"]["file"] = f"bgfs_{region}_damaged.mp4"
     fix, parts = _by_type(prompt, IMAGE_FIXER), _by_type(prompt, "GetVideoComponents")
     assert "critic" not in prompt[fix]["inputs"] and prompt[fix]["inputs"]["guard"] is True
     prompt["probe_fixed"] = {"class_type": "SaveImage", "inputs": {"images": [fix, 0], "filename_prefix": "probe/vfixed"}}
@@ -239,12 +253,12 @@ def test_the_video_example_fixes_a_damaged_real_video_in_pixel_space(server, han
     assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000] + server.log()[-3000:]
     out = entry["outputs"]
     report = json.loads(out[_by_title(prompt, "fix report")]["text"][0])
-    print(f"\nvideo example: {time.perf_counter() - started:.1f} s; {report['judge']['summary']}")
+    print(f"\nvideo example ({region}): {time.perf_counter() - started:.1f} s; {report['judge']['summary']}")
     assert report["changed"] is True and report["codec"] == "pixel codec" and len(report["history"]) == 30
     judge = report["judge"]
     assert judge["geometry_after"] > judge["geometry_before"] and "guard_kept_input" not in report, judge
     assert "MediaPipe on the fixed frames: geometry" in out[fix]["text"][0]
-    assert judge["fps"] == 10.0, "the video's frame rate reaches ROI Detect through its link, and the guard from it"
+    assert judge["fps"] == fps, "the video's frame rate reaches ROI Detect through its link, and the guard from it"
     fixed, source = _load_images(server, out, "probe_fixed"), _load_images(server, out, "probe_source")
     assert fixed.shape == source.shape == damaged.shape
     changed = (fixed != source).any(-1)
@@ -255,7 +269,7 @@ def test_the_video_example_fixes_a_damaged_real_video_in_pixel_space(server, han
     (video,) = out[_by_type(prompt, "SaveVideo")]["images"]
     with av.open(str(server.base / "output" / video["subfolder"] / video["filename"])) as container:
         stream = container.streams.video[0]
-        assert float(stream.average_rate) == 10.0 and stream.frames in (0, len(damaged))
+        assert float(stream.average_rate) == fps and stream.frames in (0, len(damaged))
 
 
 # --- running the CPU example ---------------------------------------------------------------------------------------

@@ -359,6 +359,18 @@ TEMPLATE_WIDGETS = {
                           "batch_size": 8, "val_fraction": 0.2, "resume": True, "articulate": 0.5},
 }
 
+FACE_TEMPLATES = {"bgfs_fix_video_face"}  # the templates for a face: the same values, for region face
+
+
+def template_widgets(template: str, node_type: str) -> dict:
+    """What ``template`` sets on a node of ``node_type``."""
+    want = dict(TEMPLATE_WIDGETS[node_type])
+    if template in FACE_TEMPLATES:
+        want = {k: "face" if k == "region" else v for k, v in want.items()}
+        if "critic_name" in want:
+            want["critic_name"] = "face_critic.safetensors"
+    return want
+
 
 def test_every_example_workflow_loads_in_the_frontend_as_saved(server: ComfyServer, page):
     """The templates users open: each loads in the real frontend with every node and link, and the BGFS nodes'
@@ -380,7 +392,7 @@ def test_every_example_workflow_loads_in_the_frontend_as_saved(server: ComfyServ
                 continue
             got = loaded["nodes"][str(node["id"])]
             assert got["type"] == node["type"], path.name
-            want = TEMPLATE_WIDGETS[node["type"]]
+            want = template_widgets(path.stem, node["type"])
             assert {k: got["widgets"].get(k) for k in want} == want, (path.name, node["type"], got["widgets"])
             if node["type"] == "BGFSLatentAnatomyFixer":
                 assert got["outputs"][2] == ["images", 2], (path.name, got["outputs"])

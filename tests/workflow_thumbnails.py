@@ -20,6 +20,7 @@ HEADER = 58  # px above the graph for the title
 
 TITLES = {
     "bgfs_cpu_tiny_vae": "BGFS on CPU: tiny VAE, real frames",
+    "bgfs_fix_video_face": "BGFS: fix the face of a finished video",
     "bgfs_fix_video_hands": "BGFS: fix the hands of a finished video",
     "bgfs_train_critic": "BGFS: train a heatmap critic",
     "bgfs_wan2_2_14B_i2v_fix_hands": "Wan 2.2 14B I2V + BGFS hand fix",
