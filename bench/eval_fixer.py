@@ -13,7 +13,7 @@ critic per seed on that seed's corrupted copy, which is all a user with a single
 Other regions: a face in one shot of a short film (frames 20-62, at half size), or a still photo made into a clip
 with a slow pan and zoom (no test video shows a body or feet):
 
-    python bench/eval_fixer.py --video tests/data/clips/Megamind.avi --trim 20:63 --scale 0.5 --region face \
+    python bench/eval_fixer.py --video tests/data/film/Megamind.avi --trim 20:63 --scale 0.5 --region face \
         --critic none --modes warp
     python bench/eval_fixer.py --video tests/data/images/messi5.jpg --region full_body --critic none --modes warp
 

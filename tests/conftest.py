@@ -11,7 +11,7 @@ DATA = Path(__file__).parent / "data"
 HAND_VIDEO = DATA / "clips" / "fingers-lq.gif"
 HAND_PHOTOS = [DATA / "images" / n for n in ("handSrc.jpg", "handDst.jpg", "fullcurl.jpg", "halfcurl.jpg", "nocurl.jpg")]
 FACE_PHOTO = DATA / "images" / "face_swapped.jpg"
-FACE_VIDEO = DATA / "clips" / "Megamind.avi"  # a CG film: a talking, turning face in frames 1-97
+FACE_VIDEO = DATA / "film" / "Megamind.avi"  # a CG film: a talking, turning face in frames 1-97
 BODY_PHOTO = DATA / "images" / "messi5.jpg"
 
 
