@@ -27,6 +27,16 @@ def load_gif(path: Path) -> np.ndarray:
     return np.stack([np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(Image.open(path))])
 
 
+def film_face_frames() -> np.ndarray:
+    """Frames 20-35 of the bundled film at half size (352x256): a woman talking and turning her head."""
+    from PIL import Image
+
+    from bgfs_core.video_io import read_video
+
+    frames, _ = read_video(FACE_VIDEO, max_frames=36)
+    return np.stack([np.asarray(Image.fromarray(f).resize((352, 256), Image.BICUBIC)) for f in frames[20:]])
+
+
 def fix_reach(window: dict, grid: tuple[int, ...], feather: int = 1) -> np.ndarray:
     """Latent cells ``[t, h, w]`` a fix may change: its report's window plus the ring over which the edit fades
     out (``FixSettings.feather`` cells); everything else must come back bit for bit."""

@@ -30,7 +30,7 @@ from comfy_host import (
     workflow_to_api,
     write_sample_video,
 )
-from conftest import FACE_VIDEO, fix_reach
+from conftest import film_face_frames, fix_reach
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
 
@@ -213,16 +213,6 @@ def test_the_wan_examples_insert_roi_detect_and_the_fixer_after_the_last_sampler
 
 
 # --- the finished-video example: the Image Fixer on real, damaged frames ---------------------------------------
-
-
-def film_face_frames() -> np.ndarray:
-    """Frames 20-35 of the bundled film at half size (352x256): a woman talking and turning her head."""
-    from PIL import Image
-
-    from bgfs_core.video_io import read_video
-
-    frames, _ = read_video(FACE_VIDEO, max_frames=36)
-    return np.stack([np.asarray(Image.fromarray(f).resize((352, 256), Image.BICUBIC)) for f in frames[20:]])
 
 
 @pytest.mark.parametrize("region", ["hands", "face"])

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import BODY_PHOTO, FACE_PHOTO, FACE_VIDEO, fix_reach, load_rgb
-from PIL import Image
+from conftest import BODY_PHOTO, FACE_PHOTO, FACE_VIDEO, film_face_frames, fix_reach, load_rgb
 
 from bgfs_core.codecs import PixelCodec
 from bgfs_core.corruptions import corrupt_all, photo_clip
@@ -16,7 +15,6 @@ from bgfs_core.detection import detect_video
 from bgfs_core.fix_video import decode_frames, encode_frames
 from bgfs_core.fixer import FixSettings, fix_latents
 from bgfs_core.metrics import score_video
-from bgfs_core.video_io import read_video
 
 FPS = 16.0
 
@@ -25,8 +23,7 @@ def clip_of(source) -> np.ndarray:
     """16 frames: a photo panned and zoomed, or frames 20-35 of the film at half size (352x256)."""
     if source.suffix == ".jpg":
         return photo_clip(load_rgb(source), num_frames=16)
-    frames, _ = read_video(source, max_frames=36)
-    return np.stack([np.asarray(Image.fromarray(f).resize((352, 256), Image.BICUBIC)) for f in frames[20:36]])
+    return film_face_frames()
 
 
 @pytest.mark.parametrize(("region", "source", "min_jitter_cut"), [
