@@ -10,10 +10,13 @@ critic per seed on that seed's corrupted copy, which is all a user with a single
 
     python bench/eval_fixer.py --critic-on-corrupted --epochs 300 --critic-set critic.articulate=1.0 --seeds 0,1
 
-Other regions: a face in one shot of a short film (frames 20-62, at half size), or a still photo made into a clip
-with a slow pan and zoom (no test video shows a body or feet):
+Other regions: a face in one shot of a short film (frames 20-62, at half size), a man swinging his arms and legs
+(frames 0-48, at a quarter size; --region full_body, upper_body or feet), or a still photo made into a clip with a
+slow pan and zoom:
 
     python bench/eval_fixer.py --video tests/data/film/Megamind.avi --trim 20:63 --scale 0.5 --region face \
+        --critic none --modes warp
+    python bench/eval_fixer.py --video tests/data/body/cam01.mp4 --trim 0:49 --scale 0.25 --region feet \
         --critic none --modes warp
     python bench/eval_fixer.py --video tests/data/images/messi5.jpg --region full_body --critic none --modes warp
 
@@ -81,14 +84,35 @@ def parse_variant(text: str, args: argparse.Namespace):
     return name, settings
 
 
+def trim_bounds(trim: str) -> tuple[int, int | None]:
+    """'START:STOP' (either may be empty) -> (start, stop)."""
+    start, sep, stop = trim.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        return int(start or 0), int(stop) if stop else None
+    except ValueError:
+        raise SystemExit(f"eval_fixer: --trim takes START:STOP in frames, e.g. 20:63; got {trim!r}") from None
+
+
+def write_clean(out: Path, frames, fps: float) -> Path:
+    """The clean clip as ``out/clean/clean.mp4``: the folder the critic trained here learns from."""
+    from bgfs_core.video_io import write_video
+
+    clean_dir = out / "clean"
+    clean_dir.mkdir(exist_ok=True)
+    write_video(clean_dir / "clean.mp4", frames, fps)
+    return clean_dir
+
+
 def trim_and_scale(frames, trim: str | None, scale: float):
     """Frames START:STOP of a video (``trim``), resized by ``scale`` to a multiple of 16 pixels."""
     import numpy as np
     from PIL import Image
 
     if trim:
-        start, _, stop = trim.partition(":")
-        frames = frames[int(start or 0):int(stop) if stop else None]
+        start, stop = trim_bounds(trim)
+        frames = frames[start:stop]
         if len(frames) == 0:
             raise SystemExit(f"eval_fixer: --trim {trim} leaves no frames")
     if scale != 1.0:
@@ -161,19 +185,18 @@ def main() -> int:
 
         from bgfs_core.corruptions import photo_clip
 
+        if args.trim or args.scale != 1.0:
+            raise SystemExit("eval_fixer: --trim and --scale are for videos; a photo becomes --photo-frames frames")
         photo = np.asarray(Image.open(args.video).convert("RGB"))
         frames, fps = photo_clip(photo, num_frames=args.photo_frames), 16.0
-        clean_dir = out / "clean"  # the clip as a video, for the critic trained here
-        clean_dir.mkdir(exist_ok=True)
-        write_video(clean_dir / "clean.mp4", frames, fps)
+        clean_dir = write_clean(out, frames, fps)  # the clip as a video, for the critic trained here
     else:
-        frames, fps = read_video(args.video)
+        stop = trim_bounds(args.trim)[1] if args.trim else None
+        frames, fps = read_video(args.video, max_frames=stop or 0)  # decode no further than the trim needs
         clean_dir = Path(args.video).parent
         if args.trim or args.scale != 1.0:  # a part of the video: the critic trained here sees that part only
             frames = trim_and_scale(frames, args.trim, args.scale)
-            clean_dir = out / "clean"
-            clean_dir.mkdir(exist_ok=True)
-            write_video(clean_dir / "clean.mp4", frames, fps)
+            clean_dir = write_clean(out, frames, fps)
     det_clean = detect_video(frames, region, fps=fps)
     base_variants = [parse_variant(v, args) for v in args.variant] or [
         parse_variant(f"{m}:mode={m}", args) for m in args.modes.split(",")]  # fmt: skip

@@ -22,7 +22,7 @@
 
 Every corruption is deterministic for a ``seed``. ``strength`` scales it (1 = the default, clearly visible).
 ``photo_clip`` makes a short clip from a still photo with a slow, smooth pan and zoom (real pixels, synthetic
-camera motion), for regions that no test clip shows.
+camera motion), for footage that exists only as stills.
 """
 
 from __future__ import annotations

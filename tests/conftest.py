@@ -13,6 +13,7 @@ HAND_PHOTOS = [DATA / "images" / n for n in ("handSrc.jpg", "handDst.jpg", "full
 FACE_PHOTO = DATA / "images" / "face_swapped.jpg"
 FACE_VIDEO = DATA / "film" / "Megamind.avi"  # a CG film: a talking, turning face in frames 1-97
 BODY_PHOTO = DATA / "images" / "messi5.jpg"
+BODY_VIDEO = DATA / "body" / "cam01.mp4"  # a barefoot man swinging his arms and legs, head to feet in view
 
 
 def load_rgb(path: Path) -> np.ndarray:
@@ -35,6 +36,16 @@ def film_face_frames() -> np.ndarray:
 
     frames, _ = read_video(FACE_VIDEO, max_frames=36)
     return np.stack([np.asarray(Image.fromarray(f).resize((352, 256), Image.BICUBIC)) for f in frames[20:]])
+
+
+def body_video_frames() -> np.ndarray:
+    """The first 16 frames of the bundled body video at a quarter size (272x480, the man about 185 px tall)."""
+    from PIL import Image
+
+    from bgfs_core.video_io import read_video
+
+    frames, _ = read_video(BODY_VIDEO, max_frames=16)
+    return np.stack([np.asarray(Image.fromarray(f).resize((272, 480), Image.BICUBIC)) for f in frames])
 
 
 def fix_reach(window: dict, grid: tuple[int, ...], feather: int = 1) -> np.ndarray:

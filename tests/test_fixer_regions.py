@@ -1,13 +1,22 @@
-"""The fixer on regions other than hands, judged by MediaPipe: a talking face from a short film, a face and a whole
-body from still photos panned and zoomed into clips (no test video shows a whole body), each damaged the way the
-evaluation damages the hand (per-frame warps of each chain plus a shaking region), fixed by the guide alone with the
-pixel codec."""
+"""The fixer on regions other than hands, judged by MediaPipe: a talking face from a short film, the feet of a man
+filmed swinging his arms and legs, and a face and a whole body from still photos panned and zoomed into clips, each
+damaged the way the evaluation damages the hand (per-frame warps of each chain plus a shaking region), fixed by the
+guide alone with the pixel codec."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import BODY_PHOTO, FACE_PHOTO, FACE_VIDEO, film_face_frames, fix_reach, load_rgb
+from conftest import (
+    BODY_PHOTO,
+    BODY_VIDEO,
+    FACE_PHOTO,
+    FACE_VIDEO,
+    body_video_frames,
+    film_face_frames,
+    fix_reach,
+    load_rgb,
+)
 
 from bgfs_core.codecs import PixelCodec
 from bgfs_core.corruptions import corrupt_all, photo_clip
@@ -20,18 +29,19 @@ FPS = 16.0
 
 
 def clip_of(source) -> np.ndarray:
-    """16 frames: a photo panned and zoomed, or frames 20-35 of the film at half size (352x256)."""
-    if source.suffix == ".jpg":
-        return photo_clip(load_rgb(source), num_frames=16)
-    return film_face_frames()
+    """16 frames: a photo panned and zoomed, frames 20-35 of the film at half size (352x256), or the body video's
+    first 16 at a quarter size (272x480)."""
+    videos = {FACE_VIDEO: film_face_frames, BODY_VIDEO: body_video_frames}
+    return videos[source]() if source in videos else photo_clip(load_rgb(source), num_frames=16)
 
 
 @pytest.mark.parametrize(("region", "source", "min_jitter_cut"), [
     ("face", FACE_VIDEO, 0.5),
+    ("feet", BODY_VIDEO, 0.3),
     ("face", FACE_PHOTO, 0.5),
     ("full_body", BODY_PHOTO, 0.3),
 ])  # fmt: skip
-def test_the_guide_steadies_a_damaged_face_and_body(region, source, min_jitter_cut):
+def test_the_guide_steadies_a_damaged_face_feet_and_body(region, source, min_jitter_cut):
     clean = clip_of(source)
     damaged = corrupt_all(clean, detect_video(clean, region, fps=FPS), ["finger_jitter", "region_jitter"], seed=0)
     det = detect_video(damaged, region, fps=FPS)
