@@ -1,6 +1,7 @@
 """How far the guide alone can go: realise its targets exactly, with no optimiser, no critic and no grid.
 
     python bench/guide_ceiling.py [--seeds 0,1,2,3] [--reach 1.0]
+    python bench/guide_ceiling.py --video tests/data/body/cam01.mp4 --trim 0:49 --scale 0.25 --region upper_body
 
 The fixer's guide moves ROI Detect's keypoints towards `targets.kinematic_targets` (its readings cleaned: a robust
 temporal filter and constant bone lengths). Here each corrupted copy of `bench/eval_fixer.py` (finger_jitter +
@@ -32,6 +33,9 @@ sys.path.insert(0, str(ROOT))
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--video", default=str(ROOT / "tests/data/clips/fingers-lq.gif"))
+    p.add_argument("--region", default="hands")
+    p.add_argument("--trim", default=None, metavar="START:STOP", help="frames of the video to use, as eval_fixer.py's")
+    p.add_argument("--scale", type=float, default=1.0, help="resize the frames, as eval_fixer.py's")
     p.add_argument("--seeds", default="0,1,2,3", help="corruption seeds, as eval_fixer.py's")
     p.add_argument("--reach", type=float, default=1.0, help="the field's reach in finger widths")
     p.add_argument("--sigma", type=float, default=None, help="the targets' temporal smoothing in frames "
@@ -45,6 +49,7 @@ def main() -> int:
     args = p.parse_args()
 
     import numpy as np
+    from eval_fixer import trim_and_scale  # bench/ is this script's folder, first on sys.path
 
     from bgfs_core.corruptions import (
         CHAIN_WIDTH,
@@ -61,13 +66,15 @@ def main() -> int:
     from bgfs_core.video_io import read_video
 
     frames, fps = read_video(args.video)
-    clean = detect_video(frames, "hands", fps=fps)
+    frames = trim_and_scale(frames, args.trim, args.scale)
+    region = args.region
+    clean = detect_video(frames, region, fps=fps)
     chains = region_chains(clean.spec)
     width = CHAIN_WIDTH[clean.spec.source] * args.reach
     s = FixSettings()
 
     def judge(video: np.ndarray) -> dict:
-        a = score_video(video, "hands", fps=fps).anatomy
+        a = score_video(video, region, fps=fps).anatomy
         return {k: a.parts[k].raw for k in ("jitter", "bone_cv")}
 
     print(f"clean clip: {judge(frames)}")
@@ -75,7 +82,7 @@ def main() -> int:
     changes = []
     for seed in [int(v) for v in args.seeds.split(",")]:
         corrupted = corrupt_all(frames, clean, names, seed=seed)
-        det = detect_video(corrupted, "hands", fps=fps)
+        det = detect_video(corrupted, region, fps=fps)
         if args.targets == "truth":  # from the corruption's truth back to the clean keypoints
             where = corruption_map(clean, names, seed=seed)
             src, valid = np.full_like(clean.keypoints, np.nan), clean.seen_keypoints(0.0)
@@ -98,7 +105,7 @@ def main() -> int:
             scale = float(np.linalg.norm(kp[ok].max(0) - kp[ok].min(0)))
             to = kp + args.gain * (dst[t, i] - kp)
             moved[t], _ = move_chains(moved[t], kp, to, ok, chains, width, scale)
-        reread = detect_video(moved, "hands", fps=fps)
+        reread = detect_video(moved, region, fps=fps)
         applied, got = [], []
         for t, i in zip(*np.nonzero(valid.any(-1) & reread.present)):
             ok = valid[t, i] & np.isfinite(reread.keypoints[t, i]).all(-1)
