@@ -105,6 +105,15 @@ def write_clean(out: Path, frames, fps: float) -> Path:
     return clean_dir
 
 
+def read_part(video: str, trim: str | None, scale: float):
+    """(frames, fps) of ``video``, decoded no further than ``trim`` needs, then `trim_and_scale`d."""
+    from bgfs_core.video_io import read_video
+
+    stop = trim_bounds(trim)[1] if trim else None
+    frames, fps = read_video(video, max_frames=stop or 0)
+    return trim_and_scale(frames, trim, scale), fps
+
+
 def trim_and_scale(frames, trim: str | None, scale: float):
     """Frames START:STOP of a video (``trim``), resized by ``scale`` to a multiple of 16 pixels."""
     import numpy as np
@@ -175,7 +184,7 @@ def main() -> int:
     from bgfs_core.metrics import json_safe, score_video
     from bgfs_core.roi import roi_boxes, roi_mask_union
     from bgfs_core.tracks import follow_tracks
-    from bgfs_core.video_io import read_video, write_video
+    from bgfs_core.video_io import write_video
 
     out = Path(args.out or tempfile.mkdtemp(prefix="bgfs_eval_fixer_"))
     out.mkdir(parents=True, exist_ok=True)
@@ -191,11 +200,9 @@ def main() -> int:
         frames, fps = photo_clip(photo, num_frames=args.photo_frames), 16.0
         clean_dir = write_clean(out, frames, fps)  # the clip as a video, for the critic trained here
     else:
-        stop = trim_bounds(args.trim)[1] if args.trim else None
-        frames, fps = read_video(args.video, max_frames=stop or 0)  # decode no further than the trim needs
+        frames, fps = read_part(args.video, args.trim, args.scale)
         clean_dir = Path(args.video).parent
         if args.trim or args.scale != 1.0:  # a part of the video: the critic trained here sees that part only
-            frames = trim_and_scale(frames, args.trim, args.scale)
             clean_dir = write_clean(out, frames, fps)
     det_clean = detect_video(frames, region, fps=fps)
     base_variants = [parse_variant(v, args) for v in args.variant] or [

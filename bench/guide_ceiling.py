@@ -49,7 +49,7 @@ def main() -> int:
     args = p.parse_args()
 
     import numpy as np
-    from eval_fixer import trim_and_scale  # bench/ is this script's folder, first on sys.path
+    from eval_fixer import read_part  # bench/ is this script's folder, first on sys.path
 
     from bgfs_core.corruptions import (
         CHAIN_WIDTH,
@@ -63,10 +63,8 @@ def main() -> int:
     from bgfs_core.fixer import FixSettings
     from bgfs_core.metrics import score_video
     from bgfs_core.targets import kinematic_targets
-    from bgfs_core.video_io import read_video
 
-    frames, fps = read_video(args.video)
-    frames = trim_and_scale(frames, args.trim, args.scale)
+    frames, fps = read_part(args.video, args.trim, args.scale)
     region = args.region
     clean = detect_video(frames, region, fps=fps)
     chains = region_chains(clean.spec)

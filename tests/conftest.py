@@ -28,24 +28,24 @@ def load_gif(path: Path) -> np.ndarray:
     return np.stack([np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(Image.open(path))])
 
 
-def film_face_frames() -> np.ndarray:
-    """Frames 20-35 of the bundled film at half size (352x256): a woman talking and turning her head."""
+def video_frames(path: Path, start: int, stop: int, size: tuple[int, int]) -> np.ndarray:
+    """Frames ``start:stop`` of a bundled video, resized to ``size`` (w, h)."""
     from PIL import Image
 
     from bgfs_core.video_io import read_video
 
-    frames, _ = read_video(FACE_VIDEO, max_frames=36)
-    return np.stack([np.asarray(Image.fromarray(f).resize((352, 256), Image.BICUBIC)) for f in frames[20:]])
+    frames, _ = read_video(path, max_frames=stop)
+    return np.stack([np.asarray(Image.fromarray(f).resize(size, Image.BICUBIC)) for f in frames[start:stop]])
+
+
+def film_face_frames() -> np.ndarray:
+    """Frames 20-35 of the bundled film at half size (352x256): a woman talking and turning her head."""
+    return video_frames(FACE_VIDEO, 20, 36, (352, 256))
 
 
 def body_video_frames() -> np.ndarray:
     """The first 16 frames of the bundled body video at a quarter size (272x480, the man about 185 px tall)."""
-    from PIL import Image
-
-    from bgfs_core.video_io import read_video
-
-    frames, _ = read_video(BODY_VIDEO, max_frames=16)
-    return np.stack([np.asarray(Image.fromarray(f).resize((272, 480), Image.BICUBIC)) for f in frames])
+    return video_frames(BODY_VIDEO, 0, 16, (272, 480))
 
 
 def fix_reach(window: dict, grid: tuple[int, ...], feather: int = 1) -> np.ndarray:
