@@ -142,13 +142,14 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
 
     from .detection import detector_from_config
     from .fixer import FixSettings, fix_latents
-    from .video_io import read_comment, read_video, write_video
+    from .video_io import check_writable, read_comment, read_video, write_video
 
     started = time.perf_counter()
     out_path = Path(req.output)
     in_path = Path(req.input)
     if out_path.resolve() == in_path.resolve():
         raise BGFSError("--out must differ from --in: the input is never overwritten")
+    check_writable(out_path, "--out")
     models = models or load_fix_models(cfg, req)
     critic, spec, region, codec = models.critic, models.spec, models.region, models.codec
     cfg.roi.region = region

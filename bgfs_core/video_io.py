@@ -20,6 +20,7 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".webp", "
 DEFAULT_FOLDER_FPS = 25.0
 _H264_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv")
 _CONTAINER_FORMAT = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+WRITABLE_SUFFIXES = (*_H264_SUFFIXES, ".gif")
 
 
 @dataclass(frozen=True)
@@ -249,6 +250,13 @@ def _check_frames(frames: np.ndarray) -> np.ndarray:
     return frames
 
 
+def check_writable(path: str | Path, what: str = "cannot write") -> None:
+    """Refuse a path ``write_video`` cannot write, before any work is done for it (prefix: ``what``)."""
+    path = Path(path)
+    if path.suffix and not path.is_dir() and path.suffix.lower() not in WRITABLE_SUFFIXES:
+        raise BGFSError(f"{what} {path}: use {', '.join(WRITABLE_SUFFIXES)}, or a folder for PNG frames")
+
+
 def write_video(path: str | Path, frames: np.ndarray, fps: float, comment: str | None = None) -> Path:
     """Write frames atomically: .mp4/.mov/.m4v/.mkv as H.264, .gif, or PNG frames for a folder / suffix-less path.
     ``comment``: a text stored in the file (the container's comment tag, the GIF comment, each PNG's Comment), read
@@ -257,6 +265,7 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, comment: str |
     frames = _check_frames(frames)
     if not np.isfinite(fps) or fps <= 0:
         raise BGFSError(f"fps must be > 0, got {fps}")
+    check_writable(path)
     suffix = path.suffix.lower()
     if path.is_dir() or not suffix:
         _write_png_folder(path, frames, comment)
@@ -266,8 +275,6 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, comment: str |
     elif suffix == ".gif":
         with atomic_path(path) as tmp:
             _write_gif(tmp, frames, fps, comment)
-    else:
-        raise BGFSError(f"cannot write {path}: use .mp4, .mov, .m4v, .mkv, .gif, or a folder for PNG frames")
     return path
 
 

@@ -183,6 +183,20 @@ def test_nothing_detected_passes_through_with_a_message(workdir, capsys):
     assert np.abs(read_video(out)[0].astype(int) - read_video(blank)[0].astype(int)).max() <= 2
 
 
+def test_an_output_it_cannot_write_is_refused_before_any_work(workdir, capsys, monkeypatch):
+    import bgfs_core.video_io as video_io
+
+    def no_reading(*a, **k):
+        raise AssertionError("the input was read before --out was checked")
+
+    monkeypatch.setattr(video_io, "read_video", no_reading)
+    out = workdir / "fixed.avi"
+    assert main(["fix", "--in", str(HAND_VIDEO), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bgfs fix: error: --out") and ".mp4" in err and "folder for PNG frames" in err
+    assert not out.exists() and not (workdir / "fixed_report").exists()
+
+
 @pytest.mark.parametrize(
     ("extra", "needle"),
     [

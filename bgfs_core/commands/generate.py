@@ -9,7 +9,6 @@ from ..errors import BGFSError
 
 HELP = "Generate a video with a Wan 2.2 diffusers model (T2V-A14B, I2V-A14B, TI2V-5B); optionally keep its latents."
 
-_OUT_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".gif")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -51,9 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _check_paths(args: argparse.Namespace) -> None:
-    out = Path(args.out)
-    if out.suffix and out.suffix.lower() not in _OUT_SUFFIXES:
-        raise BGFSError(f"--out {out}: use {', '.join(_OUT_SUFFIXES)}, or a folder for PNG frames")
+    from ..video_io import check_writable
+
+    check_writable(args.out, "--out")
     for flag, value in (("--save-latents", args.save_latents), ("--save-prompt-embeds", args.save_prompt_embeds)):
         if value and Path(value).suffix.lower() != ".safetensors":
             raise BGFSError(f"{flag} {value}: the file name must end in .safetensors")
