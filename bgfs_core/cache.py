@@ -95,7 +95,7 @@ def load_manifest(cache_dir: str | Path) -> dict:
     try:
         manifest = json.loads(path.read_text())
     except (OSError, ValueError) as e:
-        raise BGFSError(f"{path} cannot be read ({e}): rebuild the cache with bgfs precompute --overwrite") from None
+        raise BGFSError(f"{path} cannot be read ({e}): use a new data.cache_dir, or delete this one") from None
     if not isinstance(manifest, dict) or manifest.get("version") != CACHE_VERSION:
         got = manifest.get("version") if isinstance(manifest, dict) else None
         raise BGFSError(
@@ -201,6 +201,25 @@ def _log(msg: str, progress: bool) -> None:
         print(msg, file=sys.stderr)
 
 
+def _is_cache_manifest(path: Path) -> bool:
+    """``path`` is a manifest a BGFS cache build wrote (any format version), not some other tool's."""
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and {"version", "sources", "clips"} <= manifest.keys()
+
+
+def _check_apart(videos_dir: Path, cache_dir: Path) -> None:
+    """Refuse a cache that would write into the videos' own folder (its clips/ and detections/ among them)."""
+    videos, cache = videos_dir.resolve(), cache_dir.resolve()
+    if videos == cache or any(videos.is_relative_to(cache / sub) for sub in ("clips", "detections")):
+        raise BGFSError(
+            f"data.cache_dir {str(cache_dir)!r} would write its clips/ and detections/ into the videos' folder "
+            f"{str(videos_dir)!r}: give the cache a folder of its own (--cache-dir)"
+        )
+
+
 class _Builder:
     """Adds sources to one cache directory; holds the manifest, the summary and a reusable detector."""
 
@@ -210,12 +229,26 @@ class _Builder:
         self.spec = get_region(cfg.roi.region)
         self.summary = CacheSummary(cache_dir=str(self.dir))
         self._detector: Any = None
+        _check_apart(Path(cfg.data.videos_dir), self.dir)
         if overwrite:
-            for sub in ("clips", "detections"):
-                if (self.dir / sub).is_dir():
-                    shutil.rmtree(self.dir / sub)
-            (self.dir / MANIFEST).unlink(missing_ok=True)
+            self._delete_cache()
         self.manifest = self._open_manifest()
+
+    def _delete_cache(self) -> None:
+        """Delete what an earlier build wrote here, and only that: a folder named clips/ beside no BGFS manifest
+        may be the user's own videos."""
+        owned = [self.dir / sub for sub in ("clips", "detections") if (self.dir / sub).is_dir()]
+        if not owned and not (self.dir / MANIFEST).exists():
+            return
+        if not _is_cache_manifest(self.dir / MANIFEST):
+            raise BGFSError(
+                f"--overwrite: {str(self.dir)!r} holds {', '.join(p.name + '/' for p in owned) or MANIFEST} but "
+                f"no BGFS {MANIFEST}, so it is not a BGFS cache and nothing was deleted: use a new data.cache_dir "
+                "(--cache-dir)"
+            )
+        for sub in owned:
+            shutil.rmtree(sub)
+        (self.dir / MANIFEST).unlink(missing_ok=True)
 
     def _open_manifest(self) -> dict:
         if not (self.dir / MANIFEST).exists():

@@ -236,6 +236,30 @@ def test_changed_settings_need_a_new_cache_or_overwrite(videos: Path, tmp_path: 
     assert load_manifest(cache)["out_hw"] == [128, 128]
 
 
+def test_overwrite_deletes_only_a_bgfs_cache(videos: Path, tmp_path: Path) -> None:
+    """A folder of the user's own videos called clips/ is not a cache's clips/: --overwrite must not delete it, and
+    a cache may not be built into the videos' folder."""
+    project = tmp_path / "project"
+    (project / "clips").mkdir(parents=True)
+    shutil.copy(videos / "broken.mp4", project / "clips")
+    with contextlib.redirect_stderr(io.StringIO()):
+        with pytest.raises(BGFSError, match="into the videos' folder"):
+            build_cache(_cfg(project / "clips", project), progress=False, overwrite=True)
+        with pytest.raises(BGFSError, match="not a BGFS cache and nothing was deleted"):
+            build_cache(_cfg(videos, project), progress=False, overwrite=True)
+        assert (project / "clips" / "broken.mp4").is_file()
+        (project / "clips" / "broken.mp4").rename(project / "broken.mp4")
+        with pytest.raises(BGFSError, match="into the videos' folder"):
+            build_cache(_cfg(project, project), progress=False)
+        # a real cache beside them is overwritten as before
+        cache = tmp_path / "cache"
+        build_cache(_cfg(project, cache), progress=False)
+        (cache / "clips").mkdir(exist_ok=True)
+        (cache / "clips" / "stale.npz").write_bytes(b"x")
+        build_cache(_cfg(project, cache), progress=False, overwrite=True)
+    assert not (cache / "clips" / "stale.npz").exists() and load_manifest(cache)["sources"]
+
+
 def test_missing_or_empty_inputs_raise_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(BGFSError, match="does not exist"):
         build_cache(_cfg(tmp_path / "nope", tmp_path / "c"), progress=False)

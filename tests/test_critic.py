@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import subprocess
 import sys
 
@@ -88,6 +90,10 @@ def test_save_load_roundtrip_is_exact(tmp_path):
     assert meta["region"] == "face" and meta["width"] == 16 and meta["input_hw"] == [128, 128]
     assert read_critic_meta(path) == meta
     assert not list(tmp_path.glob("*.partial*"))  # the atomic write left no temporary file
+    # readable by others as any file the user writes (a ComfyUI run as another user loads it), not 0600
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
 
 
 def test_wrong_region_is_refused_with_advice(tmp_path):
