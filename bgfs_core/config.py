@@ -169,6 +169,8 @@ def _set(cfg: Config, key: str, value: Any) -> None:
         known = [f"{parts[0]}.{name}" for name in hints]
         hint = difflib.get_close_matches(key, known, n=1)
         raise ConfigError(f"config key {key!r} is not known" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+    if isinstance(value, SetValue):
+        value = value.parse(key, hints[parts[1]])
     coerced = _coerce(key, value, hints[parts[1]])
     _check_ranges(key, coerced)
     setattr(section, parts[1], coerced)
@@ -212,14 +214,32 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     return cfg
 
 
-def parse_set_options(items: list[str] | None) -> dict[str, Any]:
-    """Turn ``["roi.margin=0.4", ...]`` into overrides; values are parsed as YAML scalars."""
-    import yaml
+class SetValue(str):
+    """The text of one ``--set`` value, parsed once its key's type is known: a text key (a folder, a name) takes
+    it as written, where YAML would turn ``0123`` into 83 and ``yes`` into True; other keys read it as YAML."""
 
+    def parse(self, key: str, typ: Any) -> Any:
+        import yaml
+
+        if not self.strip():
+            raise ConfigError(f"--set {key}=: give a value after '='")
+        if typ is str:
+            return str(self)
+        try:
+            value = yaml.safe_load(self)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {key}={self}: not a value ({exc.__class__.__name__})") from None
+        if value is None:
+            raise ConfigError(f"--set {key}={self}: give a value")
+        return value
+
+
+def parse_set_options(items: list[str] | None) -> dict[str, Any]:
+    """Turn ``["roi.margin=0.4", ...]`` into overrides (`SetValue`s, parsed by each key's type)."""
     out: dict[str, Any] = {}
     for item in items or []:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: write it as section.key=value")
         key, raw = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(raw)
+        out[key.strip()] = SetValue(raw)
     return out

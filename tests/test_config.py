@@ -63,3 +63,16 @@ def test_overrides_and_set_options():
     assert cfg.roi.margin == 0.5 and cfg.roi.out_hw == [128, 96] and cfg.detect.mirrored is True
     with pytest.raises(ConfigError, match="section.key=value"):
         parse_set_options(["roi.margin"])
+
+
+@pytest.mark.parametrize("text", ["0123", "yes", "2024_01_05", "2024-01-05", "~", "#x", "a b"])
+def test_set_keeps_a_text_value_as_written(text):
+    """A folder given with --set is that folder: YAML would read 0123 as 83, yes as True, ~ and #x as nothing."""
+    cfg = load_config(None, parse_set_options([f"data.cache_dir={text}"]))
+    assert cfg.data.cache_dir == text
+
+
+@pytest.mark.parametrize("item", ["data.cache_dir=", "roi.margin=", "roi.margin=~", "roi.out_hw=[1,"])
+def test_set_without_a_value_is_an_error_not_the_default(item):
+    with pytest.raises(ConfigError, match="--set"):
+        load_config(None, parse_set_options([item]))
