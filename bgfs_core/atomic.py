@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .errors import BGFSError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -34,6 +36,15 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def check_folder_possible(folder: str | Path, what: str) -> None:
+    """Refuse a folder that cannot be made because a file stands where it or one of its parents would go."""
+    for above in (Path(folder), *Path(folder).parents):
+        if above.exists():
+            if not above.is_dir():
+                raise BGFSError(f"{what}: {above} is a file, where a folder would have to be")
+            return
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:

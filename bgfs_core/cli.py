@@ -41,6 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     except BGFSError as exc:
         print(f"bgfs {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a disk that is full or read-only, a path without permission: say which, no traceback
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"bgfs {args.command}: error: {exc.strerror or exc}{where}: check the path and free space; inputs "
+              "are untouched and no partial output was left", file=sys.stderr)  # fmt: skip
+        return 2
     except KeyboardInterrupt:
         print(f"bgfs {args.command}: interrupted; inputs are untouched and no partial output was left", file=sys.stderr)
         return 130

@@ -140,6 +140,7 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
     ``models``: what ``load_fix_models(cfg, req)`` gives, already loaded (else they are loaded here)."""
     import torch
 
+    from .atomic import check_folder_possible
     from .detection import detector_from_config
     from .fixer import FixSettings, fix_latents
     from .video_io import check_writable, read_comment, read_video, write_video
@@ -150,6 +151,8 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
     if out_path.resolve() == in_path.resolve():
         raise BGFSError("--out must differ from --in: the input is never overwritten")
     check_writable(out_path, "--out")
+    report_dir = Path(req.report_dir) if req.report_dir else out_path.with_name(out_path.stem + "_report")
+    check_folder_possible(report_dir, "--report-dir")
     models = models or load_fix_models(cfg, req)
     critic, spec, region, codec = models.critic, models.spec, models.region, models.codec
     cfg.roi.region = region
@@ -199,7 +202,6 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
         if bar is not None:
             bar.close()
     after = decode_frames(codec, result.latents) if result.report.get("changed") else before
-    report_dir = Path(req.report_dir) if req.report_dir else out_path.with_name(out_path.stem + "_report")
     judge = judge_fix(before, after, det, region, fps, cfg, report_dir)
     if req.guard and geometry_worse(judge) and result.report.get("changed"):
         # never hand back a video whose geometry the independent judge finds worse than the input's

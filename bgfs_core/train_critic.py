@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import atomic_path, write_json_atomic
+from .atomic import atomic_path, check_folder_possible, write_json_atomic
 from .config import Config
 from .critic import CriticSpec
 from .errors import BGFSError
@@ -491,6 +491,7 @@ def train_critic(
     if epochs <= 0:
         raise BGFSError(f"epochs must be > 0, got {epochs}")
     out_dir = Path(out_dir)
+    check_folder_possible(out_dir, "the critic's folder")
     best_path, last_path = out_dir / "critic_best.safetensors", out_dir / "critic_last.safetensors"
     state_path, log_path = out_dir / "train_state.safetensors", out_dir / "train_log.json"
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_path
+from .atomic import atomic_path, check_folder_possible
 from .errors import BGFSError
 
 VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".mov", ".webm", ".gif", ".mkv", ".avi", ".m4v")
@@ -255,6 +255,7 @@ def check_writable(path: str | Path, what: str = "cannot write") -> None:
     path = Path(path)
     if path.suffix and not path.is_dir() and path.suffix.lower() not in WRITABLE_SUFFIXES:
         raise BGFSError(f"{what} {path}: use {', '.join(WRITABLE_SUFFIXES)}, or a folder for PNG frames")
+    check_folder_possible(path.parent, f"{what} {path}")
 
 
 def write_video(path: str | Path, frames: np.ndarray, fps: float, comment: str | None = None) -> Path:

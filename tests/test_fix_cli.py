@@ -195,6 +195,25 @@ def test_an_output_it_cannot_write_is_refused_before_any_work(workdir, capsys, m
     err = capsys.readouterr().err
     assert err.startswith("bgfs fix: error: --out") and ".mp4" in err and "folder for PNG frames" in err
     assert not out.exists() and not (workdir / "fixed_report").exists()
+    a_file = workdir / "a_file"
+    a_file.write_text("x")
+    for extra in (["--out", str(a_file / "fixed.mp4")], ["--out", str(workdir / "f.mp4"), "--report-dir",
+                                                           str(a_file / "report")]):  # fmt: skip
+        assert main(["fix", "--in", str(HAND_VIDEO), *extra, "--quiet"]) == 2
+        assert f"{a_file} is a file, where a folder would have to be" in capsys.readouterr().err
+
+
+def test_a_disk_error_is_one_line_that_names_the_path(workdir, capsys, monkeypatch):
+    import bgfs_core.commands.score as score
+
+    def full_disk(*a, **k):
+        raise OSError(28, "No space left on device", str(workdir / "report.html"))
+
+    monkeypatch.setattr(score, "config_from_args", full_disk)
+    assert main(["score", "--in", str(HAND_VIDEO), "--out", str(workdir / "r"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bgfs score: error: No space left on device (") and "report.html" in err
+    assert "Traceback" not in err
 
 
 @pytest.mark.parametrize(

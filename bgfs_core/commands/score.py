@@ -26,11 +26,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..atomic import check_folder_possible
     from ..detection import detector_kwargs
     from ..metrics import score_video
     from ..report import write_report
     from ..video_io import read_video
 
+    check_folder_possible(args.out, "--out")
     cfg = config_from_args(args, **{"roi.region": args.region, "detect.backend": args.backend,
                                     "detect.model_dir": args.model_dir})  # fmt: skip
     frames, fps = read_video(args.input, max_frames=args.max_frames)
