@@ -430,8 +430,41 @@ def save_train_state(path: Path, model: Any, opt: Any, info: dict[str, Any]) -> 
         save_file(tensors, str(tmp), metadata={"bgfs.format": STATE_FORMAT, "bgfs.train_state": json.dumps(info)})
 
 
-def load_train_state(path: Path, model: Any, opt: Any, spec: CriticSpec) -> dict[str, Any]:
-    """Restore weights and optimizer from :func:`save_train_state`; returns the JSON part."""
+# how to go on when a run folder holds another run: the CLI's flags and the Critic Trainer node's inputs
+_START_OVER = ("start over there (--no-resume; on the Critic Trainer node, resume off) or use another run folder "
+               "(--out-dir; on the node, another critic_name)")
+
+
+def run_data(cfg: Config, cache_dir: Path, clips: list[dict]) -> dict[str, Any]:
+    """What a run's training data and split depend on: a resumed run must see the same (more epochs may differ)."""
+    import hashlib
+
+    c = cfg.critic
+    names = "\n".join(sorted(str(cl["file"]) for cl in clips)).encode()
+    return {"cache_dir": str(Path(cache_dir).resolve()), "clips": len(clips),
+            "clips_sha1": hashlib.sha1(names).hexdigest()[:16], "val_fraction": c.val_fraction, "seed": c.seed,
+            "lr": c.lr, "batch_size": c.batch_size, "articulate": c.articulate}  # fmt: skip
+
+
+class OtherRunError(BGFSError):
+    """The run folder holds a run for another setup, data or settings: resuming it would be wrong."""
+
+
+def _check_same_data(path: Path, saved: dict[str, Any] | None, now: dict[str, Any]) -> None:
+    if saved is None:  # a state written before runs recorded their data
+        return
+    changed = [f"{k} {saved.get(k)!r} -> {v!r}" for k, v in now.items() if k != "clips_sha1" and saved.get(k) != v]
+    if not changed and saved.get("clips_sha1") != now["clips_sha1"]:
+        changed = ["the cache's clips"]
+    if changed:
+        raise OtherRunError(f"{str(path.parent)!r} holds a training run on other data or settings ({'; '.join(changed)}),"
+                        f" whose split and best epoch would not carry over: {_START_OVER}")
+
+
+def load_train_state(path: Path, model: Any, opt: Any, spec: CriticSpec,
+                     data: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Restore weights and optimizer from :func:`save_train_state`; returns the JSON part. ``data``
+    (`run_data`): refuse a run trained on other data or settings."""
     from safetensors.torch import load_file
 
     from .critic_io import read_raw_metadata
@@ -442,11 +475,12 @@ def load_train_state(path: Path, model: Any, opt: Any, spec: CriticSpec) -> dict
     info = json.loads(raw["bgfs.train_state"])
     saved = CriticSpec(**info["spec"])
     if not saved.same_model(spec):
-        raise BGFSError(
+        raise OtherRunError(
             f"{str(path.parent)!r} holds a training run for another critic setup ({saved.region}, input "
-            f"{list(saved.input_hw)}, heatmap {list(saved.heatmap_hw)}, width {saved.width}): "
-            "use --no-resume to start over there, or another --out-dir"
+            f"{list(saved.input_hw)}, heatmap {list(saved.heatmap_hw)}, width {saved.width}): {_START_OVER}"
         )
+    if data is not None:
+        _check_same_data(path, info.get("data"), data)
     tensors = load_file(str(path))
     model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
     state: dict[int, dict[str, Any]] = {}
@@ -521,8 +555,9 @@ def train_critic(
         model = HeatmapCritic(spec).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=WEIGHT_DECAY)
     info: dict[str, Any] = {"epoch": 0, "history": [], "best_epoch": 0, "best_score": None, "seconds": 0.0}
+    data = run_data(cfg, cache_dir, clips)
     if resume and state_path.is_file():
-        info = load_train_state(state_path, model, opt, spec)
+        info = load_train_state(state_path, model, opt, spec, data)
         if progress:
             print(f"resuming {out_dir} after epoch {info['epoch']}", file=sys.stderr)
     start_epoch, history = int(info["epoch"]), list(info["history"])
@@ -555,7 +590,7 @@ def train_critic(
             if is_best:
                 save_critic(best_path, model, spec, meta)
             save_critic(last_path, model, spec, meta)
-            info.update(epoch=epoch + 1, history=history, seconds=seconds, spec=spec.to_dict())
+            info.update(epoch=epoch + 1, history=history, seconds=seconds, spec=spec.to_dict(), data=data)
             save_train_state(state_path, model, opt, info)
             saved = epoch + 1
             write_json_atomic(log_path, {

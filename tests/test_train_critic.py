@@ -111,8 +111,29 @@ def test_interrupted_run_resumes_to_the_same_weights(hand_cache, tmp_path):
 
 def test_resume_refuses_another_setup(hand_cache, tmp_path):
     train_critic(_cfg(hand_cache), tmp_path, epochs=1, progress=False)
-    with pytest.raises(BGFSError, match="another critic setup.*--no-resume"):
+    with pytest.raises(BGFSError, match="another critic setup.*--no-resume.*resume off"):
         train_critic(_cfg(hand_cache, **{"critic.width": 8}), tmp_path, epochs=2, progress=False)
+
+
+def test_resume_refuses_another_cache_or_split(hand_cache, tmp_path):
+    """A run folder reused for another cache would hand back the old critic ("nothing to train") or go on training
+    it with another split, comparing best epochs across validation sets."""
+    import json
+    import shutil
+
+    run = tmp_path / "run"
+    train_critic(_cfg(hand_cache), run, epochs=1, progress=False)
+    other = tmp_path / "other_cache"
+    shutil.copytree(hand_cache, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["clips"] = manifest["clips"][1:]
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BGFSError, match="other data or settings.*cache_dir.*start over"):
+        train_critic(_cfg(other), run, epochs=1, progress=False)
+    with pytest.raises(BGFSError, match=r"critic.val_fraction|val_fraction 0\.\d+ -> 0\.5"):
+        train_critic(_cfg(hand_cache, **{"critic.val_fraction": 0.5}), run, epochs=1, progress=False)
+    assert len(train_critic(_cfg(hand_cache), run, epochs=2, progress=False).history) == 2  # the same data resumes
+    assert len(train_critic(_cfg(other), run, epochs=1, resume=False, progress=False).history) == 1
 
 
 def test_missing_or_empty_cache(tmp_path, hand_cache):

@@ -32,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..cache import build_cache
     from ..fix_video import FixVideoRequest, fix_video
-    from ..train_critic import train_critic
+    from ..train_critic import OtherRunError, train_critic
 
     out = Path(args.out)
     video = Path(args.video)
@@ -40,7 +40,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"[1/3] precompute: {cfg.data.videos_dir} -> {cfg.data.cache_dir}")
     print(build_cache(cfg, progress=not args.quiet).format())
     print(f"[2/3] train the critic ({cfg.critic.epochs} epochs) -> {out / 'critic'}")
-    trained = train_critic(cfg, out / "critic", progress=not args.quiet)
+    try:
+        trained = train_critic(cfg, out / "critic", progress=not args.quiet)
+    except OtherRunError:  # an earlier demo in this folder with other settings: its critic is not this one's
+        print(f"{out / 'critic'} holds a critic trained with other settings: training a new one")
+        trained = train_critic(cfg, out / "critic", resume=False, progress=not args.quiet)
     held_out = (f"validation PCK@0.1 {trained.best_val_pck}" if trained.best_val_pck is not None
                 else "trained on every clip, none held out")  # fmt: skip
     print(f"critic: {trained.best_path} ({held_out})")
