@@ -109,7 +109,8 @@ def load_clip(cache_dir: str | Path, entry: dict) -> dict[str, Any]:
     """The arrays of one clip (an entry of ``manifest["clips"]``); ``source_index`` and ``instance`` as ints."""
     path = Path(cache_dir) / entry["file"]
     if not path.is_file():
-        raise BGFSError(f"cached clip {path} is missing: run bgfs precompute again (or with --overwrite)")
+        raise BGFSError(f"cached clip {path} is missing: run bgfs precompute again on the same videos, which cuts "
+                        "it anew (or queue its video through the Cache Builder again)")
     try:
         with np.load(path) as z:
             out: dict[str, Any] = {k: z[k] for k in z.files}
@@ -277,7 +278,18 @@ class _Builder:
         return len(self.manifest["sources"]) - 1
 
     def is_done(self, idx: int) -> bool:
-        return self.manifest["sources"][idx]["status"] in ("ok", "empty")
+        """A source finished by an earlier run, all its clips still on disk; one that lost clips (deleted, or a
+        copy of the cache that missed some) is opened again: its detections are cached, so only the clips are cut."""
+        src = self.manifest["sources"][idx]
+        if src["status"] not in ("ok", "empty"):
+            return False
+        lost = [c["file"] for c in self.manifest["clips"] if c["source"] == idx and not (self.dir / c["file"]).is_file()]
+        if not lost:
+            return True
+        _log(f"{src['name']}: {len(lost)} cached clip(s) missing ({lost[0]}, ...): cutting them again", self.progress)
+        self.manifest["clips"] = [c for c in self.manifest["clips"] if c["source"] != idx]
+        src["status"] = "pending"
+        return False
 
     def skip(self, idx: int) -> None:
         self.summary.sources_skipped += 1

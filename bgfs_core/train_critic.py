@@ -118,9 +118,12 @@ def _load_frames(cache_dir: Path, entries: list[dict], spec: CriticSpec, num_wor
     if entries:
         reader = _ClipReader(cache_dir, entries, spec.input_hw)
         loader = torch.utils.data.DataLoader(reader, batch_size=None, num_workers=num_workers, collate_fn=_identity)
-        for item in loader:
-            for key in parts:
-                parts[key].append(np.asarray(item[key]))
+        try:
+            for item in loader:
+                for key in parts:
+                    parts[key].append(np.asarray(item[key]))
+        except BGFSError as exc:  # from a worker, torch wraps the message in the worker's traceback: unwrap it
+            raise BGFSError(str(exc).rsplit("BGFSError: ", 1)[-1].strip()) from None
     if not parts["crops"]:
         h, w = spec.input_hw
         return FrameSet(np.zeros((0, h, w, 3), np.uint8), np.zeros((0, k, 2), np.float32), np.zeros((0, k), bool),

@@ -166,6 +166,27 @@ def test_second_run_skips_finished_sources_without_detecting(built, videos: Path
     assert {p: p.stat().st_mtime_ns for p in (cache / "clips").iterdir()} == stamps
 
 
+def test_a_lost_clip_is_cut_again_without_detecting_again(built, videos: Path, tmp_path: Path) -> None:
+    """A clip file deleted from a finished cache: precompute used to call it cached (and training then failed on
+    it); now it cuts that source's clips again from its cached detections."""
+    cache = tmp_path / "c"
+    shutil.copytree(built[0], cache)
+    ref = load_manifest(cache)
+    lost = cache / ref["clips"][0]["file"]
+    reference = load_clip(cache, ref["clips"][0])
+    lost.unlink()
+    err = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stderr(err):
+        spy = _CountDetections(mp)
+        again = build_cache(_cfg(videos, cache), progress=False)
+    assert spy.calls == 0  # the lost clip is cut from the cached detections
+    assert "missing" in err.getvalue() and again.clips_written == 1 and lost.is_file()
+    got = load_manifest(cache)
+    assert sorted(c["file"] for c in got["clips"]) == sorted(c["file"] for c in ref["clips"])
+    for key in CLIP_KEYS:
+        np.testing.assert_array_equal(load_clip(cache, ref["clips"][0])[key], reference[key])
+
+
 def test_interrupted_run_resumes_and_is_deterministic(built, videos: Path, tmp_path: Path) -> None:
     """Ctrl-C while the first good video's clips are written; the rerun detects only the videos not yet done."""
     cache = tmp_path / "c"

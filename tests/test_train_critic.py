@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -147,6 +148,14 @@ def test_missing_or_empty_cache(tmp_path, hand_cache):
         train_critic(_cfg(empty), tmp_path / "out", epochs=1, progress=False)
     with pytest.raises(BGFSError, match="built for 'hands', but roi.region is 'face'"):
         train_critic(_cfg(hand_cache, **{"roi.region": "face"}), tmp_path / "out", epochs=1, progress=False)
+    lost = tmp_path / "lost"
+    shutil.copytree(hand_cache, lost)
+    (lost / manifest["clips"][0]["file"]).unlink()
+    for workers in (0, 1):  # from a DataLoader worker, the same one-line message, no worker traceback
+        with pytest.raises(BGFSError) as caught:
+            train_critic(_cfg(lost, **{"critic.num_workers": workers}), tmp_path / "out", epochs=1, progress=False)
+        assert str(caught.value).startswith("cached clip") and "precompute again" in str(caught.value)
+        assert "Traceback" not in str(caught.value)
 
 
 def test_command_line(hand_cache, tmp_path, capsys):
