@@ -10,7 +10,9 @@ for ``mirrored=True`` (selfie footage) left and right slots, and left/right keyp
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -24,6 +26,22 @@ if TYPE_CHECKING:
     from .config import Config
 
 BACKENDS = ("solutions", "tasks")
+
+# what a host wants called as MediaPipe goes through the frames (`watch_frames`)
+_frame_watch: ContextVar[Callable[[int, int | None], None] | None] = ContextVar("bgfs_frame_watch", default=None)
+
+
+@contextlib.contextmanager
+def watch_frames(callback: Callable[[int, int | None], None]) -> Iterator[None]:
+    """Inside the block, every Detector calls ``callback(done, total)`` before each frame and once at the end
+    (``total`` None for an iterable of unknown length): a host's progress bar and cancel check, which may raise to
+    stop. MediaPipe is one call per frame that nothing else can interrupt."""
+    token = _frame_watch.set(callback)
+    try:
+        yield
+    finally:
+        _frame_watch.reset(token)
+
 
 
 class RawInstance(NamedTuple):
@@ -141,7 +159,10 @@ class Detector:
         start = self._last_ts + 1
         out: Detections | None = None
         t = capacity = 0
+        watch = _frame_watch.get()
         for frame in iterator:
+            if watch is not None:
+                watch(t, total)
             frame = _check_frame(frame)
             if out is None:
                 hw = frame.shape[:2]
@@ -157,6 +178,8 @@ class Detector:
             t += 1
         if out is None:
             raise BGFSError("no frames to detect in: the video is empty")
+        if watch is not None:
+            watch(t, total)
         return self._finish(out.select(slice(0, t)) if t < out.num_frames else out)
 
     def _next_timestamp(self, timestamp_ms: int | None) -> int:

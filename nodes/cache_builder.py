@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
+from ..bgfs_core.detection import BACKENDS
 from .glue import CATEGORY, node_errors
 from .roi_detect import region_input
 
@@ -38,6 +39,10 @@ class BGFSCacheBuilder(io.ComfyNode):
                              tooltip="Side of the square ROI crops stored in the cache, px."),
                 io.Int.Input("clip_seed", default=0, min=0, max=2**31 - 1, step=1,
                              tooltip="Clip sampling is deterministic for a seed."),
+                io.Combo.Input("backend", options=list(BACKENDS), default="solutions", optional=True,
+                               tooltip="MediaPipe backend, as on ROI Detect: 'solutions' (models bundled with "
+                               "mediapipe<=0.10.21, offline) or 'tasks' (.task model files in models/mediapipe; "
+                               "the only one on Python 3.13). One cache holds one backend's detections."),
             ],
             outputs=[io.String.Output(display_name="cache_path")],
             is_output_node=True,
@@ -57,14 +62,27 @@ class BGFSCacheBuilder(io.ComfyNode):
         return True
 
     @classmethod
+    def fingerprint_inputs(cls, cache_name: str | None = None, **_: object) -> str | float:
+        """The cache's manifest time: a cache deleted or rebuilt outside this graph makes the node run again
+        instead of showing what it did before (the same frames are skipped, so it is cheap)."""
+        from .host import cache_dir_for
+
+        if cache_name is None:
+            return ""
+        try:
+            return str((cache_dir_for(cache_name) / "manifest.json").stat().st_mtime)
+        except Exception:  # no manifest (yet, or any more): NaN equals nothing, so the node always runs
+            return float("nan")
+
+    @classmethod
     def execute(cls, images, region: str, cache_name: str, fps: float, clip_len: int, clips_per_video: int,
-                frame_stride: int, crop_size: int, clip_seed: int) -> io.NodeOutput:  # fmt: skip
+                frame_stride: int, crop_size: int, clip_seed: int, backend: str = "solutions") -> io.NodeOutput:  # fmt: skip
         import hashlib
 
         from ..bgfs_core.cache import append_frames_to_cache, load_manifest
         from ..bgfs_core.config import load_config
         from .glue import image_to_uint8
-        from .host import cache_dir_for
+        from .host import cache_dir_for, mediapipe_dir, mediapipe_progress
 
         with node_errors(NAME):
             cache_dir = cache_dir_for(cache_name)
@@ -72,13 +90,15 @@ class BGFSCacheBuilder(io.ComfyNode):
             cfg = load_config(None, {
                 "data.cache_dir": str(cache_dir), "roi.region": region, "roi.out_hw": [crop_size, crop_size],
                 "clips.clip_len": clip_len, "clips.clips_per_video": clips_per_video,
-                "clips.frame_stride": frame_stride, "clips.seed": clip_seed,
+                "clips.frame_stride": frame_stride, "clips.seed": clip_seed, "detect.backend": backend,
+                "detect.model_dir": mediapipe_dir(),
             })  # fmt: skip
             # The source is named by its content: the same frames queued again are recognised and skipped.
             _check_settings(cache_dir, cfg)
             digest = hashlib.sha1(frames.tobytes()).hexdigest()[:12]
             name = f"comfyui_{len(frames)}x{frames.shape[2]}x{frames.shape[1]}_{digest}"
-            summary = append_frames_to_cache(frames, float(fps), name, cfg, progress=False)
+            with mediapipe_progress():
+                summary = append_frames_to_cache(frames, float(fps), name, cfg, progress=False)
             manifest = load_manifest(cache_dir)
         total = (f"the cache now holds {len(manifest['clips'])} clip(s) of {manifest['region']} from "
                  f"{len(manifest['sources'])} source(s)")  # fmt: skip
@@ -88,7 +108,7 @@ class BGFSCacheBuilder(io.ComfyNode):
 # The cache settings this node's inputs set, by the name the user sees on the node.
 _INPUT_OF = {"roi.region": "region", "roi.out_hw": "crop_size", "clips.clip_len": "clip_len",
              "clips.clips_per_video": "clips_per_video", "clips.frame_stride": "frame_stride",
-             "clips.seed": "clip_seed"}  # fmt: skip
+             "clips.seed": "clip_seed", "detect.backend": "backend"}  # fmt: skip
 
 
 def _check_settings(cache_dir, cfg) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,29 @@ def mediapipe_dir() -> str | None:
     except KeyError:
         return None
     return paths[0] if paths else None
+
+
+@contextlib.contextmanager
+def mediapipe_progress() -> Iterator[None]:
+    """While MediaPipe reads frames inside the block: the queue's Cancel is checked before each frame, and the
+    node's progress bar counts them (MediaPipe is minutes on a long video, one uninterruptible call per frame)."""
+    import comfy.model_management as mm
+    import comfy.utils
+
+    from ..bgfs_core.detection import watch_frames
+
+    bar = None
+
+    def on_frame(done: int, total: int | None) -> None:
+        nonlocal bar
+        mm.throw_exception_if_processing_interrupted()
+        if total:
+            if bar is None or done == 0:  # a second video (the reference, the guard's frames) starts a new bar
+                bar = comfy.utils.ProgressBar(total)
+            bar.update_absolute(done, total)
+
+    with watch_frames(on_frame):
+        yield
 
 
 def free_device_memory(node: str, then: str, reload: list[Any] = ()) -> None:

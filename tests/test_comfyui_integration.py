@@ -30,7 +30,7 @@ from comfy_host import (
     workflow_to_api,
     write_sample_video,
 )
-from conftest import film_face_frames, fix_reach
+from conftest import BODY_VIDEO, film_face_frames, fix_reach
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
 
@@ -51,7 +51,7 @@ EXPECTED = {
             [("latent", "LATENT"), ("report", "STRING"), ("images", "IMAGE")], False),
     "BGFSCacheBuilder": ({"images": "IMAGE", "region": "COMBO", "cache_name": "STRING", "fps": "FLOAT",
                           "clip_len": "INT", "clips_per_video": "INT", "frame_stride": "INT", "crop_size": "INT",
-                          "clip_seed": "INT"}, {}, [("cache_path", "STRING")], True),
+                          "clip_seed": "INT"}, {"backend": "COMBO"}, [("cache_path", "STRING")], True),
     "BGFSCriticTrainer": ({"cache": "STRING", "critic_name": "STRING", "epochs": "INT", "lr": "FLOAT",
                            "batch_size": "INT", "val_fraction": "FLOAT", "resume": "BOOLEAN"}, {"articulate": "FLOAT"},
                           [("critic", "BGFS_CRITIC")], True),
@@ -210,6 +210,39 @@ def test_the_wan_examples_insert_roi_detect_and_the_fixer_after_the_last_sampler
         # the Critic Loader is there but bypassed: the template runs before any critic is trained (guide only)
         loader = [n for n in _example(name)["nodes"] if n["type"] == "BGFSCriticLoader"]
         assert len(loader) == 1 and loader[0]["mode"] == 4 and "critic" not in fix["inputs"], name
+
+
+def test_cancel_stops_mediapipe_within_a_frame(server):
+    """ROI Detect on a long, large video (the body footage at full size, 1080x1920, about 25 s of MediaPipe here):
+    Cancel stops it within a frame, where it used to run to the end; the node's progress bar counts the frames."""
+    from bgfs_core.video_io import read_video
+
+    frames, fps = read_video(BODY_VIDEO)
+    write_sample_video(server.base / "input" / "bgfs_body_full.mp4", frames, fps=fps)
+    prompt = {
+        "load": {"class_type": "LoadVideo", "inputs": {"file": "bgfs_body_full.mp4"}},
+        "parts": {"class_type": "GetVideoComponents", "inputs": {"video": ["load", 0]}},
+        "detect": {"class_type": "BGFSROIDetect", "inputs": {
+            "images": ["parts", 0], "region": "full_body", "margin": 0.25, "min_conf": 0.3, "smooth": 0.6,
+            "backend": "solutions", "fps": fps}},
+        "show": {"class_type": "PreviewImage", "inputs": {"images": ["detect", 2]}},
+    }  # fmt: skip
+    log_before = len(server.log())
+    prompt_id = server.queue(prompt)
+    end = time.perf_counter() + 300
+    while f"BGFS ROI Detect: full_body in {len(frames)} frames" not in server.log()[log_before:]:
+        assert time.perf_counter() < end, "ROI Detect never started:\n" + server.log()[-3000:]
+        time.sleep(0.1)
+    time.sleep(2.0)
+    sent = time.perf_counter()
+    server.post("/interrupt", {})
+    entry = server.wait(prompt_id, timeout=120)
+    latency = time.perf_counter() - sent
+    print(f"\ncancel: ROI Detect stopped {latency:.1f} s after POST /interrupt")
+    msgs = history_messages(entry)
+    assert entry["status"]["status_str"] == "error", json.dumps(entry["status"])[:2000]
+    assert msgs["execution_interrupted"]["node_type"] == "BGFSROIDetect", msgs
+    assert latency < 5.0
 
 
 # --- the finished-video example: the Image Fixer on real, damaged frames ---------------------------------------
@@ -676,6 +709,12 @@ def test_training_example_builds_a_cache_and_trains_a_critic(server):
     assert entry["outputs"][trainer]["images"][0]["type"] == "temp"
     assert "e2e_critic.safetensors" in server.get("/object_info/BGFSCriticLoader")["BGFSCriticLoader"]["input"][
         "required"]["critic_name"][1]["options"]
+    # the cache deleted behind ComfyUI's back: queued again, the builder runs and builds it anew (it used to stay
+    # "cached" and report the clips it no longer had), and the trainer finds its run on the same clips
+    shutil.rmtree(cache_dir)
+    entry = server.wait(server.queue(prompt), timeout=400)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000] + server.log()[-3000:]
+    assert load_manifest(cache_dir)["clips"] == manifest["clips"]
 
 
 def test_a_cache_queued_with_other_settings_is_refused_in_the_nodes_words(server):

@@ -297,6 +297,20 @@ def test_roi_detect_widget_draws_heatmaps_and_scrubs(server: ComfyServer, page):
           x1 = Math.max(x1, n.pos[0] + n.size[0]); y1 = Math.max(y1, n.pos[1] + n.size[1]); }
         const [x, y] = c.ds.convertOffsetToCanvas([x0, y0]);
         return {x: r.left + x - 16, y: r.top + y - 16, width: (x1 - x0) * s + 32, height: (y1 - y0) * s + 32}; }"""))
+    # a run that finds nothing must not leave the last run's hands on show beside "found in 0 frames"
+    from PIL import Image
+
+    Image.new("RGB", (320, 240), (128, 128, 128)).save(server.base / "input" / "bgfs_blank.png")
+    assert page.locator(f".bgfs-preview[data-bgfs-node='{DETECT}']").is_visible()
+    before = set(server.get("/history"))
+    page.evaluate("(name) => { window.app.graph.getNodeById(1).widgets[0].value = name; }", "bgfs_blank.png")
+    page.evaluate("async () => { await window.app.queuePrompt(0); }")
+    end = time.perf_counter() + 120
+    while not any(k not in before and h["status"].get("completed") is not None for k, h in server.get("/history").items()):
+        assert time.perf_counter() < end, server.log()[-3000:]
+        time.sleep(0.25)
+    page.wait_for_function(f"() => !document.querySelector(\".bgfs-preview[data-bgfs-node='{DETECT}']\")?.checkVisibility()",
+                           timeout=10_000)  # fmt: skip
     assert not page.bgfs_errors, f"errors in the page: {page.bgfs_errors}"
     print(f"\nROI Detect widget: server start {server.startup_seconds:.1f} s, page + run + checks "
           f"{time.perf_counter() - started:.1f} s")  # fmt: skip

@@ -155,7 +155,11 @@ app.registerExtension({
     nodeType.prototype.onExecuted = function (output) {
       onExecuted?.apply(this, arguments);
       const payload = output?.bgfs_preview?.[0];
-      if (!payload) return;
+      if (!payload) {
+        // nothing to show this run (the region was not found): hide the last run's crops, which are not this one's
+        if (this.bgfsPreview) this.bgfsPreview.root.style.display = "none";
+        return;
+      }
       if (!this.bgfsPreview) {
         this.bgfsPreview = new Preview(this);
         const widget = this.addDOMWidget("bgfs_preview", "bgfs_preview", this.bgfsPreview.root, {
@@ -166,6 +170,7 @@ app.registerExtension({
         widget.serialize = false; // not a value: keeps widgets_values of saved workflows unchanged
         this.setSize([Math.max(this.size[0], VIEW + 24), Math.max(this.size[1], this.computeSize()[1])]);
       }
+      this.bgfsPreview.root.style.display = "flex";
       this.bgfsPreview.set(payload).catch((e) => console.error(e));
       app.graph.setDirtyCanvas(true, true);
     };
