@@ -202,14 +202,9 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
         if bar is not None:
             bar.close()
     after = decode_frames(codec, result.latents) if result.report.get("changed") else before
-    judge = judge_fix(before, after, det, region, fps, cfg, report_dir)
-    if req.guard and geometry_worse(judge) and result.report.get("changed"):
-        # never hand back a video whose geometry the independent judge finds worse than the input's
+    judge = judge_fix(before, after, det, region, fps, cfg, report_dir, guard=req.guard and bool(result.report.get("changed")))
+    if judge.get("guard_kept_input"):  # never hand back a video whose geometry the judge finds worse than the input's
         after = before
-        judge["summary"] += ("\nGuard: MediaPipe found the region's geometry (detection, jitter, bone lengths, joint "
-                             "limits) worse after the fix, so the output is the input (decoded) unchanged; pass "
-                             "--no-guard to keep the edit anyway.")
-        judge["guard_kept_input"] = True
     if refix:
         result.report.setdefault("warnings", []).append(refix)
         result.report["summary"] += f"\nWarning: {refix}"
@@ -283,17 +278,25 @@ def judge_detections(before: Any, after_frames: np.ndarray, fps: float = 16.0,
             "geometry_after": now.geometry_score, "fps": fps, "summary": summary}  # fmt: skip
 
 
+# what the report says when the guard handed back the input: its numbers and plots are the rejected edit's
+GUARD_NOTE = ("The guard kept the input: MediaPipe found the region's geometry worse after the fix, so the output "
+              "file is the input (decoded) unchanged. The numbers and plots below are those of the rejected edit "
+              "(after) against the input (before).")
+
+
 def judge_fix(before: np.ndarray, after: np.ndarray, det_before: Any, region: str, fps: float, cfg: Config,
-              report_dir: Path) -> dict[str, Any]:
-    """MediaPipe's verdict on before and after, fidelity inside and outside the ROI, and the before/after plots."""
+              report_dir: Path, guard: bool = False) -> dict[str, Any]:
+    """MediaPipe's verdict on before and after, fidelity inside and outside the ROI, and the before/after plots.
+    ``guard``: when the geometry got worse, mark the verdict ``guard_kept_input`` and say so in the report."""
     from .detection import detector_kwargs
     from .metrics import PART_NAMES, json_safe, score_video
     from .report import write_report
 
     result = score_video(after, region, reference=before, fps=fps, detector_kwargs=detector_kwargs(cfg),
                          ref_detections=det_before, roi=(cfg.roi.margin, cfg.roi.min_conf, cfg.roi.smooth))  # fmt: skip
-    write_report(report_dir, result, after, before)
     ref, now = result.reference, result.anatomy
+    kept_input = guard and geometry_worse({"geometry_before": ref.geometry_score, "geometry_after": now.geometry_score})
+    write_report(report_dir, result, after, before, note=GUARD_NOTE if kept_input else None)
     table = {
         name: {"before": ref.parts[name].raw, "after": now.parts[name].raw}
         for name in PART_NAMES
@@ -309,4 +312,9 @@ def judge_fix(before: np.ndarray, after: np.ndarray, det_before: Any, region: st
     head = (f"MediaPipe's judgement (anatomy score {t(ref.score)} -> {t(now.score)}; geometry "
             f"{t(ref.geometry_score)} -> {t(now.geometry_score)}):")
     out["summary"] = "\n".join([head, *rows, f"  {fid}"])
+    if kept_input:
+        out["guard_kept_input"] = True
+        out["summary"] += ("\nGuard: MediaPipe found the region's geometry (detection, jitter, bone lengths, joint "
+                           "limits) worse after the fix, so the output is the input (decoded) unchanged; pass "
+                           "--no-guard to keep the edit anyway.")
     return json_safe(out)

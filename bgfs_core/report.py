@@ -244,7 +244,8 @@ def _fidelity_table(result: ScoreResult) -> str:
     return f"<h2>Fidelity against the reference</h2><table>{rows}</table>"
 
 
-def _html(result: ScoreResult, plots: dict[str, bytes], strips: list[tuple[str, np.ndarray]]) -> str:
+def _html(result: ScoreResult, plots: dict[str, bytes], strips: list[tuple[str, np.ndarray]],
+          note: str | None = None) -> str:
     a = result.anatomy
     score = "not found" if a.score is None else f"{a.score:.1f} / 100"
     imgs = "".join(f'<h2>{html.escape(name.replace("_", " "))}</h2><img alt="{name}" '
@@ -257,6 +258,7 @@ def _html(result: ScoreResult, plots: dict[str, bytes], strips: list[tuple[str, 
 table{{border-collapse:collapse;margin:.5em 0}}td,th{{border:1px solid #ccc;padding:2px 8px;font-size:13px}}
 img{{max-width:100%}}pre{{background:#f4f4f4;padding:.5em;white-space:pre-wrap}}</style></head><body>
 <h1>Anatomy score ({html.escape(result.region)}): {html.escape(score)}</h1>
+{f'<p class="note" style="background:#fde8e8;border:1px solid #c33;padding:.5em">{html.escape(note)}</p>' if note else ""}
 <pre>{html.escape(result.summary)}</pre>
 <h2>Parts</h2>{_parts_table(result) if a.parts else "<p>" + html.escape(a.message) + "</p>"}
 {_fidelity_table(result)}
@@ -284,10 +286,12 @@ def _write_csv(path: Path, result: ScoreResult) -> None:
 
 
 def write_report(out_dir: str | Path, result: ScoreResult, frames: np.ndarray,
-                 ref_frames: np.ndarray | None = None) -> dict[str, Path]:
+                 ref_frames: np.ndarray | None = None, note: str | None = None) -> dict[str, Path]:
     """Write ``scores.json``, ``per_frame.csv``, the PNG plots and ``report.html`` into ``out_dir``.
 
-    ``frames`` (and ``ref_frames``) are the scored videos, for the frame strip. Returns the written paths by name.
+    ``frames`` (and ``ref_frames``) are the scored videos, for the frame strip. ``note``: what a reader must know
+    before the numbers (the guard kept the input), at the top of the page and in ``scores.json``. Returns the
+    written paths by name.
     """
     if len(frames) != result.detections.num_frames:
         raise BGFSError(f"the report needs the {result.detections.num_frames} scored frames, got {len(frames)}")
@@ -299,7 +303,7 @@ def write_report(out_dir: str | Path, result: ScoreResult, frames: np.ndarray,
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     paths["scores"] = out / "scores.json"
-    write_json_atomic(paths["scores"], result.to_dict())
+    write_json_atomic(paths["scores"], {"note": note, **result.to_dict()} if note else result.to_dict())
     paths["per_frame"] = out / "per_frame.csv"
     _write_csv(paths["per_frame"], result)
     plots = render_plots(result)
@@ -313,5 +317,5 @@ def write_report(out_dir: str | Path, result: ScoreResult, frames: np.ndarray,
     strips.append(("video" if ref_frames is None else "video (after)", frame_strip(frames, result.detections)))
     paths["html"] = out / "report.html"
     with atomic_path(paths["html"]) as tmp:
-        tmp.write_text(_html(result, plots, strips), encoding="utf-8")
+        tmp.write_text(_html(result, plots, strips, note), encoding="utf-8")
     return paths

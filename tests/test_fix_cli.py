@@ -328,7 +328,16 @@ def test_guard_refuses_broken_geometry_judged_on_real_frames(hand_video_frames, 
     broken = corrupt(frames, det, "finger_jitter", seed=0)
     worse = judge_fix(frames, broken, det, "hands", 10.0, cfg, tmp_path / "broken")
     assert worse["geometry_after"] < worse["geometry_before"] and geometry_worse(worse), worse["summary"]
-    assert "geometry" in worse["summary"]
+    assert "geometry" in worse["summary"] and "guard_kept_input" not in worse
+    assert "guard kept the input" not in (tmp_path / "broken" / "report.html").read_text()
+    # with the guard on, the report says first that the output is the input and these numbers the rejected edit's
+    guarded = judge_fix(frames, broken, det, "hands", 10.0, cfg, tmp_path / "guarded", guard=True)
+    assert guarded["guard_kept_input"] and "Guard:" in guarded["summary"]
+    page = (tmp_path / "guarded" / "report.html").read_text()
+    assert "The guard kept the input" in page and page.index("guard kept") < page.index("<h2>Parts</h2>")
+    assert json.loads((tmp_path / "guarded" / "scores.json").read_text())["note"].startswith("The guard kept")
+    kept = judge_fix(frames, frames.copy(), det, "hands", 10.0, cfg, tmp_path / "kept", guard=True)
+    assert "guard_kept_input" not in kept and "note" not in json.loads((tmp_path / "kept" / "scores.json").read_text())
     assert geometry_worse({"geometry_before": 70.0, "geometry_after": None}), "losing the region is worse"
     assert not geometry_worse({"geometry_before": None, "geometry_after": None})
 
