@@ -190,11 +190,11 @@ def test_an_output_it_cannot_write_is_refused_before_any_work(workdir, capsys, m
         raise AssertionError("the input was read before --out was checked")
 
     monkeypatch.setattr(video_io, "read_video", no_reading)
-    out = workdir / "fixed.avi"
+    out = workdir / "never_written.avi"
     assert main(["fix", "--in", str(HAND_VIDEO), "--out", str(out), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("bgfs fix: error: --out") and ".mp4" in err and "folder for PNG frames" in err
-    assert not out.exists() and not (workdir / "fixed_report").exists()
+    assert not out.exists() and not (workdir / "never_written_report").exists()
     a_file = workdir / "a_file"
     a_file.write_text("x")
     for extra in (["--out", str(a_file / "fixed.mp4")], ["--out", str(workdir / "f.mp4"), "--report-dir",
