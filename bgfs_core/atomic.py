@@ -13,7 +13,8 @@ from typing import Any
 from .errors import BGFSError
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process's umask (reading it means setting it: set it straight back)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -31,7 +32,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp_path
         # mkstemp makes 0600 files, and a writer that replaces the file itself (safetensors) makes its own: give
         # the result the usual permissions, so that a ComfyUI run as another user can read a critic
-        os.chmod(tmp_path, 0o666 & ~_umask())
+        os.chmod(tmp_path, 0o666 & ~current_umask())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

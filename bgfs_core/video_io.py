@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_path, check_folder_possible
+from .atomic import atomic_path, check_folder_possible, current_umask
 from .errors import BGFSError
 
 VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".mov", ".webm", ".gif", ".mkv", ".avi", ".m4v")
@@ -316,6 +316,9 @@ def _write_gif(path: Path, frames: np.ndarray, fps: float, comment: str | None =
     images[0].save(path, format="GIF", save_all=True, append_images=images[1:], duration=duration, loop=0, **extra)
 
 
+_FRAME_NAME = re.compile(r"frame_\d{6}\.png")
+
+
 def _write_png_folder(folder: Path, frames: np.ndarray, comment: str | None = None) -> None:
     from PIL import Image, PngImagePlugin
 
@@ -330,15 +333,28 @@ def _write_png_folder(folder: Path, frames: np.ndarray, comment: str | None = No
     try:
         for name, frame in zip(names, frames):
             Image.fromarray(frame).save(tmp / name, pnginfo=info)
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes a 0700 folder
         if not folder.exists():
             os.replace(tmp, folder)
             return
-        # An existing folder: replace our frame files one by one (each rename is atomic) and drop stale ones.
+        if all(_FRAME_NAME.fullmatch(f.name) for f in folder.iterdir()):
+            # only frames written here before: swap the whole folder, so a stop leaves the old frames or the new
+            old = folder.with_name(tmp.name + ".old")
+            os.replace(folder, old)
+            try:
+                os.replace(tmp, folder)
+            except BaseException:  # stopped between the two renames: put the old frames back
+                if not folder.exists():
+                    os.replace(old, folder)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+            return
+        # A folder that holds other files too: replace our frame files one by one and drop stale ones.
         for name in names:
             os.replace(tmp / name, folder / name)
         keep = set(names)
         for old in folder.glob("frame_*.png"):
-            if old.name not in keep and re.fullmatch(r"frame_\d{6}\.png", old.name):
+            if old.name not in keep and _FRAME_NAME.fullmatch(old.name):
                 old.unlink()
     finally:
         if tmp.exists():

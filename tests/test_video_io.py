@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import numpy as np
 import pytest
 from conftest import HAND_PHOTOS, HAND_VIDEO
 
+from bgfs_core.atomic import current_umask
 from bgfs_core.errors import BGFSError
 from bgfs_core.video_io import VIDEO_EXTENSIONS, list_videos, read_comment, read_video, video_info, write_video
 
@@ -65,6 +69,28 @@ def test_gif_and_png_folder_round_trips(tmp_path, hand_video_frames):
     assert fps == 25.0  # a folder has no timing: the default
     write_video(folder, frames[:3], 10.0)  # rewriting drops the stale frames
     assert read_video(folder)[0].shape[0] == 3
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o777 & ~current_umask()  # not mkdtemp's 0700
+
+
+def test_rewriting_a_folder_of_frames_stopped_midway_leaves_the_old_frames(tmp_path, hand_video_frames, monkeypatch):
+    """A stop while frames replace frames must not leave a mix of the two videos."""
+    import bgfs_core.video_io as video_io
+
+    folder = write_video(tmp_path / "frames", hand_video_frames[:5], 10.0)
+    real_replace, calls = os.replace, []
+
+    def stop_on_second(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(video_io.os, "replace", stop_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        write_video(folder, hand_video_frames[10:15], 10.0)
+    monkeypatch.undo()
+    np.testing.assert_array_equal(read_video(folder)[0], hand_video_frames[:5])  # the old frames, all of them
+    assert [p.name for p in tmp_path.iterdir()] == ["frames"]  # and nothing left beside them
 
 
 @pytest.mark.parametrize("name", ["v.mp4", "v.mov", "v.m4v", "v.mkv", "v.gif", "frames"])
