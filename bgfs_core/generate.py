@@ -211,12 +211,14 @@ def read_image(path: str | Path) -> Image.Image:
     """Open an image file as RGB, with a clear error when it cannot be read."""
     from PIL import Image, UnidentifiedImageError
 
+    from .video_io import upright_rgb
+
     path = Path(path)
     if not path.is_file():
         raise BGFSError(f"--image {path} does not exist")
     try:
         with Image.open(path) as im:
-            return im.convert("RGB")
+            return upright_rgb(im)
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise BGFSError(f"--image {path} cannot be read as an image ({type(e).__name__}); use a PNG or JPEG") from None
 

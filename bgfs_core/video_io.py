@@ -9,6 +9,7 @@ import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -122,6 +123,19 @@ def _check_fits(path: Path, info: VideoInfo, max_frames: int) -> None:
         )
 
 
+def upright_rgb(image: Any) -> Any:
+    """A PIL image as 8-bit RGB the way viewers show it: turned by its EXIF orientation (a phone stores a portrait
+    photo sideways), and 16-bit greyscale scaled to 8 bits (``convert("RGB")`` clips it to white)."""
+    from PIL import Image, ImageOps
+
+    image = ImageOps.exif_transpose(image)
+    if image.mode.startswith("I"):
+        arr = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    return image.convert("RGB")
+
+
 def _read_folder(folder: Path, max_frames: int) -> tuple[list[np.ndarray], float]:
     from PIL import Image
 
@@ -132,7 +146,7 @@ def _read_folder(folder: Path, max_frames: int) -> tuple[list[np.ndarray], float
     for f in files[: max_frames or None]:
         try:
             with Image.open(f) as im:
-                arr = np.asarray(im.convert("RGB"))
+                arr = np.asarray(upright_rgb(im))
         except OSError as e:
             raise BGFSError(f"frame {f} cannot be read ({e}); replace or delete it") from None
         if frames and arr.shape != frames[0].shape:
@@ -193,14 +207,18 @@ def _read_av(path: Path, max_frames: int) -> tuple[list[np.ndarray], float]:
         stream.thread_type = "AUTO"
         fps = _stream_fps(stream)
         size = None
+        turns = 0
         try:
             for frame in container.decode(stream):
                 if size is None:
                     size = (frame.width, frame.height)
+                    # a phone's portrait video is stored landscape with a display rotation: read it as it plays
+                    turns = int(round(float(getattr(frame, "rotation", 0) or 0) / 90.0)) % 4
                 # A stream that changes size mid-way is scaled back to its first size, so frames stack.
                 if (frame.width, frame.height) != size:
                     frame = frame.reformat(width=size[0], height=size[1])
-                frames.append(frame.to_ndarray(format="rgb24"))
+                rgb = frame.to_ndarray(format="rgb24")
+                frames.append(np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb)
                 if max_frames and len(frames) >= max_frames:
                     break
         except av.FFmpegError as e:
@@ -211,7 +229,9 @@ def _read_av(path: Path, max_frames: int) -> tuple[list[np.ndarray], float]:
 
 
 def video_info(path: str | Path) -> VideoInfo:
-    """Frame count, fps and size without decoding to RGB (a GIF or a stream without a frame count is decoded)."""
+    """Frame count, fps and size without decoding to RGB (a GIF or a stream without a frame count is decoded). The
+    size is as stored: a video with a display rotation of 90 degrees reads (``read_video``) with height and width
+    swapped."""
     path = Path(path)
     _check_exists(path)
     if path.is_dir():

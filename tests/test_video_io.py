@@ -196,3 +196,47 @@ def test_a_video_too_big_for_memory_is_refused_before_decoding(tmp_path, hand_vi
     assert len(read_video(path, max_frames=8)[0]) == 8  # the advice works
     monkeypatch.setattr(vio, "_available_bytes", lambda: None)  # not Linux: no check, as before
     assert len(read_video(path)[0]) == 43
+
+
+def _set_display_rotation(path, matrix) -> None:
+    """Patch the mp4's track header matrix, as a phone writes a portrait video it stored landscape."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    at = data.find(b"tkhd")
+    version = data[at + 4]
+    offset = at + 4 + 4 + (32 if version == 1 else 20) + 8 + 8  # flags, times/ids/duration, reserved, layer..volume
+    data[offset : offset + 36] = struct.pack(">9i", *matrix)
+    path.write_bytes(bytes(data))
+
+
+def test_a_video_with_a_display_rotation_reads_as_it_plays(tmp_path, hand_video_frames):
+    """A portrait phone video is stored landscape with a display matrix: MediaPipe must see it upright, and the
+    fixed output (written upright, without the matrix) plays the same way round as the input."""
+    frames = hand_video_frames[:4]  # 320 x 240, a hand pointing up: not symmetric under a quarter turn
+    path = write_video(tmp_path / "phone.mp4", frames, 10.0)
+    _set_display_rotation(path, (0, 65536, 0, -65536, 0, 0, 0, 0, 1 << 30))  # ffmpeg reads -90: play it turned
+    back, _ = read_video(path)
+    assert back.shape == (4, 320, 240, 3)
+    assert _mae(back, np.rot90(frames, -1, axes=(1, 2))) < 3.0  # a quarter turn clockwise, as players show it
+
+
+def test_photo_frames_are_read_upright_and_16_bit_frames_are_not_white(tmp_path, hand_video_frames):
+    from PIL import Image
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    frame = hand_video_frames[0]
+    im = Image.fromarray(np.rot90(frame, 1).copy())  # stored sideways ...
+    exif = im.getexif()
+    exif[0x0112] = 6  # ... with EXIF orientation 6: viewers turn it a quarter clockwise
+    im.save(folder / "frame_000000.jpg", exif=exif, quality=95)
+    back, _ = read_video(folder)
+    assert back.shape == (1, 240, 320, 3) and _mae(back[0], frame) < 4.0
+
+    gray16 = (np.linspace(0, 65535, 64 * 48).reshape(48, 64)).astype(np.uint16)
+    deep = tmp_path / "deep"
+    deep.mkdir()
+    Image.fromarray(gray16).save(deep / "frame_000000.png")
+    back, _ = read_video(deep)
+    assert np.abs(back[0, ..., 0].astype(int) - (gray16 / 257).round().astype(int)).max() <= 1
