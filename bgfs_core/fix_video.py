@@ -143,7 +143,7 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
     from .atomic import check_folder_possible
     from .detection import detector_from_config
     from .fixer import FixSettings, fix_latents
-    from .video_io import check_writable, read_comment, read_video, write_video
+    from .video_io import audio_kept, check_writable, read_comment, read_video, write_video
 
     started = time.perf_counter()
     out_path = Path(req.output)
@@ -215,10 +215,13 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
         "codec": codec.name, "frames": len(before), "fps": fps, "fixer": result.report, "judge": judge,
         "fixed_regions": regions, "seconds": time.perf_counter() - started,
     }  # fmt: skip
-    write_video(out_path, after, fps, comment=FIXED_TAG + ", ".join(regions) if regions else None)
+    write_video(out_path, after, fps, comment=FIXED_TAG + ", ".join(regions) if regions else None, audio_from=in_path)
+    report["audio"] = audio_kept(in_path, out_path)
     report_path = report_dir / "report.json"
     write_json_atomic(report_path, report)
-    summary = result.report["summary"] + "\n" + judge.get("summary", "") + f"\nWrote {out_path} and {report_path}."
+    sound = f"\nSound: {report['audio']}." if report["audio"] else ""
+    summary = (result.report["summary"] + "\n" + judge.get("summary", "") + sound
+               + f"\nWrote {out_path} and {report_path}.")
     return FixVideoResult(out_path, report_path, report, summary)
 
 

@@ -278,10 +278,12 @@ def check_writable(path: str | Path, what: str = "cannot write") -> None:
     check_folder_possible(path.parent, f"{what} {path}")
 
 
-def write_video(path: str | Path, frames: np.ndarray, fps: float, comment: str | None = None) -> Path:
+def write_video(path: str | Path, frames: np.ndarray, fps: float, comment: str | None = None,
+                audio_from: str | Path | None = None) -> Path:
     """Write frames atomically: .mp4/.mov/.m4v/.mkv as H.264, .gif, or PNG frames for a folder / suffix-less path.
     ``comment``: a text stored in the file (the container's comment tag, the GIF comment, each PNG's Comment), read
-    back by ``read_comment``."""
+    back by ``read_comment``. ``audio_from``: a video whose sound is copied in, unchanged and cut to the frames'
+    length (H.264 outputs only; see ``audio_kept`` for what happened)."""
     path = Path(path)
     frames = _check_frames(frames)
     if not np.isfinite(fps) or fps <= 0:
@@ -292,14 +294,49 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, comment: str |
         _write_png_folder(path, frames, comment)
     elif suffix in _H264_SUFFIXES:
         with atomic_path(path) as tmp:
-            _write_h264(tmp, frames, fps, _CONTAINER_FORMAT[suffix], comment)
+            try:
+                _write_h264(tmp, frames, fps, _CONTAINER_FORMAT[suffix], comment, audio_from)
+            except _AudioNotCopiedError:  # a sound this container cannot hold: the frames without it
+                _write_h264(tmp, frames, fps, _CONTAINER_FORMAT[suffix], comment)
     elif suffix == ".gif":
         with atomic_path(path) as tmp:
             _write_gif(tmp, frames, fps, comment)
     return path
 
 
-def _write_h264(path: Path, frames: np.ndarray, fps: float, fmt: str, comment: str | None = None) -> None:
+class _AudioNotCopiedError(Exception):
+    pass
+
+
+def audio_streams(path: str | Path) -> int:
+    """How many sound streams a video file holds (0 for GIFs, frame folders and anything unreadable)."""
+    path = Path(path)
+    if not path.is_file() or path.suffix.lower() == ".gif":
+        return 0
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            return len(container.streams.audio)
+    except av.FFmpegError:
+        return 0
+
+
+def audio_kept(source: str | Path, output: str | Path) -> str | None:
+    """What became of ``source``'s sound in ``output`` (written with ``audio_from=source``): None when it had none,
+    else a sentence for a report."""
+    had = audio_streams(source)
+    if not had:
+        return None
+    if audio_streams(output):
+        return f"the input's sound ({had} stream(s)) is copied unchanged"
+    if Path(output).suffix.lower() in _H264_SUFFIXES:
+        return f"the input's sound could not be put in a {Path(output).suffix} file and was left out: use .mkv"
+    return f"the input's sound was left out: {Path(output).suffix or 'a folder of frames'} holds none (use .mp4)"
+
+
+def _write_h264(path: Path, frames: np.ndarray, fps: float, fmt: str, comment: str | None = None,
+                audio_from: str | Path | None = None) -> None:
     import av
 
     # yuv420p (what every player decodes) needs even sizes: repeat the last row/column rather than drop pixels.
@@ -318,12 +355,40 @@ def _write_h264(path: Path, frames: np.ndarray, fps: float, fmt: str, comment: s
                                       options={"crf": "16", "preset": "medium", "x264-params": "mbtree=0"})
         stream.width, stream.height = w + pad_w, h + pad_h
         stream.pix_fmt = "yuv420p"
-        for i in range(t):
-            frame = av.VideoFrame.from_ndarray(frames[i], format="rgb24")
-            frame.pts = i
-            frame.time_base = 1 / rate
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))  # flush delayed frames
+        source = av.open(str(audio_from)) if audio_streams(audio_from or "") else None
+        try:
+            copies = {}
+            if source is not None:
+                for a in source.streams.audio:
+                    copies[a.index] = container.add_stream_from_template(a)
+            for i in range(t):
+                frame = av.VideoFrame.from_ndarray(frames[i], format="rgb24")
+                frame.pts = i
+                frame.time_base = 1 / rate
+                try:
+                    container.mux(stream.encode(frame))
+                except av.FFmpegError as e:  # the header, written with the first packet, refused the sound
+                    if copies and i == 0:
+                        raise _AudioNotCopiedError(str(e)) from None
+                    raise
+            container.mux(stream.encode(None))  # flush delayed frames
+            if source is not None:
+                _copy_audio(source, container, copies, t / fps)
+        finally:
+            if source is not None:
+                source.close()
+
+
+def _copy_audio(source: Any, container: Any, copies: dict, seconds: float) -> None:
+    """Mux ``source``'s audio packets into ``container``'s copies (stream index -> output stream), unchanged, up to
+    ``seconds`` (the frames' length)."""
+    for packet in source.demux(*(s for s in source.streams.audio if s.index in copies)):
+        if packet.dts is None or packet.pts is None:  # the demuxer's end-of-stream marker
+            continue
+        if float(packet.pts * packet.time_base) >= seconds:
+            continue
+        packet.stream = copies[packet.stream.index]
+        container.mux(packet)
 
 
 def _write_gif(path: Path, frames: np.ndarray, fps: float, comment: str | None = None) -> None:

@@ -183,6 +183,48 @@ def test_nothing_detected_passes_through_with_a_message(workdir, capsys):
     assert np.abs(read_video(out)[0].astype(int) - read_video(blank)[0].astype(int)).max() <= 2
 
 
+def _with_sound(path, frames: np.ndarray, fps: float) -> None:
+    """An mp4 of ``frames`` with an AAC tone as long as the frames, as a phone or an editor writes it."""
+    import av
+
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=int(fps))
+        video.width, video.height, video.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        sound = out.add_stream("aac", rate=16000)
+        for i, f in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(f, format="rgb24")
+            frame.pts = i
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+        t = np.arange(int(16000 * len(frames) / fps)) / 16000
+        tone = av.AudioFrame.from_ndarray((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None], format="flt",
+                                          layout="mono")  # fmt: skip
+        tone.sample_rate, tone.pts = 16000, 0
+        for packet in [*sound.encode(tone), *sound.encode(None)]:
+            out.mux(packet)
+
+
+def test_the_sound_of_the_input_is_kept_and_cut_to_the_frames(workdir, hand_video_frames, capsys):
+    import av
+
+    src = workdir / "with_sound.mp4"
+    _with_sound(src, hand_video_frames[:20], 10.0)
+    out = workdir / "with_sound_fixed.mp4"
+    code = main(["fix", "--in", str(src), "--out", str(out), "--max-frames", "9", "--steps", "1", "--no-guard",
+                 "--quiet"])  # fmt: skip
+    assert code == 0 and "Sound: the input's sound (1 stream(s)) is copied unchanged." in capsys.readouterr().out
+    with av.open(str(out)) as c:
+        (sound,) = c.streams.audio
+        assert sound.codec_context.name == "aac" and sound.sample_rate == 16000
+        seconds = float(sound.duration * sound.time_base)
+    assert 0.8 <= seconds <= 1.0  # the 9 frames' 0.9 s, to an AAC frame (64 ms), not the input's 2 s
+    report = json.loads((workdir / "with_sound_fixed_report" / "report.json").read_text())
+    assert report["audio"].startswith("the input's sound")
+    gif = workdir / "with_sound_fixed.gif"
+    assert main(["fix", "--in", str(src), "--out", str(gif), "--max-frames", "5", "--steps", "1", "--quiet"]) == 0
+    assert "Sound: the input's sound was left out: .gif holds none (use .mp4)." in capsys.readouterr().out
+
+
 def test_an_output_it_cannot_write_is_refused_before_any_work(workdir, capsys, monkeypatch):
     import bgfs_core.video_io as video_io
 
