@@ -87,6 +87,9 @@ def read_critic_meta(path: str | Path) -> dict[str, Any]:
             f"{str(path)!r} is a safetensors file but not a BGFS critic (it has no bgfs.format metadata): "
             "pick a file written by `bgfs train-critic-cmd`"
         )
+    if fmt == "bgfs-train-state-1":  # train_critic.STATE_FORMAT: the run's resume point, not a critic
+        raise BGFSError(f"{str(path)!r} is a critic training run's state, not a critic: use critic_best.safetensors "
+                        "beside it")
     if fmt != FORMAT:
         raise BGFSError(f"critic {str(path)!r} has format {fmt!r}, this bgfs reads {FORMAT!r}: upgrade bgfs")
     meta: dict[str, Any] = {}

@@ -23,14 +23,17 @@ def critics_dir() -> Path:
 
 
 def mediapipe_dir() -> str | None:
-    """The first models/mediapipe folder (Tasks backend model files), or None."""
+    """The models/mediapipe folder (Tasks backend model files): the first registered one that holds a ``.task``
+    file (an extra_model_paths.yaml entry comes before ComfyUI/models/mediapipe and may be empty), else the first;
+    None when there is none."""
     import folder_paths
 
     try:
         paths = folder_paths.get_folder_paths(MEDIAPIPE_FOLDER)
     except KeyError:
         return None
-    return paths[0] if paths else None
+    holding = [p for p in paths if Path(p).is_dir() and any(Path(p).glob("*.task"))]
+    return (holding or paths or [None])[0]
 
 
 @contextlib.contextmanager

@@ -410,6 +410,15 @@ def test_demo_trains_its_critic_on_every_clip_unless_asked_to_hold_some_out(tmp_
         demo_config(parser.parse_args(["demo", "--val-fraction", "1.5"]))
 
 
+def test_demo_refuses_what_is_not_a_video_before_any_work(tmp_path, capsys):
+    (tmp_path / "notes").mkdir()
+    for bad, says in ((tmp_path / "missing.mp4", "(it does not exist)"), (tmp_path / "notes", "a folder of frames")):
+        assert main(["demo", "--out", str(tmp_path / "out"), "--video", str(bad), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"bgfs demo: error: --video {bad}: give a video file or a folder of frames") and says in err
+    assert not (tmp_path / "out").exists()
+
+
 def _cuda_out_of_memory():
     raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 

@@ -116,6 +116,14 @@ def test_resume_refuses_another_setup(hand_cache, tmp_path):
         train_critic(_cfg(hand_cache, **{"critic.width": 8}), tmp_path, epochs=2, progress=False)
 
 
+def test_the_training_state_is_not_taken_for_a_critic(hand_cache, tmp_path):
+    from bgfs_core.critic_io import load_critic
+
+    train_critic(_cfg(hand_cache), tmp_path, epochs=1, progress=False)
+    with pytest.raises(BGFSError, match="training run's state, not a critic: use critic_best.safetensors"):
+        load_critic(tmp_path / "train_state.safetensors")
+
+
 def test_resume_refuses_another_cache_or_split(hand_cache, tmp_path):
     """A run folder reused for another cache would hand back the old critic ("nothing to train") or go on training
     it with another split, comparing best epochs across validation sets."""

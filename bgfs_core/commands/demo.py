@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import shutil
+import tempfile
 from pathlib import Path
 
 from ..config import FIXER_MODES, Config
@@ -37,8 +39,15 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     video = Path(args.video)
     cfg = demo_config(args)
-    print(f"[1/3] precompute: {cfg.data.videos_dir} -> {cfg.data.cache_dir}")
-    print(build_cache(cfg, progress=not args.quiet).format())
+    _check_video(video)
+    print(f"[1/3] precompute: {video} -> {cfg.data.cache_dir}")
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".precompute.", dir=out) as staged:
+        # the video alone in a folder of its own: the critic learns the video it fixes, not every one beside it
+        cfg.data.videos_dir = staged
+        (shutil.copytree if video.is_dir() else shutil.copy2)(video, Path(staged) / video.name)
+        overwrite = _holds_other_videos(Path(cfg.data.cache_dir), video.name)  # an earlier demo in this --out
+        print(build_cache(cfg, progress=not args.quiet, overwrite=overwrite).format())
     print(f"[2/3] train the critic ({cfg.critic.epochs} epochs) -> {out / 'critic'}")
     try:
         trained = train_critic(cfg, out / "critic", progress=not args.quiet)
@@ -63,12 +72,31 @@ def run(args: argparse.Namespace) -> int:
 
 def demo_config(args: argparse.Namespace) -> Config:
     """The demo's configuration: the defaults and ``--set``, then the demo's own flags."""
-    out, video = Path(args.out), Path(args.video)
+    out = Path(args.out)
     return config_from_args(
-        args, **{"data.videos_dir": str(video.parent) if video.is_file() else str(video),
-                 "data.cache_dir": str(out / "cache"), "critic.epochs": args.epochs, "fixer.steps": args.steps,
+        args, **{"data.videos_dir": str(args.video), "data.cache_dir": str(out / "cache"), "critic.epochs": args.epochs, "fixer.steps": args.steps,
                  "fixer.mode": args.mode, "critic.val_fraction": args.val_fraction}
     )  # fmt: skip
+
+
+def _check_video(video: Path) -> None:
+    from ..errors import BGFSError
+    from ..video_io import holds_frames, is_video_file
+
+    if not (is_video_file(video) or (video.is_dir() and holds_frames(video))):
+        raise BGFSError(f"--video {video}: give a video file or a folder of frames"
+                        + ("" if video.exists() else " (it does not exist)"))  # fmt: skip
+
+
+def _holds_other_videos(cache_dir: Path, name: str) -> bool:
+    """Whether the cache holds clips of a video other than ``name``: they would join the critic's training."""
+    import json
+
+    try:
+        sources = json.loads((cache_dir / "manifest.json").read_text()).get("sources", [])
+    except (OSError, ValueError):
+        return False
+    return any(src.get("name") != name for src in sources)
 
 
 def _write_corrupted(video: Path, target: Path, names: list[str], region: str) -> None:
