@@ -36,6 +36,7 @@ class FixVideoRequest:
     grad_dtype: str = "auto"  # the decoder the gradients go through (GRAD_DTYPES); the result is judged in fp32
     progress: bool = True
     guard: bool = True  # keep the input when MediaPipe finds the geometry worse after the fix
+    fps: float | None = None  # the input's frame rate, in place of the file's (a folder of frames has none)
 
 
 @dataclass
@@ -151,12 +152,15 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
     if out_path.resolve() == in_path.resolve():
         raise BGFSError("--out must differ from --in: the input is never overwritten")
     check_writable(out_path, "--out")
+    if req.fps is not None and not (req.fps > 0 and np.isfinite(req.fps)):
+        raise BGFSError(f"--fps must be > 0, got {req.fps}")
     report_dir = Path(req.report_dir) if req.report_dir else out_path.with_name(out_path.stem + "_report")
     check_folder_possible(report_dir, "--report-dir")
     models = models or load_fix_models(cfg, req)
     critic, spec, region, codec = models.critic, models.spec, models.region, models.codec
     cfg.roi.region = region
     frames, fps = read_video(in_path, max_frames=req.max_frames)
+    fps = req.fps or fps
     # the regions an earlier `bgfs fix` wrote into this file (not what --latents hold: those were never fixed here)
     done = [] if req.latents else fixed_regions(read_comment(in_path))
     with torch.no_grad():

@@ -225,6 +225,17 @@ def test_the_sound_of_the_input_is_kept_and_cut_to_the_frames(workdir, hand_vide
     assert "Sound: the input's sound was left out: .gif holds none (use .mp4)." in capsys.readouterr().out
 
 
+def test_fps_gives_a_folder_of_frames_its_frame_rate(workdir, hand_video_frames, capsys):
+    """A folder of frames carries no timing (25 fps is assumed): --fps 16 makes a Wan 2.2 render play at 16."""
+    frames_dir = write_video(workdir / "wan_frames", hand_video_frames[:9], 16.0)
+    out = workdir / "wan_frames_fixed.mp4"
+    assert main(["fix", "--in", str(frames_dir), "--out", str(out), "--fps", "16", "--steps", "1", "--quiet"]) == 0
+    assert read_video(out)[1] == pytest.approx(16.0)
+    assert json.loads((workdir / "wan_frames_fixed_report" / "report.json").read_text())["fps"] == 16.0
+    assert main(["fix", "--in", str(frames_dir), "--out", str(out), "--fps", "0", "--quiet"]) == 2
+    assert "--fps must be > 0" in capsys.readouterr().err
+
+
 def test_an_output_it_cannot_write_is_refused_before_any_work(workdir, capsys, monkeypatch):
     import bgfs_core.video_io as video_io
 

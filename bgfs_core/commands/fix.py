@@ -40,6 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guide", type=float, default=None,
                    help="pull towards the detector's cleaned keypoint trajectories, 0 = off (default: fixer.guide)")
     p.add_argument("--max-frames", type=int, default=0, help="read at most this many frames (0: all)")
+    p.add_argument("--fps", type=float, default=None,
+                   help="frame rate of --in: needed for a folder of frames, which carries none (default 25; Wan 2.2 "
+                        "14B renders 16, TI2V-5B 24); for a video file it replaces the file's own")
     p.add_argument("--report-dir", default=None, help="where report.json and the plots go (default: OUT_report/)")
     p.add_argument("--device", default="cpu", help="torch device for the codec and critic (cpu, cuda, ...)")
     p.add_argument("--grad-dtype", choices=GRAD_DTYPES, default="auto",
@@ -74,7 +77,7 @@ def _request(args: argparse.Namespace, source: str, output: str, report_dir: str
         input=source, output=output, critic=args.critic, codec=args.codec, model_id=args.model_id,
         vae_subfolder=args.vae_subfolder, latents=args.latents, region=args.region, max_frames=args.max_frames,
         report_dir=report_dir, device=args.device, grad_dtype=args.grad_dtype, progress=not args.quiet,
-        guard=not args.no_guard,
+        guard=not args.no_guard, fps=args.fps,
     )  # fmt: skip
 
 
