@@ -360,7 +360,10 @@ def _write_h264(path: Path, frames: np.ndarray, fps: float, fmt: str, comment: s
             copies = {}
             if source is not None:
                 for a in source.streams.audio:
-                    copies[a.index] = container.add_stream_from_template(a)
+                    try:
+                        copies[a.index] = container.add_stream_from_template(a)
+                    except (ValueError, av.FFmpegError):  # a codec this container cannot hold: left out
+                        continue
             for i in range(t):
                 frame = av.VideoFrame.from_ndarray(frames[i], format="rgb24")
                 frame.pts = i
@@ -372,7 +375,7 @@ def _write_h264(path: Path, frames: np.ndarray, fps: float, fmt: str, comment: s
                         raise _AudioNotCopiedError(str(e)) from None
                     raise
             container.mux(stream.encode(None))  # flush delayed frames
-            if source is not None:
+            if copies:
                 _copy_audio(source, container, copies, t / fps)
         finally:
             if source is not None:
@@ -383,7 +386,7 @@ def _copy_audio(source: Any, container: Any, copies: dict, seconds: float) -> No
     """Mux ``source``'s audio packets into ``container``'s copies (stream index -> output stream), unchanged, up to
     ``seconds`` (the frames' length)."""
     for packet in source.demux(*(s for s in source.streams.audio if s.index in copies)):
-        if packet.dts is None or packet.pts is None:  # the demuxer's end-of-stream marker
+        if packet.dts is None or packet.pts is None or packet.stream.index not in copies:  # end-of-stream markers
             continue
         if float(packet.pts * packet.time_base) >= seconds:
             continue

@@ -240,3 +240,30 @@ def test_photo_frames_are_read_upright_and_16_bit_frames_are_not_white(tmp_path,
     Image.fromarray(gray16).save(deep / "frame_000000.png")
     back, _ = read_video(deep)
     assert np.abs(back[0, ..., 0].astype(int) - (gray16 / 257).round().astype(int)).max() <= 1
+
+
+def test_a_sound_the_container_cannot_hold_is_left_out_not_fatal(tmp_path, hand_video_frames):
+    """8-bit PCM sound fits an .mkv but not an .mp4: the .mp4 gets the frames alone, and audio_kept says so."""
+    import av
+
+    from bgfs_core.video_io import audio_kept, audio_streams
+
+    src = tmp_path / "pcm.mkv"
+    with av.open(str(src), "w") as out:
+        video = out.add_stream("libx264", rate=10)
+        video.width, video.height, video.pix_fmt = 320, 240, "yuv420p"
+        sound = out.add_stream("pcm_u8", rate=16000)
+        for i, f in enumerate(hand_video_frames[:5]):
+            frame = av.VideoFrame.from_ndarray(f, format="rgb24")
+            frame.pts = i
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+        tone = av.AudioFrame(format=sound.codec_context.format.name, layout="mono", samples=8000)
+        tone.sample_rate, tone.pts = 16000, 0
+        for packet in [*sound.encode(tone), *sound.encode(None)]:
+            out.mux(packet)
+    frames, fps = read_video(src)
+    for name, holds in (("out.mp4", 0), ("out.mkv", 1)):
+        write_video(tmp_path / name, frames, fps, audio_from=src)
+        assert audio_streams(tmp_path / name) == holds and len(read_video(tmp_path / name)[0]) == 5
+    assert "could not be put in a .mp4 file and was left out" in audio_kept(src, tmp_path / "out.mp4")
