@@ -46,6 +46,21 @@ def test_score_writes_json_csv_plots_and_html(hand_report, capsys):
     assert "src=\"http" not in page and f"{scores['score']:.1f} / 100" in page  # self-contained
 
 
+def test_an_odd_sized_source_scores_against_its_padded_mp4(tmp_path, capsys, hand_video_frames):
+    """H.264 needs even sizes, so a 319x239 source comes back 320x240: --ref compares them on the shared size."""
+    from bgfs_core.video_io import read_video, write_video
+
+    odd = hand_video_frames[:6, :239, :319].copy()
+    ref = write_video(tmp_path / "odd_frames", odd, 10.0)
+    out_mp4 = write_video(tmp_path / "odd.mp4", odd, 10.0)
+    assert read_video(out_mp4)[0].shape[1:3] == (240, 320)
+    assert main(["score", "--in", str(out_mp4), "--ref", str(ref), "--out", str(tmp_path / "rep"), "--quiet"]) == 0
+    assert "comparing the videos at 319x239" in capsys.readouterr().err
+    far = write_video(tmp_path / "far.mp4", hand_video_frames[:6, :200, :300].copy(), 10.0)
+    assert main(["score", "--in", str(far), "--ref", str(ref), "--out", str(tmp_path / "rep2"), "--quiet"]) == 2
+    assert "does not match the video" in capsys.readouterr().err
+
+
 def test_score_against_a_reference_reports_before_after_and_fidelity(tmp_path, capsys):
     out = tmp_path / "rep"
     rc = main(["score", "--in", str(HAND_VIDEO), "--ref", str(HAND_VIDEO), "--region", "hands", "--out", str(out),

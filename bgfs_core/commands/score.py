@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     ref = None
     if args.ref:
         ref, _ = read_video(args.ref, max_frames=args.max_frames)
+        frames, ref = _even_padding_undone(frames, ref)
     result = score_video(frames, cfg.roi.region, reference=ref, fps=fps, detector_kwargs=detector_kwargs(cfg),
                          roi=(cfg.roi.margin, cfg.roi.min_conf, cfg.roi.smooth), progress=not args.quiet)
     paths = write_report(args.out, result, frames, ref)
@@ -49,3 +50,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"bgfs score: {why} is below {args.fail_below:g}", file=sys.stderr)
         return 1
     return 0
+
+
+def _even_padding_undone(frames, ref):
+    """An odd-sized video comes out of an H.264 writer a row or column larger (yuv420p needs even sizes; BGFS
+    repeats the edge): compare the two on the size they share, and say so."""
+    (h, w), (rh, rw) = frames.shape[1:3], ref.shape[1:3]
+    if (h, w) == (rh, rw) or abs(h - rh) > 1 or abs(w - rw) > 1 or min(h, rh) % 2 == 0 and min(w, rw) % 2 == 0:
+        return frames, ref
+    hh, ww = min(h, rh), min(w, rw)
+    print(f"bgfs score: comparing the videos at {ww}x{hh}, the odd size one of them had before H.264's even-size "
+          "padding", file=sys.stderr)
+    return frames[:, :hh, :ww], ref[:, :hh, :ww]
