@@ -160,6 +160,8 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
     critic, spec, region, codec = models.critic, models.spec, models.region, models.codec
     cfg.roi.region = region
     frames, fps = read_video(in_path, max_frames=req.max_frames)
+    fps_in = fps
+    retimed = bool(req.fps) and abs(req.fps - fps) > 1e-3 and not in_path.is_dir()  # the file's sound would drift
     fps = req.fps or fps
     # the regions an earlier `bgfs fix` wrote into this file (not what --latents hold: those were never fixed here)
     done = [] if req.latents else fixed_regions(read_comment(in_path))
@@ -219,8 +221,11 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
         "codec": codec.name, "frames": len(before), "fps": fps, "fixer": result.report, "judge": judge,
         "fixed_regions": regions, "seconds": time.perf_counter() - started,
     }  # fmt: skip
-    write_video(out_path, after, fps, comment=FIXED_TAG + ", ".join(regions) if regions else None, audio_from=in_path)
+    write_video(out_path, after, fps, comment=FIXED_TAG + ", ".join(regions) if regions else None,
+                audio_from=None if retimed else in_path)
     report["audio"] = audio_kept(in_path, out_path)
+    if retimed and report["audio"]:
+        report["audio"] = f"the input's sound was left out: --fps {req.fps:g} retimes its {fps_in:g} fps frames"
     report_path = report_dir / "report.json"
     write_json_atomic(report_path, report)
     sound = f"\nSound: {report['audio']}." if report["audio"] else ""

@@ -438,15 +438,18 @@ _START_OVER = ("start over there (--no-resume; on the Critic Trainer node, resum
                "(--out-dir; on the node, another critic_name)")
 
 
-def run_data(cfg: Config, cache_dir: Path, clips: list[dict]) -> dict[str, Any]:
-    """What a run's training data and split depend on: a resumed run must see the same (more epochs may differ)."""
+def run_data(cfg: Config, manifest: dict) -> dict[str, Any]:
+    """What a run's training data and split depend on: a resumed run must see the same (more epochs may differ).
+    The cache by its content (clip names, the settings it was cut with), not its path: a moved folder resumes."""
     import hashlib
 
     c = cfg.critic
+    clips = manifest["clips"]
     names = "\n".join(sorted(str(cl["file"]) for cl in clips)).encode()
-    return {"cache_dir": str(Path(cache_dir).resolve()), "clips": len(clips),
-            "clips_sha1": hashlib.sha1(names).hexdigest()[:16], "val_fraction": c.val_fraction, "seed": c.seed,
-            "lr": c.lr, "batch_size": c.batch_size, "articulate": c.articulate}  # fmt: skip
+    cut = hashlib.sha1(json.dumps(manifest.get("config", {}), sort_keys=True).encode()).hexdigest()[:16]
+    return {"clips": len(clips), "clips_sha1": hashlib.sha1(names).hexdigest()[:16], "cache_settings_sha1": cut,
+            "val_fraction": c.val_fraction, "seed": c.seed, "lr": c.lr, "batch_size": c.batch_size,
+            "articulate": c.articulate}  # fmt: skip
 
 
 class OtherRunError(BGFSError):
@@ -456,9 +459,9 @@ class OtherRunError(BGFSError):
 def _check_same_data(path: Path, saved: dict[str, Any] | None, now: dict[str, Any]) -> None:
     if saved is None:  # a state written before runs recorded their data
         return
-    changed = [f"{k} {saved.get(k)!r} -> {v!r}" for k, v in now.items() if k != "clips_sha1" and saved.get(k) != v]
-    if not changed and saved.get("clips_sha1") != now["clips_sha1"]:
-        changed = ["the cache's clips"]
+    hashes = {"clips_sha1": "the cache's clips", "cache_settings_sha1": "the settings the cache was cut with"}
+    changed = [f"{k} {saved.get(k)!r} -> {v!r}" for k, v in now.items() if k not in hashes and saved.get(k) != v]
+    changed += [what for k, what in hashes.items() if saved.get(k) != now[k]]
     if changed:
         raise OtherRunError(f"{str(path.parent)!r} holds a training run on other data or settings ({'; '.join(changed)}),"
                         f" whose split and best epoch would not carry over: {_START_OVER}")
@@ -558,7 +561,9 @@ def train_critic(
         model = HeatmapCritic(spec).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=WEIGHT_DECAY)
     info: dict[str, Any] = {"epoch": 0, "history": [], "best_epoch": 0, "best_score": None, "seconds": 0.0}
-    data = run_data(cfg, cache_dir, clips)
+    data = run_data(cfg, manifest)
+    if not resume:  # starting over: an old run's state must not be picked up by a retry that resumes this one
+        state_path.unlink(missing_ok=True)
     if resume and state_path.is_file():
         info = load_train_state(state_path, model, opt, spec, data)
         if progress:

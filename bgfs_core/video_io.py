@@ -131,7 +131,7 @@ def upright_rgb(image: Any) -> Any:
     image = ImageOps.exif_transpose(image)
     if image.mode.startswith("I"):
         arr = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if image.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        peak = 65535.0  # 16-bit greyscale ("I;16", or "I" on Pillow < 10.3): per-frame peaks would flicker
         image = Image.fromarray(np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8))
     return image.convert("RGB")
 
@@ -293,19 +293,19 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, comment: str |
     if path.is_dir() or not suffix:
         _write_png_folder(path, frames, comment)
     elif suffix in _H264_SUFFIXES:
+        import av
+
         with atomic_path(path) as tmp:
             try:
                 _write_h264(tmp, frames, fps, _CONTAINER_FORMAT[suffix], comment, audio_from)
-            except _AudioNotCopiedError:  # a sound this container cannot hold: the frames without it
-                _write_h264(tmp, frames, fps, _CONTAINER_FORMAT[suffix], comment)
+            except (av.FFmpegError, ValueError):  # ValueError: PyAV's ArgumentError, a muxer refusing a stream
+                if not audio_streams(audio_from or ""):
+                    raise
+                _write_h264(tmp, frames, fps, _CONTAINER_FORMAT[suffix], comment)  # the frames without the sound
     elif suffix == ".gif":
         with atomic_path(path) as tmp:
             _write_gif(tmp, frames, fps, comment)
     return path
-
-
-class _AudioNotCopiedError(Exception):
-    pass
 
 
 def audio_streams(path: str | Path) -> int:
@@ -368,28 +368,28 @@ def _write_h264(path: Path, frames: np.ndarray, fps: float, fmt: str, comment: s
                 frame = av.VideoFrame.from_ndarray(frames[i], format="rgb24")
                 frame.pts = i
                 frame.time_base = 1 / rate
-                try:
-                    container.mux(stream.encode(frame))
-                except av.FFmpegError as e:  # the header, written with the first packet, refused the sound
-                    if copies and i == 0:
-                        raise _AudioNotCopiedError(str(e)) from None
-                    raise
+                container.mux(stream.encode(frame))
             container.mux(stream.encode(None))  # flush delayed frames
             if copies:
-                _copy_audio(source, container, copies, t / fps)
+                video = source.streams.video[0] if source.streams.video else None
+                start = float(video.start_time * video.time_base) if video is not None and video.start_time else 0.0
+                _copy_audio(source, container, copies, start, t / fps)
         finally:
             if source is not None:
                 source.close()
 
 
-def _copy_audio(source: Any, container: Any, copies: dict, seconds: float) -> None:
-    """Mux ``source``'s audio packets into ``container``'s copies (stream index -> output stream), unchanged, up to
-    ``seconds`` (the frames' length)."""
+def _copy_audio(source: Any, container: Any, copies: dict, start: float, seconds: float) -> None:
+    """Mux ``source``'s audio packets into ``container``'s copies (stream index -> output stream), unchanged but
+    moved by ``start`` (the source video's first frame is the output's time 0), up to ``seconds`` of frames."""
     for packet in source.demux(*(s for s in source.streams.audio if s.index in copies)):
         if packet.dts is None or packet.pts is None or packet.stream.index not in copies:  # end-of-stream markers
             continue
-        if float(packet.pts * packet.time_base) >= seconds:
+        shift = int(round(start / packet.time_base))
+        at = float((packet.pts - shift) * packet.time_base)
+        if at >= seconds or at + float((packet.duration or 0) * packet.time_base) <= 0:
             continue
+        packet.pts, packet.dts = packet.pts - shift, packet.dts - shift
         packet.stream = copies[packet.stream.index]
         container.mux(packet)
 
@@ -425,10 +425,16 @@ def _write_png_folder(folder: Path, frames: np.ndarray, comment: str | None = No
         if not folder.exists():
             os.replace(tmp, folder)
             return
-        if all(_FRAME_NAME.fullmatch(f.name) for f in folder.iterdir()):
+        if not folder.is_symlink() and all(_FRAME_NAME.fullmatch(f.name) for f in folder.iterdir()):
             # only frames written here before: swap the whole folder, so a stop leaves the old frames or the new
             old = folder.with_name(tmp.name + ".old")
-            os.replace(folder, old)
+            try:
+                os.replace(folder, old)
+            except OSError:  # a mount point, a folder open elsewhere (Windows): replace the frames one by one
+                old = None
+        else:
+            old = None
+        if old is not None:
             try:
                 os.replace(tmp, folder)
             except BaseException:  # stopped between the two renames: put the old frames back
@@ -437,13 +443,13 @@ def _write_png_folder(folder: Path, frames: np.ndarray, comment: str | None = No
                 raise
             shutil.rmtree(old, ignore_errors=True)
             return
-        # A folder that holds other files too: replace our frame files one by one and drop stale ones.
+        # A folder that holds other files too, or cannot be swapped: replace our frames one by one, drop stale ones.
         for name in names:
             os.replace(tmp / name, folder / name)
         keep = set(names)
-        for old in folder.glob("frame_*.png"):
-            if old.name not in keep and _FRAME_NAME.fullmatch(old.name):
-                old.unlink()
+        for stale in folder.glob("frame_*.png"):
+            if stale.name not in keep and _FRAME_NAME.fullmatch(stale.name):
+                stale.unlink()
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -220,6 +220,12 @@ def test_the_sound_of_the_input_is_kept_and_cut_to_the_frames(workdir, hand_vide
     assert 0.8 <= seconds <= 1.0  # the 9 frames' 0.9 s, to an AAC frame (64 ms), not the input's 2 s
     report = json.loads((workdir / "with_sound_fixed_report" / "report.json").read_text())
     assert report["audio"].startswith("the input's sound")
+    retimed = workdir / "with_sound_retimed.mp4"
+    assert main(["fix", "--in", str(src), "--out", str(retimed), "--fps", "16", "--max-frames", "5", "--steps", "1",
+                 "--quiet"]) == 0  # fmt: skip
+    assert "left out: --fps 16 retimes its 10 fps frames" in capsys.readouterr().out
+    with av.open(str(retimed)) as c:
+        assert not c.streams.audio
     gif = workdir / "with_sound_fixed.gif"
     assert main(["fix", "--in", str(src), "--out", str(gif), "--max-frames", "5", "--steps", "1", "--quiet"]) == 0
     assert "Sound: the input's sound was left out: .gif holds none (use .mp4)." in capsys.readouterr().out

@@ -127,9 +127,6 @@ def test_the_training_state_is_not_taken_for_a_critic(hand_cache, tmp_path):
 def test_resume_refuses_another_cache_or_split(hand_cache, tmp_path):
     """A run folder reused for another cache would hand back the old critic ("nothing to train") or go on training
     it with another split, comparing best epochs across validation sets."""
-    import json
-    import shutil
-
     run = tmp_path / "run"
     train_critic(_cfg(hand_cache), run, epochs=1, progress=False)
     other = tmp_path / "other_cache"
@@ -137,12 +134,37 @@ def test_resume_refuses_another_cache_or_split(hand_cache, tmp_path):
     manifest = json.loads((other / "manifest.json").read_text())
     manifest["clips"] = manifest["clips"][1:]
     (other / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(BGFSError, match="other data or settings.*cache_dir.*start over"):
+    with pytest.raises(BGFSError, match="other data or settings.*clips.*start over"):
         train_critic(_cfg(other), run, epochs=1, progress=False)
+    # the same cache moved elsewhere is the same data: it resumes
+    moved = tmp_path / "moved_cache"
+    shutil.copytree(hand_cache, moved)
+    assert len(train_critic(_cfg(moved), run, epochs=1, progress=False).history) == 1
+    # the same clip names cut with other settings (precompute --overwrite --set roi.margin=...) are other data
+    recut = json.loads((moved / "manifest.json").read_text())
+    recut["config"]["roi.margin"] = 0.4
+    (moved / "manifest.json").write_text(json.dumps(recut))
+    with pytest.raises(BGFSError, match="the settings the cache was cut with"):
+        train_critic(_cfg(moved), run, epochs=1, progress=False)
     with pytest.raises(BGFSError, match=r"critic.val_fraction|val_fraction 0\.\d+ -> 0\.5"):
         train_critic(_cfg(hand_cache, **{"critic.val_fraction": 0.5}), run, epochs=1, progress=False)
     assert len(train_critic(_cfg(hand_cache), run, epochs=2, progress=False).history) == 2  # the same data resumes
     assert len(train_critic(_cfg(other), run, epochs=1, resume=False, progress=False).history) == 1
+    # starting over forgets the old run at once: a retry that resumes (the node's after running out of memory
+    # before the first epoch) finds no other run's state
+    def out_of_memory(*a, **k):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    import bgfs_core.train_critic as tc
+
+    real = tc._train_epoch
+    tc._train_epoch = out_of_memory
+    try:
+        with pytest.raises(torch.OutOfMemoryError):
+            train_critic(_cfg(hand_cache), run, epochs=1, resume=False, progress=False)
+    finally:
+        tc._train_epoch = real
+    assert len(train_critic(_cfg(hand_cache), run, epochs=1, resume=True, progress=False).history) == 1
 
 
 def test_missing_or_empty_cache(tmp_path, hand_cache):

@@ -91,6 +91,11 @@ def test_rewriting_a_folder_of_frames_stopped_midway_leaves_the_old_frames(tmp_p
     monkeypatch.undo()
     np.testing.assert_array_equal(read_video(folder)[0], hand_video_frames[:5])  # the old frames, all of them
     assert [p.name for p in tmp_path.iterdir()] == ["frames"]  # and nothing left beside them
+    # a folder reached through a link keeps its link: its frames are replaced inside it
+    link = tmp_path / "linked"
+    link.symlink_to(folder, target_is_directory=True)
+    write_video(link, hand_video_frames[10:13], 10.0)
+    assert link.is_symlink() and read_video(folder)[0].shape[0] == 3
 
 
 @pytest.mark.parametrize("name", ["v.mp4", "v.mov", "v.m4v", "v.mkv", "v.gif", "frames"])
@@ -242,8 +247,9 @@ def test_photo_frames_are_read_upright_and_16_bit_frames_are_not_white(tmp_path,
     assert np.abs(back[0, ..., 0].astype(int) - (gray16 / 257).round().astype(int)).max() <= 1
 
 
-def test_a_sound_the_container_cannot_hold_is_left_out_not_fatal(tmp_path, hand_video_frames):
-    """8-bit PCM sound fits an .mkv but not an .mp4: the .mp4 gets the frames alone, and audio_kept says so."""
+@pytest.mark.parametrize("codec", ["pcm_u8", "pcm_f32le"])  # refused when added; refused when the file is closed
+def test_a_sound_the_container_cannot_hold_is_left_out_not_fatal(tmp_path, hand_video_frames, codec):
+    """Such PCM sound fits an .mkv but not an .mp4: the .mp4 gets the frames alone, and audio_kept says so."""
     import av
 
     from bgfs_core.video_io import audio_kept, audio_streams
@@ -252,7 +258,7 @@ def test_a_sound_the_container_cannot_hold_is_left_out_not_fatal(tmp_path, hand_
     with av.open(str(src), "w") as out:
         video = out.add_stream("libx264", rate=10)
         video.width, video.height, video.pix_fmt = 320, 240, "yuv420p"
-        sound = out.add_stream("pcm_u8", rate=16000)
+        sound = out.add_stream(codec, rate=16000)
         for i, f in enumerate(hand_video_frames[:5]):
             frame = av.VideoFrame.from_ndarray(f, format="rgb24")
             frame.pts = i

@@ -39,14 +39,15 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     video = Path(args.video)
     cfg = demo_config(args)
-    _check_video(video)
+    _check_video(video, out)
     print(f"[1/3] precompute: {video} -> {cfg.data.cache_dir}")
     out.mkdir(parents=True, exist_ok=True)
+    name = _source_name(video)
     with tempfile.TemporaryDirectory(prefix=".precompute.", dir=out) as staged:
         # the video alone in a folder of its own: the critic learns the video it fixes, not every one beside it
         cfg.data.videos_dir = staged
-        (shutil.copytree if video.is_dir() else shutil.copy2)(video, Path(staged) / video.name)
-        overwrite = _holds_other_videos(Path(cfg.data.cache_dir), video.name)  # an earlier demo in this --out
+        (shutil.copytree if video.is_dir() else shutil.copy2)(video, Path(staged) / name)
+        overwrite = _holds_another_cache(Path(cfg.data.cache_dir), name, cfg)  # an earlier demo in this --out
         print(build_cache(cfg, progress=not args.quiet, overwrite=overwrite).format())
     print(f"[2/3] train the critic ({cfg.critic.epochs} epochs) -> {out / 'critic'}")
     try:
@@ -79,24 +80,41 @@ def demo_config(args: argparse.Namespace) -> Config:
     )  # fmt: skip
 
 
-def _check_video(video: Path) -> None:
+def _check_video(video: Path, out: Path) -> None:
     from ..errors import BGFSError
     from ..video_io import holds_frames, is_video_file
 
     if not (is_video_file(video) or (video.is_dir() and holds_frames(video))):
         raise BGFSError(f"--video {video}: give a video file or a folder of frames"
                         + ("" if video.exists() else " (it does not exist)"))  # fmt: skip
+    if video.is_dir() and out.resolve().is_relative_to(video.resolve()):
+        raise BGFSError(f"--out {out} lies inside --video {video}: give the demo a folder outside the frames")
 
 
-def _holds_other_videos(cache_dir: Path, name: str) -> bool:
-    """Whether the cache holds clips of a video other than ``name``: they would join the critic's training."""
+def _source_name(video: Path) -> str:
+    """The video's name in the cache, with a digest of where it is and what it holds: another video.mp4 (or this
+    one, changed) is another source, not one already cached."""
+    import hashlib
+
+    real = video.resolve()
+    stat = real.stat()
+    digest = hashlib.sha1(f"{real}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:8]
+    return f"{real.stem}_{digest}{real.suffix}"
+
+
+def _holds_another_cache(cache_dir: Path, name: str, cfg: Config) -> bool:
+    """Whether the cache holds clips of another video than ``name``, or was cut with other settings (an earlier
+    demo with other --set values): either way it is built anew."""
     import json
 
+    from ..cache import cache_settings
+
     try:
-        sources = json.loads((cache_dir / "manifest.json").read_text()).get("sources", [])
+        manifest = json.loads((cache_dir / "manifest.json").read_text())
     except (OSError, ValueError):
         return False
-    return any(src.get("name") != name for src in sources)
+    others = any(src.get("name") != name for src in manifest.get("sources", []))
+    return others or manifest.get("config") != cache_settings(cfg)
 
 
 def _write_corrupted(video: Path, target: Path, names: list[str], region: str) -> None:
