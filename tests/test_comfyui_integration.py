@@ -227,18 +227,8 @@ def test_cancel_stops_mediapipe_within_a_frame(server):
             "backend": "solutions", "fps": fps}},
         "show": {"class_type": "PreviewImage", "inputs": {"images": ["detect", 2]}},
     }  # fmt: skip
-    log_before = len(server.log())
-    prompt_id = server.queue(prompt)
-    end = time.perf_counter() + 300
-    while f"BGFS ROI Detect: full_body in {len(frames)} frames" not in server.log()[log_before:]:
-        assert time.perf_counter() < end, "ROI Detect never started:\n" + server.log()[-3000:]
-        time.sleep(0.1)
-    time.sleep(2.0)
-    sent = time.perf_counter()
-    server.post("/interrupt", {})
-    entry = server.wait(prompt_id, timeout=120)
-    latency = time.perf_counter() - sent
-    print(f"\ncancel: ROI Detect stopped {latency:.1f} s after POST /interrupt")
+    entry, latency = _cancel_after(server, prompt, f"BGFS ROI Detect: full_body in {len(frames)} frames",
+                                   "ROI Detect", settle=2.0)
     msgs = history_messages(entry)
     assert entry["status"]["status_str"] == "error", json.dumps(entry["status"])[:2000]
     assert msgs["execution_interrupted"]["node_type"] == "BGFSROIDetect", msgs
@@ -659,22 +649,29 @@ def test_score_node_scores_real_frames_and_gates(server, cpu_prompt):
                                    for label in sheet["labels"])  # fmt: skip
 
 
-def test_cancel_stops_the_fixer_promptly(server, cpu_prompt):
-    prompt = json.loads(json.dumps(cpu_prompt))
-    prompt[_by_type(prompt, FIXER)]["inputs"]["steps"] = 5000
-    log_before = len(server.log())
+def _cancel_after(server, prompt: dict, marker: str, what: str, settle: float = 0.0) -> tuple[dict, float]:
+    """Queue ``prompt``, wait until ``marker`` is in the server's log (and ``settle`` s more), press Cancel (POST
+    /interrupt): the prompt's history entry and the seconds from Cancel to its end."""
+    log_start = len(server.log())
     prompt_id = server.queue(prompt)
     end = time.perf_counter() + 300
-    marker = "BGFS Latent Anatomy Fixer: 5000 steps"
-    while marker not in server.log()[log_before:]:
-        assert time.perf_counter() < end, "the fixer never started:\n" + server.log()[-3000:]
-        time.sleep(0.2)
-    time.sleep(2.0)  # let it take a step or two
+    while marker not in server.log()[log_start:]:
+        assert time.perf_counter() < end, f"{what}: never saw {marker!r}:\n" + server.log()[-3000:]
+        time.sleep(0.1)
+    time.sleep(settle)
     sent = time.perf_counter()
     server.post("/interrupt", {})
     entry = server.wait(prompt_id, timeout=120)
     latency = time.perf_counter() - sent
-    print(f"\ncancel: the fixer stopped {latency:.1f} s after POST /interrupt")
+    print(f"\ncancel: {what} stopped {latency:.1f} s after POST /interrupt")
+    return entry, latency
+
+
+def test_cancel_stops_the_fixer_promptly(server, cpu_prompt):
+    prompt = json.loads(json.dumps(cpu_prompt))
+    prompt[_by_type(prompt, FIXER)]["inputs"]["steps"] = 5000
+    entry, latency = _cancel_after(server, prompt, "BGFS Latent Anatomy Fixer: 5000 steps", "the fixer",
+                                   settle=2.0)  # let it take a step or two
     assert entry["status"]["status_str"] == "error" and entry["status"]["completed"] is False
     msgs = history_messages(entry)
     assert "execution_interrupted" in msgs and "execution_error" not in msgs, json.dumps(entry["status"])[:2000]
@@ -772,16 +769,7 @@ def test_cancel_stops_training_and_the_run_resumes(server):
     prompt[builder]["inputs"].update(cache_name="e2e_hands", crop_size=128)  # the cache the test above built
     prompt[trainer]["inputs"].update(critic_name="e2e_resumed", epochs=50, batch_size=16)
     log_start = len(server.log())
-    prompt_id = server.queue(prompt)
-    end = time.perf_counter() + 300
-    while "epoch 1/50" not in server.log()[log_start:]:
-        assert time.perf_counter() < end, "training never finished an epoch:\n" + server.log()[-3000:]
-        time.sleep(0.2)
-    sent = time.perf_counter()
-    server.post("/interrupt", {})
-    entry = server.wait(prompt_id, timeout=120)
-    latency = time.perf_counter() - sent
-    print(f"\ncancel: training stopped {latency:.1f} s after POST /interrupt")
+    entry, latency = _cancel_after(server, prompt, "epoch 1/50", "training")
     msgs = history_messages(entry)
     assert entry["status"]["status_str"] == "error" and msgs["execution_interrupted"]["node_type"] == "BGFSCriticTrainer"
     assert latency < 30.0
