@@ -474,3 +474,20 @@ def test_cancel_checks_reach_every_layer_and_go_away():
     assert len(seen) == 3
     net(torch.randn(2, 3))
     assert len(seen) == 3, "no check after the block"
+
+
+def test_the_mediapipe_folder_is_the_one_that_holds_the_model_files(tmp_path, monkeypatch):
+    """extra_model_paths.yaml folders come before ComfyUI/models/mediapipe: an empty one must not hide the files."""
+    host = importlib.import_module(f"{PACK}.nodes.host")
+    extra, models = tmp_path / "extra", tmp_path / "models_mediapipe"
+    extra.mkdir()
+    models.mkdir()
+    registered = [str(extra), str(models)]
+    monkeypatch.setitem(sys.modules, "folder_paths", SimpleNamespace(get_folder_paths=lambda key: registered))
+    assert host.mediapipe_dir() == str(extra)  # no .task file anywhere: the first, where the error will point
+    (models / "hand_landmarker.task").write_bytes(b"x")
+    assert host.mediapipe_dir() == str(models)
+    (extra / "pose_landmarker_full.task").write_bytes(b"x")
+    assert host.mediapipe_dir() == str(extra)
+    registered.clear()
+    assert host.mediapipe_dir() is None
