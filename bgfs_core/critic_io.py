@@ -21,6 +21,7 @@ from .errors import BGFSError
 from .regions import REGION_NAMES, get_region
 
 FORMAT = "bgfs-critic-1"
+STATE_FORMAT = "bgfs-train-state-1"  # a critic training run's resume point (train_critic), not a critic
 _MAX_HEADER = 100_000_000  # safetensors' own limit on the JSON header
 
 
@@ -87,7 +88,7 @@ def read_critic_meta(path: str | Path) -> dict[str, Any]:
             f"{str(path)!r} is a safetensors file but not a BGFS critic (it has no bgfs.format metadata): "
             "pick a file written by `bgfs train-critic-cmd`"
         )
-    if fmt == "bgfs-train-state-1":  # train_critic.STATE_FORMAT: the run's resume point, not a critic
+    if fmt == STATE_FORMAT:
         raise BGFSError(f"{str(path)!r} is a critic training run's state, not a critic: use critic_best.safetensors "
                         "beside it")
     if fmt != FORMAT:

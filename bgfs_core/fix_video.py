@@ -307,8 +307,6 @@ def judge_fix(before: np.ndarray, after: np.ndarray, det_before: Any, region: st
     result = score_video(after, region, reference=before, fps=fps, detector_kwargs=detector_kwargs(cfg),
                          ref_detections=det_before, roi=(cfg.roi.margin, cfg.roi.min_conf, cfg.roi.smooth))  # fmt: skip
     ref, now = result.reference, result.anatomy
-    kept_input = guard and geometry_worse({"geometry_before": ref.geometry_score, "geometry_after": now.geometry_score})
-    write_report(report_dir, result, after, before, note=GUARD_NOTE if kept_input else None)
     table = {
         name: {"before": ref.parts[name].raw, "after": now.parts[name].raw}
         for name in PART_NAMES
@@ -317,6 +315,8 @@ def judge_fix(before: np.ndarray, after: np.ndarray, det_before: Any, region: st
     out = {"score_before": ref.score, "score_after": now.score, "geometry_before": ref.geometry_score,
            "geometry_after": now.geometry_score, "metrics": table,
            "fidelity": result.fidelity.to_dict() if result.fidelity is not None else None}  # fmt: skip
+    kept_input = guard and geometry_worse(out)
+    write_report(report_dir, result, after, before, note=GUARD_NOTE if kept_input else None)
     rows = [f"  {name:<17} {v['before']:.4f} -> {v['after']:.4f}" for name, v in table.items()]
 
     fid = result.fidelity.describe() if result.fidelity is not None else ""

@@ -37,10 +37,10 @@ import numpy as np
 from .atomic import atomic_path, check_folder_possible, write_json_atomic
 from .config import Config
 from .critic import CriticSpec
+from .critic_io import STATE_FORMAT
 from .errors import BGFSError
 from .regions import get_region
 
-STATE_FORMAT = "bgfs-train-state-1"
 PCK_THRESHOLD = 0.1
 COORD_WEIGHT = 5.0  # weight of the soft-argmax L1 term (crop-side units) against the KL term (nats)
 WEIGHT_DECAY = 1e-4
