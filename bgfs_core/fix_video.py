@@ -142,6 +142,7 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
     import torch
 
     from .atomic import check_folder_possible
+    from .codecs import PixelCodec
     from .detection import detector_from_config
     from .fixer import FixSettings, fix_latents
     from .video_io import audio_kept, check_writable, read_comment, read_video, write_video
@@ -173,7 +174,8 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
             fps = float(lat_meta.get("fps", fps))
         else:
             codec.check_frame_count(len(frames))
-            latents = encode_frames(codec, frames, req.device)
+            # the pixel codec's latents are the frames: they stay on the CPU, fix_latents moves only the ROI's window
+            latents = encode_frames(codec, frames, "cpu" if isinstance(codec, PixelCodec) else req.device)
     codec.check_latents(latents)
     before = decode_frames(codec, latents)
     with detector_from_config(cfg, video_mode=True) as detector:
@@ -197,7 +199,7 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
             bar.set_postfix(loss=f"{losses['total']:.4f}", anatomy=f"{losses['anatomy']:.4f}")
 
     try:
-        result = fix_latents(latents, codec, critic, spec, det, settings, on_step=on_step)
+        result = fix_latents(latents, codec, critic, spec, det, settings, on_step=on_step, device=req.device)
     except OutOfMemoryError as exc:  # the same advice, in this command's flags
         from .codecs import DiffusersWanCodec  # a Wan VAE with fp32 gradients; bf16 ones take ~0.6x the memory
 

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     import torch
 
     from .codecs import LatentCodec
+    from .codecs.window import LatentWindow
     from .critic import CriticSpec
 
 StepCallback = Callable[[int, int, dict, "np.ndarray | None"], None]
@@ -104,6 +105,7 @@ class FixResult:
     latents: torch.Tensor  # same shape and dtype as the input; outside the window bit for bit unchanged
     report: dict[str, Any]  # JSON-able; report["summary"] is one readable paragraph
     preview: dict[str, np.ndarray] = field(default_factory=dict)  # before/after crops, heatmaps, keypoints
+    window: LatentWindow | None = None  # what was optimised; outside its decoded region the latents are the input's
 
 
 def _scaled_detections(det: Detections, frame_hw: tuple[int, int], warnings: list[str]) -> Detections:
@@ -128,7 +130,7 @@ def _scaled_detections(det: Detections, frame_hw: tuple[int, int], warnings: lis
 class _Problem:
     """What one optimisation step evaluates, set up once: window, boxes, masks, the critic's crops."""
 
-    def __init__(self, latents, codec, critic, spec, det, settings, warnings):
+    def __init__(self, latents, codec, critic, spec, det, settings, warnings, device=None):
         import torch
 
         from .codecs import pixel_box_of_window, window_from_boxes, window_latents
@@ -138,8 +140,8 @@ class _Problem:
         self.region = get_region(det.region)
         # the critic's input size; with no critic, a size for the preview crops only
         self.crop_hw = tuple(spec.input_hw) if spec is not None else (128, 128)
-        self.z0 = latents.detach().float()
-        self.device = dev = latents.device
+        # where the optimisation runs; only the window's decoded region of the latents goes there
+        self.device = dev = torch.device(device) if device is not None else latents.device
         boxes = roi_boxes(det, settings.margin, settings.min_conf, settings.smooth)  # [T, I, 4]
         present = np.isfinite(boxes).all(-1) & (boxes[..., 2] > boxes[..., 0])
         self.any_roi = bool(present.any())
@@ -150,7 +152,11 @@ class _Problem:
         b = np.where(present[..., None], boxes, np.nan)
         union[has] = np.stack([np.nanmin(b[has, :, 0], 1), np.nanmin(b[has, :, 1], 1),
                                np.nanmax(b[has, :, 2], 1), np.nanmax(b[has, :, 3], 1)], 1)  # fmt: skip
-        self.window = window_from_boxes(codec, self.z0.shape, union)
+        self.window = window_from_boxes(codec, latents.shape, union)
+        # the decoded region alone, and the window on it: a long video's full latents (the Image Fixer's are its
+        # frames) are never copied to the device nor once per step
+        self.local = self.window.local()
+        self.z0 = latents.detach()[self.window.decoded_slices].to(dev, torch.float32, copy=True)
         pw = pixel_box_of_window(self.window)
         self.frame0, self.frame1 = pw.frame0, pw.frame1
         offset = np.array([pw.x0, pw.y0, pw.x0, pw.y0], np.float32)
@@ -161,7 +167,7 @@ class _Problem:
         # per instance: the median ROI side, the unit of the anatomy terms (1 for an instance never seen)
         self.side = np.array([np.median(sides[present[:, i], i]) if present[:, i].any() else 1.0
                               for i in range(present.shape[1])], np.float32)  # fmt: skip
-        self.z_win0 = window_latents(self.z0, self.window)
+        self.z_win0 = window_latents(self.z0, self.local)
         chunk = settings.chunk_frames or (64 if codec.temporal_ratio == 1 else 2)
         self.chunk = max(1, int(chunk))
         hw = (pw.y1 - pw.y0, pw.x1 - pw.x0)
@@ -301,8 +307,8 @@ class _Problem:
         s, w = self.settings, self.settings.weights
         flow = self.flow_from_params(params) if s.mode == "warp" else None
         z_win = self.window_from_params(params, flow)
-        z_full = paste_window(self.z0, self.window, z_win, feather=s.feather)
-        frames = decode_window(self.codec, z_full, self.window, chunk_frames=self.chunk, checkpoint=s.checkpoint,
+        z_region = paste_window(self.z0, self.local, z_win, feather=s.feather)
+        frames = decode_window(self.codec, z_region, self.local, chunk_frames=self.chunk, checkpoint=s.checkpoint,
                                checkpoint_blocks=s.checkpoint_blocks, keep_states=s.keep_states, warm=self.warm)
         if self.frames0 is None:
             self.frames0 = frames.detach()
@@ -403,6 +409,7 @@ def fix_latents(
     det: Detections,
     settings: FixSettings | None = None,
     on_step: StepCallback | None = None,
+    device: torch.device | str | None = None,
 ) -> FixResult:
     """Optimise ``latents [1, C, t, h, w]`` so the critic sees consistent anatomy in the ROI of ``det``.
 
@@ -410,6 +417,10 @@ def fix_latents(
     differs). ``on_step(step, total, losses, preview_crop)`` runs after every step; an exception raised there
     (a user's cancel) propagates and leaves ``latents`` untouched. With no ROI anywhere, the latents come back
     unchanged and the report says why.
+
+    ``device``: where the optimisation runs (default: the latents' device; the critic and the codec's gradient
+    decoder must be there). Only the window's decoded region goes there, so the full latents of a long video may
+    stay on the CPU; the result comes back on the latents' device and dtype.
 
     With no critic (``critic`` and ``critic_spec`` None) only the guide drives the edit: warp mode, the field
     pulled so each detected keypoint follows ROI Detect's cleaned trajectory, against the fidelity terms.
@@ -450,7 +461,7 @@ def fix_latents(
     problem = None  # for the out-of-memory message: how big the window was, once known
     try:
         with torch.enable_grad():
-            problem = _Problem(latents, codec, critic, critic_spec, det, settings, warnings)
+            problem = _Problem(latents, codec, critic, critic_spec, det, settings, warnings, device)
             if not problem.any_roi:
                 summary = f"{det.region}: not detected in any of the {num_frames} frames; nothing changed"
                 return FixResult(latents, {"summary": summary, "changed": False, "warnings": warnings})
@@ -491,7 +502,7 @@ def fix_latents(
     except RuntimeError as exc:  # torch.OutOfMemoryError (CUDA, ...) is one; the CPU allocator raises a plain one
         if not is_out_of_memory(exc):
             raise
-        what = _out_of_memory(exc, latents, codec, problem)
+        what = _out_of_memory(exc, latents.device if device is None else device, codec, problem)
         raise OutOfMemoryError(f"{what}: fix a shorter clip, lower the ROI margin, or let the gradients go through "
                                "a lighter decoder (the Tiny AutoEncoder for Wan) or in half precision", what) from exc
     from .codecs import paste_window
@@ -504,7 +515,7 @@ def fix_latents(
         return FixResult(latents, {"summary": "BGFS fix failed numerically; nothing changed",
                                    "changed": False, "warnings": warnings})
     # no step: the latents as they came (a warp by zero still resamples, at float noise level)
-    out = latents if settings.steps == 0 else paste_window(latents, problem.window, z_win.to(latents.dtype),
+    out = latents if settings.steps == 0 else paste_window(latents, problem.window, z_win.to(latents.device),
                                                            feather=settings.feather)  # fmt: skip
     before_f = {k: float(v.detach()) for k, v in before.items()}
     after_f = {k: float(v) for k, v in after.items()}
@@ -526,17 +537,17 @@ def fix_latents(
     report["summary"] = _summary(det.region, settings, before_f, after_f, report)
     preview = dict(preview_before)
     preview.update({f"after_{k}": v for k, v in preview_after.items()})
-    return FixResult(out, report, preview)
+    return FixResult(out, report, preview, problem.window)
 
 
-def _out_of_memory(exc: BaseException, latents: torch.Tensor, codec: Any, problem: _Problem | None) -> str:
+def _out_of_memory(exc: BaseException, device: Any, codec: Any, problem: _Problem | None) -> str:
     """What ran out of memory and how big it was, for the error a user sees."""
     size = ""
     if problem is not None and problem.any_roi:
         win, s = problem.window, problem.window.spatial_ratio
         size = (f"a window of {(win.cx1 - win.cx0) * s}x{(win.cy1 - win.cy0) * s} pixels, frames "
                 f"{problem.frame0}-{problem.frame1 - 1}; ")  # fmt: skip
-    return (f"out of memory on {latents.device} decoding through {codec.name} with gradients "
+    return (f"out of memory on {device} decoding through {codec.name} with gradients "
             f"({size}{first_line(exc, 160)})")
 
 

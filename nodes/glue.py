@@ -418,7 +418,8 @@ def _run_fix_frames_once(images: Any, critic: CriticData | None, roi: RoiData, s
         device = torch.device(device)
         model = copy_module(critic.model).to(device) if critic is not None else None
         _hook_cancel((model,), check_cancel)
-        z = codec.encode(source.clone().permute(0, 3, 1, 2).to(device))
+        # the frames are the latents: they stay on the CPU, only the ROI's window goes to the device
+        z = codec.encode(source.permute(0, 3, 1, 2))
         spec = critic.spec if critic is not None else None
 
         def step(*args: Any) -> None:
@@ -427,15 +428,18 @@ def _run_fix_frames_once(images: Any, critic: CriticData | None, roi: RoiData, s
             if on_step is not None:
                 on_step(*args)
 
-        result = fix_latents(z, codec, model, spec, roi.detections, settings, on_step=step)
+        result = fix_latents(z, codec, model, spec, roi.detections, settings, on_step=step, device=device)
+        win = result.window
+        if not result.report.get("changed") or win is None:
+            return source.clone(), result
+        # compare and decode only the window's region (a long video's full decode would be another copy of it)
+        region = win.decoded_slices
+        new, old = result.latents.detach()[region], z[region].clone()
+        del z
         out = source.clone()
-        changed = (result.latents.detach() != z)[0].any(0)  # [T, H, W]: where the fix wrote
-        if result.report.get("changed") and changed.any():
-            # decode only the box around what changed (a long video's full decode would be another copy of it)
-            box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in changed.nonzero(as_tuple=True))
-            fixed = codec.decode(result.latents.detach()[(slice(None), slice(None), *box)])  # [t, 3, h, w]
-            inside = changed[box].cpu()[..., None]
-            out[box] = torch.where(inside, fixed.permute(0, 2, 3, 1).float().cpu(), source[box])
+        changed = (new != old)[0].any(0)[..., None]  # [t, h, w, 1]: where the fix wrote
+        box = (slice(win.ct0, win.t1), slice(win.cy0, win.cy1), slice(win.cx0, win.cx1))
+        out[box] = torch.where(changed, codec.decode(new).permute(0, 2, 3, 1).float(), source[box])
     return out, result
 
 

@@ -183,6 +183,42 @@ def test_without_a_critic_the_guide_alone_moves_the_keypoints(hand_video_frames)
         fix_latents(codec.encode(frames), codec, critic, None, det, settings)
 
 
+def test_a_long_video_is_copied_once_whatever_the_steps():
+    """Only the window's region goes where the fix computes: the full latents (the Image Fixer's are the frames,
+    7.5 GB in float for 10 s of 1080p) are copied once, for the result, not to the device and once per step."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    codec = PixelCodec()
+    latents = torch.rand(1, 3, 40, 64, 96) * 2 - 1
+    det = hand_detections(40, (64, 96), (8.0, 8.0, 36.0, 36.0))
+    det.present[:10] = det.present[20:] = False
+    critic, spec = random_critic()
+
+    class FullSizeCopies(TorchDispatchMode):
+        made = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if not func.is_view:  # views (detach, slices) share the latents' memory
+                self.made += sum(isinstance(t, torch.Tensor) and t.numel() >= latents.numel()
+                                 for t in (out if isinstance(out, (tuple, list)) else (out,)))  # fmt: skip
+            return out
+
+    results = {}
+    for device in (None, "cpu"):
+        with FullSizeCopies() as copies:
+            results[device] = fix_latents(latents, codec, critic, spec, det,
+                                          FixSettings(steps=3, mode="warp", chunk_frames=4), device=device)
+        assert copies.made == 1, f"{copies.made} full-size tensors made (device={device})"
+    assert torch.equal(results[None].latents, results["cpu"].latents)
+    win = results[None].window
+    t, h, w = win.decoded_shape
+    assert t < 40 and h < 64 and w < 96, "the window should be a part of the video in this case"
+    outside = torch.ones(40, 64, 96, dtype=torch.bool)
+    outside[win.decoded_slices[2:]] = False
+    assert torch.equal(results[None].latents[:, :, outside], latents[:, :, outside])
+
+
 def test_nothing_detected_is_a_clean_pass_through():
     codec = PixelCodec()
     latents = torch.rand(1, 3, 4, 32, 32) * 2 - 1

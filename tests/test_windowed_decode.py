@@ -87,6 +87,31 @@ def test_windowed_decode_matches_full_decode(wan21):
     assert errs[2].mean() > 3 * errs[None].mean()
 
 
+@pytest.mark.parametrize("context", [1, -1], ids=["context-1", "from-frame-0"])
+def test_a_window_decodes_from_its_region_alone(wan21, context):
+    """`LatentWindow.local`: the decoded region's latents are all `decode_window` reads, so a fixer can send only
+    them to the device (a long video's full latents stay where they are) and get the same frames and gradients."""
+    z = torch.randn(1, 16, 5, 22, 22, generator=torch.Generator().manual_seed(3))
+    win = window_from_boxes(wan21, z.shape, boxes_for(17, [72, 72, 104, 104], range(9, 13)), margin=2,
+                            context=context)  # fmt: skip
+    assert win.t0 == 3 and win.ct0 == (2 if context == 1 else 0) and win.cx0 > 0
+    local = win.local()
+    assert local.decoded_shape == win.decoded_shape and local.grid == win.decoded_shape
+    assert pixel_box_of_window(local)[2:] == tuple(v - o for v, o in zip(pixel_box_of_window(win)[2:],
+                                                                       (win.cx0 * 8, win.cy0 * 8) * 2))  # fmt: skip
+    region = window_latents(z, win).requires_grad_(True)
+    full = z.clone().requires_grad_(True)
+    a = decode_window(wan21, region, local, chunk_frames=1)
+    b = decode_window(wan21, full, win, chunk_frames=1)
+    assert torch.equal(a, b)
+    a.square().sum().backward()
+    b.square().sum().backward()
+    assert torch.equal(region.grad, full.grad[win.decoded_slices])
+    outside = torch.ones_like(full.grad, dtype=torch.bool)
+    outside[win.decoded_slices] = False
+    assert not full.grad[outside].any()
+
+
 def test_checkpointing_gives_the_same_gradients(wan21, monkeypatch):
     # 6 core chunks, each checkpointed, the causal state streamed between them; and in segments of chunks that
     # keep only their start states (recomputed in the backward pass)

@@ -58,6 +58,15 @@ class LatentWindow:
         """(t, h, w) of the decoded region."""
         return self.t1 - self.ct0, self.cy1 - self.cy0, self.cx1 - self.cx0
 
+    def local(self) -> LatentWindow:
+        """This window on its own decoded region: for latents ``latents[window.decoded_slices]``, which is all that
+        `decode_window` reads, so a long video's full latents need not be where the decoding runs."""
+        t, h, w = self.decoded_shape
+        return LatentWindow(t0=self.t0 - self.ct0, t1=t, y0=self.y0 - self.cy0, y1=self.y1 - self.cy0,
+                            x0=self.x0 - self.cx0, x1=self.x1 - self.cx0, ct0=0, cy0=0, cy1=h, cx0=0, cx1=w,
+                            context=self.context, temporal_ratio=self.temporal_ratio,
+                            spatial_ratio=self.spatial_ratio, grid=(t, h, w))  # fmt: skip
+
 
 class PixelWindow(NamedTuple):
     """The core of a window in full-frame pixel coordinates: frames ``[frame0, frame1)``, box ``(x0, y0, x1, y1)``."""
