@@ -86,7 +86,10 @@ def grad_dtype_for(name: str, device: str) -> Any:
     if name == "fp16" and not cuda:
         raise BGFSError(f"--grad-dtype fp16 needs a CUDA device (--device is {device}); use fp32 or bf16")
     if name == "auto":  # not generate's auto (bf16 on any GPU): ComfyUI's choice for the Wan VAE
-        name = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
+        name = "fp32"
+        if cuda:  # bf16 where the GPU computes it natively (Ampere on); emulated it is slow: fp16 there
+            with torch.cuda.device(torch.device(device)):
+                name = "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
     return resolve_dtype(name, device)
 
 

@@ -356,7 +356,8 @@ class _Problem:
         parts["total"] = total
         extras: dict[str, Any] = {}
         if need_preview:
-            extras = {"crops": (crops.detach().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy(), **preview}
+            extras = {"crops": (crops.detach().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy(),
+                      **preview}
         return total, parts, extras
 
     def _read_keypoints(self, crops: torch.Tensor, boxes: torch.Tensor, t_idx: torch.Tensor, i_idx: torch.Tensor
@@ -386,8 +387,8 @@ class _Problem:
         if self.points0 is None:
             self.points0 = points.detach()
         preview = {
-            "heatmaps": heat.detach().float().numpy(),
-            "keypoints": pts_crop.detach().float().numpy(),
+            "heatmaps": heat.detach().float().cpu().numpy(),
+            "keypoints": pts_crop.detach().float().cpu().numpy(),
             "window_points": pts.detach().float().cpu().numpy(),
         }
         return points, confidence, valid, preview

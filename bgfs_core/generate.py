@@ -453,6 +453,10 @@ def generate_video(pipe: Any, prompt: str | None = None, negative_prompt: str | 
         _check_embeds("negative prompt embeddings", negative_prompt_embeds, info.text_dim)
     else:
         negative_prompt_embeds = None
+    # embeddings read from a file are on the CPU; the pipeline casts their dtype but leaves their device
+    device = pipe._execution_device
+    prompt_embeds = prompt_embeds.to(device)
+    negative_prompt_embeds = negative_prompt_embeds.to(device) if negative_prompt_embeds is not None else None
 
     kwargs: dict[str, Any] = {}
     if image is not None:

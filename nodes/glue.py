@@ -364,11 +364,14 @@ def _run_fix_once(latent: dict, vae: Any, critic: CriticData | None, roi: RoiDat
         # first parameter's device would put the whole fix on the CPU
         device = getattr(gradient_vae if gradient_vae is not None else vae, "device", None)
         device = torch.device(device) if device is not None else next(grad_codec.module.parameters()).device
+        # our copy, all of it on that device: weights ComfyUI left on the CPU to stream them (--novram, a partial
+        # load) would make the codec decode on the CPU, away from the critic and the window
+        grad_codec.module.to(device)
         model = copy_module(critic.model).to(device) if critic is not None else None
         _hook_cancel((grad_codec.module, model), check_cancel)
-        z = samples.detach().to(device=device, dtype=torch.float32).clone()
+        z = samples.detach().to(dtype=torch.float32).clone()  # only the window goes to the device (fix_latents)
         spec = critic.spec if critic is not None else None
-        result = fix_latents(z, codec, model, spec, roi.detections, settings, on_step=on_step)
+        result = fix_latents(z, codec, model, spec, roi.detections, settings, on_step=on_step, device=device)
         new = result.latents.detach().to(device=samples.device, dtype=samples.dtype).clone()
     return replace_samples(latent, new), result
 
