@@ -52,6 +52,13 @@ StepCallback = Callable[[int, int, dict, "np.ndarray | None"], None]
 # trained on other footage reads these frames poorly, and its anatomy terms then pull the wrong way.
 CRITIC_FIT_WARN = 0.5
 
+# The backward pass runs on the loss times this, and the gradient is divided by it after: a half-precision (fp16)
+# gradient decoder (ComfyUI's Wan VAE on a GPU without bf16) otherwise loses small gradients below fp16's range.
+# The fidelity term is a mean over the window's pixels: through a small Wan 2.1 VAE in fp16, a mean over 440k
+# pixels reached the latents 75% off fp32's gradient (relative error; 13% of it 0), 0.5% off scaled. A power of
+# two: exact for fp32 and bf16, which have the range. Divided by 8 after a step whose gradient overflowed.
+GRAD_SCALE = 2.0**10
+
 
 @dataclass
 class FixSettings:
@@ -472,6 +479,7 @@ def fix_latents(
                      if settings.lr_decay == "cosine" else None)  # fmt: skip
             history: list[dict[str, float]] = []
             bad_steps = 0
+            grad_scale = GRAD_SCALE
             _, before, preview_before = problem.evaluate(params, need_preview=True)
             fit = problem.critic_fit(preview_before.pop("window_points")) if critic is not None else None
             if fit is not None and fit["pck"] is not None and fit["pck"] < CRITIC_FIT_WARN:
@@ -484,11 +492,14 @@ def fix_latents(
             for step in range(settings.steps):
                 optimiser.zero_grad(set_to_none=True)
                 total, parts, extras = problem.evaluate(params, need_preview=on_step is not None, jitter=True)
-                total.backward()
+                (total * grad_scale).backward()
+                params.grad /= grad_scale  # params are fp32: exact, as is the scaling of an fp32 backward
                 if not torch.isfinite(params.grad).all():
-                    # e.g. RMS norms differentiated at an all-zero latent: skip those components, never spread NaN
+                    # e.g. RMS norms differentiated at an all-zero latent: skip those components, never spread NaN;
+                    # or a half-precision decoder overflowed: scale less from now on
                     bad_steps += 1
                     params.grad = torch.nan_to_num(params.grad, nan=0.0, posinf=0.0, neginf=0.0)
+                    grad_scale = max(1.0, grad_scale / 8)
                 optimiser.step()
                 if decay is not None:
                     decay.step()

@@ -219,6 +219,26 @@ def test_a_long_video_is_copied_once_whatever_the_steps():
     assert torch.equal(results[None].latents[:, :, outside], latents[:, :, outside])
 
 
+def test_a_half_precision_decoder_keeps_its_small_gradients():
+    """Through an fp16 gradient decoder (ComfyUI's Wan VAE on a GPU without bf16) the fix follows the fp32 one:
+    the fidelity term is a mean over the window's pixels, and its gradient, unscaled, falls below fp16's range.
+    Measured here: 0.21% off the fp32 edit unscaled, 0.01% with `GRAD_SCALE`."""
+    from test_nodes_glue import _comfy_like_vae, _TinyWanDecoder
+
+    from bgfs_core.codecs import ModuleCodec
+
+    torch.manual_seed(1)
+    decoder = _TinyWanDecoder()
+    half = _TinyWanDecoder().half()
+    half.load_state_dict({k: v.half() for k, v in decoder.state_dict().items()})
+    latents = torch.randn(1, 16, 6, 40, 60)
+    det = hand_detections(21, (320, 480), (40.0, 40.0, 440.0, 300.0))
+    settings = FixSettings(steps=6, mode="warp", chunk_frames=2, crop_jitter=0.0)  # the guide alone
+    edits = [fix_latents(latents, ModuleCodec.from_comfy_vae(_comfy_like_vae(m)), None, None, det, settings).latents
+             - latents for m in (decoder, half)]  # fmt: skip
+    assert float((edits[1] - edits[0]).norm() / edits[0].norm()) < 0.001
+
+
 def test_nothing_detected_is_a_clean_pass_through():
     codec = PixelCodec()
     latents = torch.rand(1, 3, 4, 32, 32) * 2 - 1
