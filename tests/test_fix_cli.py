@@ -183,8 +183,9 @@ def test_nothing_detected_passes_through_with_a_message(workdir, capsys):
     assert np.abs(read_video(out)[0].astype(int) - read_video(blank)[0].astype(int)).max() <= 2
 
 
-def _with_sound(path, frames: np.ndarray, fps: float) -> None:
-    """An mp4 of ``frames`` with an AAC tone as long as the frames, as a phone or an editor writes it."""
+def _with_sound(path, frames: np.ndarray, fps: float, late: int = 0) -> None:
+    """An mp4 of ``frames`` with an AAC tone as long as the frames, as a phone or an editor writes it. ``late``:
+    the picture starts that many frames after the sound, which is silent until then."""
     import av
 
     with av.open(str(path), "w") as out:
@@ -193,12 +194,12 @@ def _with_sound(path, frames: np.ndarray, fps: float) -> None:
         sound = out.add_stream("aac", rate=16000)
         for i, f in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(f, format="rgb24")
-            frame.pts = i
+            frame.pts = late + i
             out.mux(video.encode(frame))
         out.mux(video.encode(None))
-        t = np.arange(int(16000 * len(frames) / fps)) / 16000
-        tone = av.AudioFrame.from_ndarray((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None], format="flt",
-                                          layout="mono")  # fmt: skip
+        t = np.arange(int(16000 * (late + len(frames)) / fps)) / 16000
+        wave = np.where(t < late / fps, 0.0, 0.3 * np.sin(2 * np.pi * 440 * t))
+        tone = av.AudioFrame.from_ndarray(wave.astype(np.float32)[None], format="flt", layout="mono")
         tone.sample_rate, tone.pts = 16000, 0
         for packet in [*sound.encode(tone), *sound.encode(None)]:
             out.mux(packet)
@@ -229,6 +230,26 @@ def test_the_sound_of_the_input_is_kept_and_cut_to_the_frames(workdir, hand_vide
     gif = workdir / "with_sound_fixed.gif"
     assert main(["fix", "--in", str(src), "--out", str(gif), "--max-frames", "5", "--steps", "1", "--quiet"]) == 0
     assert "Sound: the input's sound was left out: .gif holds none (use .mp4)." in capsys.readouterr().out
+
+
+def test_the_sound_keeps_step_with_a_picture_that_starts_late(workdir, hand_video_frames, capsys):
+    """A source whose first frame comes 1 s into its sound: the output's time 0 is that frame, so its sound starts
+    1 s into the source's (the tone, not the silence before it)."""
+    import av
+
+    src = workdir / "late_picture.mp4"
+    _with_sound(src, hand_video_frames[:20], 10.0, late=10)
+    with av.open(str(src)) as c:
+        assert float(c.streams.video[0].start_time * c.streams.video[0].time_base) == 1.0
+    out = workdir / "late_picture_fixed.mp4"
+    assert main(["fix", "--in", str(src), "--out", str(out), "--max-frames", "9", "--steps", "1", "--no-guard",
+                 "--quiet"]) == 0  # fmt: skip
+    with av.open(str(out)) as c:
+        sound = c.streams.audio[0]
+        seconds = float(sound.duration * sound.time_base)
+        pcm = np.concatenate([f.to_ndarray()[0] for f in c.decode(sound)])
+    assert 0.8 <= seconds <= 1.0
+    assert np.sqrt(np.mean(pcm[:4800] ** 2)) > 0.1, "the first 0.3 s must be the tone heard with the first frame"
 
 
 def test_fps_gives_a_folder_of_frames_its_frame_rate(workdir, hand_video_frames, capsys):
