@@ -63,10 +63,10 @@ def roi_crop(frames, boxes, out_hw=128):
     import torch.nn.functional as F
 
     f, _, h, w = frames.shape
-    b = torch.as_tensor(boxes, dtype=frames.dtype)
+    b = torch.as_tensor(boxes, dtype=frames.dtype, device=frames.device)
     cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
     sx, sy = (b[:, 2] - b[:, 0]) / 2, (b[:, 3] - b[:, 1]) / 2
-    theta = torch.zeros(f, 2, 3, dtype=frames.dtype)
+    theta = torch.zeros(f, 2, 3, dtype=frames.dtype, device=frames.device)
     theta[:, 0, 0], theta[:, 0, 2] = sx / (w / 2), (cx - w / 2) / (w / 2)
     theta[:, 1, 1], theta[:, 1, 2] = sy / (h / 2), (cy - h / 2) / (h / 2)
     grid = F.affine_grid(theta, (f, 3, out_hw, out_hw), align_corners=False)
@@ -96,8 +96,8 @@ HALF = {"bf16": "bfloat16", "fp16": "float16"}  # +bf16 / +fp16: the decoder the
 
 
 def one(config: str, frames: int, roi: int, chunk: int, height: int, width: int, base_dim: int | None = None,
-        vae: str = "2.1") -> dict:
-    """Run one step in this process; return timings and memory."""
+        vae: str = "2.1", device: str = "cpu") -> dict:
+    """Run one step in this process; return timings and memory (on a CUDA device: the device's, from torch)."""
     import numpy as np
     import torch
 
@@ -125,11 +125,16 @@ def one(config: str, frames: int, roi: int, chunk: int, height: int, width: int,
         tae = ModuleCodec(load_taehv(os.environ["COMFYUI_DIR"], c), latent_channels=c, spatial_ratio=r, signed=False,
                           name="TAEHV")
         codec = GradientProxyCodec(codec, tae)
-    critic = stand_in_critic().eval().requires_grad_(False)
+    dev = torch.device(device)
+    for module in (getattr(codec, "vae", None), getattr(getattr(codec, "grad", None), "module", None),
+                   getattr(getattr(codec, "real", None), "vae", None)):  # fmt: skip
+        if module is not None:
+            module.to(dev)
+    critic = stand_in_critic().eval().requires_grad_(False).to(dev)
     t = codec.latent_frames(frames)
     ratio = codec.spatial_ratio
     z = torch.randn(1, codec.latent_channels, t, height // ratio, width // ratio,
-                    generator=torch.Generator().manual_seed(0))  # fmt: skip
+                    generator=torch.Generator().manual_seed(0)).to(dev)  # fmt: skip
     # A hand-sized ROI drifting slowly across the middle of the frame.
     cx = width / 2 + 40 * np.sin(np.arange(frames) / 10)
     cy = height / 2 + 20 * np.cos(np.arange(frames) / 10)
@@ -140,7 +145,11 @@ def one(config: str, frames: int, roi: int, chunk: int, height: int, width: int,
         win = window_from_boxes(codec, z.shape, boxes)
     pw = pixel_box_of_window(win)
     local = boxes[pw.frame0:pw.frame1] - np.array([pw.x0, pw.y0, pw.x0, pw.y0])
-    rss0 = proc_status_gb("VmRSS")
+    cuda = dev.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+    rss0 = torch.cuda.memory_allocated(dev) / 2**30 if cuda else proc_status_gb("VmRSS")
     zz = z.requires_grad_(True)
     t0 = time.perf_counter()
     keep = next((e[4:] for e in extras if e.startswith("keep")), None)
@@ -149,13 +158,18 @@ def one(config: str, frames: int, roi: int, chunk: int, height: int, width: int,
                         keep_states=None if keep is None else 10**9 if keep == "all" else int(keep))
     heat = critic(roi_crop(dec, local))
     loss = heat.square().mean()
+    if cuda:
+        torch.cuda.synchronize(dev)
     t1 = time.perf_counter()
     loss.backward()
+    if cuda:
+        torch.cuda.synchronize(dev)
     t2 = time.perf_counter()
     assert zz.grad is not None and torch.isfinite(zz.grad).all()
     return {"config": name, "frames": frames, "roi": roi, "window_px": f"{dec.shape[3]}x{dec.shape[2]}",
             "decoded_px": f"{(win.cx1 - win.cx0) * ratio}x{(win.cy1 - win.cy0) * ratio}", "fwd_s": t1 - t0,
-            "bwd_s": t2 - t1, "step_s": t2 - t0, "peak_gb": proc_status_gb("VmHWM"), "model_rss_gb": rss0}
+            "bwd_s": t2 - t1, "step_s": t2 - t0, "model_rss_gb": rss0,
+            "peak_gb": torch.cuda.max_memory_allocated(dev) / 2**30 if cuda else proc_status_gb("VmHWM")}
 
 
 def receptive_field(vae: str = "2.1") -> None:
@@ -229,10 +243,13 @@ def main() -> int:
     p.add_argument("--width", type=int, default=832)
     p.add_argument("--timeout", type=int, default=900, help="seconds per configuration")
     p.add_argument("--mem-limit-gb", type=float, default=20.0, help="stop a step whose resident memory passes this")
+    p.add_argument("--device", default="cpu",
+                   help="cpu or cuda[:N]; on CUDA the memory columns are the device's (torch's allocations)")
     p.add_argument("--one", nargs=3, metavar=("CONFIG", "FRAMES", "ROI"), help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.one:
-        print(json.dumps(one(a.one[0], int(a.one[1]), int(a.one[2]), a.chunk, a.height, a.width, a.base_dim, a.vae)))
+        print(json.dumps(one(a.one[0], int(a.one[1]), int(a.one[2]), a.chunk, a.height, a.width, a.base_dim, a.vae,
+                             a.device)))  # fmt: skip
         return 0
     configs = a.configs.split(",")
     if "rf" in configs:
@@ -250,7 +267,7 @@ def main() -> int:
                 if config.startswith("full") and roi != int(a.roi.split(",")[0]):
                     continue  # the full-frame step does not depend on the ROI size
                 cmd = [sys.executable, __file__, "--one", config, str(frames), str(roi), "--chunk", str(a.chunk),
-                       "--vae", a.vae, "--height", str(a.height), "--width", str(a.width)]
+                       "--vae", a.vae, "--height", str(a.height), "--width", str(a.width), "--device", a.device]
                 cmd += [] if a.base_dim is None else ["--base-dim", str(a.base_dim)]
                 status, out, err = run_limited(cmd, a.timeout, a.mem_limit_gb)
                 if status:

@@ -11,11 +11,15 @@ their device, and every operation that mixes them with CPU tensors raises as CUD
 
 So a test finds where a host-side tensor meets a device-side one without a GPU. Values are computed on the CPU, so
 results can be compared with a CPU run bit for bit. Speed, memory and CUDA's own kernels are not simulated.
+
+With ``BGFS_TEST_DEVICE`` set (e.g. ``cuda``), `other_device()` gives that real device instead and `stand_in()` is
+False: the same tests then run on a GPU where there is one, with tolerances for its own arithmetic.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -155,8 +159,17 @@ class _Moves(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+def stand_in() -> bool:
+    """Whether `other_device()` is the stand-in (no ``BGFS_TEST_DEVICE``): its results equal the CPU's exactly."""
+    return not os.environ.get("BGFS_TEST_DEVICE")
+
+
 @contextlib.contextmanager
 def other_device() -> Iterator[torch.device]:
-    """Within: `DEVICE` holds data like a GPU would, and host/device mix-ups raise as on CUDA."""
+    """Within: `DEVICE` holds data like a GPU would, and host/device mix-ups raise as on CUDA (or, with
+    ``BGFS_TEST_DEVICE``, that real device)."""
+    if not stand_in():
+        yield torch.device(os.environ["BGFS_TEST_DEVICE"])
+        return
     with _Dispatch(), _Moves():
         yield DEVICE

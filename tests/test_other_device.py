@@ -2,7 +2,8 @@
 
 No GPU here, so `other_device` stands in for one: tensors on it hold CPU data, and every place where a host tensor
 meets a device tensor raises as CUDA would (and ``.numpy()`` of a device tensor does). Each run is compared with
-the same run on the CPU. What it cannot show: CUDA's own kernels, speed and memory.
+the same run on the CPU. What it cannot show: CUDA's own kernels, speed and memory. With ``BGFS_TEST_DEVICE=cuda``
+the same tests run on a real GPU, compared with the CPU within tolerances (`close`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pytest
 import test_generate
 import test_nodes_glue
 import torch
-from other_device import OnDevice, other_device
+from other_device import OnDevice, other_device, stand_in
 from test_fixer import TINY, hand_detections, random_critic
 
 from bgfs_core.codecs import DiffusersWanCodec, PixelCodec
@@ -24,13 +25,21 @@ small_roi, tiny_critic = test_nodes_glue.small_roi, test_nodes_glue.tiny_critic 
 models = test_generate.models  # tiny Wan pipelines saved like the Hugging Face repos
 
 
+def close(a: torch.Tensor, b: torch.Tensor, atol: float = 0.0, gpu_atol: float = 0.05) -> bool:
+    """``a`` as the CPU's ``b``: within ``atol`` on the stand-in (0: bit for bit), and on a real GPU, whose kernels
+    round otherwise (and an optimiser's steps carry that on), within ``gpu_atol`` on average."""
+    if not stand_in():
+        return float((a.float() - b.float()).abs().mean()) <= gpu_atol
+    return torch.equal(a, b) if atol == 0 else torch.allclose(a, b, atol=atol)
+
+
 def test_the_stand_in_device_refuses_what_cuda_refuses():
     """The harness itself: a test that passes under it has met each of these checks."""
     layer = torch.nn.Linear(4, 2)
     x = torch.randn(3, 4)
     with other_device() as dev:
         on = copy.deepcopy(layer).to(dev)
-        assert on.weight.device == dev and isinstance(on.weight, OnDevice)
+        assert on.weight.device == dev and (isinstance(on.weight, OnDevice) or not stand_in())
         y = x.to(dev).requires_grad_(True)
         out = on(y)
         assert out.device == dev and isinstance(float(out.sum()), float)
@@ -51,7 +60,7 @@ def test_the_stand_in_device_refuses_what_cuda_refuses():
         assert torch.equal(torch.zeros(2, device=dev).cpu(), torch.zeros(2))
         assert torch.tensor([1.0, 2.0], device=dev).device == dev and x.new_tensor([1.0], device=dev).device == dev
     host_out = layer(x)  # the same numbers as on the CPU
-    assert torch.equal(host, host_out.detach())
+    assert close(host, host_out.detach(), gpu_atol=1e-5)
 
 
 @pytest.mark.parametrize("mode", ["warp", "latent"])
@@ -67,7 +76,7 @@ def test_the_fix_runs_on_another_device_with_the_video_on_the_cpu(mode):
     with other_device() as dev:
         result = fix_latents(latents, codec, copy.deepcopy(critic).to(dev), spec, det, settings, device=dev)
     assert type(result.latents) is torch.Tensor and result.latents.device.type == "cpu"
-    assert torch.equal(result.latents, on_cpu.latents) and result.report["changed"]
+    assert close(result.latents, on_cpu.latents) and result.report["changed"]
     assert result.preview["after_heatmaps"].shape == on_cpu.preview["after_heatmaps"].shape
 
 
@@ -87,7 +96,7 @@ def test_the_fix_decodes_through_a_wan_vae_on_another_device(channels):
         result = fix_latents(latents, on_device, copy.deepcopy(critic).to(dev), spec, det, settings, device=dev)
     assert result.latents.device.type == "cpu" and result.report["changed"]
     # composite ops (norms, attention) reach the stand-in decomposed: float noise, not another result
-    assert torch.allclose(result.latents, on_cpu.latents, atol=1e-3)
+    assert close(result.latents, on_cpu.latents, atol=1e-3)
 
 
 def test_critic_training_runs_on_another_device(tmp_path, data_dir):
@@ -106,10 +115,10 @@ def test_critic_training_runs_on_another_device(tmp_path, data_dir):
         result = train_critic(cfg, tmp_path / "device", epochs=2, progress=False, device=dev)
     assert [h["epoch"] for h in result.history] == [1, 2] and result.best_epoch == on_cpu.best_epoch
     for h, ref in zip(result.history, on_cpu.history):  # float noise of decomposed ops, as above
-        assert h == pytest.approx(ref, rel=1e-5)
+        assert h == pytest.approx(ref, rel=1e-5 if stand_in() else 0.05)
     a, _, _ = load_critic(result.best_path)
     b, _, _ = load_critic(on_cpu.best_path)
-    assert all(torch.allclose(x, y, atol=1e-5) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert all(close(x, y, atol=1e-5, gpu_atol=1e-3) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
 def test_the_nodes_fixes_run_on_the_hosts_device(small_roi, tiny_critic, hand_video_frames):
@@ -134,16 +143,16 @@ def test_the_nodes_fixes_run_on_the_hosts_device(small_roi, tiny_critic, hand_vi
             latent, result = glue.run_fix({"samples": samples}, vae, tiny_critic, small_roi, _settings())
             fixed, result_frames = glue.run_fix_frames(images, tiny_critic, small_roi, _settings(), device=dev)
     assert type(latent["samples"]) is torch.Tensor and latent["samples"].device.type == "cpu"
-    assert torch.allclose(latent["samples"], latent_cpu["samples"], atol=1e-5) and result.report["changed"]
+    assert close(latent["samples"], latent_cpu["samples"], atol=1e-5) and result.report["changed"]
     assert type(fixed) is torch.Tensor and fixed.device.type == "cpu" and result_frames.report["changed"]
-    assert torch.equal(fixed, images_cpu)
+    assert close(fixed, images_cpu, gpu_atol=0.01)
     # ComfyUI --novram (or a partial load): the VAE's weights stay on the CPU, streamed, though its device is the GPU
     with other_device() as dev:
         vae = _comfy_like_vae(decoder)
         vae.device = dev
         with torch.inference_mode():
             latent, _ = glue.run_fix({"samples": samples}, vae, tiny_critic, small_roi, _settings())
-    assert torch.allclose(latent["samples"], latent_cpu["samples"], atol=1e-5)
+    assert close(latent["samples"], latent_cpu["samples"], atol=1e-5)
     assert decoder.proj.weight.device.type == "cpu", "ComfyUI's own model is left where it was"
 
 
@@ -160,8 +169,8 @@ def test_generation_runs_on_another_device(models):
         for module in (pipe.transformer, pipe.transformer_2, pipe.vae):
             torch.nn.Module.to(module, dev)
         frames, latents = g.generate_video(pipe, **kw)
-    assert latents.device.type == "cpu" and torch.allclose(latents, latents_cpu, atol=1e-4)
-    assert np.abs(frames.astype(int) - frames_cpu).max() <= 1
+    assert latents.device.type == "cpu" and close(latents, latents_cpu, atol=1e-4, gpu_atol=0.01)
+    assert np.abs(frames.astype(int) - frames_cpu).max() <= (1 if stand_in() else 8)
 
 
 def test_bgfs_fix_runs_on_another_device(tmp_path, capsys):
@@ -192,5 +201,7 @@ def test_bgfs_fix_runs_on_another_device(tmp_path, capsys):
                      "--device", str(dev)]) == 0, capsys.readouterr()  # fmt: skip
     reports = {n: json.loads((tmp_path / f"{n}_report" / "report.json").read_text()) for n in ("cpu", "device", "latents")}
     assert reports["device"]["fixer"]["changed"] and reports["latents"]["fixer"]["changed"]
-    assert reports["device"]["judge"] == reports["cpu"]["judge"]
-    assert np.array_equal(read_video(tmp_path / "device.mp4")[0], read_video(tmp_path / "cpu.mp4")[0])
+    videos = [torch.from_numpy(read_video(tmp_path / f"{n}.mp4")[0]) for n in ("device", "cpu")]
+    assert close(*videos, gpu_atol=2.0)  # uint8 levels
+    if stand_in():
+        assert reports["device"]["judge"] == reports["cpu"]["judge"]
