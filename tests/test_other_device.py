@@ -156,18 +156,21 @@ def test_the_nodes_fixes_run_on_the_hosts_device(small_roi, tiny_critic, hand_vi
     assert decoder.proj.weight.device.type == "cpu", "ComfyUI's own model is left where it was"
 
 
-def test_generation_runs_on_another_device(models):
-    """`bgfs generate --prompt-embeds` with the pipeline on the GPU: the embeddings are read to the CPU."""
+@pytest.mark.parametrize("model,image", [("t2v", None), ("i2v", "handSrc.jpg"), ("ti2v", "handDst.jpg")])
+def test_generation_runs_on_another_device(models, data_dir, model, image):
+    """`bgfs generate --prompt-embeds` with the pipeline on the GPU (A14B's two experts, I2V's first frame,
+    TI2V-5B's 48 channels): the embeddings and the image are read to the CPU."""
     from bgfs_core import generate as g
 
     pe, ne = test_generate._embeds()
-    kw = {"prompt_embeds": pe, "negative_prompt_embeds": ne, "num_frames": 5, "height": 32, "width": 32, "steps": 2,
-          "guidance_scale": 5.0, "seed": 7}  # fmt: skip
-    pipe = g.load_pipeline(models["t2v"], device="cpu", text_encoder=False)
+    kw = {"prompt_embeds": pe, "negative_prompt_embeds": ne, "num_frames": 5, "height": 32, "width": 64, "steps": 2,
+          "guidance_scale": 5.0, "seed": 7, "image": data_dir / "images" / image if image else None}  # fmt: skip
+    pipe = g.load_pipeline(models[model], device="cpu", image=image is not None, text_encoder=False)
     frames_cpu, latents_cpu = g.generate_video(pipe, **kw)
     with other_device() as dev:
         for module in (pipe.transformer, pipe.transformer_2, pipe.vae):
-            torch.nn.Module.to(module, dev)
+            if module is not None:
+                torch.nn.Module.to(module, dev)
         frames, latents = g.generate_video(pipe, **kw)
     assert latents.device.type == "cpu" and close(latents, latents_cpu, atol=1e-4, gpu_atol=0.01)
     assert np.abs(frames.astype(int) - frames_cpu).max() <= (1 if stand_in() else 8)
