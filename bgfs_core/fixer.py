@@ -56,7 +56,8 @@ CRITIC_FIT_WARN = 0.5
 # gradient decoder (ComfyUI's Wan VAE on a GPU without bf16) otherwise loses small gradients below fp16's range.
 # The fidelity term is a mean over the window's pixels: through a small Wan 2.1 VAE in fp16, a mean over 440k
 # pixels reached the latents 75% off fp32's gradient (relative error; 13% of it 0), 0.5% off scaled. A power of
-# two: exact for fp32 and bf16, which have the range. Divided by 8 after a step whose gradient overflowed.
+# two: exact for fp32 and bf16, which have the range. A step whose scaled gradient is not finite is taken again
+# unscaled; if that one is finite, the scaled one overflowed, and the scale is divided by 8 from then on.
 GRAD_SCALE = 2.0**10
 
 
@@ -489,17 +490,25 @@ def fix_latents(
                     "on footage like this (best: the same subject without the failure), or fix without a critic and "
                     "let the guide alone move the region"
                 )
-            for step in range(settings.steps):
+
+            def gradient(scale: float) -> tuple[torch.Tensor, dict, dict]:
                 optimiser.zero_grad(set_to_none=True)
                 total, parts, extras = problem.evaluate(params, need_preview=on_step is not None, jitter=True)
-                (total * grad_scale).backward()
-                params.grad /= grad_scale  # params are fp32: exact, as is the scaling of an fp32 backward
+                (total * scale).backward()
+                params.grad /= scale  # params are fp32: exact, as is the scaling of an fp32 backward
+                return total, parts, extras
+
+            for step in range(settings.steps):
+                total, parts, extras = gradient(grad_scale)
+                if grad_scale > 1 and not torch.isfinite(params.grad).all():
+                    # a half-precision decoder overflowed, or the gradient is not finite anyway: unscaled tells
+                    total, parts, extras = gradient(1.0)
+                    if torch.isfinite(params.grad).all():  # it overflowed: scale less from now on
+                        grad_scale = max(1.0, grad_scale / 8)
                 if not torch.isfinite(params.grad).all():
-                    # e.g. RMS norms differentiated at an all-zero latent: skip those components, never spread NaN;
-                    # or a half-precision decoder overflowed: scale less from now on
+                    # e.g. RMS norms differentiated at an all-zero latent: skip those components, never spread NaN
                     bad_steps += 1
                     params.grad = torch.nan_to_num(params.grad, nan=0.0, posinf=0.0, neginf=0.0)
-                    grad_scale = max(1.0, grad_scale / 8)
                 optimiser.step()
                 if decay is not None:
                     decay.step()

@@ -239,6 +239,50 @@ def test_a_half_precision_decoder_keeps_its_small_gradients():
     assert float((edits[1] - edits[0]).norm() / edits[0].norm()) < 0.001
 
 
+class _HalfRange(torch.autograd.Function):
+    """The identity, whose backward overflows past ``LIMIT`` as fp16 does past 65504."""
+
+    LIMIT = 10.0
+    seen: list = []
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        _HalfRange.seen.append(float(g.abs().max()))
+        return torch.where(g.abs() > _HalfRange.LIMIT, torch.full_like(g, float("inf")), g)
+
+
+def test_a_step_whose_scaled_gradient_overflows_is_taken_unscaled():
+    """`GRAD_SCALE` must not cost a step: where the scaled gradient overflows a half-precision decoder's range, the
+    step is taken again unscaled and the scale shrinks, so the fix is the one without any overflow, bit for bit,
+    and no step is reported as non-finite."""
+    from test_nodes_glue import _comfy_like_vae, _TinyWanDecoder
+
+    from bgfs_core.codecs import ModuleCodec
+
+    class Overflowing(_TinyWanDecoder):
+        def decode(self, z):
+            return super().decode(_HalfRange.apply(z))
+
+    torch.manual_seed(1)
+    plain = _TinyWanDecoder()
+    overflowing = Overflowing()
+    overflowing.load_state_dict(plain.state_dict())
+    latents = torch.randn(1, 16, 2, 9, 12)
+    det = hand_detections(5, (72, 96), (8.0, 8.0, 60.0, 60.0))
+    critic, spec = random_critic()
+    settings = FixSettings(steps=4, lr=0.05, mode="latent", keypoint_conf=0.0, chunk_frames=1, crop_jitter=0.0)
+    results = [fix_latents(latents, ModuleCodec.from_comfy_vae(_comfy_like_vae(m)), critic, spec, det, settings)
+               for m in (plain, overflowing)]  # fmt: skip
+    seen = _HalfRange.seen  # the largest gradient of each backward pass through the overflowing decoder
+    assert len(seen) > settings.steps and max(seen) > _HalfRange.LIMIT, "some scaled steps overflowed"
+    assert torch.equal(results[1].latents, results[0].latents)
+    assert not any("non-finite" in w for w in results[1].report["warnings"])
+
+
 def test_nothing_detected_is_a_clean_pass_through():
     codec = PixelCodec()
     latents = torch.rand(1, 3, 4, 32, 32) * 2 - 1
