@@ -74,8 +74,9 @@ def load_fix_models(cfg: Config, req: FixVideoRequest) -> FixModels:
 
 
 def grad_dtype_for(name: str, device: str) -> Any:
-    """The torch dtype of the decoder the gradients go through: ``auto`` is what ComfyUI loads the Wan VAE in
-    (bf16 on a GPU that has it, else fp16) and fp32 on the CPU, where bf16 only pays off with native support."""
+    """The torch dtype of the decoder the gradients go through: ``auto`` is bf16 on a GPU that computes it natively
+    (as ComfyUI loads the Wan VAE there), else fp32: fp16 only when asked, since ComfyUI itself keeps the VAE in
+    fp32 on GPUs where fp16 breaks (GTX 16xx, Pascal), and bf16 only pays off on a CPU with native support."""
     import torch
 
     from .generate import resolve_dtype
@@ -85,11 +86,11 @@ def grad_dtype_for(name: str, device: str) -> Any:
     cuda = str(device).startswith("cuda")
     if name == "fp16" and not cuda:
         raise BGFSError(f"--grad-dtype fp16 needs a CUDA device (--device is {device}); use fp32 or bf16")
-    if name == "auto":  # not generate's auto (bf16 on any GPU): ComfyUI's choice for the Wan VAE
+    if name == "auto":  # not generate's auto (bf16 on any GPU)
         name = "fp32"
-        if cuda:  # bf16 where the GPU computes it natively (Ampere on); emulated it is slow: fp16 there
+        if cuda:  # native bf16 (Ampere on); emulated it is slow
             with torch.cuda.device(torch.device(device)):
-                name = "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
+                name = "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp32"
     return resolve_dtype(name, device)
 
 

@@ -336,6 +336,23 @@ def test_wan_codec_rejects_frame_counts_off_the_4k_plus_1_rule(workdir, capsys):
     assert not out.exists()
 
 
+def test_grad_dtype_auto_is_bf16_where_the_gpu_computes_it_else_fp32(monkeypatch):
+    """On a GPU whose bf16 is only emulated (Turing, Volta: `is_bf16_supported()` says yes) ``auto`` takes fp32, not
+    slow bf16 nor fp16, which ComfyUI itself avoids for the VAE where it breaks (GTX 16xx, Pascal)."""
+    import contextlib
+
+    from bgfs_core.fix_video import grad_dtype_for
+
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())  # no GPU here to select
+    for native, expected in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported",
+                            lambda including_emulation=True, native=native: native or including_emulation)  # fmt: skip
+        assert grad_dtype_for("auto", "cuda:0") == expected
+    assert grad_dtype_for("fp16", "cuda") == torch.float16 and grad_dtype_for("auto", "cpu") == torch.float32
+    with pytest.raises(BGFSError, match="fp16 needs a CUDA device"):
+        grad_dtype_for("fp16", "cpu")
+
+
 @pytest.mark.parametrize("grad_dtype", ["fp32", "bf16"])
 def test_grad_dtype_picks_the_decoder_the_gradients_go_through(workdir, grad_dtype):
     """``--model-id`` end to end on 9 real frames; ``--grad-dtype bf16`` optimises through a bf16 copy of the VAE

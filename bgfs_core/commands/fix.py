@@ -46,8 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report-dir", default=None, help="where report.json and the plots go (default: OUT_report/)")
     p.add_argument("--device", default="cpu", help="torch device for the codec and critic (cpu, cuda, ...)")
     p.add_argument("--grad-dtype", choices=GRAD_DTYPES, default="auto",
-                   help="dtype of the VAE copy the gradients go through (auto: bf16 on a GPU that has it, else fp16; "
-                   "fp32 on the CPU); bf16 took ~0.6x the step's time and memory on a CPU with native bf16. The "
+                   help="dtype of the VAE copy the gradients go through (auto: bf16 on a GPU that computes it "
+                   "natively, else fp32); bf16 took ~0.6x the step's time and memory on a CPU with native bf16. The "
                    "result is decoded and judged with the fp32 VAE")
     p.add_argument("--no-guard", action="store_true",
                    help="write the edit even when MediaPipe finds its geometry (detection, jitter, bone lengths, "
