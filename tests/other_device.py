@@ -4,13 +4,16 @@
 created on it or moved to it (factories, ``.to``, ``Module.to``) are CPU tensors underneath that report ``meta`` as
 their device, and every operation that mixes them with CPU tensors raises as CUDA would:
 
-- an operation on tensors of both devices raises "Expected all tensors to be on the same device" (CPU 0-dim
-  tensors and CPU index tensors are allowed, as on CUDA);
+- an operation on tensors of both devices raises "Expected all tensors to be on the same device" (as on CUDA, a
+  CPU 0-dim tensor is allowed in an elementwise operation, and CPU indices in indexing, but device indices into a
+  CPU tensor are not);
 - ``.numpy()`` / ``np.asarray`` raise "can't convert ... to numpy" (``.item()``, ``float()``, ``bool()`` work);
 - a random draw on the device with a CPU ``torch.Generator`` raises.
 
 So a test finds where a host-side tensor meets a device-side one without a GPU. Values are computed on the CPU, so
-results can be compared with a CPU run bit for bit. Speed, memory and CUDA's own kernels are not simulated.
+results can be compared with a CPU run bit for bit. Speed, memory and CUDA's own kernels are not simulated, and
+the device's type is ``meta``: code that branches on ``"cuda"`` (half-precision choices, ``torch.cuda`` calls)
+takes its other branch here.
 
 With ``BGFS_TEST_DEVICE`` set (e.g. ``cuda``), `other_device()` gives that real device instead and `stand_in()` is
 False: the same tests then run on a GPU where there is one, with tolerances for its own arithmetic.
@@ -81,17 +84,20 @@ def _host_index(index: Any) -> Any:
 
 
 def _run(func: Any, args: tuple, kwargs: dict) -> Any:
-    on_device, on_host = False, False
+    on_device, on_host, device_index = False, False, False
+
+    pointwise = torch.Tag.pointwise in getattr(func, "tags", ())
 
     def unwrap(x: Any, checked: bool = True) -> Any:
-        nonlocal on_device, on_host
+        nonlocal on_device, on_host, device_index
         if isinstance(x, OnDevice):
             on_device = on_device or checked
+            device_index = device_index or not checked
             return x.host
         if isinstance(x, torch.Tensor) and x.device.type == DEVICE.type:
             raise AssertionError(f"a real {DEVICE} tensor (no data) reached {func}: other_device() misses a way "
                                  "tensors are made on the device")  # fmt: skip
-        if isinstance(x, torch.Tensor) and x.dim() > 0 and checked:
+        if isinstance(x, torch.Tensor) and checked and (x.dim() > 0 or not pointwise):
             on_host = True
         if isinstance(x, torch.device) and x.type == DEVICE.type:
             return torch.device("cpu")
@@ -106,6 +112,8 @@ def _run(func: Any, args: tuple, kwargs: dict) -> Any:
     if to_device and generator is not None and generator.device.type != DEVICE.type:
         raise RuntimeError(f"Expected a '{DEVICE.type}' device type for generator but found 'cpu'")
     host_kwargs = tree_map(unwrap, kwargs)
+    if device_index and not on_device:
+        raise RuntimeError("indices should be either on cpu or on the same device as the indexed tensor (cpu)")
     if on_device and on_host and func not in _MIXED:
         where = [f"{'device' if isinstance(a, OnDevice) else 'cpu'} {list(a.shape)}"
                  for a in args if isinstance(a, torch.Tensor)]  # fmt: skip

@@ -72,10 +72,13 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> dict[str, Path]:
+    return build_models(tmp_path_factory.mktemp("wan_models"))
+
+
+def build_models(root: Path) -> dict[str, Path]:
     """Three tiny Wan models saved like the Hugging Face repos (model_index.json + one folder per component)."""
     from diffusers import WanImageToVideoPipeline, WanPipeline
 
-    root = tmp_path_factory.mktemp("wan_models")
     torch.manual_seed(0)
     tokenizer, encoder = _tiny_text_encoder()
     t2v = WanPipeline(tokenizer=tokenizer, text_encoder=encoder, vae=_tiny_vae(False), scheduler=_scheduler(),

@@ -12,7 +12,6 @@ import copy
 
 import numpy as np
 import pytest
-import test_generate
 import test_nodes_glue
 import torch
 from other_device import OnDevice, other_device, stand_in
@@ -22,7 +21,6 @@ from bgfs_core.codecs import DiffusersWanCodec, PixelCodec
 from bgfs_core.fixer import FixSettings, fix_latents
 
 small_roi, tiny_critic = test_nodes_glue.small_roi, test_nodes_glue.tiny_critic  # the nodes' fixtures
-models = test_generate.models  # tiny Wan pipelines saved like the Hugging Face repos
 
 
 def close(a: torch.Tensor, b: torch.Tensor, atol: float = 0.0, gpu_atol: float = 0.05) -> bool:
@@ -49,8 +47,12 @@ def test_the_stand_in_device_refuses_what_cuda_refuses():
         assert type(host) is torch.Tensor and np.asarray(host).shape == (3, 2)
         with pytest.raises(RuntimeError, match="same device"):
             out + torch.ones(3, 2)
-        assert (out + torch.tensor(1.0)).device == dev  # a CPU scalar tensor is allowed, as on CUDA
+        assert (out + torch.tensor(1.0)).device == dev  # a CPU scalar tensor is allowed elementwise, as on CUDA
+        with pytest.raises(RuntimeError, match="same device"):  # but not where CUDA checks every argument
+            torch.stack([out.sum(), torch.tensor(1.0)])
         assert out[torch.tensor([0, 2])].shape == (2, 2) and out[[0, 1]].shape == (2, 2)  # so are CPU indices
+        with pytest.raises(RuntimeError, match="indices"):  # device indices into a CPU tensor are not
+            x[torch.tensor([0, 2]).to(dev)]
         with pytest.raises(TypeError, match="numpy"):
             out.detach().numpy()
         with pytest.raises(TypeError, match="numpy"):
@@ -83,6 +85,7 @@ def test_the_fix_runs_on_another_device_with_the_video_on_the_cpu(mode):
 @pytest.mark.parametrize("channels", [16, 48])
 def test_the_fix_decodes_through_a_wan_vae_on_another_device(channels):
     """Latents on the CPU (a `bgfs fix --latents` file), the VAE and the critic on the device."""
+    pytest.importorskip("diffusers")
     codec = DiffusersWanCodec.from_config(TINY[channels], seed=0)
     s = codec.spatial_ratio
     latents = torch.randn(1, channels, 3, 64 // s, 96 // s, generator=torch.Generator().manual_seed(1))
@@ -156,13 +159,24 @@ def test_the_nodes_fixes_run_on_the_hosts_device(small_roi, tiny_critic, hand_vi
     assert decoder.proj.weight.device.type == "cpu", "ComfyUI's own model is left where it was"
 
 
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Tiny Wan pipelines saved like the Hugging Face repos (diffusers is an optional extra)."""
+    pytest.importorskip("diffusers")
+    from test_generate import build_models
+
+    return build_models(tmp_path_factory.mktemp("wan_models"))
+
+
 @pytest.mark.parametrize("model,image", [("t2v", None), ("i2v", "handSrc.jpg"), ("ti2v", "handDst.jpg")])
 def test_generation_runs_on_another_device(models, data_dir, model, image):
     """`bgfs generate --prompt-embeds` with the pipeline on the GPU (A14B's two experts, I2V's first frame,
     TI2V-5B's 48 channels): the embeddings and the image are read to the CPU."""
+    from test_generate import _embeds
+
     from bgfs_core import generate as g
 
-    pe, ne = test_generate._embeds()
+    pe, ne = _embeds()
     kw = {"prompt_embeds": pe, "negative_prompt_embeds": ne, "num_frames": 5, "height": 32, "width": 64, "steps": 2,
           "guidance_scale": 5.0, "seed": 7, "image": data_dir / "images" / image if image else None}  # fmt: skip
     pipe = g.load_pipeline(models[model], device="cpu", image=image is not None, text_encoder=False)

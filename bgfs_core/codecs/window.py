@@ -60,7 +60,9 @@ class LatentWindow:
 
     def local(self) -> LatentWindow:
         """This window on its own decoded region: for latents ``latents[window.decoded_slices]``, which is all that
-        `decode_window` reads, so a long video's full latents need not be where the decoding runs."""
+        `decode_window` reads, so a long video's full latents need not be where the decoding runs. It decodes the
+        same frames; its pixel coordinates (`pixel_box_of_window`) are the region's own, its first frame that of
+        the region's first latent frame, so map frames and boxes with the full window's."""
         t, h, w = self.decoded_shape
         return LatentWindow(t0=self.t0 - self.ct0, t1=t, y0=self.y0 - self.cy0, y1=self.y1 - self.cy0,
                             x0=self.x0 - self.cx0, x1=self.x1 - self.cx0, ct0=0, cy0=0, cy1=h, cx0=0, cx1=w,
@@ -331,7 +333,8 @@ def _warm_state(stream: Any, context: torch.Tensor, warm: dict | None) -> list:
 def decode_window(codec: LatentCodec, latents: torch.Tensor, window: LatentWindow, chunk_frames: int = 2,
                   checkpoint: bool = True, segments: bool = True, checkpoint_blocks: bool = True,
                   keep_states: int | None = None, warm: dict | None = None) -> torch.Tensor:
-    """Decode the core of ``window`` from full latents -> frames ``[F, 3, H, W]`` (see `pixel_box_of_window`).
+    """Decode the core of ``window`` from ``latents`` -> frames ``[F, 3, H, W]`` (see `pixel_box_of_window`): the
+    full latents, or only the window's decoded region with ``window.local()``.
 
     Decodes ``chunk_frames`` core latent frames at a time through the codec's gradient decoder. With a stream
     (`LatentCodec.grad_stream`: the Wan VAEs) the context frames ``ct0:t0`` run once without gradients to warm the
