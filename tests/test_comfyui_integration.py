@@ -227,8 +227,9 @@ def test_cancel_stops_mediapipe_within_a_frame(server):
             "backend": "solutions", "fps": fps}},
         "show": {"class_type": "PreviewImage", "inputs": {"images": ["detect", 2]}},
     }  # fmt: skip
+    # Cancel once MediaPipe has read 2 frames: its start (models loaded, the first frame's set-up) is not a frame
     entry, latency = _cancel_after(server, prompt, f"BGFS ROI Detect: full_body in {len(frames)} frames",
-                                   "ROI Detect", settle=2.0)
+                                   "ROI Detect", progress=("detect", 2))
     msgs = history_messages(entry)
     assert entry["status"]["status_str"] == "error", json.dumps(entry["status"])[:2000]
     assert msgs["execution_interrupted"]["node_type"] == "BGFSROIDetect", msgs
@@ -649,15 +650,21 @@ def test_score_node_scores_real_frames_and_gates(server, cpu_prompt):
                                    for label in sheet["labels"])  # fmt: skip
 
 
-def _cancel_after(server, prompt: dict, marker: str, what: str, settle: float = 0.0) -> tuple[dict, float]:
-    """Queue ``prompt``, wait until ``marker`` is in the server's log (and ``settle`` s more), press Cancel (POST
-    /interrupt): the prompt's history entry and the seconds from Cancel to its end."""
+def _cancel_after(server, prompt: dict, marker: str, what: str, settle: float = 0.0,
+                  progress: tuple[str, int] = ("", 0)) -> tuple[dict, float]:
+    """Queue ``prompt``, wait until ``marker`` is in the server's log (and ``settle`` s more, and until the progress
+    bar of node ``progress[0]`` reached ``progress[1]``), press Cancel (POST /interrupt): the prompt's history entry
+    and the seconds from Cancel to its end."""
+    listener = EventListener(server.port, "bgfs-cancel")
     log_start = len(server.log())
-    prompt_id = server.queue(prompt)
+    prompt_id = server.queue(prompt, client_id="bgfs-cancel")
     end = time.perf_counter() + 300
-    while marker not in server.log()[log_start:]:
-        assert time.perf_counter() < end, f"{what}: never saw {marker!r}:\n" + server.log()[-3000:]
+    node, done = progress
+    while marker not in server.log()[log_start:] or max(
+            (e["value"] for e in listener.of_type("progress") if e.get("node") == node), default=0) < done:  # fmt: skip
+        assert time.perf_counter() < end, f"{what}: never saw {marker!r}, {progress}:\n" + server.log()[-3000:]
         time.sleep(0.1)
+    listener.close()
     time.sleep(settle)
     sent = time.perf_counter()
     server.post("/interrupt", {})
