@@ -116,20 +116,17 @@ def one(config: str, frames: int, roi: int, chunk: int, height: int, width: int,
     config, *extras = config.split("+")
     half = next((HALF[e] for e in extras if e in HALF), None)
     widths = {} if base_dim is None else {"base_dim": base_dim}
+    dev = torch.device(device)
     codec = DiffusersWanCodec.from_config(wan_vae_config(vae, **widths), seed=0,
                                           dtype=getattr(torch, half) if half else None)  # fmt: skip
+    codec.vae.to(dev)
     if config == "window-taehv":
         c, r = codec.latent_channels, codec.spatial_ratio
         # the window the Fixer node decodes through a TAEHV: its own reach (4 cells, 2 latent frames); the README's
         # TAEHV rows before this used 6 cells and 4 latent frames
-        tae = ModuleCodec(load_taehv(os.environ["COMFYUI_DIR"], c), latent_channels=c, spatial_ratio=r, signed=False,
-                          name="TAEHV")
+        tae = ModuleCodec(load_taehv(os.environ["COMFYUI_DIR"], c).to(dev), latent_channels=c, spatial_ratio=r,
+                          signed=False, name="TAEHV")  # fmt: skip
         codec = GradientProxyCodec(codec, tae)
-    dev = torch.device(device)
-    for module in (getattr(codec, "vae", None), getattr(getattr(codec, "grad", None), "module", None),
-                   getattr(getattr(codec, "real", None), "vae", None)):  # fmt: skip
-        if module is not None:
-            module.to(dev)
     critic = stand_in_critic().eval().requires_grad_(False).to(dev)
     t = codec.latent_frames(frames)
     ratio = codec.spatial_ratio

@@ -425,6 +425,7 @@ def _write_png_folder(folder: Path, frames: np.ndarray, comment: str | None = No
         if not folder.exists():
             os.replace(tmp, folder)
             return
+        old = None
         if not folder.is_symlink() and all(_FRAME_NAME.fullmatch(f.name) for f in folder.iterdir()):
             # only frames written here before: swap the whole folder, so a stop leaves the old frames or the new
             old = folder.with_name(tmp.name + ".old")
@@ -432,8 +433,6 @@ def _write_png_folder(folder: Path, frames: np.ndarray, comment: str | None = No
                 os.replace(folder, old)
             except OSError:  # a mount point, a folder open elsewhere (Windows): replace the frames one by one
                 old = None
-        else:
-            old = None
         if old is not None:
             try:
                 os.replace(tmp, folder)

@@ -441,7 +441,7 @@ def _run_fix_frames_once(images: Any, critic: CriticData | None, roi: RoiData, s
         del z
         out = source.clone()
         changed = (new != old)[0].any(0)[..., None]  # [t, h, w, 1]: where the fix wrote
-        box = (slice(win.ct0, win.t1), slice(win.cy0, win.cy1), slice(win.cx0, win.cx1))
+        box = region[2:]  # (t, h, w) of the frames [T, H, W, 3]
         out[box] = torch.where(changed, codec.decode(new).permute(0, 2, 3, 1).float(), source[box])
     return out, result
 

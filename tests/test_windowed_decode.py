@@ -87,29 +87,20 @@ def test_windowed_decode_matches_full_decode(wan21):
     assert errs[2].mean() > 3 * errs[None].mean()
 
 
-class _MixingDecoder(torch.nn.Module):
-    """A decoder with no causal stream whose frames mix their neighbours' latents (a 3x3x3 convolution): decoded
-    in chunks that re-decode context frames before them, as TAEHV is."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(4)
-        self.conv = torch.nn.Conv3d(16, 3 * 64, 3, padding=1)
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        x = self.conv(z)
-        b, _, t, h, w = x.shape
-        x = x.view(b, 3, 8, 8, t, h, w).permute(0, 1, 4, 5, 2, 6, 3).reshape(b, 3, t, h * 8, w * 8)
-        return torch.tanh(torch.cat([x[:, :, :1], x[:, :, 1:].repeat_interleave(4, dim=2)], 2))
-
-
 @pytest.mark.parametrize("context", [1, -1], ids=["context-1", "from-frame-0"])
 @pytest.mark.parametrize("kind", ["streamed", "chunks"])
 def test_a_window_decodes_from_its_region_alone(wan21, context, kind):
     """`LatentWindow.local`: the decoded region's latents are all `decode_window` reads, so a fixer can send only
     them to the device (a long video's full latents stay where they are) and get the same frames and gradients:
     through a causal stream (the Wan VAE), and in chunks that re-decode context frames."""
-    codec = wan21 if kind == "streamed" else ModuleCodec(_MixingDecoder(), latent_channels=16, spatial_ratio=8)
+    codec = wan21
+    if kind == "chunks":  # no causal stream, frames that mix their neighbours' latents: decoded as TAEHV is
+        from test_nodes_glue import _TinyWanDecoder
+
+        torch.manual_seed(4)
+        mixing = _TinyWanDecoder()
+        mixing.proj = torch.nn.Conv3d(16, 3 * 64, 3, padding=1)
+        codec = ModuleCodec(mixing, latent_channels=16, spatial_ratio=8)
     z = torch.randn(1, 16, 5, 22, 22, generator=torch.Generator().manual_seed(3))
     win = window_from_boxes(codec, z.shape, boxes_for(17, [72, 72, 104, 104], range(9, 13)), margin=2,
                             context=context)  # fmt: skip
