@@ -348,7 +348,8 @@ class _Problem:
         parts = {
             "target": target,
             **read,
-            "latent": latent_proximity_loss(z_win, self.z_win0),
+            # warp mode reports the latent change but does not optimise it: no graph (it would outlive the step)
+            "latent": latent_proximity_loss(z_win if s.mode == "latent" else z_win.detach(), self.z_win0),
             "pixel": pixel_proximity_loss(frames, self.frames0, self.outside),
         }
         anatomy = w.bone * parts["bone"] + w.smooth * parts["smooth"] + w.joint * parts["joint"]
@@ -481,7 +482,8 @@ def fix_latents(
             history: list[dict[str, float]] = []
             bad_steps = 0
             grad_scale = GRAD_SCALE
-            _, before, preview_before = problem.evaluate(params, need_preview=True)
+            with torch.no_grad():  # a graph kept for nothing would hold its activations through every step
+                _, before, preview_before = problem.evaluate(params, need_preview=True)
             fit = problem.critic_fit(preview_before.pop("window_points")) if critic is not None else None
             if fit is not None and fit["pck"] is not None and fit["pck"] < CRITIC_FIT_WARN:
                 warnings.append(

@@ -177,7 +177,7 @@ def other_device() -> Iterator[torch.device]:
     """Within: `DEVICE` holds data like a GPU would, and host/device mix-ups raise as on CUDA (or, with
     ``BGFS_TEST_DEVICE``, that real device)."""
     if not stand_in():
-        yield torch.device(os.environ["BGFS_TEST_DEVICE"])
+        yield torch.empty(0, device=os.environ["BGFS_TEST_DEVICE"]).device  # "cuda" -> cuda:0, as tensors report it
         return
     with _Dispatch(), _Moves():
         yield DEVICE

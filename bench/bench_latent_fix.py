@@ -1,0 +1,124 @@
+"""A whole Latent Anatomy Fixer run (`fix_latents`) at Wan 2.2's video size, through the full-size Wan VAE.
+
+    python bench/bench_latent_fix.py --device cuda [--vae 2.1] [--frames 81] [--steps 30] [--grad-dtypes bf16,fp32]
+
+What the Latent Anatomy Fixer node does between the sampler and VAE Decode: random latents of --frames frames at
+832x480 (the cost does not depend on what they show), a hand-sized ROI (--roi px) drifting across the frame in
+every frame, a heatmap critic of the default size (random weights; --critic FILE for a trained one), the default
+settings (warp mode, 30 steps, each decoder block checkpointed) and the gradients through the VAE in each of
+--grad-dtypes (bf16: a bf16 copy of the VAE, as ComfyUI runs it on a GPU and `bgfs fix --grad-dtype auto` does
+there; the result is decoded by the fp32 one). Side by side in one run, after an untimed 1-step fix of 5 frames
+(CUDA loads its kernels on first use): the fix's seconds, seconds per step and peak memory (on CUDA the device's,
+from torch; on a CPU the process's peak resident memory, which includes everything before it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def drifting_hand(num_frames: int, frame_hw: tuple[int, int], roi: int):
+    """Detections of one hand: 21 keypoints spread over a ``roi``-pixel box that drifts across the frame."""
+    import numpy as np
+
+    from bgfs_core.detections import Detections
+
+    h, w = frame_hw
+    det = Detections.empty("hands", num_frames, frame_hw)
+    rng = np.random.default_rng(0)
+    spread = rng.uniform(-roi / 2, roi / 2, (21, 2)).astype(np.float32)
+    for t in range(num_frames):
+        cx, cy = w / 2 + 40 * np.sin(t / 10), h / 2 + 20 * np.cos(t / 10)
+        det.keypoints[t, 0] = spread + np.float32([cx, cy])
+        det.confidence[t, 0] = det.scores[t, 0] = 0.9
+        det.present[t, 0] = True
+        det.boxes[t, 0] = [cx - roi / 2, cy - roi / 2, cx + roi / 2, cy + roi / 2]
+    return det
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--vae", default="2.1", choices=("2.1", "2.2"), help="2.1: 16 channels, 8x (Wan 2.2 A14B); "
+                   "2.2: 48 channels, 16x (TI2V-5B)")  # fmt: skip
+    p.add_argument("--frames", type=int, default=81, help="pixel frames (1+4k)")
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--roi", type=int, default=160, help="the hand's box, px")
+    p.add_argument("--height", type=int, default=480)
+    p.add_argument("--width", type=int, default=832)
+    p.add_argument("--grad-dtypes", default="bf16,fp32", help="comma-separated: fp32, bf16, fp16")
+    p.add_argument("--critic", default=None, help="a critic file (default: the default-size critic, random weights)")
+    a = p.parse_args()
+
+    import torch
+
+    from bgfs_core.codecs import DiffusersWanCodec, GradientProxyCodec, wan_vae_config
+    from bgfs_core.critic import CriticSpec, HeatmapCritic
+    from bgfs_core.critic_io import load_critic
+    from bgfs_core.fixer import FixSettings, fix_latents
+
+    dev = torch.device(a.device)
+    cuda = dev.type == "cuda"
+    torch.manual_seed(0)
+    if a.critic:
+        critic, spec, _ = load_critic(a.critic, device=dev)
+    else:
+        spec = CriticSpec.for_region("hands")
+        critic = HeatmapCritic(spec).eval().requires_grad_(False)
+        torch.nn.init.normal_(critic.head.weight, std=0.3)  # untrained, with visible, varied peaks
+        critic.to(dev)
+    base = DiffusersWanCodec.from_config(wan_vae_config(a.vae), seed=0)
+    base.vae.to(dev)
+    ratio = base.spatial_ratio
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+    def run(codec, frames: int, steps: int) -> tuple[float, float]:
+        z = torch.randn(1, codec.latent_channels, codec.latent_frames(frames), a.height // ratio, a.width // ratio,
+                        generator=torch.Generator().manual_seed(1))  # the LATENT stays on the CPU, as in ComfyUI
+        det = drifting_hand(frames, (a.height, a.width), a.roi)
+        if cuda:
+            torch.cuda.synchronize(dev)
+            torch.cuda.reset_peak_memory_stats(dev)
+        started = time.perf_counter()
+        result = fix_latents(z, codec, critic, spec, det, FixSettings(steps=steps), device=dev)
+        if cuda:
+            torch.cuda.synchronize(dev)
+        seconds = time.perf_counter() - started
+        assert result.report["changed"] and torch.isfinite(result.latents).all()
+        peak = torch.cuda.max_memory_allocated(dev) / 2**30 if cuda else _peak_rss_gb()
+        return seconds, peak
+
+    print(f"Wan {a.vae} VAE (full size, random weights) on {dev}, {a.frames} frames at {a.width}x{a.height}, "
+          f"{a.roi} px hand ROI, {a.steps} steps", flush=True)
+    print(f"{'gradients through':<18} {'fix s':>8} {'s/step':>8} {'peak GB':>8}", flush=True)
+    rows = {}
+    for name in a.grad_dtypes.split(","):
+        dtype = dtypes[name]
+        codec = base if dtype == torch.float32 else GradientProxyCodec(base, base.in_dtype(dtype))
+        if cuda:
+            run(codec, 5, 1)  # untimed: CUDA's first use of each kernel
+        seconds, peak = run(codec, a.frames, a.steps)
+        rows[name] = (seconds, peak)
+        print(f"{name:<18} {seconds:>8.1f} {seconds / max(a.steps, 1):>8.2f} {peak:>8.2f}", flush=True)
+        del codec
+    if len(rows) > 1:
+        (first, (s0, m0)), *rest = rows.items()
+        for name, (s, m) in rest:
+            print(f"  {name} against {first}: time x{s / s0:.2f}, peak memory x{m / m0:.2f}", flush=True)
+    return 0
+
+
+def _peak_rss_gb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+if __name__ == "__main__":
+    sys.exit(main())
