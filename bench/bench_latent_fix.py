@@ -6,10 +6,14 @@ What the Latent Anatomy Fixer node does between the sampler and VAE Decode: rand
 832x480 (the cost does not depend on what they show), a hand-sized ROI (--roi px) drifting across the frame in
 every frame, a heatmap critic of the default size (random weights; --critic FILE for a trained one), the default
 settings (warp mode, 30 steps, each decoder block checkpointed) and the gradients through the VAE in each of
---grad-dtypes (bf16: a bf16 copy of the VAE, as ComfyUI runs it on a GPU and `bgfs fix --grad-dtype auto` does
-there; the result is decoded by the fp32 one). Side by side in one run, after an untimed 1-step fix of 5 frames
-(CUDA loads its kernels on first use): the fix's seconds, seconds per step and peak memory (on CUDA the device's,
-from torch; on a CPU the process's peak resident memory, which includes everything before it).
+--grad-dtypes (bf16: a bf16 copy of the VAE, as `bgfs fix --grad-dtype auto` makes on a GPU; the fix's own
+evaluations go through that copy too, and the fp32 VAE stays loaded beside it, as `bgfs fix` keeps it to decode
+the result: about 0.5 GB of the peak that the node, with ComfyUI's bf16 VAE, does not hold). Side by side in one
+run, after an untimed 1-step fix of 5 frames (CUDA loads its kernels on first use): the fix's seconds, their share
+per step (its set-up and its evaluations before and after included), the peak memory (on CUDA the device's, from
+torch; on a CPU the process's peak resident memory, which includes everything before it, so only the first row's
+is its own) and the size of the window it decoded (the ROI's boxes over all frames, its margin and the decoder's
+reach), in pixels.
 """
 
 from __future__ import annotations
@@ -55,6 +59,9 @@ def main() -> int:
     p.add_argument("--grad-dtypes", default="bf16,fp32", help="comma-separated: fp32, bf16, fp16")
     p.add_argument("--critic", default=None, help="a critic file (default: the default-size critic, random weights)")
     a = p.parse_args()
+    unknown = set(a.grad_dtypes.split(",")) - {"fp32", "bf16", "fp16"}
+    if unknown:
+        p.error(f"--grad-dtypes: unknown {', '.join(sorted(unknown))}; use fp32, bf16, fp16")
 
     import torch
 
@@ -78,7 +85,7 @@ def main() -> int:
     ratio = base.spatial_ratio
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
-    def run(codec, frames: int, steps: int) -> tuple[float, float]:
+    def run(codec, frames: int, steps: int) -> tuple[float, float, str]:
         z = torch.randn(1, codec.latent_channels, codec.latent_frames(frames), a.height // ratio, a.width // ratio,
                         generator=torch.Generator().manual_seed(1))  # the LATENT stays on the CPU, as in ComfyUI
         det = drifting_hand(frames, (a.height, a.width), a.roi)
@@ -92,25 +99,27 @@ def main() -> int:
         seconds = time.perf_counter() - started
         assert result.report["changed"] and torch.isfinite(result.latents).all()
         peak = torch.cuda.max_memory_allocated(dev) / 2**30 if cuda else _peak_rss_gb()
-        return seconds, peak
+        _, h, w = result.window.decoded_shape
+        return seconds, peak, f"{w * ratio}x{h * ratio}"
 
     print(f"Wan {a.vae} VAE (full size, random weights) on {dev}, {a.frames} frames at {a.width}x{a.height}, "
           f"{a.roi} px hand ROI, {a.steps} steps", flush=True)
-    print(f"{'gradients through':<18} {'fix s':>8} {'s/step':>8} {'peak GB':>8}", flush=True)
+    print(f"{'gradients through':<18} {'fix s':>8} {'per step':>8} {'peak GB':>8} {'decoded':>9}", flush=True)
     rows = {}
     for name in a.grad_dtypes.split(","):
         dtype = dtypes[name]
         codec = base if dtype == torch.float32 else GradientProxyCodec(base, base.in_dtype(dtype))
         if cuda:
             run(codec, 5, 1)  # untimed: CUDA's first use of each kernel
-        seconds, peak = run(codec, a.frames, a.steps)
+        seconds, peak, decoded = run(codec, a.frames, a.steps)
         rows[name] = (seconds, peak)
-        print(f"{name:<18} {seconds:>8.1f} {seconds / max(a.steps, 1):>8.2f} {peak:>8.2f}", flush=True)
+        print(f"{name:<18} {seconds:>8.1f} {seconds / max(a.steps, 1):>8.2f} {peak:>8.2f} {decoded:>9}", flush=True)
         del codec
     if len(rows) > 1:
         (first, (s0, m0)), *rest = rows.items()
         for name, (s, m) in rest:
-            print(f"  {name} against {first}: time x{s / s0:.2f}, peak memory x{m / m0:.2f}", flush=True)
+            memory = f", peak memory x{m / m0:.2f}" if cuda else ""  # a process's peak only grows
+            print(f"  {name} against {first}: time x{s / s0:.2f}{memory}", flush=True)
     return 0
 
 
