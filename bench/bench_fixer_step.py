@@ -5,7 +5,8 @@ Full-size architectures with random weights: diffusers AutoencoderKLWan with the
 ComfyUI's TAEHV as the gradient decoder. Every configuration runs in a fresh subprocess so its peak
 memory (VmHWM from /proc/self/status, which counts torch's allocations) is its own; "model GB" is the process's
 memory with the models loaded, before the step, so "peak - model" is what the step itself needs. A step whose
-memory passes --mem-limit-gb is stopped and reported as not fitting. Children run with
+memory passes --mem-limit-gb is stopped and reported as not fitting (a result: the exit status is 1 only when a
+configuration failed). Children run with
 MALLOC_MMAP_THRESHOLD_=1048576 (unless set) so glibc returns freed activations to the system. Configurations:
 
   full           the whole frame, decoded in checkpointed chunks (1 latent frame each)
@@ -256,6 +257,7 @@ def main() -> int:
                              a.device)))  # fmt: skip
         return 0
     configs = a.configs.split(",")
+    failed = False
     if "rf" in configs:
         receptive_field(a.vae)
         configs.remove("rf")
@@ -274,6 +276,7 @@ def main() -> int:
                        "--vae", a.vae, "--height", str(a.height), "--width", str(a.width), "--device", a.device]
                 cmd += [] if a.base_dim is None else ["--base-dim", str(a.base_dim)]
                 status, out, err = run_limited(cmd, a.timeout, a.mem_limit_gb)
+                failed = failed or status.startswith("failed")  # not fitting, or time, is a result
                 if status:
                     print(f"{config:<22} {frames:>6} {roi:>4} {status}", flush=True)
                     continue
@@ -288,7 +291,7 @@ def main() -> int:
                 for config, m in list(done.items())[1:]:
                     print(f"  {config} against {base}: step time x{m['step_s'] / b['step_s']:.2f}, step memory "
                           f"x{(m['peak_gb'] - m['model_rss_gb']) / (b['peak_gb'] - b['model_rss_gb']):.2f}", flush=True)
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
