@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,24 @@ FACE_PHOTO = DATA / "images" / "face_swapped.jpg"
 FACE_VIDEO = DATA / "film" / "Megamind.avi"  # a CG film: a talking, turning face in frames 1-97
 BODY_PHOTO = DATA / "images" / "messi5.jpg"
 BODY_VIDEO = DATA / "body" / "cam01.mp4"  # a barefoot man swinging his arms and legs, head to feet in view
+
+
+DIFFUSERS_MISSING = ("the diffusers extra is not installed: the tests of the real Wan VAE classes are SKIPPED "
+                     "(pip install -e '.[diffusers]' runs them)")
+
+
+def require_diffusers() -> None:
+    """Skip, loudly, a test that needs the optional diffusers extra (``AutoencoderKLWan``) where it is absent."""
+    try:
+        import diffusers  # noqa: F401
+    except ModuleNotFoundError:
+        print(f"\n!!! {DIFFUSERS_MISSING}", file=sys.stderr)
+        pytest.skip(DIFFUSERS_MISSING)
+
+
+@pytest.fixture
+def needs_diffusers() -> None:
+    require_diffusers()
 
 
 def load_rgb(path: Path) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import require_diffusers
 
 from bgfs_core.codecs import (
     DiffusersWanCodec,
@@ -22,11 +23,13 @@ TINY = {
 
 @pytest.fixture(scope="module")
 def wan21() -> DiffusersWanCodec:
+    require_diffusers()
     return DiffusersWanCodec.from_config(TINY["2.1"], seed=0)
 
 
 @pytest.fixture(scope="module")
 def wan22() -> DiffusersWanCodec:
+    require_diffusers()
     return DiffusersWanCodec.from_config(TINY["2.2"], seed=0)
 
 

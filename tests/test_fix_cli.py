@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import HAND_PHOTOS, HAND_VIDEO
+from conftest import HAND_PHOTOS, HAND_VIDEO, require_diffusers
 
 from bgfs_core.cli import main
 from bgfs_core.config import load_config
@@ -308,6 +308,8 @@ def test_a_disk_error_is_one_line_that_names_the_path(workdir, capsys, monkeypat
     ],
 )
 def test_bad_input_gives_clear_errors_and_no_output(workdir, capsys, extra, needle):
+    if "--model-id" in extra:
+        require_diffusers()
     out = workdir / "never.mp4"
     args = ["fix", "--in", str(HAND_VIDEO), "--out", str(out), "--critic", str(workdir / "hands.safetensors"),
             "--steps", "1", "--quiet"]  # fmt: skip
@@ -323,6 +325,7 @@ def test_bad_input_gives_clear_errors_and_no_output(workdir, capsys, extra, need
     assert not out.exists()
 
 
+@pytest.mark.usefixtures("needs_diffusers")
 def test_wan_codec_rejects_frame_counts_off_the_4k_plus_1_rule(workdir, capsys):
     from bgfs_core.codecs import DiffusersWanCodec, wan_vae_config
 
@@ -354,6 +357,7 @@ def test_grad_dtype_auto_is_bf16_where_the_gpu_computes_it_else_fp32(monkeypatch
 
 
 @pytest.mark.parametrize("grad_dtype", ["fp32", "bf16"])
+@pytest.mark.usefixtures("needs_diffusers")
 def test_grad_dtype_picks_the_decoder_the_gradients_go_through(workdir, grad_dtype):
     """``--model-id`` end to end on 9 real frames; ``--grad-dtype bf16`` optimises through a bf16 copy of the VAE
     while the fp32 one encodes and decodes (the fix itself through such a copy: test_fixer.py). A random VAE
@@ -378,6 +382,7 @@ def test_grad_dtype_picks_the_decoder_the_gradients_go_through(workdir, grad_dty
     assert len(read_video(out)[0]) == 9
 
 
+@pytest.mark.usefixtures("needs_diffusers")
 def test_a_fix_from_saved_latents_ignores_the_fixed_tag_of_the_in_file(workdir, capsys):
     """With --latents the fix starts from those latents (from `bgfs generate`, never fixed), not from --in's frames:
     a tag an earlier fix wrote into --in neither warns nor carries over to the output."""

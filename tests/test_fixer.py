@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import fix_reach
+from conftest import fix_reach, require_diffusers
 
 from bgfs_core.codecs import DiffusersWanCodec, PixelCodec, wan_vae_config
 from bgfs_core.critic import CriticSpec, HeatmapCritic
@@ -45,6 +45,7 @@ SETTINGS = FixSettings(steps=2, lr=0.05, mode="latent", keypoint_conf=0.0, chunk
 
 
 @pytest.mark.parametrize("channels", [16, 48])
+@pytest.mark.usefixtures("needs_diffusers")
 def test_fix_changes_the_window_and_nothing_else(channels):
     codec = DiffusersWanCodec.from_config(TINY[channels], seed=0)
     s = codec.spatial_ratio
@@ -64,6 +65,7 @@ def test_fix_changes_the_window_and_nothing_else(channels):
 
 
 @pytest.mark.parametrize("channels", [16, 48])
+@pytest.mark.usefixtures("needs_diffusers")
 def test_a_half_precision_copy_of_the_vae_passes_the_fp32_gradient(channels):
     """``bgfs fix --grad-dtype bf16`` (and ComfyUI on a GPU) back-propagate through a half-precision decoder: its
     gradient must be the fp32 one up to rounding; the fix through it stays fp32, outside the window bit for bit."""
@@ -239,6 +241,7 @@ def test_no_autograd_graph_outlives_its_step(codec_name, mode, with_critic):
             weakref.finalize(self, held.discard, id(self))
 
     if codec_name == "wan":
+        require_diffusers()
         codec = DiffusersWanCodec.from_config(TINY[16], seed=0)
         latents = torch.randn(1, 16, 4, 8, 12, generator=torch.Generator().manual_seed(1))
         det = hand_detections(codec.pixel_frames(4), (64, 96), (8.0, 8.0, 36.0, 36.0))

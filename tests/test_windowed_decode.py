@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import require_diffusers
 
 from bgfs_core.codecs import (
     DiffusersWanCodec,
@@ -31,6 +32,7 @@ COMFYUI_DIR = os.environ.get("COMFYUI_DIR", "")
 
 @pytest.fixture(scope="module")
 def wan21() -> DiffusersWanCodec:
+    require_diffusers()
     return DiffusersWanCodec.from_config(wan_vae_config("2.1", base_dim=8), seed=0)
 
 
