@@ -5,8 +5,9 @@ Full-size architectures with random weights: diffusers AutoencoderKLWan with the
 ComfyUI's TAEHV as the gradient decoder. Every configuration runs in a fresh subprocess so its peak
 memory (VmHWM from /proc/self/status, which counts torch's allocations) is its own; "model GB" is the process's
 memory with the models loaded, before the step, so "peak - model" is what the step itself needs. A step whose
-memory passes --mem-limit-gb is stopped and reported as not fitting (a result: the exit status is 1 only when a
-configuration failed). Children run with
+memory passes --mem-limit-gb (the host's) is stopped and reported as not fitting, and one past --timeout as timed
+out: results, so the exit status is 1 only when a configuration failed (a CUDA out-of-memory error is such a
+failure). Children run with
 MALLOC_MMAP_THRESHOLD_=1048576 (unless set) so glibc returns freed activations to the system. Configurations:
 
   full           the whole frame, decoded in checkpointed chunks (1 latent frame each)

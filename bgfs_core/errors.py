@@ -1,5 +1,10 @@
 """Errors a user can act on. The CLI and the nodes prefix them with the command or node name."""
 
+from typing import Any
+
+# pyproject.toml's optional extra `diffusers` (the nodes use ComfyUI's VAE and need none of it)
+DIFFUSERS_EXTRA = 'pip install "diffusers>=0.35" "transformers>=4.45" "accelerate>=0.30" ftfy'
+
 
 class BGFSError(ValueError):
     """Bad input or a missing file: the message says what is wrong and what to do."""
@@ -29,3 +34,14 @@ def first_line(exc: BaseException, limit: int | None = None) -> str:
     what a user-facing error quotes of the exception under it."""
     text = str(exc).strip()
     return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
+def import_diffusers(what: str) -> Any:
+    """The ``diffusers`` module, or a BGFSError saying that ``what`` needs that optional extra and how to get it."""
+    try:
+        import diffusers
+    except ModuleNotFoundError as e:
+        if e.name != "diffusers":  # one of its own dependencies: pip's message is the useful one
+            raise
+        raise BGFSError(f"{what} needs diffusers, an optional extra of BGFS: {DIFFUSERS_EXTRA}") from e
+    return diffusers

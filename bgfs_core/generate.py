@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .atomic import atomic_path
-from .errors import BGFSError, first_line
+from .errors import BGFSError, first_line, import_diffusers
 
 if TYPE_CHECKING:
     import torch
@@ -284,8 +284,8 @@ def load_pipeline(model_id_or_path: str | Path, kind: str = "auto", device: str 
     The VAE stays in float32 (as diffusers' Wan examples load it); ``dtype`` applies to the transformers.
     """
     import torch
-    from diffusers import WanImageToVideoPipeline, WanPipeline
 
+    diffusers = import_diffusers("bgfs generate (diffusers' Wan pipelines)")
     info = inspect_model(model_id_or_path, kind)
     if info.kind == "i2v" and not image:
         raise BGFSError(f"{info.source} is an image-to-video model: give the first frame with --image")
@@ -297,7 +297,7 @@ def load_pipeline(model_id_or_path: str | Path, kind: str = "auto", device: str 
     dt = resolve_dtype(dtype, dev)
     if cpu_offload and dev != "cuda":
         raise BGFSError("--cpu-offload moves models between the CPU and a GPU; it needs --device cuda")
-    cls = WanImageToVideoPipeline if image else WanPipeline
+    cls = diffusers.WanImageToVideoPipeline if image else diffusers.WanPipeline
     skip = {} if text_encoder else {"text_encoder": None, "tokenizer": None}
     src = str(Path(os.path.expanduser(info.source))) if Path(os.path.expanduser(info.source)).is_dir() else info.source
     try:

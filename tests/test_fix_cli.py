@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import HAND_PHOTOS, HAND_VIDEO, require_diffusers
+from conftest import HAND_PHOTOS, HAND_VIDEO
 
 from bgfs_core.cli import main
 from bgfs_core.config import load_config
@@ -308,8 +308,6 @@ def test_a_disk_error_is_one_line_that_names_the_path(workdir, capsys, monkeypat
     ],
 )
 def test_bad_input_gives_clear_errors_and_no_output(workdir, capsys, extra, needle):
-    if "--model-id" in extra:
-        require_diffusers()
     out = workdir / "never.mp4"
     args = ["fix", "--in", str(HAND_VIDEO), "--out", str(out), "--critic", str(workdir / "hands.safetensors"),
             "--steps", "1", "--quiet"]  # fmt: skip
@@ -323,6 +321,28 @@ def test_bad_input_gives_clear_errors_and_no_output(workdir, capsys, extra, need
     err = capsys.readouterr().err
     assert err.startswith("bgfs fix: error:") and needle in err
     assert not out.exists()
+
+
+def test_without_the_diffusers_extra_the_wan_paths_say_how_to_install_it(workdir, capsys, monkeypatch):
+    """The nodes need no diffusers (ComfyUI's VAE); `bgfs fix --model-id` and `bgfs generate` do, and say so in one
+    line that names what to install, after the checks that need no diffusers (a missing folder is named first)."""
+    import sys
+
+    from bgfs_core import generate as g
+
+    monkeypatch.setitem(sys.modules, "diffusers", None)  # import diffusers -> ModuleNotFoundError, as uninstalled
+    (workdir / "wan" / "vae").mkdir(parents=True)
+    (workdir / "wan" / "vae" / "config.json").write_text("{}")
+    out = workdir / "never.mp4"
+    args = ["fix", "--in", str(HAND_VIDEO), "--out", str(out), "--steps", "1", "--quiet", "--max-frames", "5"]
+    assert main([*args, "--model-id", str(workdir / "wan")]) == 2
+    err = capsys.readouterr().err
+    assert "needs diffusers, an optional extra" in err and 'pip install "diffusers>=0.35"' in err, err
+    assert "Traceback" not in err and not out.exists()
+    assert main([*args, "--model-id", str(workdir / "nowhere")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(BGFSError, match="bgfs generate .* needs diffusers, an optional extra"):
+        g.load_pipeline(workdir / "wan")
 
 
 @pytest.mark.usefixtures("needs_diffusers")

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BGFSError, first_line
+from ..errors import BGFSError, first_line, import_diffusers
 from .base import LatentCodec, straight_through_clamp
 
 if TYPE_CHECKING:
@@ -89,8 +89,8 @@ class DiffusersWanCodec(LatentCodec):
     def from_config(cls, config: dict[str, Any], seed: int | None = 0, dtype: Any = None) -> DiffusersWanCodec:
         """Build with random weights from a config dict (tests, benchmarks); see `wan_vae_config`."""
         import torch
-        from diffusers import AutoencoderKLWan
 
+        AutoencoderKLWan = import_diffusers("a Wan VAE").AutoencoderKLWan  # noqa: N806 (the class's own name)
         if seed is not None:
             torch.manual_seed(seed)
         vae = AutoencoderKLWan(**config)
@@ -111,7 +111,6 @@ class DiffusersWanCodec(LatentCodec):
                         device: Any = None) -> DiffusersWanCodec:
         """Load from a local diffusers folder (offline) or a Hugging Face model id (``<id>/vae``)."""
         import torch
-        from diffusers import AutoencoderKLWan
 
         path = Path(os.path.expanduser(model_id))
         if path.exists():
@@ -123,6 +122,7 @@ class DiffusersWanCodec(LatentCodec):
                 raise BGFSError(f"no VAE config at {where / 'config.json'}. {WEIGHTS_HINT}")
         elif model_id.startswith((".", "/", "~")) or model_id.count("/") != 1:
             raise BGFSError(f"VAE folder {model_id} does not exist. {WEIGHTS_HINT}")
+        AutoencoderKLWan = import_diffusers("a Wan VAE (--model-id)").AutoencoderKLWan  # noqa: N806
         try:
             vae = AutoencoderKLWan.from_pretrained(str(path) if path.exists() else model_id, subfolder=subfolder,
                                                    torch_dtype=dtype or torch.float32)
