@@ -24,11 +24,11 @@ DIFFUSERS_MISSING = ("the diffusers extra is not installed: the tests of the rea
 
 def require_diffusers() -> None:
     """Skip, loudly, a test that needs the optional diffusers extra (``AutoencoderKLWan``) where it is absent."""
-    try:
-        import diffusers  # noqa: F401
-    except ModuleNotFoundError as e:
-        if e.name != "diffusers":  # installed, but one of its dependencies is not: that is a failure
-            raise
+    from bgfs_core.errors import BGFSError, import_diffusers
+
+    try:  # raises ModuleNotFoundError, a failure, when diffusers is installed but one of its dependencies is not
+        import_diffusers("the tests")
+    except BGFSError:
         print(f"\n!!! {DIFFUSERS_MISSING}", file=sys.stderr)
         warnings.warn(DIFFUSERS_MISSING, stacklevel=2)
         pytest.skip(DIFFUSERS_MISSING)

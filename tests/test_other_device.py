@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import test_nodes_glue
 import torch
+from conftest import require_diffusers
 from other_device import OnDevice, other_device, stand_in
 from test_fixer import TINY, hand_detections, random_critic
 
@@ -85,7 +86,7 @@ def test_the_fix_runs_on_another_device_with_the_video_on_the_cpu(mode):
 @pytest.mark.parametrize("channels", [16, 48])
 def test_the_fix_decodes_through_a_wan_vae_on_another_device(channels):
     """Latents on the CPU (a `bgfs fix --latents` file), the VAE and the critic on the device."""
-    pytest.importorskip("diffusers")
+    require_diffusers()
     codec = DiffusersWanCodec.from_config(TINY[channels], seed=0)
     s = codec.spatial_ratio
     latents = torch.randn(1, channels, 3, 64 // s, 96 // s, generator=torch.Generator().manual_seed(1))
@@ -162,7 +163,7 @@ def test_the_nodes_fixes_run_on_the_hosts_device(small_roi, tiny_critic, hand_vi
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """Tiny Wan pipelines saved like the Hugging Face repos (diffusers is an optional extra)."""
-    pytest.importorskip("diffusers")
+    require_diffusers()
     from test_generate import build_models
 
     return build_models(tmp_path_factory.mktemp("wan_models"))

@@ -90,10 +90,10 @@ class DiffusersWanCodec(LatentCodec):
         """Build with random weights from a config dict (tests, benchmarks); see `wan_vae_config`."""
         import torch
 
-        AutoencoderKLWan = import_diffusers("a Wan VAE").AutoencoderKLWan  # noqa: N806 (the class's own name)
+        diffusers = import_diffusers("a Wan VAE")
         if seed is not None:
             torch.manual_seed(seed)
-        vae = AutoencoderKLWan(**config)
+        vae = diffusers.AutoencoderKLWan(**config)
         return cls(vae.to(dtype) if dtype is not None else vae)
 
     def in_dtype(self, dtype: Any) -> DiffusersWanCodec:
@@ -122,9 +122,9 @@ class DiffusersWanCodec(LatentCodec):
                 raise BGFSError(f"no VAE config at {where / 'config.json'}. {WEIGHTS_HINT}")
         elif model_id.startswith((".", "/", "~")) or model_id.count("/") != 1:
             raise BGFSError(f"VAE folder {model_id} does not exist. {WEIGHTS_HINT}")
-        AutoencoderKLWan = import_diffusers("a Wan VAE (--model-id)").AutoencoderKLWan  # noqa: N806
+        diffusers = import_diffusers("a Wan VAE (--model-id)")
         try:
-            vae = AutoencoderKLWan.from_pretrained(str(path) if path.exists() else model_id, subfolder=subfolder,
+            vae = diffusers.AutoencoderKLWan.from_pretrained(str(path) if path.exists() else model_id, subfolder=subfolder,
                                                    torch_dtype=dtype or torch.float32)
         except (OSError, ValueError, RuntimeError) as e:
             raise BGFSError(f"could not load the Wan VAE from {model_id!r} (subfolder {subfolder!r}): "
