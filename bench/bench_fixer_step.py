@@ -48,6 +48,15 @@ def proc_status_gb(field: str, pid: int | str = "self") -> float:
     return next((int(line.split()[1]) / 2**20 for line in lines if line.startswith(f"{field}:")), float("nan"))
 
 
+def drifting_boxes(frames: int, width: int, height: int, roi: int):
+    """A hand-sized ROI drifting slowly across the middle of the frame: boxes ``[frames, 4]`` (x0, y0, x1, y1)."""
+    import numpy as np
+
+    cx = width / 2 + 40 * np.sin(np.arange(frames) / 10)
+    cy = height / 2 + 20 * np.cos(np.arange(frames) / 10)
+    return np.stack([cx - roi / 2, cy - roi / 2, cx + roi / 2, cy + roi / 2], 1)
+
+
 def stand_in_critic(width: int = 32):
     """A small conv net like a heatmap critic: 128x128 crop -> 21 heatmaps at 32x32."""
     import torch.nn as nn
@@ -138,10 +147,7 @@ def one(config: str, frames: int, roi: int, chunk: int, height: int, width: int,
         t = codec.latent_frames(frames)
         z = torch.randn(1, codec.latent_channels, t, height // ratio, width // ratio,
                         generator=torch.Generator().manual_seed(0)).to(dev)  # fmt: skip
-        # A hand-sized ROI drifting slowly across the middle of the frame.
-        cx = width / 2 + 40 * np.sin(np.arange(frames) / 10)
-        cy = height / 2 + 20 * np.cos(np.arange(frames) / 10)
-        boxes = np.stack([cx - roi / 2, cy - roi / 2, cx + roi / 2, cy + roi / 2], 1)
+        boxes = drifting_boxes(frames, width, height, roi)
         if config == "full":  # the whole frame, checkpointed per chunk as well
             win = window_from_boxes(codec, z.shape, np.array([[0, 0, width, height]] * frames), margin=0)
         else:

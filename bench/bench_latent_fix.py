@@ -28,21 +28,20 @@ sys.path.insert(0, str(ROOT))
 
 
 def drifting_hand(num_frames: int, frame_hw: tuple[int, int], roi: int):
-    """Detections of one hand: 21 keypoints spread over a ``roi``-pixel box that drifts across the frame."""
+    """Detections of one hand: 21 keypoints spread over bench_fixer_step's drifting ``roi``-pixel box."""
     import numpy as np
+    from bench_fixer_step import drifting_boxes
 
     from bgfs_core.detections import Detections
 
     h, w = frame_hw
     det = Detections.empty("hands", num_frames, frame_hw)
-    rng = np.random.default_rng(0)
-    spread = rng.uniform(-roi / 2, roi / 2, (21, 2)).astype(np.float32)
-    for t in range(num_frames):
-        cx, cy = w / 2 + 40 * np.sin(t / 10), h / 2 + 20 * np.cos(t / 10)
-        det.keypoints[t, 0] = spread + np.float32([cx, cy])
-        det.confidence[t, 0] = det.scores[t, 0] = 0.9
-        det.present[t, 0] = True
-        det.boxes[t, 0] = [cx - roi / 2, cy - roi / 2, cx + roi / 2, cy + roi / 2]
+    spread = np.random.default_rng(0).uniform(-roi / 2, roi / 2, (21, 2)).astype(np.float32)
+    boxes = drifting_boxes(num_frames, w, h, roi)
+    det.boxes[:, 0] = boxes
+    det.keypoints[:, 0] = spread + ((boxes[:, :2] + boxes[:, 2:]) / 2).astype(np.float32)[:, None]
+    det.confidence[:, 0] = det.scores[:, 0] = 0.9
+    det.present[:, 0] = True
     return det
 
 
@@ -64,6 +63,7 @@ def main() -> int:
         p.error(f"--grad-dtypes: unknown {', '.join(sorted(unknown))}; use fp32, bf16, fp16")
 
     import torch
+    from bench_fixer_step import proc_status_gb
 
     from bgfs_core.codecs import DiffusersWanCodec, GradientProxyCodec, wan_vae_config
     from bgfs_core.critic import CriticSpec, HeatmapCritic
@@ -98,7 +98,7 @@ def main() -> int:
             torch.cuda.synchronize(dev)
         seconds = time.perf_counter() - started
         assert result.report["changed"] and torch.isfinite(result.latents).all()
-        peak = torch.cuda.max_memory_allocated(dev) / 2**30 if cuda else _peak_rss_gb()
+        peak = torch.cuda.max_memory_allocated(dev) / 2**30 if cuda else proc_status_gb("VmHWM")
         _, h, w = result.window.decoded_shape
         return seconds, peak, f"{w * ratio}x{h * ratio}"
 
@@ -121,12 +121,6 @@ def main() -> int:
             memory = f", peak memory x{m / m0:.2f}" if cuda else ""  # a process's peak only grows
             print(f"  {name} against {first}: time x{s / s0:.2f}{memory}", flush=True)
     return 0
-
-
-def _peak_rss_gb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 if __name__ == "__main__":
