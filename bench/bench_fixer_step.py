@@ -16,6 +16,8 @@ MALLOC_MMAP_THRESHOLD_=1048576 (unless set) so glibc returns freed activations t
   NAME+blocks    any of them with each decoder block checkpointed too (bgfs_core.codecs.blocks; the fixer's
                  default), e.g. full+blocks,window+blocks
   NAME+bf16      the decoder in bf16 (+fp16: fp16), as `bgfs fix --grad-dtype` and ComfyUI on a GPU run it
+  NAME+comfy     ComfyUI's own WanVAE class (comfy.ldm.wan.vae / vae2_2, needs COMFYUI_DIR) instead of diffusers'
+                 AutoencoderKLWan, wrapped as the Latent Anatomy Fixer node wraps it (ModuleCodec)
   NAME+chunks    plain chunk checkpointing (one causal state kept per chunk) instead of the segmented stream
   NAME+keepN     the segmented stream keeping N causal states (default ~sqrt(chunks)); +keepall keeps every one,
                  so its backward recomputes no chunk: the time and memory the schedule trades
@@ -23,6 +25,8 @@ MALLOC_MMAP_THRESHOLD_=1048576 (unless set) so glibc returns freed activations t
   python bench/bench_fixer_step.py --configs full,window --frames 1,5 --roi 160
   python bench/bench_fixer_step.py --vae 2.2 --configs rf,full+blocks,window+blocks --frames 1 --roi 160
   COMFYUI_DIR=/opt/comfyui python bench/bench_fixer_step.py --configs window-taehv --frames 5,17,81
+  COMFYUI_DIR=/opt/comfyui python bench/bench_fixer_step.py --device cuda --frames 81 \
+      --configs window+blocks+bf16,window+blocks+bf16+comfy,window-taehv+bf16+comfy
 """
 
 from __future__ import annotations
@@ -84,23 +88,34 @@ def roi_crop(frames, boxes, out_hw=128):
     return F.grid_sample(frames, grid, align_corners=False)
 
 
-def load_taehv(comfyui_dir: str, latent_channels: int = 16):
-    """ComfyUI's TAEHV, random weights: the (light)taew2_1 architecture for Wan 2.1 latents, or with 48 channels
-    (2x2 pixel patches) lighttaew2_2's for the Wan 2.2 VAE's."""
+# ComfyUI's classes and the sizes comfy.sd.VAE builds them at for the real Wan VAE files
+COMFY_CLASSES = {"wan21": ("comfy.ldm.wan.vae", "WanVAE"), "wan22": ("comfy.ldm.wan.vae2_2", "WanVAE"),
+                 "taehv": ("comfy.taesd.taehv", "TAEHV")}
+COMFY_WAN_SIZES = {"2.1": {"dim": 96, "z_dim": 16}, "2.2": {"dim": 160, "z_dim": 48}}
+
+
+def load_comfy_module(comfyui_dir: str, kind: str, device: str = "cpu", **kwargs):
+    """ComfyUI's own ``kind`` (a COMFY_CLASSES key) from a checkout, random weights, frozen: ``kwargs`` as its
+    constructor takes them. TAEHV with 16 channels is the (light)taew2_1 architecture; with 48 (2x2 pixel patches)
+    lighttaew2_2's, for the Wan 2.2 VAE's latents."""
     import importlib
 
     import torch
 
-    sys.path.insert(0, comfyui_dir)
+    if comfyui_dir not in sys.path:
+        sys.path.insert(0, comfyui_dir)
     import comfy.cli_args
 
-    comfy.cli_args.args.cpu = True
-    m = importlib.import_module("comfy.taesd.taehv").TAEHV(latent_channels=latent_channels, latent_format=None,
-                                                           show_progress_bar=False)
-    for mod in m.modules():  # comfy.ops.disable_weight_init skips init
-        if isinstance(mod, torch.nn.Conv2d):
-            torch.nn.Conv2d.reset_parameters(mod)
-    return m.eval().requires_grad_(False)
+    # before comfy.model_management is imported: on a CPU no GPU probing; on CUDA ComfyUI's own choices (PyTorch
+    # attention in the VAE, as on a user's machine)
+    comfy.cli_args.args.cpu = torch.device(device).type == "cpu"
+    path, name = COMFY_CLASSES[kind]
+    module = getattr(importlib.import_module(path), name)(**kwargs)
+    for m in module.modules():  # comfy.ops.disable_weight_init skips init: the weights would be garbage
+        for base in (torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear):
+            if isinstance(m, base):
+                base.reset_parameters(m)
+    return module.eval().requires_grad_(False)
 
 
 HALF = {"bf16": "bfloat16", "fp16": "float16"}  # +bf16 / +fp16: the decoder the gradients go through, in that dtype
@@ -129,15 +144,23 @@ def one(config: str, frames: int, roi: int, chunk: int, height: int, width: int,
     half = next((HALF[e] for e in extras if e in HALF), None)
     widths = {} if base_dim is None else {"base_dim": base_dim}
     dev = torch.device(device)
-    codec = DiffusersWanCodec.from_config(wan_vae_config(vae, **widths), seed=0,
-                                          dtype=getattr(torch, half) if half else None)  # fmt: skip
-    codec.vae.to(dev)
+    dtype = getattr(torch, half) if half else torch.float32
+    if "comfy" in extras:  # as the node wraps comfy.sd.VAE.first_stage_model (ComfyUI keeps it in bf16 on a GPU)
+        torch.manual_seed(0)
+        sizes = {**COMFY_WAN_SIZES[vae], **({} if base_dim is None else {"dim": base_dim})}
+        wan = load_comfy_module(os.environ["COMFYUI_DIR"], "wan21" if vae == "2.1" else "wan22", device, **sizes)
+        codec = ModuleCodec(wan.to(dev, dtype), latent_channels=sizes["z_dim"], spatial_ratio=8 if vae == "2.1" else 16,
+                            name="WanVAE (ComfyUI)")  # fmt: skip
+    else:
+        codec = DiffusersWanCodec.from_config(wan_vae_config(vae, **widths), seed=0, dtype=dtype if half else None)
+        codec.vae.to(dev)
     if config == "window-taehv":
         c, r = codec.latent_channels, codec.spatial_ratio
         # the window the Fixer node decodes through a TAEHV: its own reach (4 cells, 2 latent frames); the README's
         # TAEHV rows before this used 6 cells and 4 latent frames
-        tae = ModuleCodec(load_taehv(os.environ["COMFYUI_DIR"], c).to(dev), latent_channels=c, spatial_ratio=r,
-                          signed=False, name="TAEHV")  # fmt: skip
+        taehv = load_comfy_module(os.environ["COMFYUI_DIR"], "taehv", device, latent_channels=c, latent_format=None,
+                                  show_progress_bar=False)  # fmt: skip
+        tae = ModuleCodec(taehv.to(dev, dtype), latent_channels=c, spatial_ratio=r, signed=False, name="TAEHV")
         codec = GradientProxyCodec(codec, tae)
     critic = stand_in_critic().eval().requires_grad_(False).to(dev)
     ratio = codec.spatial_ratio
@@ -268,9 +291,10 @@ def main() -> int:
     if "rf" in configs:
         receptive_field(a.vae)
         configs.remove("rf")
-    if any(c.startswith("window-taehv") for c in configs) and not os.environ.get("COMFYUI_DIR"):
-        print("window-taehv SKIPPED: set COMFYUI_DIR to a ComfyUI checkout", file=sys.stderr)
-        configs = [c for c in configs if not c.startswith("window-taehv")]
+    needs_comfy = [c for c in configs if c.startswith("window-taehv") or "comfy" in c.split("+")]
+    if needs_comfy and not os.environ.get("COMFYUI_DIR"):
+        print(f"{', '.join(needs_comfy)} SKIPPED: set COMFYUI_DIR to a ComfyUI checkout", file=sys.stderr)
+        configs = [c for c in configs if c not in needs_comfy]
     print(f"{'config':<22} {'frames':>6} {'roi':>4} {'decoded':>9} {'window':>9} {'fwd s':>7} {'bwd s':>7} "
           f"{'step s':>7} {'peak GB':>8} {'model GB':>8} {'step GB':>8}", flush=True)
     for frames in [int(f) for f in a.frames.split(",")]:

@@ -13,12 +13,17 @@ run, after an untimed 1-step fix of 5 frames (CUDA loads its kernels on first us
 per step (its set-up and its evaluations before and after included), the peak memory (on CUDA the device's, from
 torch; on a CPU the process's peak resident memory, which includes everything before it, so only the first row's
 is its own) and the size of the window it decoded (the ROI's boxes over all frames, its margin and the decoder's
-reach), in pixels.
+reach), in pixels. On CUDA it also splits the peak by phase: up to the end of the first step (set-up, the
+evaluation before, step 1), the largest of the later steps, and the evaluation after the last step.
+
+--impl comfy runs ComfyUI's own WanVAE class (COMFYUI_DIR) as the node runs it: ComfyUI's VAE in the gradients'
+dtype (ComfyUI keeps the Wan VAE in bf16 on a GPU) wrapped by ModuleCodec, with no fp32 copy beside it.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -57,15 +62,21 @@ def main() -> int:
     p.add_argument("--width", type=int, default=832)
     p.add_argument("--grad-dtypes", default="bf16,fp32", help="comma-separated: fp32, bf16, fp16")
     p.add_argument("--critic", default=None, help="a critic file (default: the default-size critic, random weights)")
+    p.add_argument("--impl", default="diffusers", choices=("diffusers", "comfy"),
+                   help="the VAE class: diffusers' AutoencoderKLWan, or ComfyUI's WanVAE (needs COMFYUI_DIR)")
+    p.add_argument("--chunk-frames", type=int, default=None, help="latent frames per decode chunk (default: the "
+                   "fixer's)")  # fmt: skip
     a = p.parse_args()
     unknown = set(a.grad_dtypes.split(",")) - {"fp32", "bf16", "fp16"}
     if unknown:
         p.error(f"--grad-dtypes: unknown {', '.join(sorted(unknown))}; use fp32, bf16, fp16")
+    if a.impl == "comfy" and not os.environ.get("COMFYUI_DIR"):
+        p.error("--impl comfy: set COMFYUI_DIR to a ComfyUI checkout")
 
     import torch
-    from bench_fixer_step import proc_status_gb
+    from bench_fixer_step import COMFY_WAN_SIZES, load_comfy_module, proc_status_gb
 
-    from bgfs_core.codecs import DiffusersWanCodec, GradientProxyCodec, wan_vae_config
+    from bgfs_core.codecs import DiffusersWanCodec, GradientProxyCodec, ModuleCodec, wan_vae_config
     from bgfs_core.critic import CriticSpec, HeatmapCritic
     from bgfs_core.critic_io import load_critic
     from bgfs_core.fixer import FixSettings, fix_latents
@@ -80,40 +91,70 @@ def main() -> int:
         critic = HeatmapCritic(spec).eval().requires_grad_(False)
         torch.nn.init.normal_(critic.head.weight, std=0.3)  # untrained, with visible, varied peaks
         critic.to(dev)
-    base = DiffusersWanCodec.from_config(wan_vae_config(a.vae), seed=0)
-    base.vae.to(dev)
-    ratio = base.spatial_ratio
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    ratio = 8 if a.vae == "2.1" else 16
+    if a.impl == "diffusers":
+        base = DiffusersWanCodec.from_config(wan_vae_config(a.vae), seed=0)
+        base.vae.to(dev)
+    else:
+        torch.manual_seed(0)
+        comfy_wan = load_comfy_module(os.environ["COMFYUI_DIR"], "wan21" if a.vae == "2.1" else "wan22", a.device,
+                                      **COMFY_WAN_SIZES[a.vae])  # fmt: skip
+
+    def codec_for(dtype):
+        """What the gradients go through in ``dtype``: a copy of the diffusers VAE beside the fp32 one that
+        `bgfs fix` keeps, or ComfyUI's module itself in that dtype, as the node has it."""
+        if a.impl == "comfy":
+            return ModuleCodec(comfy_wan.to(dev, dtype), latent_channels=COMFY_WAN_SIZES[a.vae]["z_dim"],
+                               spatial_ratio=ratio, name="WanVAE (ComfyUI)")  # fmt: skip
+        return base if dtype == torch.float32 else GradientProxyCodec(base, base.in_dtype(dtype))
+
+    phases: list[float] = []  # the peak (GB) up to each step's end, reset after each
+
+    def on_step(step, total, losses, preview) -> None:
+        if cuda:
+            torch.cuda.synchronize(dev)
+            phases.append(torch.cuda.max_memory_allocated(dev) / 2**30)
+            torch.cuda.reset_peak_memory_stats(dev)
 
     def run(codec, frames: int, steps: int) -> tuple[float, float, str]:
         z = torch.randn(1, codec.latent_channels, codec.latent_frames(frames), a.height // ratio, a.width // ratio,
                         generator=torch.Generator().manual_seed(1))  # the LATENT stays on the CPU, as in ComfyUI
         det = drifting_hand(frames, (a.height, a.width), a.roi)
+        phases.clear()
         if cuda:
             torch.cuda.synchronize(dev)
             torch.cuda.reset_peak_memory_stats(dev)
         started = time.perf_counter()
-        result = fix_latents(z, codec, critic, spec, det, FixSettings(steps=steps), device=dev)
+        result = fix_latents(z, codec, critic, spec, det, FixSettings(steps=steps, chunk_frames=a.chunk_frames),
+                             on_step=on_step, device=dev)  # fmt: skip
         if cuda:
             torch.cuda.synchronize(dev)
+            phases.append(torch.cuda.max_memory_allocated(dev) / 2**30)  # the evaluation after the last step
         seconds = time.perf_counter() - started
         assert result.report["changed"] and torch.isfinite(result.latents).all()
-        peak = torch.cuda.max_memory_allocated(dev) / 2**30 if cuda else proc_status_gb("VmHWM")
+        peak = max(phases) if cuda else proc_status_gb("VmHWM")
         _, h, w = result.window.decoded_shape
         return seconds, peak, f"{w * ratio}x{h * ratio}"
 
-    print(f"Wan {a.vae} VAE (full size, random weights) on {dev}, {a.frames} frames at {a.width}x{a.height}, "
-          f"{a.roi} px hand ROI, {a.steps} steps", flush=True)
-    print(f"{'gradients through':<18} {'fix s':>8} {'per step':>8} {'peak GB':>8} {'decoded':>9}", flush=True)
+    impl = "diffusers AutoencoderKLWan" if a.impl == "diffusers" else "ComfyUI WanVAE"
+    print(f"Wan {a.vae} VAE ({impl}, full size, random weights) on {dev}, {a.frames} frames at {a.width}x{a.height}, "
+          f"{a.roi} px hand ROI, {a.steps} steps, chunk frames {a.chunk_frames or 'default'}", flush=True)
+    print(f"{'gradients through':<18} {'fix s':>8} {'per step':>8} {'peak GB':>8} {'decoded':>9}"
+          + (f" {'to step 1':>9} {'steps 2+':>9} {'after':>9}" if cuda else ""), flush=True)  # fmt: skip
     rows = {}
     for name in a.grad_dtypes.split(","):
-        dtype = dtypes[name]
-        codec = base if dtype == torch.float32 else GradientProxyCodec(base, base.in_dtype(dtype))
+        codec = codec_for(dtypes[name])
         if cuda:
             run(codec, 5, 1)  # untimed: CUDA's first use of each kernel
         seconds, peak, decoded = run(codec, a.frames, a.steps)
         rows[name] = (seconds, peak)
-        print(f"{name:<18} {seconds:>8.1f} {seconds / max(a.steps, 1):>8.2f} {peak:>8.2f} {decoded:>9}", flush=True)
+        split = ""
+        if cuda:
+            later = max(phases[1:-1], default=float("nan"))
+            split = f" {phases[0]:>9.2f} {later:>9.2f} {phases[-1]:>9.2f}"
+        print(f"{name:<18} {seconds:>8.1f} {seconds / max(a.steps, 1):>8.2f} {peak:>8.2f} {decoded:>9}{split}",
+              flush=True)
         del codec
     if len(rows) > 1:
         (first, (s0, m0)), *rest = rows.items()

@@ -8,13 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from conftest import require_diffusers
 
 from bgfs_core import generate as g
 from bgfs_core.cli import main
 from bgfs_core.errors import BGFSError
-
-torch = pytest.importorskip("torch")
-diffusers = pytest.importorskip("diffusers")
 
 IMAGES = Path(__file__).parent / "data" / "images"
 TEXT_DIM = 16
@@ -72,6 +71,7 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> dict[str, Path]:
+    require_diffusers()  # every test that builds the models needs the extra; the size rules below do not
     return build_models(tmp_path_factory.mktemp("wan_models"))
 
 

@@ -91,12 +91,13 @@ def test_windowed_decode_matches_full_decode(wan21):
 
 @pytest.mark.parametrize("context", [1, -1], ids=["context-1", "from-frame-0"])
 @pytest.mark.parametrize("kind", ["streamed", "chunks"])
-def test_a_window_decodes_from_its_region_alone(wan21, context, kind):
+def test_a_window_decodes_from_its_region_alone(request, context, kind):
     """`LatentWindow.local`: the decoded region's latents are all `decode_window` reads, so a fixer can send only
     them to the device (a long video's full latents stay where they are) and get the same frames and gradients:
     through a causal stream (the Wan VAE), and in chunks that re-decode context frames."""
-    codec = wan21
-    if kind == "chunks":  # no causal stream, frames that mix their neighbours' latents: decoded as TAEHV is
+    if kind == "streamed":
+        codec = request.getfixturevalue("wan21")  # diffusers' Wan VAE, an optional extra: only this case needs it
+    else:  # no causal stream, frames that mix their neighbours' latents: decoded as TAEHV is
         from test_nodes_glue import _TinyWanDecoder
 
         torch.manual_seed(4)
