@@ -96,8 +96,9 @@ def grad_dtype_for(name: str, device: str) -> Any:
 
 def make_codec(kind: str, model_id: str | None, subfolder: str = "vae", device: str = "cpu",
                grad_dtype: str = "auto") -> Any:
-    """The codec a request names: ``pixel`` (no VAE) or ``wan`` (a diffusers Wan VAE from ``model_id``), whose
-    gradients go through a copy in ``grad_dtype`` when that is not fp32 (the result is judged on the fp32 VAE)."""
+    """The codec a request names: ``pixel`` (no VAE) or ``wan`` (a Wan VAE from ``model_id``: a file, a diffusers
+    folder or model id), whose gradients go through a copy in ``grad_dtype`` when that is not fp32 (the result is
+    judged on the fp32 VAE)."""
     import torch
 
     from .codecs import DiffusersWanCodec, GradientProxyCodec, PixelCodec
@@ -110,7 +111,7 @@ def make_codec(kind: str, model_id: str | None, subfolder: str = "vae", device: 
         return PixelCodec()
     if kind == "wan":
         if not model_id:
-            raise BGFSError("--codec wan needs --model-id (a diffusers Wan model id or a local folder)")
+            raise BGFSError("--codec wan needs --model-id (a Wan VAE file, a diffusers Wan model id or a local folder)")
         dtype = grad_dtype_for(grad_dtype, device)
         codec = DiffusersWanCodec.from_pretrained(model_id, subfolder=subfolder, device=device)
         return codec if dtype == torch.float32 else GradientProxyCodec(codec, codec.in_dtype(dtype))

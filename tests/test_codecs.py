@@ -135,7 +135,7 @@ def test_from_pretrained_local_folder_and_missing(tmp_path, wan21):
     weights = next((tmp_path / "model" / "vae").glob("*.safetensors"))  # a download that stopped half-way
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(BGFSError, match=r"could not load the Wan VAE .*subfolder 'vae'\): Unable to load weights "
-                       r"[^\n]*safetensors'\. Put the diffusers VAE"):
+                       r"[^\n]*safetensors'\. Pass a Wan VAE file"):
         DiffusersWanCodec.from_pretrained(str(tmp_path / "model"))
 
 

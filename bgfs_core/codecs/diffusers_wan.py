@@ -29,7 +29,8 @@ WAN22_VAE_CONFIG: dict[str, Any] = {"base_dim": 160, "decoder_base_dim": 256, "z
                                     "scale_factor_spatial": 16, "latents_mean": [0.0] * 48, "latents_std": [1.0] * 48}
 
 WEIGHTS_HINT = (
-    "Put the diffusers VAE in a local folder (<folder>/vae/config.json and <folder>/vae/diffusion_pytorch_model."
+    "Pass a Wan VAE file (ComfyUI's models/vae/wan_2.1_vae.safetensors or wan2.2_vae.safetensors), or put the "
+    "diffusers VAE in a local folder (<folder>/vae/config.json and <folder>/vae/diffusion_pytorch_model."
     "safetensors), e.g. `hf download Wan-AI/Wan2.2-I2V-A14B-Diffusers --include 'vae/*' --local-dir "
     "models/Wan2.2-I2V-A14B-Diffusers`, and pass that folder as the model id."
 )
@@ -109,10 +110,13 @@ class DiffusersWanCodec(LatentCodec):
     @classmethod
     def from_pretrained(cls, model_id: str, subfolder: str | None = "vae", dtype: Any = None,
                         device: Any = None) -> DiffusersWanCodec:
-        """Load from a local diffusers folder (offline) or a Hugging Face model id (``<id>/vae``)."""
+        """Load from a VAE file (`from_single_file`), a local diffusers folder (offline) or a Hugging Face model id
+        (``<id>/vae``)."""
         import torch
 
         path = Path(os.path.expanduser(model_id))
+        if path.is_file():
+            return cls.from_single_file(path, dtype=dtype, device=device)
         if path.exists():
             # Accept the model folder (with vae/) or the vae folder itself.
             if subfolder and not (path / subfolder / "config.json").is_file() and (path / "config.json").is_file():
@@ -129,6 +133,19 @@ class DiffusersWanCodec(LatentCodec):
         except (OSError, ValueError, RuntimeError) as e:
             raise BGFSError(f"could not load the Wan VAE from {model_id!r} (subfolder {subfolder!r}): "
                             f"{first_line(e).rstrip('.')}. {WEIGHTS_HINT}") from e
+        return cls(vae.to(device) if device is not None else vae)
+
+    @classmethod
+    def from_single_file(cls, path: str | Path, dtype: Any = None, device: Any = None) -> DiffusersWanCodec:
+        """Load a Wan 2.1 or 2.2 VAE file in the original layout: the one ComfyUI keeps in ``models/vae``
+        (``wan_2.1_vae.safetensors``, ``wan2.2_vae.safetensors``) or Wan-AI's ``.pth`` (see `wan_checkpoint`)."""
+        from .wan_checkpoint import read_state_dict, wan_vae_from_state_dict
+
+        path = Path(os.path.expanduser(str(path)))
+        if not path.is_file():
+            raise BGFSError(f"VAE file {path} does not exist. {WEIGHTS_HINT}")
+        vae = wan_vae_from_state_dict(read_state_dict(path), what=str(path))
+        vae = vae.to(dtype) if dtype is not None else vae
         return cls(vae.to(device) if device is not None else vae)
 
     # --- LatentCodec ----------------------------------------------------------------------------------------------

@@ -26,8 +26,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--codec", choices=("auto", "pixel", "wan"), default="auto",
                    help="pixel: optimise the frames themselves (no VAE); wan: a Wan VAE via --model-id "
                         "(auto: wan when --model-id is given, else pixel)")  # fmt: skip
-    p.add_argument("--model-id", default=None, help="diffusers Wan model id or local folder holding the VAE")
-    p.add_argument("--vae-subfolder", default="vae", help="subfolder of --model-id with the VAE (default: vae)")
+    p.add_argument("--model-id", default=None,
+                   help="the Wan VAE: a file (ComfyUI's models/vae/wan_2.1_vae.safetensors for the 14B models, "
+                        "wan2.2_vae.safetensors for TI2V-5B), a diffusers model folder, or a Hugging Face model id")
+    p.add_argument("--vae-subfolder", default="vae",
+                   help="subfolder of a diffusers --model-id with the VAE (default: vae)")
     p.add_argument("--latents", default=None,
                    help="start from these latents (safetensors from bgfs generate --save-latents) instead of "
                         "encoding --in")  # fmt: skip
