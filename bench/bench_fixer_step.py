@@ -13,6 +13,7 @@ MALLOC_MMAP_THRESHOLD_=1048576 (unless set) so glibc returns freed activations t
   full           the whole frame, decoded in checkpointed chunks (1 latent frame each)
   window         the ROI window, decoded in checkpointed chunks with the causal state streamed between them
   window-taehv   the ROI window through ComfyUI's TAEHV (gradient decoder; needs COMFYUI_DIR)
+  window-tae     the same through bgfs_core's own TAEHV decoder (`bgfs fix --gradient-vae`; no ComfyUI needed)
   NAME+blocks    any of them with each decoder block checkpointed too (bgfs_core.codecs.blocks; the fixer's
                  default), e.g. full+blocks,window+blocks
   NAME+bf16      the decoder in bf16 (+fp16: fp16), as `bgfs fix --grad-dtype` and ComfyUI on a GPU run it
@@ -154,12 +155,17 @@ def one(config: str, frames: int, roi: int, chunk: int, height: int, width: int,
     else:
         codec = DiffusersWanCodec.from_config(wan_vae_config(vae, **widths), seed=0, dtype=dtype if half else None)
         codec.vae.to(dev)
-    if config == "window-taehv":
+    if config in ("window-taehv", "window-tae"):
         c, r = codec.latent_channels, codec.spatial_ratio
         # the window the Fixer node decodes through a TAEHV: its own reach (4 cells, 2 latent frames); the README's
         # TAEHV rows before this used 6 cells and 4 latent frames
-        taehv = load_comfy_module(os.environ["COMFYUI_DIR"], "taehv", device, latent_channels=c, latent_format=None,
-                                  show_progress_bar=False)  # fmt: skip
+        if config == "window-tae":
+            from bgfs_core.codecs.taehv import TAEHVDecoder
+
+            taehv = TAEHVDecoder(c).eval().requires_grad_(False)
+        else:
+            taehv = load_comfy_module(os.environ["COMFYUI_DIR"], "taehv", device, latent_channels=c,
+                                      latent_format=None, show_progress_bar=False)  # fmt: skip
         tae = ModuleCodec(taehv.to(dev, dtype), latent_channels=c, spatial_ratio=r, signed=False, name="TAEHV")
         codec = GradientProxyCodec(codec, tae)
     critic = stand_in_critic().eval().requires_grad_(False).to(dev)
@@ -266,7 +272,7 @@ def run_limited(cmd: list[str], timeout: float, mem_limit_gb: float) -> tuple[st
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", default="full,window,window-taehv",
-                   help="full, window, window-taehv, rf (receptive field)")
+                   help="full, window, window-taehv, window-tae, rf (receptive field)")
     p.add_argument("--frames", default="1,5", help="pixel frame counts (1+4k), comma-separated")
     p.add_argument("--roi", default="160", help="ROI sizes in px, comma-separated")
     p.add_argument("--chunk", type=int, default=1, help="latent frames per checkpointed chunk")

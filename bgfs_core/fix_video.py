@@ -34,6 +34,7 @@ class FixVideoRequest:
     report_dir: str | None = None
     device: str = "cpu"
     grad_dtype: str = "auto"  # the decoder the gradients go through (GRAD_DTYPES); the result is judged in fp32
+    gradient_vae: str | None = None  # a TAEHV file (taew2_1, lighttaew2_1/2_2): the gradients go through it instead
     progress: bool = True
     guard: bool = True  # keep the input when MediaPipe finds the geometry worse after the fix
     fps: float | None = None  # the input's frame rate, in place of the file's (a folder of frames has none)
@@ -69,7 +70,7 @@ def load_fix_models(cfg: Config, req: FixVideoRequest) -> FixModels:
         critic = spec = None
         region = req.region or cfg.roi.region
         get_region(region)  # an unknown name is a clear BGFSError before any work
-    codec = make_codec(req.codec, req.model_id, req.vae_subfolder, req.device, req.grad_dtype)
+    codec = make_codec(req.codec, req.model_id, req.vae_subfolder, req.device, req.grad_dtype, req.gradient_vae)
     return FixModels(critic, spec, region, codec)
 
 
@@ -95,25 +96,36 @@ def grad_dtype_for(name: str, device: str) -> Any:
 
 
 def make_codec(kind: str, model_id: str | None, subfolder: str = "vae", device: str = "cpu",
-               grad_dtype: str = "auto") -> Any:
+               grad_dtype: str = "auto", gradient_vae: str | None = None) -> Any:
     """The codec a request names: ``pixel`` (no VAE) or ``wan`` (a Wan VAE from ``model_id``: a file, a diffusers
-    folder or model id), whose gradients go through a copy in ``grad_dtype`` when that is not fp32 (the result is
-    judged on the fp32 VAE)."""
+    folder or model id), whose gradients go through a copy in ``grad_dtype`` when that is not fp32, or through the
+    TAEHV decoder of ``gradient_vae`` in that dtype (the result is judged on the fp32 VAE)."""
     import torch
 
-    from .codecs import DiffusersWanCodec, GradientProxyCodec, PixelCodec
+    from .codecs import DiffusersWanCodec, GradientProxyCodec, ModuleCodec, PixelCodec
 
     if kind == "auto":
         kind = "wan" if model_id else "pixel"
     if kind == "pixel":
         if grad_dtype not in ("auto", "fp32"):
             raise BGFSError(f"--grad-dtype {grad_dtype} is for a Wan VAE (--model-id); the pixel codec has no decoder")
+        if gradient_vae:
+            raise BGFSError("--gradient-vae decodes a Wan VAE's latents: give the VAE with --model-id")
         return PixelCodec()
     if kind == "wan":
         if not model_id:
             raise BGFSError("--codec wan needs --model-id (a Wan VAE file, a diffusers Wan model id or a local folder)")
         dtype = grad_dtype_for(grad_dtype, device)
+        tae = None
+        if gradient_vae:  # read before the VAE, so a wrong file is named before the long load
+            from .codecs.taehv import load_taehv_decoder
+
+            tae = load_taehv_decoder(gradient_vae)
         codec = DiffusersWanCodec.from_pretrained(model_id, subfolder=subfolder, device=device)
+        if tae is not None:
+            grad = ModuleCodec(tae.to(device, dtype), latent_channels=tae.latent_channels,
+                               spatial_ratio=8 * tae.patch_size, signed=False, name=f"TAEHV {Path(gradient_vae).name}")
+            return GradientProxyCodec(codec, grad)
         return codec if dtype == torch.float32 else GradientProxyCodec(codec, codec.in_dtype(dtype))
     raise BGFSError(f"unknown codec {kind!r}: use pixel or wan")
 

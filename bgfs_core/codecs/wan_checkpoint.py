@@ -124,17 +124,17 @@ def wan_vae_from_state_dict(sd: dict[str, torch.Tensor], what: str = "this file"
         with torch.no_grad():
             vae.load_state_dict(converted, strict=True)
     except RuntimeError as e:
-        raise BGFSError(f"{what} is not the Wan {version} VAE's architecture ({_mismatch(vae, converted)}); use "
-                        "ComfyUI's wan_2.1_vae.safetensors or wan2.2_vae.safetensors, or a diffusers folder") from e
+        raise BGFSError(f"{what} is not the Wan {version} VAE's architecture ({describe_mismatch(vae, converted)}); "
+                        "use ComfyUI's wan_2.1_vae.safetensors or wan2.2_vae.safetensors, or a diffusers folder") from e
     return vae.eval()
 
 
-def _mismatch(vae: Any, converted: dict[str, torch.Tensor]) -> str:
-    """What a strict load disagreed on, shortly."""
-    own = vae.state_dict()
-    missing = sorted(set(own) - set(converted))
-    extra = sorted(set(converted) - set(own))
-    shapes = sorted(k for k in set(own) & set(converted) if own[k].shape != converted[k].shape)
+def describe_mismatch(model: Any, sd: dict[str, torch.Tensor]) -> str:
+    """What a strict ``model.load_state_dict(sd)`` disagreed on, shortly."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(sd))
+    extra = sorted(set(sd) - set(own))
+    shapes = sorted(k for k in set(own) & set(sd) if own[k].shape != sd[k].shape)
     parts = [f"{len(v)} {name}, e.g. {v[0]}" for name, v in (("missing", missing), ("unexpected", extra),
                                                                ("of another shape", shapes)) if v]  # fmt: skip
     return "; ".join(parts) or "a tensor did not load"

@@ -49,9 +49,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report-dir", default=None, help="where report.json and the plots go (default: OUT_report/)")
     p.add_argument("--device", default="cpu", help="torch device for the codec and critic (cpu, cuda, ...)")
     p.add_argument("--grad-dtype", choices=GRAD_DTYPES, default="auto",
-                   help="dtype of the VAE copy the gradients go through (auto: bf16 on a GPU that computes it "
+                   help="dtype of the decoder the gradients go through, a copy of the VAE or --gradient-vae "
+                   "(auto: bf16 on a GPU that computes it "
                    "natively, else fp32); bf16 took ~0.6x the step's time and memory on a CPU with native bf16. The "
                    "result is decoded and judged with the fp32 VAE")
+    p.add_argument("--gradient-vae", default=None,
+                   help="a Tiny AutoEncoder for Wan file (taew2_1.safetensors or lighttaew2_1.safetensors for the "
+                        "Wan 2.1 VAE, lighttaew2_2.safetensors for Wan 2.2): the gradients go through it, several "
+                        "times faster and lighter, while --model-id's VAE encodes, decodes the result and is judged; "
+                        "in --grad-dtype")  # fmt: skip
     p.add_argument("--no-guard", action="store_true",
                    help="write the edit even when MediaPipe finds its geometry (detection, jitter, bone lengths, "
                         "joint limits) worse than the input's (default: keep the input)")
@@ -79,8 +85,8 @@ def _request(args: argparse.Namespace, source: str, output: str, report_dir: str
     return FixVideoRequest(
         input=source, output=output, critic=args.critic, codec=args.codec, model_id=args.model_id,
         vae_subfolder=args.vae_subfolder, latents=args.latents, region=args.region, max_frames=args.max_frames,
-        report_dir=report_dir, device=args.device, grad_dtype=args.grad_dtype, progress=not args.quiet,
-        guard=not args.no_guard, fps=args.fps,
+        report_dir=report_dir, device=args.device, grad_dtype=args.grad_dtype, gradient_vae=args.gradient_vae,
+        progress=not args.quiet, guard=not args.no_guard, fps=args.fps,
     )  # fmt: skip
 
 
