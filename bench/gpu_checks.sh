@@ -5,7 +5,8 @@
 #      fixes and `bgfs fix` with the computation on the GPU, compared with the same runs on the CPU;
 #   2. bench_latent_fix.py: a whole Latent Anatomy Fixer run at 81 frames 832x480 through the full-size Wan 2.1 VAE
 #      (random weights), gradients through bf16 and fp32 side by side;
-#   3. bench_fixer_step.py: one step, windowed against full frame, bf16 and fp32.
+#   3. bench_fixer_step.py: one step, windowed against full frame, bf16 and fp32, and windowed through bgfs_core's
+#      TAEHV decoder (`bgfs fix --gradient-vae`).
 # With COMFYUI_DIR (a ComfyUI checkout; its comfy/ package and einops, psutil, tqdm are all it needs here), the
 # node's own path too: part 2 through ComfyUI's WanVAE class in bf16, and part 3's windowed step through it and
 # through ComfyUI's TAEHV as the gradient decoder.
@@ -35,13 +36,13 @@ BGFS_TEST_DEVICE=cuda timeout 120 $PY -m pytest -q -p no:cacheprovider -rs --dur
 GRAD_DTYPES=${GRAD_DTYPES:-bf16,fp32}
 timeout $((60 + 12 * STEPS)) $PY bench/bench_latent_fix.py --device cuda --frames 81 --steps "$STEPS" \
   --grad-dtypes "$GRAD_DTYPES" 2>&1 | tee "$OUT/latent_fix.txt" || rc=1
-configs=window+blocks+bf16,full+blocks+bf16,window+blocks,full+blocks
+configs=window+blocks+bf16,window-tae+bf16,full+blocks+bf16,window+blocks,full+blocks
 if [ -n "${COMFYUI_DIR:-}" ]; then
   timeout $((60 + 8 * STEPS)) $PY bench/bench_latent_fix.py --device cuda --frames 81 --steps "$STEPS" \
     --grad-dtypes bf16 --impl comfy 2>&1 | tee "$OUT/latent_fix_comfy.txt" || rc=1
   # each against the first: diffusers' windowed bf16 step
-  configs=window+blocks+bf16,window+blocks+bf16+comfy,window-taehv+bf16+comfy,full+blocks+bf16+comfy,full+blocks+bf16
-  configs=$configs,window+blocks,full+blocks
+  configs=window+blocks+bf16,window+blocks+bf16+comfy,window-taehv+bf16+comfy,window-tae+bf16,full+blocks+bf16+comfy
+  configs=$configs,full+blocks+bf16,window+blocks,full+blocks
 fi
 # --mem-limit-gb limits the host's memory (the models are built there), not the GPU's
 timeout 240 $PY bench/bench_fixer_step.py --device cuda --frames 81 --roi 160 --timeout 60 --mem-limit-gb 100 \

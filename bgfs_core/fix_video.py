@@ -117,15 +117,17 @@ def make_codec(kind: str, model_id: str | None, subfolder: str = "vae", device: 
             raise BGFSError("--codec wan needs --model-id (a Wan VAE file, a diffusers Wan model id or a local folder)")
         dtype = grad_dtype_for(grad_dtype, device)
         tae = None
-        if gradient_vae:  # read before the VAE, so a wrong file is named before the long load
+        if gradient_vae:  # read before the VAE: a file that is no TAEHV is named before the long load
             from .codecs.taehv import load_taehv_decoder
 
             tae = load_taehv_decoder(gradient_vae)
         codec = DiffusersWanCodec.from_pretrained(model_id, subfolder=subfolder, device=device)
         if tae is not None:
+            name = f"TAEHV {Path(gradient_vae).name}"
+            name += "" if dtype == torch.float32 else f" ({str(dtype).replace('torch.', '')})"
             grad = ModuleCodec(tae.to(device, dtype), latent_channels=tae.latent_channels,
-                               spatial_ratio=8 * tae.patch_size, signed=False, name=f"TAEHV {Path(gradient_vae).name}")
-            return GradientProxyCodec(codec, grad)
+                               spatial_ratio=8 * tae.patch_size, signed=False, name=name)  # fmt: skip
+            return GradientProxyCodec(codec, grad)  # checks that both decode one latent space
         return codec if dtype == torch.float32 else GradientProxyCodec(codec, codec.in_dtype(dtype))
     raise BGFSError(f"unknown codec {kind!r}: use pixel or wan")
 

@@ -57,6 +57,14 @@ def test_a_file_loads_its_decoder_and_bad_files_are_named(tmp_path):
     save_file(sd, str(tmp_path / "lighttaehy1_5.safetensors"))
     with pytest.raises(BGFSError, match="for 32-channel latents"):
         load_taehv_decoder(tmp_path / "lighttaehy1_5.safetensors")
+    # HunyuanVideo's taehv has taew2_1's layout and 16 channels; ComfyUI tells it by its fp16
+    save_file({k: v.half() for k, v in tae.state_dict().items()}, str(tmp_path / "taehv.safetensors"))
+    with pytest.raises(BGFSError, match="in fp16, which ComfyUI reads as HunyuanVideo's taehv"):
+        load_taehv_decoder(tmp_path / "taehv.safetensors")
+    save_file({k: v.bfloat16() for k, v in tae.state_dict().items()}, str(tmp_path / "bf16.safetensors"))
+    assert load_taehv_decoder(tmp_path / "bf16.safetensors").decoder[1].weight.dtype == torch.float32
+    with pytest.raises(BGFSError, match="gradient VAE file .*nowhere.safetensors does not exist"):
+        load_taehv_decoder(tmp_path / "nowhere.safetensors")
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +80,34 @@ def files(tmp_path_factory):
     return d
 
 
-def test_bgfs_fix_optimises_through_the_gradient_vae(files):
-    """A random VAE decodes no hand, so the run ends in the clean pass-through; the report names the decoders."""
+@pytest.mark.parametrize("grad_dtype", ["fp32", "bf16"])
+def test_the_fix_optimises_through_the_gradient_vae(files, grad_dtype):
+    """The codec `bgfs fix --gradient-vae` builds: every step's decode goes through the TAEHV (in --grad-dtype),
+    and the latents change."""
+    from test_fixer import hand_detections, random_critic
+
+    from bgfs_core.fix_video import make_codec
+    from bgfs_core.fixer import FixSettings, fix_latents
+
+    codec = make_codec("auto", str(files / "wan"), grad_dtype=grad_dtype,
+                       gradient_vae=str(files / "lighttaew2_1.safetensors"))  # fmt: skip
+    dtype = {"fp32": "", "bf16": " (bfloat16)"}[grad_dtype]
+    assert codec.name == f"Wan 2.1 VAE (diffusers) (gradients through TAEHV lighttaew2_1.safetensors{dtype})"
+    tae = codec.grad.module
+    assert tae.decoder[1].weight.dtype == {"fp32": torch.float32, "bf16": torch.bfloat16}[grad_dtype]
+    calls = []
+    tae.decoder[1].register_forward_hook(lambda _m, inp, _out: calls.append(inp[0].requires_grad))
+    critic, spec = random_critic()
+    det = hand_detections(9, (64, 96), (8.0, 8.0, 36.0, 36.0))
+    z = torch.randn(1, 16, 3, 8, 12, generator=torch.Generator().manual_seed(3))
+    result = fix_latents(z, codec, critic, spec, det, FixSettings(steps=2))
+    assert result.report["changed"] and not torch.equal(result.latents, z)
+    assert sum(calls) >= 2, "each step decodes with gradients through the TAEHV"
+
+
+def test_bgfs_fix_takes_a_gradient_vae(files):
+    """End to end: a random VAE decodes no hand, so the run ends in the clean pass-through; the report names the
+    decoders."""
     out = files / "fixed.mp4"
     assert main(["fix", "--in", str(HAND_VIDEO), "--out", str(out), "--model-id", str(files / "wan"),
                  "--gradient-vae", str(files / "lighttaew2_1.safetensors"), "--max-frames", "5", "--steps", "1",

@@ -11,7 +11,8 @@ from test_windowed_decode import COMFYUI_DIR, comfy, load_comfy_module
 
 from bgfs_core.cli import main
 from bgfs_core.codecs import DiffusersWanCodec, ModuleCodec
-from bgfs_core.codecs.wan_checkpoint import diffusers_key, read_state_dict, wan_vae_version
+from bgfs_core.codecs.wan_checkpoint import diffusers_key, wan_vae_version
+from bgfs_core.codecs.weights_file import read_state_dict
 from bgfs_core.errors import BGFSError
 
 # The Wan VAEs' depth as comfy.sd.VAE builds them for the real files (WanVAE's own defaults differ)
@@ -48,8 +49,12 @@ def test_files_that_are_not_a_wan_vae_are_named_as_such(tmp_path):
 
     critic = tmp_path / "critic.safetensors"
     save_critic(critic, HeatmapCritic(CriticSpec.for_region("hands", width=8)), CriticSpec.for_region("hands", width=8))
-    with pytest.raises(BGFSError, match="critic.safetensors is not a Wan VAE in the original layout: .*wan_2.1_vae"):
+    with pytest.raises(BGFSError, match=r"critic.safetensors is not a Wan VAE in the original layout \(it has no "
+                                        r"conv2.weight and decoder.head.0.gamma\): use ComfyUI's wan_2.1_vae"):  # fmt: skip
         DiffusersWanCodec.from_pretrained(str(critic))
+    # a mistyped file name is not looked up as a Hugging Face model id
+    with pytest.raises(BGFSError, match="VAE file vae/wan_2.1_vae.safetensors does not exist. Pass a Wan VAE file"):
+        DiffusersWanCodec.from_pretrained("vae/wan_2.1_vae.safetensors")
     sd4 = {"conv2.weight": torch.zeros(4, 4, 1, 1, 1), "decoder.head.0.gamma": torch.ones(8, 1, 1, 1)}
     with pytest.raises(BGFSError, match="4 latent channels; the Wan VAEs have 16"):
         wan_vae_version(sd4)
@@ -57,9 +62,15 @@ def test_files_that_are_not_a_wan_vae_are_named_as_such(tmp_path):
     garbage.write_bytes(b"not a safetensors file")
     with pytest.raises(BGFSError, match="could not read .*wan_2.1_vae.safetensors as a weights file"):
         DiffusersWanCodec.from_pretrained(str(garbage))
-    # a shared prefix (a whole-model checkpoint's VAE part) is taken off
-    save_file({f"first_stage_model.{k}": v for k, v in sd4.items()}, str(tmp_path / "prefixed.safetensors"))
-    assert sorted(read_state_dict(tmp_path / "prefixed.safetensors")) == sorted(sd4)
+    # a whole-model checkpoint: its VAE part alone, without the prefix; nothing when it has none
+    whole = {f"first_stage_model.{k}": v for k, v in sd4.items()}
+    whole["model.diffusion_model.head.weight"] = torch.zeros(2)
+    for suffix in (".safetensors", ".ckpt"):
+        path = tmp_path / f"whole{suffix}"
+        save_file(whole, str(path)) if suffix == ".safetensors" else torch.save({"state_dict": whole}, path)
+        part = read_state_dict(path, marker="decoder.head.0.gamma")
+        assert sorted(part) == sorted(sd4) and torch.equal(part["conv2.weight"], sd4["conv2.weight"])
+        assert read_state_dict(path, marker="decoder.22.bias") == {}
 
 
 def test_a_diffusers_layout_file_is_pointed_to_its_folder(tmp_path, needs_diffusers):
@@ -69,7 +80,7 @@ def test_a_diffusers_layout_file_is_pointed_to_its_folder(tmp_path, needs_diffus
 
     vae = DiffusersWanCodec.from_config(wan_vae_config("2.1", base_dim=8)).vae
     save_file(vae.state_dict(), str(tmp_path / "diffusion_pytorch_model.safetensors"))
-    with pytest.raises(BGFSError, match="in diffusers' layout: pass its folder"):
+    with pytest.raises(BGFSError, match="is a VAE in diffusers' layout: pass the folder that holds it"):
         DiffusersWanCodec.from_pretrained(str(tmp_path / "diffusion_pytorch_model.safetensors"))
 
 
@@ -97,8 +108,8 @@ def test_a_comfyui_vae_file_decodes_and_encodes_as_comfyui_does(tmp_path, kind, 
     path = tmp_path / f"{kind}{suffix}"
     if suffix == ".safetensors":
         save_file(m.state_dict(), str(path))
-    else:  # Wan-AI's .pth, here behind a prefix as a whole-model checkpoint holds it
-        torch.save({f"vae.{k}": v for k, v in m.state_dict().items()}, path)
+    else:  # Wan-AI's .pth, here behind a prefix beside another model, as a whole-model checkpoint holds it
+        torch.save({**{f"vae.{k}": v for k, v in m.state_dict().items()}, "model.head.weight": torch.zeros(3)}, path)
     codec = DiffusersWanCodec.from_pretrained(str(path))
     assert codec.latent_channels == channels and codec.spatial_ratio == ratio
     theirs = ModuleCodec(m, latent_channels=channels, spatial_ratio=ratio)

@@ -28,6 +28,7 @@ WAN22_VAE_CONFIG: dict[str, Any] = {"base_dim": 160, "decoder_base_dim": 256, "z
                                     "is_residual": True, "patch_size": 2, "in_channels": 12, "out_channels": 12,
                                     "scale_factor_spatial": 16, "latents_mean": [0.0] * 48, "latents_std": [1.0] * 48}
 
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt", ".bin")
 WEIGHTS_HINT = (
     "Pass a Wan VAE file (ComfyUI's models/vae/wan_2.1_vae.safetensors or wan2.2_vae.safetensors), or put the "
     "diffusers VAE in a local folder (<folder>/vae/config.json and <folder>/vae/diffusion_pytorch_model."
@@ -124,6 +125,8 @@ class DiffusersWanCodec(LatentCodec):
             where = path / subfolder if subfolder else path
             if not (where / "config.json").is_file():
                 raise BGFSError(f"no VAE config at {where / 'config.json'}. {WEIGHTS_HINT}")
+        elif path.suffix.lower() in WEIGHT_SUFFIXES:  # a file name, mistyped: not a Hugging Face model id
+            raise BGFSError(f"VAE file {model_id} does not exist. {WEIGHTS_HINT}")
         elif model_id.startswith((".", "/", "~")) or model_id.count("/") != 1:
             raise BGFSError(f"VAE folder {model_id} does not exist. {WEIGHTS_HINT}")
         diffusers = import_diffusers("a Wan VAE (--model-id)")
@@ -138,15 +141,19 @@ class DiffusersWanCodec(LatentCodec):
     @classmethod
     def from_single_file(cls, path: str | Path, dtype: Any = None, device: Any = None) -> DiffusersWanCodec:
         """Load a Wan 2.1 or 2.2 VAE file in the original layout: the one ComfyUI keeps in ``models/vae``
-        (``wan_2.1_vae.safetensors``, ``wan2.2_vae.safetensors``) or Wan-AI's ``.pth`` (see `wan_checkpoint`)."""
-        from .wan_checkpoint import read_state_dict, wan_vae_from_state_dict
+        (``wan_2.1_vae.safetensors``, ``wan2.2_vae.safetensors``) or Wan-AI's ``.pth`` (see `wan_checkpoint`). Such a
+        file has no ``latents_mean``/``latents_std``: the config keeps `wan_vae_config`'s (the class defaults for
+        2.1, placeholders for 2.2), which this codec never uses; `normalize_latents` needs a diffusers folder's."""
+        import torch
+
+        from .wan_checkpoint import load_wan_vae_file
 
         path = Path(os.path.expanduser(str(path)))
         if not path.is_file():
             raise BGFSError(f"VAE file {path} does not exist. {WEIGHTS_HINT}")
-        vae = wan_vae_from_state_dict(read_state_dict(path), what=str(path))
-        vae = vae.to(dtype) if dtype is not None else vae
-        return cls(vae.to(device) if device is not None else vae)
+        vae = load_wan_vae_file(path)
+        # torch's own .to(), as in_dtype: diffusers' override warns about modules to keep in fp32
+        return cls(torch.nn.Module.to(vae, device=device, dtype=dtype))
 
     # --- LatentCodec ----------------------------------------------------------------------------------------------
     @property

@@ -31,8 +31,8 @@ class GradientProxyCodec(LatentCodec):
         if mismatches:
             raise BGFSError(
                 f"the gradient decoder {grad.name} does not decode the latent space of {real.name} "
-                f"({', '.join(mismatches)}); pick the tiny decoder made for this VAE (taew2_1 for Wan 2.1, "
-                "taew2_2 for Wan 2.2)."
+                f"({', '.join(mismatches)}); pick the tiny decoder made for this VAE (lighttaew2_1 or taew2_1 for Wan 2.1, "
+                "lighttaew2_2 for Wan 2.2)."
             )
         self.real = real
         self.grad = grad

@@ -100,16 +100,25 @@ class TAEHVDecoder(nn.Module):
 def load_taehv_decoder(path: str | Path) -> TAEHVDecoder:
     """The decoder of a TAEHV weights file for Wan (``taew2_1``, ``lighttaew2_1``: 16 channels; ``lighttaew2_2``:
     48), float32; its encoder, if the file has one, is not loaded."""
-    from .wan_checkpoint import describe_mismatch, read_state_dict
+    import os
 
-    sd = read_state_dict(path)
+    from .weights_file import describe_mismatch, read_state_dict
+
+    path = Path(os.path.expanduser(str(path)))
+    use = "use lighttaew2_1.safetensors or taew2_1 (the Wan 2.1 VAE), lighttaew2_2.safetensors (Wan 2.2)"
+    if not path.is_file():
+        raise BGFSError(f"gradient VAE file {path} does not exist: {use}")
+    sd = read_state_dict(path, marker="decoder.22.bias")
     if "decoder.22.bias" not in sd or "decoder.1.weight" not in sd:
-        raise BGFSError(f"{path} is not a Tiny AutoEncoder for Wan (no decoder.1.weight and decoder.22.bias): use "
-                        "taew2_1.safetensors or lighttaew2_1.safetensors (Wan 2.1), lighttaew2_2.safetensors (Wan 2.2)")
+        raise BGFSError(f"{path} is not a Tiny AutoEncoder for Wan (no decoder.1.weight and decoder.22.bias): {use}")
     channels = int(sd["decoder.1.weight"].shape[1])
     if channels not in (16, 48):
-        raise BGFSError(f"{path} is a tiny autoencoder for {channels}-channel latents (not Wan's): use taew2_1, "
-                        "lighttaew2_1 (Wan 2.1) or lighttaew2_2 (Wan 2.2)")
+        raise BGFSError(f"{path} is a tiny autoencoder for {channels}-channel latents (not Wan's): {use}")
+    if channels == 16 and sd["decoder.1.weight"].dtype == torch.float16:
+        # ComfyUI's own rule (comfy/sd.py): the 16-channel tiny autoencoders share one layout, and only
+        # HunyuanVideo's taehv ships in fp16; its latents are another space than the Wan VAE's
+        raise BGFSError(f"{path} is in fp16, which ComfyUI reads as HunyuanVideo's taehv (another latent space "
+                        f"than Wan's): {use}; a Wan one in fp16 loads once saved in bf16 or fp32")
     model = TAEHVDecoder(channels).eval().requires_grad_(False)
     decoder = {k: v.float() for k, v in sd.items() if k.startswith("decoder.")}
     try:

@@ -16,15 +16,13 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BGFSError, first_line
+from ..errors import BGFSError
 from .diffusers_wan import wan_vae_config
+from .weights_file import describe_mismatch, read_state_dict
 
 if TYPE_CHECKING:
     import torch
 
-# Key prefixes some single files put before the VAE's own keys (a whole-model checkpoint's VAE part).
-_PREFIXES = ("first_stage_model.", "vae.")
-_STAGES = 4  # dim_mult [1, 2, 4, 4]
 _BLOCKS = 2  # num_res_blocks: a decoder stage has one more residual block than that
 _RESIDUAL = {"residual.0.": "norm1.", "residual.2.": "conv1.", "residual.3.": "norm2.", "residual.6.": "conv2.",
              "shortcut.": "conv_shortcut."}  # fmt: skip
@@ -34,36 +32,20 @@ _PART = {"conv1.": "conv_in.", "head.0.": "norm_out.", "head.2.": "conv_out.", "
 _SAMPLER = ("resample.", "time_conv.")  # the up/down-sampling layer of a stage, not a residual block
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of a ``.safetensors`` or ``.pth``/``.pt``/``.ckpt`` file (weights only: no code is run), without
-    a shared key prefix such as ``first_stage_model.``."""
-    import torch
-
-    path = Path(path)
-    try:
-        if path.suffix.lower() == ".safetensors":
-            from safetensors.torch import load_file
-
-            sd = load_file(str(path))
-        else:
-            sd = torch.load(str(path), map_location="cpu", weights_only=True)
-            sd = sd.get("state_dict", sd) if isinstance(sd, dict) else sd
-    except Exception as e:  # a truncated or foreign file: safetensors, pickle and zip raise their own kinds
-        raise BGFSError(f"could not read {path} as a weights file: {first_line(e)}") from e
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise BGFSError(f"{path} holds no state dict of tensors")
-    for prefix in _PREFIXES:
-        if sd and all(k.startswith(prefix) for k in sd):
-            sd = {k[len(prefix):]: v for k, v in sd.items()}
-    return sd
+def load_wan_vae_file(path: str | Path) -> Any:
+    """A float32 diffusers ``AutoencoderKLWan`` holding the Wan VAE of a file in the original layout (also the VAE
+    part of a whole-model checkpoint, behind ``first_stage_model.`` or ``vae.``)."""
+    sd = read_state_dict(path, marker="decoder.head.0.gamma")
+    if not sd and read_state_dict(path, marker="post_quant_conv.weight"):
+        raise BGFSError(f"{path} is a VAE in diffusers' layout: pass the folder that holds it with its config.json")
+    return wan_vae_from_state_dict(sd, what=str(path))
 
 
 def wan_vae_version(sd: dict[str, torch.Tensor], what: str = "this file") -> str:
     """``"2.1"`` or ``"2.2"`` for an original-layout Wan VAE state dict; a BGFSError for anything else."""
     if "conv2.weight" not in sd or "decoder.head.0.gamma" not in sd:
-        hint = " (it is in diffusers' layout: pass its folder)" if "post_quant_conv.weight" in sd else ""
-        raise BGFSError(f"{what} is not a Wan VAE in the original layout{hint}: it has no conv2.weight and "
-                        "decoder.head.0.gamma; use ComfyUI's wan_2.1_vae.safetensors or wan2.2_vae.safetensors, "
+        raise BGFSError(f"{what} is not a Wan VAE in the original layout (it has no conv2.weight and "
+                        "decoder.head.0.gamma): use ComfyUI's wan_2.1_vae.safetensors or wan2.2_vae.safetensors, "
                         "Wan-AI's Wan2.1_VAE.pth or Wan2.2_VAE.pth, or a diffusers folder")  # fmt: skip
     channels = sd["conv2.weight"].shape[0]
     if channels not in (16, 48):
@@ -118,23 +100,12 @@ def wan_vae_from_state_dict(sd: dict[str, torch.Tensor], what: str = "this file"
     if version == "2.2":
         widths["decoder_base_dim"] = int(sd["decoder.head.0.gamma"].shape[0])
     diffusers = import_diffusers("a Wan VAE file")
-    vae = diffusers.AutoencoderKLWan(**wan_vae_config(version, **widths))
-    converted = {diffusers_key(k, version): v.float() for k, v in sd.items()}
+    with torch.device("meta"):  # no random init to overwrite (seconds, and memory, for the 2.2 VAE's 705M weights)
+        vae = diffusers.AutoencoderKLWan(**wan_vae_config(version, **widths))
+    converted = {diffusers_key(k, version): v.to(torch.float32) for k, v in sd.items()}
     try:
-        with torch.no_grad():
-            vae.load_state_dict(converted, strict=True)
+        vae.load_state_dict(converted, strict=True, assign=True)
     except RuntimeError as e:
         raise BGFSError(f"{what} is not the Wan {version} VAE's architecture ({describe_mismatch(vae, converted)}); "
                         "use ComfyUI's wan_2.1_vae.safetensors or wan2.2_vae.safetensors, or a diffusers folder") from e
     return vae.eval()
-
-
-def describe_mismatch(model: Any, sd: dict[str, torch.Tensor]) -> str:
-    """What a strict ``model.load_state_dict(sd)`` disagreed on, shortly."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(sd))
-    extra = sorted(set(sd) - set(own))
-    shapes = sorted(k for k in set(own) & set(sd) if own[k].shape != sd[k].shape)
-    parts = [f"{len(v)} {name}, e.g. {v[0]}" for name, v in (("missing", missing), ("unexpected", extra),
-                                                               ("of another shape", shapes)) if v]  # fmt: skip
-    return "; ".join(parts) or "a tensor did not load"
