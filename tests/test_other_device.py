@@ -103,6 +103,34 @@ def test_the_fix_decodes_through_a_wan_vae_on_another_device(channels):
     assert close(result.latents, on_cpu.latents, atol=1e-3)
 
 
+def test_the_fix_decodes_through_a_gradient_vae_on_another_device(tmp_path):
+    """`bgfs fix --device ... --gradient-vae`: the codec `make_codec` builds, the Wan VAE and its TAEHV on the
+    device, the latents on the CPU. (Built on the CPU and moved: inside the stand-in, whose device is torch's meta
+    device, diffusers' from_pretrained would build its empty model on the "GPU".)"""
+    require_diffusers()
+    from safetensors.torch import save_file
+    from test_taehv import lively
+
+    from bgfs_core.codecs.taehv import TAEHVDecoder
+    from bgfs_core.fix_video import make_codec
+
+    DiffusersWanCodec.from_config(TINY[16], seed=0).vae.save_pretrained(tmp_path / "wan" / "vae")
+    save_file(lively(TAEHVDecoder(16)).state_dict(), str(tmp_path / "lighttaew2_1.safetensors"))
+    files = {"model_id": str(tmp_path / "wan"), "gradient_vae": str(tmp_path / "lighttaew2_1.safetensors")}
+    latents = torch.randn(1, 16, 3, 8, 12, generator=torch.Generator().manual_seed(1))
+    det = hand_detections(9, (64, 96), (8.0, 8.0, 36.0, 36.0))
+    critic, spec = random_critic()
+    settings = FixSettings(steps=2, keypoint_conf=0.0)
+    on_cpu = fix_latents(latents, make_codec("wan", **files), critic, spec, det, settings)
+    codec = make_codec("wan", **files, grad_dtype="fp32")
+    with other_device() as dev:
+        codec.real.vae.to(dev)
+        codec.grad.module.to(dev)
+        result = fix_latents(latents, codec, copy.deepcopy(critic).to(dev), spec, det, settings, device=dev)
+    assert result.latents.device.type == "cpu" and result.report["changed"]
+    assert close(result.latents, on_cpu.latents, atol=1e-4)
+
+
 def test_critic_training_runs_on_another_device(tmp_path, data_dir):
     from bgfs_core.cache import build_cache
     from bgfs_core.config import load_config
