@@ -57,12 +57,15 @@ def test_a_file_loads_its_decoder_and_bad_files_are_named(tmp_path):
     save_file(sd, str(tmp_path / "lighttaehy1_5.safetensors"))
     with pytest.raises(BGFSError, match="for 32-channel latents"):
         load_taehv_decoder(tmp_path / "lighttaehy1_5.safetensors")
-    # HunyuanVideo's taehv has taew2_1's layout and 16 channels; ComfyUI tells it by its fp16
-    save_file({k: v.half() for k, v in tae.state_dict().items()}, str(tmp_path / "taehv.safetensors"))
-    with pytest.raises(BGFSError, match="in fp16, which ComfyUI reads as HunyuanVideo's taehv"):
+    # HunyuanVideo's taehv has taew2_1's layout and 16 channels: only its name tells it apart
+    save_file(tae.state_dict(), str(tmp_path / "taehv.safetensors"))
+    with pytest.raises(BGFSError, match="is HunyuanVideo's tiny autoencoder"):
         load_taehv_decoder(tmp_path / "taehv.safetensors")
-    save_file({k: v.bfloat16() for k, v in tae.state_dict().items()}, str(tmp_path / "bf16.safetensors"))
-    assert load_taehv_decoder(tmp_path / "bf16.safetensors").decoder[1].weight.dtype == torch.float32
+    # madebyollin's taew2_1 is fp16, as a .pth: read to fp32
+    torch.save({k: v.half() for k, v in tae.state_dict().items()}, tmp_path / "taew2_1.pth")
+    half = load_taehv_decoder(tmp_path / "taew2_1.pth")
+    assert half.decoder[1].weight.dtype == torch.float32
+    assert torch.equal(half.decoder[1].weight, tae.decoder[1].weight.half().float())
     with pytest.raises(BGFSError, match="gradient VAE file .*nowhere.safetensors does not exist"):
         load_taehv_decoder(tmp_path / "nowhere.safetensors")
 

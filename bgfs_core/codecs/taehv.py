@@ -114,11 +114,11 @@ def load_taehv_decoder(path: str | Path) -> TAEHVDecoder:
     channels = int(sd["decoder.1.weight"].shape[1])
     if channels not in (16, 48):
         raise BGFSError(f"{path} is a tiny autoencoder for {channels}-channel latents (not Wan's): {use}")
-    if channels == 16 and sd["decoder.1.weight"].dtype == torch.float16:
-        # ComfyUI's own rule (comfy/sd.py): the 16-channel tiny autoencoders share one layout, and only
-        # HunyuanVideo's taehv ships in fp16; its latents are another space than the Wan VAE's
-        raise BGFSError(f"{path} is in fp16, which ComfyUI reads as HunyuanVideo's taehv (another latent space "
-                        f"than Wan's): {use}; a Wan one in fp16 loads once saved in bf16 or fp32")
+    if path.name.lower().startswith("taehv"):
+        # HunyuanVideo's taehv has taew2_1's layout and 16 channels, but decodes another latent space; only its
+        # name tells them apart (ComfyUI's VAE list goes by the name too; madebyollin's taew2_1 is fp16 as well)
+        raise BGFSError(f"{path} is HunyuanVideo's tiny autoencoder (taehv), made for another latent space than "
+                        f"Wan's: {use}")
     model = TAEHVDecoder(channels).eval().requires_grad_(False)
     decoder = {k: v.float() for k, v in sd.items() if k.startswith("decoder.")}
     try:
