@@ -487,6 +487,24 @@ def generate_video(pipe: Any, prompt: str | None = None, negative_prompt: str | 
 
 
 # --- latents files ------------------------------------------------------------------------------------------------
+# ComfyUI's Save Latent node (nodes.SaveLatent) writes {"latent_tensor": LATENT["samples"],
+# "latent_format_version_0": an empty marker} as safetensors; Load Latent divides a file without the marker by 0.18215.
+COMFY_LATENT_KEY = "latent_tensor"
+COMFY_LATENT_VERSION_KEY = "latent_format_version_0"
+
+
+def _comfy_latent(path: Path, samples: torch.Tensor, keys: set[str]) -> torch.Tensor:
+    """The latents of a ComfyUI ``.latent`` file, scaled as ComfyUI's Load Latent reads them."""
+    if COMFY_LATENT_VERSION_KEY not in keys:  # written before ComfyUI's latent format version 0
+        samples = samples / 0.18215
+    if samples.ndim != 5:
+        raise BGFSError(f"{path} holds image latents {list(samples.shape)}, not a video's [B, C, t, h, w]: save the "
+                        "LATENT of a Wan video sampler")  # fmt: skip
+    if samples.shape[0] != 1:
+        raise BGFSError(f"{path} holds a batch of {samples.shape[0]} videos: bgfs fix takes one (save them one by one)")
+    return samples.float()
+
+
 def save_latents(path: str | Path, latents: torch.Tensor, meta: dict[str, Any]) -> Path:
     """Write raw VAE latents ``[1, C, t, h, w]`` with ``bgfs.*`` metadata (JSON values) atomically."""
     from safetensors.torch import save_file
@@ -507,17 +525,23 @@ def save_latents(path: str | Path, latents: torch.Tensor, meta: dict[str, Any]) 
 
 
 def load_latents(path: str | Path) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Read a latents file written by `save_latents` -> (latents float32 ``[1, C, t, h, w]``, metadata)."""
+    """Read a latents file -> (latents float32 ``[1, C, t, h, w]``, metadata): one `save_latents` wrote, or a
+    ``.latent`` file from ComfyUI's Save Latent node (a Wan sampler's LATENT, raw VAE latents; no metadata)."""
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
     if not path.is_file():
-        raise BGFSError(f"latents file {path} does not exist: write one with `bgfs generate --save-latents`")
+        raise BGFSError(f"latents file {path} does not exist: write one with `bgfs generate --save-latents` or "
+                        "ComfyUI's Save Latent node")  # fmt: skip
     try:
         with safe_open(str(path), framework="pt") as f:
             raw_meta = f.metadata() or {}
-            if "latents" not in set(f.keys()):
-                raise BGFSError(f"{path} holds no 'latents' tensor: not a bgfs latents file")
+            keys = set(f.keys())
+            if COMFY_LATENT_KEY in keys:
+                return _comfy_latent(path, f.get_tensor(COMFY_LATENT_KEY), keys), {}
+            if "latents" not in keys:
+                raise BGFSError(f"{path} holds no 'latents' tensor: not a bgfs latents file (nor ComfyUI's "
+                                "Save Latent's)")  # fmt: skip
             latents = f.get_tensor("latents").float()
     except (SafetensorError, OSError) as e:
         raise BGFSError(f"{path} is not a readable safetensors file ({e})") from None

@@ -545,3 +545,53 @@ def test_other_runtime_errors_in_the_fix_are_not_called_out_of_memory(workdir, m
     with pytest.raises(RuntimeError, match="expected input"):
         main(["fix", "--in", str(HAND_VIDEO), "--out", str(workdir / "x.mp4"), "--critic",
               str(workdir / "hands.safetensors"), "--max-frames", "5", "--steps", "1", "--quiet"])  # fmt: skip
+
+
+_SAVE_LATENT = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+import comfy.cli_args
+comfy.cli_args.args.cpu = True  # before comfy.model_management is imported
+import folder_paths
+folder_paths.set_output_directory(sys.argv[2])
+import torch, nodes
+samples = torch.load(sys.argv[3])
+nodes.SaveLatent().save({"samples": samples}, filename_prefix="latents/wan_sampler")  # the node's default folder
+"""
+
+
+@pytest.mark.usefixtures("needs_diffusers")
+def test_a_comfyui_save_latent_file_is_a_starting_point(workdir, tmp_path, capsys):
+    """`bgfs fix --latents` takes the .latent that ComfyUI's own Save Latent node writes (run here in ComfyUI's
+    environment): the same latents, and a fix from them; image latents are refused."""
+    import subprocess
+
+    from comfy_host import require_comfy
+    from safetensors.torch import save_file
+
+    from bgfs_core.codecs import DiffusersWanCodec, wan_vae_config
+    from bgfs_core.fix_video import encode_frames
+    from bgfs_core.generate import load_latents
+
+    comfy, python = require_comfy()
+    folder = workdir / "tinywan_comfy_latent"
+    codec = DiffusersWanCodec.from_config(wan_vae_config("2.1", base_dim=8))
+    codec.vae.save_pretrained(folder / "vae")
+    with torch.no_grad():
+        samples = encode_frames(codec, read_video(HAND_VIDEO, max_frames=5)[0])
+    torch.save(samples, tmp_path / "samples.pt")
+    proc = subprocess.run([python, "-c", _SAVE_LATENT, str(comfy), str(tmp_path / "out"), str(tmp_path / "samples.pt")],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (saved,) = (tmp_path / "out" / "latents").glob("wan_sampler_*.latent")
+    latents, meta = load_latents(saved)
+    assert torch.equal(latents, samples) and meta == {}
+    out = tmp_path / "from_comfy.mp4"
+    assert main(["fix", "--in", str(HAND_VIDEO), "--latents", str(saved), "--out", str(out), "--model-id", str(folder),
+                 "--steps", "1", "--no-guard", "--quiet"]) == 0  # fmt: skip
+    assert len(read_video(out)[0]) == 5
+    save_file({"latent_tensor": torch.zeros(1, 4, 8, 8), "latent_format_version_0": torch.tensor([])},
+              str(tmp_path / "image.latent"))  # fmt: skip
+    assert main(["fix", "--in", str(HAND_VIDEO), "--latents", str(tmp_path / "image.latent"), "--out",
+                 str(tmp_path / "no.mp4"), "--model-id", str(folder), "--quiet"]) == 2  # fmt: skip
+    assert "holds image latents [1, 4, 8, 8], not a video's" in capsys.readouterr().err

@@ -32,8 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vae-subfolder", default="vae",
                    help="subfolder of a diffusers --model-id with the VAE (default: vae)")
     p.add_argument("--latents", default=None,
-                   help="start from these latents (safetensors from bgfs generate --save-latents) instead of "
-                        "encoding --in")  # fmt: skip
+                   help="start from these latents instead of encoding --in: a bgfs generate --save-latents file, "
+                        "or a .latent from ComfyUI's Save Latent node (a Wan sampler's LATENT); --in then gives the "
+                        "frame rate and sound")  # fmt: skip
     p.add_argument("--region", default=None,
                    help="hands, face, feet, upper_body, full_body (default: the critic's, or roi.region without one)")
     p.add_argument("--steps", type=int, default=None, help="optimisation steps (default: fixer.steps)")
