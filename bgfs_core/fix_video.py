@@ -35,6 +35,7 @@ class FixVideoRequest:
     device: str = "cpu"
     grad_dtype: str = "auto"  # the decoder the gradients go through (GRAD_DTYPES); the result is judged in fp32
     gradient_vae: str | None = None  # a TAEHV file (taew2_1, lighttaew2_1/2_2): the gradients go through it instead
+    save_latents: str | None = None  # where the output's latents go: .latent (ComfyUI's Load Latent) or .safetensors
     progress: bool = True
     guard: bool = True  # keep the input when MediaPipe finds the geometry worse after the fix
     fps: float | None = None  # the input's frame rate, in place of the file's (a folder of frames has none)
@@ -172,12 +173,17 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
     if out_path.resolve() == in_path.resolve():
         raise BGFSError("--out must differ from --in: the input is never overwritten")
     check_writable(out_path, "--out")
+    if req.save_latents:
+        _check_latents_path(req.save_latents, out_path)
     if req.fps is not None and not (req.fps > 0 and np.isfinite(req.fps)):
         raise BGFSError(f"--fps must be > 0, got {req.fps}")
     report_dir = Path(req.report_dir) if req.report_dir else out_path.with_name(out_path.stem + "_report")
     check_folder_possible(report_dir, "--report-dir")
     models = models or load_fix_models(cfg, req)
     critic, spec, region, codec = models.critic, models.spec, models.region, models.codec
+    if req.save_latents and isinstance(codec, PixelCodec):
+        raise BGFSError("--save-latents writes a Wan VAE's latents: give the VAE with --model-id (the pixel codec's "
+                        "latents are the frames themselves)")  # fmt: skip
     cfg.roi.region = region
     frames, fps = read_video(in_path, max_frames=req.max_frames)
     fps_in = fps
@@ -244,6 +250,15 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
     }  # fmt: skip
     write_video(out_path, after, fps, comment=FIXED_TAG + ", ".join(regions) if regions else None,
                 audio_from=None if retimed else in_path)
+    if req.save_latents:  # the output's own latents: the fix's, or the input's where nothing was kept
+        from .generate import save_comfy_latent, save_latents
+
+        out_latents = result.latents if kept else latents
+        if Path(req.save_latents).suffix.lower() == ".latent":
+            save_comfy_latent(req.save_latents, out_latents)
+        else:
+            save_latents(req.save_latents, out_latents, {"fps": fps, "fixed_regions": regions})
+        report["latents"] = str(req.save_latents)
     report["audio"] = audio_kept(in_path, out_path)
     if retimed and report["audio"]:
         report["audio"] = f"the input's sound was left out: --fps {req.fps:g} retimes its {fps_in:g} fps frames"
@@ -253,6 +268,19 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
     summary = (result.report["summary"] + "\n" + judge.get("summary", "") + sound
                + f"\nWrote {out_path} and {report_path}.")
     return FixVideoResult(out_path, report_path, report, summary)
+
+
+def _check_latents_path(path: str | Path, out_path: Path) -> None:
+    """Refuse a --save-latents path before any work: its suffix, and a folder it cannot be written in."""
+    from .atomic import check_folder_possible
+
+    path = Path(path)
+    if path.suffix.lower() not in (".latent", ".safetensors"):
+        raise BGFSError(f"--save-latents {path}: use .latent (ComfyUI's Load Latent reads it) or .safetensors "
+                        "(bgfs fix --latents and bgfs generate's format)")  # fmt: skip
+    if path.resolve() == out_path.resolve():
+        raise BGFSError("--save-latents must differ from --out")
+    check_folder_possible(path.parent, f"--save-latents {path}")
 
 
 # The comment `bgfs fix` writes into its output (video_io.write_video): the regions fixed in it so far, so that a

@@ -493,6 +493,21 @@ COMFY_LATENT_KEY = "latent_tensor"
 COMFY_LATENT_VERSION_KEY = "latent_format_version_0"
 
 
+def save_comfy_latent(path: str | Path, latents: torch.Tensor) -> Path:
+    """Write latents ``[1, C, t, h, w]`` as ComfyUI's Save Latent does (a ``.latent`` its Load Latent reads back
+    unscaled), atomically."""
+    import torch
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.suffix.lower() != ".latent":
+        raise BGFSError(f"ComfyUI latent file {path} must end in .latent")
+    with atomic_path(path) as tmp:
+        save_file({COMFY_LATENT_KEY: latents.detach().to("cpu").float().contiguous(),
+                   COMFY_LATENT_VERSION_KEY: torch.tensor([])}, str(tmp))  # fmt: skip
+    return path
+
+
 def _comfy_latent(path: Path, samples: torch.Tensor, keys: set[str]) -> torch.Tensor:
     """The latents of a ComfyUI ``.latent`` file, scaled as ComfyUI's Load Latent reads them."""
     if COMFY_LATENT_VERSION_KEY not in keys:  # written before ComfyUI's latent format version 0

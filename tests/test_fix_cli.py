@@ -559,11 +559,24 @@ samples = torch.load(sys.argv[3])
 nodes.SaveLatent().save({"samples": samples}, filename_prefix="latents/wan_sampler")  # the node's default folder
 """
 
+_LOAD_LATENT = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+import comfy.cli_args
+comfy.cli_args.args.cpu = True
+import folder_paths
+folder_paths.set_input_directory(sys.argv[2])
+import torch, nodes
+(latent,) = nodes.LoadLatent().load(sys.argv[3])
+torch.save(latent["samples"], sys.argv[4])
+"""
+
 
 @pytest.mark.usefixtures("needs_diffusers")
 def test_a_comfyui_save_latent_file_is_a_starting_point(workdir, tmp_path, capsys):
     """`bgfs fix --latents` takes the .latent that ComfyUI's own Save Latent node writes (run here in ComfyUI's
-    environment): the same latents, and a fix from them; image latents are refused."""
+    environment): the same latents, and a fix from them, whose --save-latents .latent ComfyUI's Load Latent reads
+    back; image latents are refused."""
     import subprocess
 
     from comfy_host import require_comfy
@@ -587,11 +600,45 @@ def test_a_comfyui_save_latent_file_is_a_starting_point(workdir, tmp_path, capsy
     latents, meta = load_latents(saved)
     assert torch.equal(latents, samples) and meta == {}
     out = tmp_path / "from_comfy.mp4"
+    back = tmp_path / "back" / "fixed.latent"
     assert main(["fix", "--in", str(HAND_VIDEO), "--latents", str(saved), "--out", str(out), "--model-id", str(folder),
-                 "--steps", "1", "--no-guard", "--quiet"]) == 0  # fmt: skip
+                 "--steps", "1", "--no-guard", "--save-latents", str(back), "--quiet"]) == 0  # fmt: skip
     assert len(read_video(out)[0]) == 5
+    proc = subprocess.run([python, "-c", _LOAD_LATENT, str(comfy), str(back.parent), back.name,
+                           str(tmp_path / "loaded.pt")], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    # a random VAE decodes no hand, so the output is the input: its latents come back as they went in
+    assert torch.equal(torch.load(tmp_path / "loaded.pt"), samples)
     save_file({"latent_tensor": torch.zeros(1, 4, 8, 8), "latent_format_version_0": torch.tensor([])},
               str(tmp_path / "image.latent"))  # fmt: skip
     assert main(["fix", "--in", str(HAND_VIDEO), "--latents", str(tmp_path / "image.latent"), "--out",
                  str(tmp_path / "no.mp4"), "--model-id", str(folder), "--quiet"]) == 2  # fmt: skip
     assert "holds image latents [1, 4, 8, 8], not a video's" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("needs_diffusers")
+def test_save_latents_writes_the_outputs_latents_and_refuses_what_it_cannot(workdir, tmp_path, capsys):
+    """--save-latents .safetensors: the output's latents with its frame rate and fixed regions, read back by
+    --latents; a pixel-codec fix, another suffix and a folder of videos are refused before any work."""
+    from bgfs_core.codecs import DiffusersWanCodec, wan_vae_config
+    from bgfs_core.generate import load_latents
+
+    folder = workdir / "tinywan_save_latents"
+    if not folder.exists():
+        DiffusersWanCodec.from_config(wan_vae_config("2.1", base_dim=8)).vae.save_pretrained(folder / "vae")
+    args = ["fix", "--in", str(HAND_VIDEO), "--max-frames", "5", "--steps", "1", "--quiet"]
+    saved = tmp_path / "out.safetensors"
+    assert main([*args, "--out", str(tmp_path / "a.mp4"), "--model-id", str(folder), "--save-latents", str(saved)]) == 0
+    latents, meta = load_latents(saved)
+    assert latents.shape == (1, 16, 2, 30, 40) and meta["fps"] == 10.0 and meta["fixed_regions"] == []
+    report = json.loads((tmp_path / "a_report" / "report.json").read_text())
+    assert report["latents"] == str(saved)
+    for extra, says in ((["--save-latents", str(tmp_path / "p.latent")], "--save-latents writes a Wan VAE's latents"),
+                        (["--model-id", str(folder), "--save-latents", str(tmp_path / "x.pt")], "use .latent")):
+        assert main([*args, "--out", str(tmp_path / "b.mp4"), *extra]) == 2
+        assert says in capsys.readouterr().err and not (tmp_path / "b.mp4").exists()
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    (videos / "one.gif").write_bytes(HAND_VIDEO.read_bytes())
+    assert main(["fix", "--in", str(videos), "--out", str(tmp_path / "fixed"), "--save-latents", str(saved)]) == 2
+    assert "--latents, --save-latents and --report-dir name one video's files" in capsys.readouterr().err

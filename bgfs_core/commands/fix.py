@@ -35,6 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="start from these latents instead of encoding --in: a bgfs generate --save-latents file, "
                         "or a .latent from ComfyUI's Save Latent node (a Wan sampler's LATENT); --in then gives the "
                         "frame rate and sound")  # fmt: skip
+    p.add_argument("--save-latents", default=None,
+                   help="also write the output's latents (needs --model-id): .latent for ComfyUI's Load Latent (put "
+                        "it in ComfyUI's input folder), .safetensors for bgfs fix --latents")  # fmt: skip
     p.add_argument("--region", default=None,
                    help="hands, face, feet, upper_body, full_body (default: the critic's, or roi.region without one)")
     p.add_argument("--steps", type=int, default=None, help="optimisation steps (default: fixer.steps)")
@@ -87,6 +90,7 @@ def _request(args: argparse.Namespace, source: str, output: str, report_dir: str
         input=source, output=output, critic=args.critic, codec=args.codec, model_id=args.model_id,
         vae_subfolder=args.vae_subfolder, latents=args.latents, region=args.region, max_frames=args.max_frames,
         report_dir=report_dir, device=args.device, grad_dtype=args.grad_dtype, gradient_vae=args.gradient_vae,
+        save_latents=args.save_latents,
         progress=not args.quiet, guard=not args.no_guard, fps=args.fps,
     )  # fmt: skip
 
@@ -104,9 +108,9 @@ def _folder_of_videos(args: argparse.Namespace) -> list[Path] | None:
             raise BGFSError(f"{src} holds both image frames and video files: give each video's frames a folder of "
                             "their own (a folder of videos is fixed video by video)")  # fmt: skip
         return None
-    if args.latents or args.report_dir:
-        raise BGFSError("--latents and --report-dir name one video's files: fix a folder of videos without them "
-                        "(each report goes to OUT/NAME_report/)")  # fmt: skip
+    if args.latents or args.report_dir or args.save_latents:
+        raise BGFSError("--latents, --save-latents and --report-dir name one video's files: fix a folder of videos "
+                        "without them (each report goes to OUT/NAME_report/)")  # fmt: skip
     out = Path(args.out)
     if (out.exists() and not out.is_dir()) or (not out.exists() and out.suffix.lower() in VIDEO_EXTENSIONS):
         raise BGFSError(f"--in {src} is a folder of videos, so --out must be a folder (got {out})")
