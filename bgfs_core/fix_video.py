@@ -174,29 +174,29 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
         raise BGFSError("--out must differ from --in: the input is never overwritten")
     check_writable(out_path, "--out")
     if req.save_latents:
-        _check_latents_path(req.save_latents, out_path)
+        _check_latents_path(req, out_path, in_path)
     if req.fps is not None and not (req.fps > 0 and np.isfinite(req.fps)):
         raise BGFSError(f"--fps must be > 0, got {req.fps}")
     report_dir = Path(req.report_dir) if req.report_dir else out_path.with_name(out_path.stem + "_report")
     check_folder_possible(report_dir, "--report-dir")
     models = models or load_fix_models(cfg, req)
     critic, spec, region, codec = models.critic, models.spec, models.region, models.codec
-    if req.save_latents and isinstance(codec, PixelCodec):
-        raise BGFSError("--save-latents writes a Wan VAE's latents: give the VAE with --model-id (the pixel codec's "
-                        "latents are the frames themselves)")  # fmt: skip
     cfg.roi.region = region
     frames, fps = read_video(in_path, max_frames=req.max_frames)
     fps_in = fps
     retimed = bool(req.fps) and abs(req.fps - fps) > 1e-3 and not in_path.is_dir()  # the file's sound would drift
     fps = req.fps or fps
-    # the regions an earlier `bgfs fix` wrote into this file (not what --latents hold: those were never fixed here)
+    # the regions an earlier `bgfs fix` wrote into this file, or into the --latents file (--save-latents)
     done = [] if req.latents else fixed_regions(read_comment(in_path))
     with torch.no_grad():
         if req.latents:
             from .generate import load_latents
 
             latents, lat_meta = load_latents(req.latents)
-            fps = float(lat_meta.get("fps", fps))
+            fps = float(req.fps or lat_meta.get("fps") or fps)
+            done = [str(r) for r in lat_meta.get("fixed_regions", [])]
+            if req.max_frames:  # the latent frames that decode to at most that many frames
+                latents = latents[:, :, : (req.max_frames - 1) // codec.temporal_ratio + 1]
         else:
             codec.check_frame_count(len(frames))
             # the pixel codec's latents are the frames: they stay on the CPU, fix_latents moves only the ROI's window
@@ -205,7 +205,8 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
     before = decode_frames(codec, latents)
     with detector_from_config(cfg, video_mode=True) as detector:
         det = detector.detect_video(before, fps=fps, progress=req.progress)
-    refix = refix_warning(f"{in_path.name} was", region, "an earlier bgfs fix") if region in done else None
+    source = Path(req.latents).name if req.latents else in_path.name  # what holds the regions in `done`
+    refix = refix_warning(f"{source} was", region, "an earlier bgfs fix") if region in done else None
     if refix and req.progress:  # said now too, so that it can be stopped before the work
         print(f"bgfs fix: warning: {refix}", file=sys.stderr)
     fx = cfg.fixer
@@ -248,17 +249,15 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
         "codec": codec.name, "frames": len(before), "fps": fps, "fixer": result.report, "judge": judge,
         "fixed_regions": regions, "seconds": time.perf_counter() - started,
     }  # fmt: skip
-    write_video(out_path, after, fps, comment=FIXED_TAG + ", ".join(regions) if regions else None,
-                audio_from=None if retimed else in_path)
-    if req.save_latents:  # the output's own latents: the fix's, or the input's where nothing was kept
-        from .generate import save_comfy_latent, save_latents
+    if req.save_latents:  # the output's own latents (the fix's, or the input's where nothing was kept), first:
+        from .generate import save_comfy_latent, save_latents  # a failure here leaves no video without them
 
         out_latents = result.latents if kept else latents
-        if Path(req.save_latents).suffix.lower() == ".latent":
-            save_comfy_latent(req.save_latents, out_latents)
-        else:
-            save_latents(req.save_latents, out_latents, {"fps": fps, "fixed_regions": regions})
+        save = save_comfy_latent if Path(req.save_latents).suffix == ".latent" else save_latents
+        save(req.save_latents, out_latents, {"fps": fps, "fixed_regions": regions})
         report["latents"] = str(req.save_latents)
+    write_video(out_path, after, fps, comment=FIXED_TAG + ", ".join(regions) if regions else None,
+                audio_from=None if retimed else in_path)
     report["audio"] = audio_kept(in_path, out_path)
     if retimed and report["audio"]:
         report["audio"] = f"the input's sound was left out: --fps {req.fps:g} retimes its {fps_in:g} fps frames"
@@ -270,16 +269,24 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
     return FixVideoResult(out_path, report_path, report, summary)
 
 
-def _check_latents_path(path: str | Path, out_path: Path) -> None:
-    """Refuse a --save-latents path before any work: its suffix, and a folder it cannot be written in."""
+def _check_latents_path(req: FixVideoRequest, out_path: Path, in_path: Path) -> None:
+    """Refuse a --save-latents path before any work: its suffix, a folder, the input files, a pixel-codec fix."""
     from .atomic import check_folder_possible
 
-    path = Path(path)
-    if path.suffix.lower() not in (".latent", ".safetensors"):
+    path = Path(req.save_latents or "")
+    kind = req.codec if req.codec != "auto" else "wan" if req.model_id else "pixel"
+    if kind == "pixel":
+        raise BGFSError("--save-latents writes a Wan VAE's latents: give the VAE with --model-id (the pixel codec's "
+                        "latents are the frames themselves)")  # fmt: skip
+    if path.suffix not in (".latent", ".safetensors"):  # ComfyUI's Load Latent lists lowercase .latent files only
         raise BGFSError(f"--save-latents {path}: use .latent (ComfyUI's Load Latent reads it) or .safetensors "
-                        "(bgfs fix --latents and bgfs generate's format)")  # fmt: skip
-    if path.resolve() == out_path.resolve():
-        raise BGFSError("--save-latents must differ from --out")
+                        "(bgfs fix --latents and bgfs generate's format), in lowercase")  # fmt: skip
+    if path.is_dir():
+        raise BGFSError(f"--save-latents {path} is a folder: name a file in it, e.g. {path / 'fixed.latent'}")
+    inputs = [in_path, out_path] + ([Path(req.latents)] if req.latents else [])
+    if any(path.resolve() == p.resolve() for p in inputs):
+        raise BGFSError(f"--save-latents {path} is --in, --out or --latents: inputs are never overwritten; name "
+                        f"another file, e.g. {out_path.with_suffix('').name}{path.suffix}")  # fmt: skip
     check_folder_possible(path.parent, f"--save-latents {path}")
 
 

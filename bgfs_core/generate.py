@@ -493,18 +493,19 @@ COMFY_LATENT_KEY = "latent_tensor"
 COMFY_LATENT_VERSION_KEY = "latent_format_version_0"
 
 
-def save_comfy_latent(path: str | Path, latents: torch.Tensor) -> Path:
+def save_comfy_latent(path: str | Path, latents: torch.Tensor, meta: dict[str, Any] | None = None) -> Path:
     """Write latents ``[1, C, t, h, w]`` as ComfyUI's Save Latent does (a ``.latent`` its Load Latent reads back
-    unscaled), atomically."""
+    unscaled), atomically; ``meta`` (JSON values) goes into ``bgfs.*`` metadata, which ComfyUI ignores."""
     import torch
     from safetensors.torch import save_file
 
     path = Path(path)
-    if path.suffix.lower() != ".latent":
+    if path.suffix != ".latent":
         raise BGFSError(f"ComfyUI latent file {path} must end in .latent")
+    strings = {f"bgfs.{k}": json.dumps(v) for k, v in (meta or {}).items()}
     with atomic_path(path) as tmp:
         save_file({COMFY_LATENT_KEY: latents.detach().to("cpu").float().contiguous(),
-                   COMFY_LATENT_VERSION_KEY: torch.tensor([])}, str(tmp))  # fmt: skip
+                   COMFY_LATENT_VERSION_KEY: torch.tensor([])}, str(tmp), metadata=strings)  # fmt: skip
     return path
 
 
@@ -552,8 +553,9 @@ def load_latents(path: str | Path) -> tuple[torch.Tensor, dict[str, Any]]:
         with safe_open(str(path), framework="pt") as f:
             raw_meta = f.metadata() or {}
             keys = set(f.keys())
-            if COMFY_LATENT_KEY in keys:
-                return _comfy_latent(path, f.get_tensor(COMFY_LATENT_KEY), keys), {}
+            if COMFY_LATENT_KEY in keys:  # its bgfs.* metadata, if `bgfs fix --save-latents` wrote it
+                meta = {k[5:]: json.loads(v) for k, v in raw_meta.items() if k.startswith("bgfs.")}
+                return _comfy_latent(path, f.get_tensor(COMFY_LATENT_KEY), keys), meta
             if "latents" not in keys:
                 raise BGFSError(f"{path} holds no 'latents' tensor: not a bgfs latents file (nor ComfyUI's "
                                 "Save Latent's)")  # fmt: skip

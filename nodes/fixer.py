@@ -54,9 +54,9 @@ class BGFSLatentAnatomyFixer(io.ComfyNode):
                                "to go. 0 leaves only the critic's anatomy terms."),
                 io.Vae.Input("gradient_vae", optional=True,
                              tooltip="Optional light decoder of the same latent space for the gradient steps, "
-                             "e.g. the Tiny AutoEncoder for Wan (lighttaew2_1 in models/vae_approx, taew2_1 in "
-                             "models/vae) via Load VAE: much cheaper steps; the result stays in the main VAE's "
-                             "latent space."),
+                             "e.g. the Tiny AutoEncoder for Wan (lighttaew2_1 in models/vae_approx for the Wan 2.1 "
+                             "VAE, lighttaew2_2 for Wan 2.2) via Load VAE: much cheaper steps; the result stays in "
+                             "the main VAE's latent space."),
                 io.Boolean.Input("guard", default=True, optional=True,
                                  tooltip="Judge the fix with MediaPipe on the VAE's full decode and pass the input "
                                  "latent through unchanged when the region's geometry (detection, jitter, bone "

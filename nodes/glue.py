@@ -273,6 +273,12 @@ def build_codec(vae: Any, gradient_vae: Any = None) -> Any:
     real = wrap(vae, "vae", copy=gradient_vae is None)
     if gradient_vae is None:
         return real
+    if getattr(getattr(gradient_vae, "first_stage_model", None), "latent_format", None) is not None:
+        # ComfyUI reads a 16-channel tiny autoencoder in fp16 as HunyuanVideo's taehv and rescales the latents it
+        # decodes: another latent space than the Wan VAE's (madebyollin's taew2_1 ships in fp16 too)
+        raise BGFSError("the gradient_vae input is a tiny autoencoder that ComfyUI reads as HunyuanVideo's (an fp16 "
+                        "16-channel file): connect lighttaew2_1 (models/vae_approx) for the Wan 2.1 VAE, or save "
+                        "taew2_1 in bf16 or fp32 first")  # fmt: skip
     return GradientProxyCodec(real, wrap(gradient_vae, "gradient_vae", copy=True))
 
 

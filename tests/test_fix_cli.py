@@ -633,12 +633,59 @@ def test_save_latents_writes_the_outputs_latents_and_refuses_what_it_cannot(work
     assert latents.shape == (1, 16, 2, 30, 40) and meta["fps"] == 10.0 and meta["fixed_regions"] == []
     report = json.loads((tmp_path / "a_report" / "report.json").read_text())
     assert report["latents"] == str(saved)
+    (tmp_path / "dir.latent").mkdir()
+    wan = ["--model-id", str(folder)]
     for extra, says in ((["--save-latents", str(tmp_path / "p.latent")], "--save-latents writes a Wan VAE's latents"),
-                        (["--model-id", str(folder), "--save-latents", str(tmp_path / "x.pt")], "use .latent")):
+                        ([*wan, "--save-latents", str(tmp_path / "x.pt")], "use .latent"),
+                        ([*wan, "--save-latents", str(tmp_path / "x.LATENT")], "in lowercase"),
+                        ([*wan, "--save-latents", str(tmp_path / "dir.latent")], "is a folder: name a file in it"),
+                        ([*wan, "--latents", str(saved), "--save-latents", str(saved)], "inputs are never overwritten")):
         assert main([*args, "--out", str(tmp_path / "b.mp4"), *extra]) == 2
         assert says in capsys.readouterr().err and not (tmp_path / "b.mp4").exists()
+    assert load_latents(saved)[0].shape == (1, 16, 2, 30, 40), "the --latents file is untouched"
     videos = tmp_path / "videos"
     videos.mkdir()
     (videos / "one.gif").write_bytes(HAND_VIDEO.read_bytes())
     assert main(["fix", "--in", str(videos), "--out", str(tmp_path / "fixed"), "--save-latents", str(saved)]) == 2
     assert "--latents, --save-latents and --report-dir name one video's files" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("needs_diffusers")
+@pytest.mark.parametrize("suffix", [".latent", ".safetensors"])
+def test_save_latents_holds_the_kept_fix_and_a_second_fix_of_them_warns(workdir, tmp_path, monkeypatch, capsys,
+                                                                         suffix):
+    """The saved latents are the fix's when it is kept (and they carry its region, so fixing them again warns), the
+    input's when the guard turns the edit away; starting from them, --max-frames keeps the latent frames that
+    decode to at most that many frames and --fps wins over the file's rate."""
+    import bgfs_core.fix_video as fix_video_module
+    import bgfs_core.fixer as fixer
+    from bgfs_core.codecs import DiffusersWanCodec, wan_vae_config
+    from bgfs_core.generate import load_latents
+
+    folder = workdir / "tinywan_save_latents"
+    if not folder.exists():
+        DiffusersWanCodec.from_config(wan_vae_config("2.1", base_dim=8)).vae.save_pretrained(folder / "vae")
+    real_fix = fixer.fix_latents
+
+    def an_edit(latents, *args, **kwargs):  # a random VAE shows no hand: stand in for a fix that changed something
+        result = real_fix(latents, *args, **kwargs)
+        result.latents = latents + 0.25
+        result.report["changed"] = True
+        return result
+
+    monkeypatch.setattr(fixer, "fix_latents", an_edit)
+    args = ["fix", "--in", str(HAND_VIDEO), "--max-frames", "9", "--steps", "1", "--model-id", str(folder), "--quiet"]
+    kept, turned_away = tmp_path / f"kept{suffix}", tmp_path / f"away{suffix}"
+    assert main([*args, "--out", str(tmp_path / "kept.mp4"), "--no-guard", "--save-latents", str(kept)]) == 0
+    monkeypatch.setattr(fix_video_module, "geometry_worse", lambda judge: True)
+    assert main([*args, "--out", str(tmp_path / "away.mp4"), "--save-latents", str(turned_away)]) == 0
+    (a, meta_a), (b, meta_b) = load_latents(kept), load_latents(turned_away)
+    assert a.shape == (1, 16, 3, 30, 40) and torch.allclose(a - 0.25, b, atol=1e-6)
+    assert (meta_a["fps"], meta_a["fixed_regions"], meta_b["fixed_regions"]) == (10.0, ["hands"], [])
+    capsys.readouterr()
+    again = tmp_path / "again.mp4"
+    assert main(["fix", "--in", str(HAND_VIDEO), "--latents", str(kept), "--max-frames", "5", "--fps", "16",
+                 "--model-id", str(folder), "--steps", "1", "--no-guard", "--quiet", "--out", str(again)]) == 0  # fmt: skip
+    assert f"Warning: {kept.name} was already fixed for hands" in capsys.readouterr().out
+    frames, fps = read_video(again)
+    assert len(frames) == 5 and fps == 16.0

@@ -491,3 +491,22 @@ def test_the_mediapipe_folder_is_the_one_that_holds_the_model_files(tmp_path, mo
     assert host.mediapipe_dir() == str(extra)
     registered.clear()
     assert host.mediapipe_dir() is None
+
+
+def test_a_gradient_vae_comfyui_reads_as_hunyuanvideos_is_refused():
+    """ComfyUI gives a 16-channel fp16 tiny autoencoder HunyuanVideo's latent format (it rescales what it decodes):
+    another latent space than the Wan VAE's, which a channel count cannot tell. lighttaew2_1's has none."""
+    errors = importlib.import_module(f"{PACK}.bgfs_core.errors")
+    taehv = importlib.import_module(f"{PACK}.bgfs_core.codecs.taehv")
+
+    def tiny_autoencoder(latent_format):
+        module = taehv.TAEHVDecoder(16)
+        module.latent_format = latent_format  # what comfy.taesd.taehv.TAEHV keeps
+        return SimpleNamespace(first_stage_model=module, latent_channels=16,
+                               upscale_ratio=(lambda a: max(0, a * 4 - 3), 8, 8), process_output=lambda x: x)  # fmt: skip
+
+    vae = _comfy_like_vae(_TinyWanDecoder())
+    with pytest.raises(errors.BGFSError, match="reads as HunyuanVideo's .* connect lighttaew2_1"):
+        glue.build_codec(vae, tiny_autoencoder(latent_format=object))
+    codec = glue.build_codec(vae, tiny_autoencoder(latent_format=None))
+    assert codec.grad.name == "TAEHVDecoder (gradient_vae)"
