@@ -42,6 +42,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(1, str(ROOT / "tests"))  # comfy_host: ComfyUI's own classes, as the tests load them
 
 
 def proc_status_gb(field: str, pid: int | str = "self") -> float:
@@ -89,34 +90,21 @@ def roi_crop(frames, boxes, out_hw=128):
     return F.grid_sample(frames, grid, align_corners=False)
 
 
-# ComfyUI's classes and the sizes comfy.sd.VAE builds them at for the real Wan VAE files
-COMFY_CLASSES = {"wan21": ("comfy.ldm.wan.vae", "WanVAE"), "wan22": ("comfy.ldm.wan.vae2_2", "WanVAE"),
-                 "taehv": ("comfy.taesd.taehv", "TAEHV")}
+# the sizes comfy.sd.VAE builds ComfyUI's WanVAE classes at for the real Wan VAE files
 COMFY_WAN_SIZES = {"2.1": {"dim": 96, "z_dim": 16}, "2.2": {"dim": 160, "z_dim": 48}}
 
 
-def load_comfy_module(comfyui_dir: str, kind: str, device: str = "cpu", **kwargs):
-    """ComfyUI's own ``kind`` (a COMFY_CLASSES key) from a checkout, random weights, frozen: ``kwargs`` as its
-    constructor takes them. TAEHV with 16 channels is the (light)taew2_1 architecture; with 48 (2x2 pixel patches)
-    lighttaew2_2's, for the Wan 2.2 VAE's latents."""
-    import importlib
+def comfy_wan_codec(vae: str, device: str, dtype, base_dim: int | None = None):
+    """ComfyUI's WanVAE (full size or ``base_dim`` wide, random weights) on ``device`` in ``dtype``, wrapped as the
+    Latent Anatomy Fixer node wraps comfy.sd.VAE.first_stage_model (ComfyUI keeps it in bf16 on a GPU)."""
+    from comfy_host import load_comfy_module
 
-    import torch
+    from bgfs_core.codecs import ModuleCodec
 
-    if comfyui_dir not in sys.path:
-        sys.path.insert(0, comfyui_dir)
-    import comfy.cli_args
-
-    # before comfy.model_management is imported: on a CPU no GPU probing; on CUDA ComfyUI's own choices (PyTorch
-    # attention in the VAE, as on a user's machine)
-    comfy.cli_args.args.cpu = torch.device(device).type == "cpu"
-    path, name = COMFY_CLASSES[kind]
-    module = getattr(importlib.import_module(path), name)(**kwargs)
-    for m in module.modules():  # comfy.ops.disable_weight_init skips init: the weights would be garbage
-        for base in (torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear):
-            if isinstance(m, base):
-                base.reset_parameters(m)
-    return module.eval().requires_grad_(False)
+    sizes = {**COMFY_WAN_SIZES[vae], **({} if base_dim is None else {"dim": base_dim})}
+    wan = load_comfy_module(os.environ["COMFYUI_DIR"], "wan21" if vae == "2.1" else "wan22", device, **sizes)
+    return ModuleCodec(wan.to(device, dtype), latent_channels=sizes["z_dim"], spatial_ratio=8 if vae == "2.1" else 16,
+                       name="WanVAE (ComfyUI)")  # fmt: skip
 
 
 HALF = {"bf16": "bfloat16", "fp16": "float16"}  # +bf16 / +fp16: the decoder the gradients go through, in that dtype
@@ -146,12 +134,8 @@ def one(config: str, frames: int, roi: int, chunk: int, height: int, width: int,
     widths = {} if base_dim is None else {"base_dim": base_dim}
     dev = torch.device(device)
     dtype = getattr(torch, half) if half else torch.float32
-    if "comfy" in extras:  # as the node wraps comfy.sd.VAE.first_stage_model (ComfyUI keeps it in bf16 on a GPU)
-        torch.manual_seed(0)
-        sizes = {**COMFY_WAN_SIZES[vae], **({} if base_dim is None else {"dim": base_dim})}
-        wan = load_comfy_module(os.environ["COMFYUI_DIR"], "wan21" if vae == "2.1" else "wan22", device, **sizes)
-        codec = ModuleCodec(wan.to(dev, dtype), latent_channels=sizes["z_dim"], spatial_ratio=8 if vae == "2.1" else 16,
-                            name="WanVAE (ComfyUI)")  # fmt: skip
+    if "comfy" in extras:
+        codec = comfy_wan_codec(vae, device, dtype, base_dim)
     else:
         codec = DiffusersWanCodec.from_config(wan_vae_config(vae, **widths), seed=0, dtype=dtype if half else None)
         codec.vae.to(dev)
@@ -164,6 +148,8 @@ def one(config: str, frames: int, roi: int, chunk: int, height: int, width: int,
 
             taehv = TAEHVDecoder(c).eval().requires_grad_(False)
         else:
+            from comfy_host import load_comfy_module
+
             taehv = load_comfy_module(os.environ["COMFYUI_DIR"], "taehv", device, latent_channels=c,
                                       latent_format=None, show_progress_bar=False)  # fmt: skip
         tae = ModuleCodec(taehv.to(dev, dtype), latent_channels=c, spatial_ratio=r, signed=False, name="TAEHV")

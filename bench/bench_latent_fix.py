@@ -74,9 +74,9 @@ def main() -> int:
         p.error("--impl comfy: set COMFYUI_DIR to a ComfyUI checkout")
 
     import torch
-    from bench_fixer_step import COMFY_WAN_SIZES, load_comfy_module, proc_status_gb
+    from bench_fixer_step import comfy_wan_codec, proc_status_gb
 
-    from bgfs_core.codecs import DiffusersWanCodec, GradientProxyCodec, ModuleCodec, wan_vae_config
+    from bgfs_core.codecs import DiffusersWanCodec, GradientProxyCodec, wan_vae_config
     from bgfs_core.critic import CriticSpec, HeatmapCritic
     from bgfs_core.critic_io import load_critic
     from bgfs_core.fixer import FixSettings, fix_latents
@@ -96,17 +96,12 @@ def main() -> int:
     if a.impl == "diffusers":
         base = DiffusersWanCodec.from_config(wan_vae_config(a.vae), seed=0)
         base.vae.to(dev)
-    else:
-        torch.manual_seed(0)
-        comfy_wan = load_comfy_module(os.environ["COMFYUI_DIR"], "wan21" if a.vae == "2.1" else "wan22", a.device,
-                                      **COMFY_WAN_SIZES[a.vae])  # fmt: skip
 
     def codec_for(dtype):
         """What the gradients go through in ``dtype``: a copy of the diffusers VAE beside the fp32 one that
         `bgfs fix` keeps, or ComfyUI's module itself in that dtype, as the node has it."""
         if a.impl == "comfy":
-            return ModuleCodec(comfy_wan.to(dev, dtype), latent_channels=COMFY_WAN_SIZES[a.vae]["z_dim"],
-                               spatial_ratio=ratio, name="WanVAE (ComfyUI)")  # fmt: skip
+            return comfy_wan_codec(a.vae, a.device, dtype)
         return base if dtype == torch.float32 else GradientProxyCodec(base, base.in_dtype(dtype))
 
     phases: list[float] = []  # the peak (GB) up to each step's end, reset after each

@@ -96,6 +96,11 @@ def grad_dtype_for(name: str, device: str) -> Any:
     return resolve_dtype(name, device)
 
 
+def codec_kind(kind: str, model_id: str | None) -> str:
+    """The codec a request names, ``auto`` resolved: ``wan`` when a VAE is given, else ``pixel``."""
+    return ("wan" if model_id else "pixel") if kind == "auto" else kind
+
+
 def make_codec(kind: str, model_id: str | None, subfolder: str = "vae", device: str = "cpu",
                grad_dtype: str = "auto", gradient_vae: str | None = None) -> Any:
     """The codec a request names: ``pixel`` (no VAE) or ``wan`` (a Wan VAE from ``model_id``: a file, a diffusers
@@ -105,8 +110,7 @@ def make_codec(kind: str, model_id: str | None, subfolder: str = "vae", device: 
 
     from .codecs import DiffusersWanCodec, GradientProxyCodec, ModuleCodec, PixelCodec
 
-    if kind == "auto":
-        kind = "wan" if model_id else "pixel"
+    kind = codec_kind(kind, model_id)
     if kind == "pixel":
         if grad_dtype not in ("auto", "fp32"):
             raise BGFSError(f"--grad-dtype {grad_dtype} is for a Wan VAE (--model-id); the pixel codec has no decoder")
@@ -186,8 +190,7 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
     fps_in = fps
     retimed = bool(req.fps) and abs(req.fps - fps) > 1e-3 and not in_path.is_dir()  # the file's sound would drift
     fps = req.fps or fps
-    # the regions an earlier `bgfs fix` wrote into this file, or into the --latents file (--save-latents)
-    done = [] if req.latents else fixed_regions(read_comment(in_path))
+    # `done`: the regions an earlier `bgfs fix` wrote into this file, or into the --latents file (--save-latents)
     with torch.no_grad():
         if req.latents:
             from .generate import load_latents
@@ -198,6 +201,7 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
             if req.max_frames:  # the latent frames that decode to at most that many frames
                 latents = latents[:, :, : (req.max_frames - 1) // codec.temporal_ratio + 1]
         else:
+            done = fixed_regions(read_comment(in_path))
             codec.check_frame_count(len(frames))
             # the pixel codec's latents are the frames: they stay on the CPU, fix_latents moves only the ROI's window
             latents = encode_frames(codec, frames, "cpu" if isinstance(codec, PixelCodec) else req.device)
@@ -274,8 +278,7 @@ def _check_latents_path(req: FixVideoRequest, out_path: Path, in_path: Path) -> 
     from .atomic import check_folder_possible
 
     path = Path(req.save_latents or "")
-    kind = req.codec if req.codec != "auto" else "wan" if req.model_id else "pixel"
-    if kind == "pixel":
+    if codec_kind(req.codec, req.model_id) == "pixel":
         raise BGFSError("--save-latents writes a Wan VAE's latents: give the VAE with --model-id (the pixel codec's "
                         "latents are the frames themselves)")  # fmt: skip
     if path.suffix not in (".latent", ".safetensors"):  # ComfyUI's Load Latent lists lowercase .latent files only

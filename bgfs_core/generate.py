@@ -493,6 +493,11 @@ COMFY_LATENT_KEY = "latent_tensor"
 COMFY_LATENT_VERSION_KEY = "latent_format_version_0"
 
 
+def _bgfs_metadata(meta: dict[str, Any]) -> dict[str, str]:
+    """``meta`` as safetensors metadata: ``bgfs.<key>`` -> JSON (`load_latents` reads it back)."""
+    return {f"bgfs.{k}": json.dumps(v) for k, v in meta.items()}
+
+
 def save_comfy_latent(path: str | Path, latents: torch.Tensor, meta: dict[str, Any] | None = None) -> Path:
     """Write latents ``[1, C, t, h, w]`` as ComfyUI's Save Latent does (a ``.latent`` its Load Latent reads back
     unscaled), atomically; ``meta`` (JSON values) goes into ``bgfs.*`` metadata, which ComfyUI ignores."""
@@ -502,10 +507,9 @@ def save_comfy_latent(path: str | Path, latents: torch.Tensor, meta: dict[str, A
     path = Path(path)
     if path.suffix != ".latent":
         raise BGFSError(f"ComfyUI latent file {path} must end in .latent")
-    strings = {f"bgfs.{k}": json.dumps(v) for k, v in (meta or {}).items()}
     with atomic_path(path) as tmp:
         save_file({COMFY_LATENT_KEY: latents.detach().to("cpu").float().contiguous(),
-                   COMFY_LATENT_VERSION_KEY: torch.tensor([])}, str(tmp), metadata=strings)  # fmt: skip
+                   COMFY_LATENT_VERSION_KEY: torch.tensor([])}, str(tmp), metadata=_bgfs_metadata(meta or {}))  # fmt: skip
     return path
 
 
@@ -534,15 +538,15 @@ def save_latents(path: str | Path, latents: torch.Tensor, meta: dict[str, Any]) 
         raise BGFSError(f"latents must be [1, C, t, h, w], got {list(latents.shape)}")
     full = {"format": LATENTS_FORMAT, "channels": int(latents.shape[1]), "vae": vae_name(latents.shape[1]),
             **meta, "version": __version__}
-    strings = {f"bgfs.{k}": json.dumps(v) for k, v in full.items()}
     with atomic_path(path) as tmp:
-        save_file({"latents": latents.detach().to("cpu").float().contiguous()}, str(tmp), metadata=strings)
+        save_file({"latents": latents.detach().to("cpu").float().contiguous()}, str(tmp), metadata=_bgfs_metadata(full))
     return path
 
 
 def load_latents(path: str | Path) -> tuple[torch.Tensor, dict[str, Any]]:
     """Read a latents file -> (latents float32 ``[1, C, t, h, w]``, metadata): one `save_latents` wrote, or a
-    ``.latent`` file from ComfyUI's Save Latent node (a Wan sampler's LATENT, raw VAE latents; no metadata)."""
+    ``.latent`` file from ComfyUI's Save Latent node (a Wan sampler's LATENT, raw VAE latents; metadata only where
+    `bgfs fix --save-latents` wrote it)."""
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
@@ -551,10 +555,9 @@ def load_latents(path: str | Path) -> tuple[torch.Tensor, dict[str, Any]]:
                         "ComfyUI's Save Latent node")  # fmt: skip
     try:
         with safe_open(str(path), framework="pt") as f:
-            raw_meta = f.metadata() or {}
+            meta = {k[5:]: json.loads(v) for k, v in (f.metadata() or {}).items() if k.startswith("bgfs.")}
             keys = set(f.keys())
-            if COMFY_LATENT_KEY in keys:  # its bgfs.* metadata, if `bgfs fix --save-latents` wrote it
-                meta = {k[5:]: json.loads(v) for k, v in raw_meta.items() if k.startswith("bgfs.")}
+            if COMFY_LATENT_KEY in keys:
                 return _comfy_latent(path, f.get_tensor(COMFY_LATENT_KEY), keys), meta
             if "latents" not in keys:
                 raise BGFSError(f"{path} holds no 'latents' tensor: not a bgfs latents file (nor ComfyUI's "
@@ -562,7 +565,6 @@ def load_latents(path: str | Path) -> tuple[torch.Tensor, dict[str, Any]]:
             latents = f.get_tensor("latents").float()
     except (SafetensorError, OSError) as e:
         raise BGFSError(f"{path} is not a readable safetensors file ({e})") from None
-    meta = {k[5:]: json.loads(v) for k, v in raw_meta.items() if k.startswith("bgfs.")}
     if meta.get("format") != LATENTS_FORMAT:
         raise BGFSError(f"{path}: format {meta.get('format')!r}, expected {LATENTS_FORMAT!r} (bgfs generate)")
     if latents.ndim != 5 or latents.shape[1] != meta.get("channels"):

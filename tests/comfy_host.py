@@ -116,6 +116,36 @@ def build_tiny_wan_vae(python: str, comfy: Path, out: Path, dim: int = 8, seed: 
     return out
 
 
+# ComfyUI's video VAE classes, by the names the tests and benches use
+COMFY_CLASSES = {"wan21": ("comfy.ldm.wan.vae", "WanVAE"), "wan22": ("comfy.ldm.wan.vae2_2", "WanVAE"),
+                 "taehv": ("comfy.taesd.taehv", "TAEHV")}
+
+
+def load_comfy_module(comfyui_dir: str, kind: str, device: str = "cpu", seed: int = 0, **kwargs: Any) -> Any:
+    """ComfyUI's own ``kind`` (a COMFY_CLASSES key) imported in this process from a checkout and built as its
+    constructor takes ``kwargs``, random weights (``seed``), frozen. TAEHV with 16 channels is the (light)taew2_1
+    architecture; with 48 (2x2 pixel patches) lighttaew2_2's, for the Wan 2.2 VAE's latents. ``device`` says
+    where it will run: on a CPU ComfyUI probes no GPU; on CUDA it makes its own choices (PyTorch attention in the
+    VAE, as on a user's machine)."""
+    import importlib
+
+    import torch
+
+    if comfyui_dir not in sys.path:
+        sys.path.insert(0, comfyui_dir)
+    import comfy.cli_args
+
+    comfy.cli_args.args.cpu = torch.device(device).type == "cpu"  # before comfy.model_management is imported
+    path, name = COMFY_CLASSES[kind]
+    torch.manual_seed(seed)
+    module = getattr(importlib.import_module(path), name)(**kwargs)
+    for m in module.modules():  # comfy.ops.disable_weight_init skips init: the weights would be garbage
+        for base in (torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear):
+            if isinstance(m, base):
+                base.reset_parameters(m)
+    return module.eval().requires_grad_(False)
+
+
 def build_tiny_critic(out: Path, region: str = "hands", seed: int = 0) -> Path:
     """A small untrained heatmap critic (random weights are enough to wire the fixer)."""
     import torch

@@ -8,9 +8,10 @@ import json
 
 import pytest
 import torch
+from comfy_host import load_comfy_module
 from conftest import HAND_VIDEO, require_diffusers
 from safetensors.torch import save_file
-from test_windowed_decode import COMFYUI_DIR, comfy, load_comfy_module
+from test_windowed_decode import COMFYUI_DIR, comfy
 
 from bgfs_core.cli import main
 from bgfs_core.codecs.taehv import TAEHVDecoder, load_taehv_decoder

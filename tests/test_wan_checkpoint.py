@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from comfy_host import load_comfy_module
 from conftest import HAND_VIDEO, require_diffusers
-from test_windowed_decode import COMFYUI_DIR, comfy, load_comfy_module
+from test_windowed_decode import COMFYUI_DIR, comfy
 
 from bgfs_core.cli import main
 from bgfs_core.codecs import DiffusersWanCodec, ModuleCodec

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from comfy_host import load_comfy_module
 from conftest import require_diffusers
 
 from bgfs_core.codecs import (
@@ -256,29 +256,6 @@ def test_paste_window_feathers_and_leaves_the_rest_unchanged():
 
 
 # --- ComfyUI's own modules (COMFYUI_DIR) ------------------------------------------------------------------------
-def load_comfy_module(comfyui_dir: str, kind: str, **kwargs):
-    """Import a ComfyUI VAE class from a checkout and build it with random weights (CPU).
-
-    kind: "wan21" (comfy.ldm.wan.vae.WanVAE), "wan22" (comfy.ldm.wan.vae2_2.WanVAE) or "taehv".
-    """
-    if comfyui_dir not in sys.path:
-        sys.path.insert(0, comfyui_dir)
-    import comfy.cli_args
-
-    comfy.cli_args.args.cpu = True  # before comfy.model_management is imported: no GPU probing
-    import importlib
-
-    path, name = {"wan21": ("comfy.ldm.wan.vae", "WanVAE"), "wan22": ("comfy.ldm.wan.vae2_2", "WanVAE"),
-                  "taehv": ("comfy.taesd.taehv", "TAEHV")}[kind]
-    torch.manual_seed(kwargs.pop("seed", 0))
-    module = getattr(importlib.import_module(path), name)(**kwargs)
-    for m in module.modules():  # comfy.ops.disable_weight_init skips init: the weights would be garbage
-        for base in (torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear):
-            if isinstance(m, base):
-                base.reset_parameters(m)
-    return module.eval().requires_grad_(False)
-
-
 comfy = pytest.mark.skipif(not COMFYUI_DIR, reason="COMFYUI_DIR is not set: ComfyUI WanVAE/TAEHV adapter tests "
                                                    "SKIPPED (point it at a ComfyUI checkout to run them)")
 
