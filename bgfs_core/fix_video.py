@@ -22,7 +22,7 @@ from .regions import get_region
 
 @dataclass
 class FixVideoRequest:
-    input: str
+    input: str | None  # the video; None when ``latents`` alone is fixed (no sound, the latents' or a default rate)
     output: str
     critic: str | None  # None: the guide alone drives the edit (warp mode)
     codec: str = "auto"  # auto | pixel | wan
@@ -169,12 +169,15 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
     from .codecs import PixelCodec
     from .detection import detector_from_config
     from .fixer import FixSettings, fix_latents
-    from .video_io import audio_kept, check_writable, read_comment, read_video, write_video
+    from .video_io import audio_kept, check_writable, read_comment, read_video, video_info, write_video
 
     started = time.perf_counter()
     out_path = Path(req.output)
-    in_path = Path(req.input)
-    if out_path.resolve() == in_path.resolve():
+    in_path = Path(req.input) if req.input else None
+    if in_path is None and not req.latents:
+        raise BGFSError("give the video to fix with --in, or its latents with --latents (e.g. a .latent from "
+                        "ComfyUI's Save Latent node)")  # fmt: skip
+    if in_path is not None and out_path.resolve() == in_path.resolve():
         raise BGFSError("--out must differ from --in: the input is never overwritten")
     check_writable(out_path, "--out")
     if req.save_latents:
@@ -186,21 +189,25 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
     models = models or load_fix_models(cfg, req)
     critic, spec, region, codec = models.critic, models.spec, models.region, models.codec
     cfg.roi.region = region
-    frames, fps = read_video(in_path, max_frames=req.max_frames)
-    fps_in = fps
-    retimed = bool(req.fps) and abs(req.fps - fps) > 1e-3 and not in_path.is_dir()  # the file's sound would drift
-    fps = req.fps or fps
+    rate_note = None  # how the frame rate was chosen, when nothing gave one
     # `done`: the regions an earlier `bgfs fix` wrote into this file, or into the --latents file (--save-latents)
     with torch.no_grad():
-        if req.latents:
-            from .generate import load_latents
+        if req.latents:  # the frames are the latents' decode; --in, when given, lends its frame rate and sound
+            from .generate import default_fps_of_latents, load_latents
 
             latents, lat_meta = load_latents(req.latents)
-            fps = float(req.fps or lat_meta.get("fps") or fps)
+            fps_in = video_info(in_path).fps if in_path is not None else None
+            fps = float(req.fps or lat_meta.get("fps") or fps_in or 0)
+            if not fps:  # a .latent from Save Latent carries no rate: the Wan model's own
+                fps = default_fps_of_latents(int(latents.shape[1]))
+                rate_note = (f"{Path(req.latents).name} carries no frame rate: written at {fps:g} fps, the rate of "
+                             "the Wan models of its VAE (--fps to change)")  # fmt: skip
             done = [str(r) for r in lat_meta.get("fixed_regions", [])]
             if req.max_frames:  # the latent frames that decode to at most that many frames
                 latents = latents[:, :, : (req.max_frames - 1) // codec.temporal_ratio + 1]
         else:
+            frames, fps_in = read_video(in_path, max_frames=req.max_frames)
+            fps = req.fps or fps_in
             done = fixed_regions(read_comment(in_path))
             codec.check_frame_count(len(frames))
             # the pixel codec's latents are the frames: they stay on the CPU, fix_latents moves only the ROI's window
@@ -209,7 +216,7 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
     before = decode_frames(codec, latents)
     with detector_from_config(cfg, video_mode=True) as detector:
         det = detector.detect_video(before, fps=fps, progress=req.progress)
-    source = Path(req.latents).name if req.latents else in_path.name  # what holds the regions in `done`
+    source = Path(req.latents if req.latents else in_path).name  # what holds the regions in `done`
     refix = refix_warning(f"{source} was", region, "an earlier bgfs fix") if region in done else None
     if refix and req.progress:  # said now too, so that it can be stopped before the work
         print(f"bgfs fix: warning: {refix}", file=sys.stderr)
@@ -249,7 +256,7 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
     kept = result.report.get("changed") and not judge.get("guard_kept_input")
     regions = [*done, region] if kept and region not in done else done
     report = {
-        "input": str(in_path), "output": str(out_path), "critic": str(req.critic) if req.critic else None, "region": region,
+        "input": str(in_path or req.latents), "output": str(out_path), "critic": str(req.critic) if req.critic else None, "region": region,
         "codec": codec.name, "frames": len(before), "fps": fps, "fixer": result.report, "judge": judge,
         "fixed_regions": regions, "seconds": time.perf_counter() - started,
     }  # fmt: skip
@@ -260,20 +267,26 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
         save = save_comfy_latent if Path(req.save_latents).suffix == ".latent" else save_latents
         save(req.save_latents, out_latents, {"fps": fps, "fixed_regions": regions})
         report["latents"] = str(req.save_latents)
+    # the sound of a video file whose frames keep their rate (at another, it would drift)
+    retimed = in_path is not None and not in_path.is_dir() and abs(fps - fps_in) > 1e-3
     write_video(out_path, after, fps, comment=FIXED_TAG + ", ".join(regions) if regions else None,
                 audio_from=None if retimed else in_path)
-    report["audio"] = audio_kept(in_path, out_path)
+    report["audio"] = audio_kept(in_path, out_path) if in_path is not None else None
     if retimed and report["audio"]:
-        report["audio"] = f"the input's sound was left out: --fps {req.fps:g} retimes its {fps_in:g} fps frames"
+        why = f"--fps {fps:g}" if req.fps else f"{Path(req.latents or '').name}'s {fps:g} fps"
+        report["audio"] = f"the input's sound was left out: {why} retimes its {fps_in:g} fps frames"
+    if rate_note:
+        report["fps_note"] = rate_note
     report_path = report_dir / "report.json"
     write_json_atomic(report_path, report)
     sound = f"\nSound: {report['audio']}." if report["audio"] else ""
+    sound += f"\nFrame rate: {rate_note}." if rate_note else ""
     summary = (result.report["summary"] + "\n" + judge.get("summary", "") + sound
                + f"\nWrote {out_path} and {report_path}.")
     return FixVideoResult(out_path, report_path, report, summary)
 
 
-def _check_latents_path(req: FixVideoRequest, out_path: Path, in_path: Path) -> None:
+def _check_latents_path(req: FixVideoRequest, out_path: Path, in_path: Path | None) -> None:
     """Refuse a --save-latents path before any work: its suffix, a folder, the input files, a pixel-codec fix."""
     from .atomic import check_folder_possible
 
@@ -286,7 +299,7 @@ def _check_latents_path(req: FixVideoRequest, out_path: Path, in_path: Path) -> 
                         "(bgfs fix --latents and bgfs generate's format), in lowercase")  # fmt: skip
     if path.is_dir():
         raise BGFSError(f"--save-latents {path} is a folder: name a file in it, e.g. {path / 'fixed.latent'}")
-    inputs = [in_path, out_path] + ([Path(req.latents)] if req.latents else [])
+    inputs = [p for p in (in_path, out_path, req.latents and Path(req.latents)) if p]
     if any(path.resolve() == p.resolve() for p in inputs):
         raise BGFSError(f"--save-latents {path} is --in, --out or --latents: inputs are never overwritten; name "
                         f"another file, e.g. {out_path.with_suffix('').name}{path.suffix}")  # fmt: skip

@@ -203,6 +203,12 @@ def default_fps(kind: str) -> float:
     return _DEFAULTS[kind][1]
 
 
+def default_fps_of_latents(channels: int) -> float:
+    """The frame rate Wan models render latents of this VAE at: 16 for the Wan 2.1 VAE's 16 channels (Wan 2.2
+    14B T2V/I2V), 24 for the Wan 2.2 VAE's 48 (TI2V-5B)."""
+    return default_fps("ti2v" if channels == 48 else "t2v")
+
+
 def default_steps(kind: str) -> int:
     return _DEFAULTS[kind][2]
 

@@ -15,8 +15,9 @@ HELP = ("fix a video (or a folder of videos): optimise its latents so the critic
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p)
-    p.add_argument("--in", dest="input", required=True,
-                   help="input video (mp4, mov, webm, gif or a folder of frames), or a folder of videos to fix each")
+    p.add_argument("--in", dest="input", default=None,
+                   help="input video (mp4, mov, webm, gif or a folder of frames), or a folder of videos to fix each; "
+                        "optional with --latents")
     p.add_argument("--out", required=True,
                    help="output video (.mp4 H.264, .gif, or a folder for PNG frames); for a folder of videos, the "
                         "folder that gets NAME.mp4 and NAME_report/ for each (videos already fixed there are skipped)")
@@ -33,8 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="subfolder of a diffusers --model-id with the VAE (default: vae)")
     p.add_argument("--latents", default=None,
                    help="start from these latents instead of encoding --in: a bgfs generate --save-latents file, "
-                        "or a .latent from ComfyUI's Save Latent node (a Wan sampler's LATENT); --in then gives the "
-                        "frame rate and sound")  # fmt: skip
+                        "or a .latent from ComfyUI's Save Latent node (a Wan sampler's LATENT); --in, if given, "
+                        "lends its frame rate (when the file has none) and its sound")  # fmt: skip
     p.add_argument("--save-latents", default=None,
                    help="also write the output's latents (needs --model-id): .latent for ComfyUI's Load Latent (put "
                         "it in ComfyUI's input folder), .safetensors for bgfs fix --latents")  # fmt: skip
@@ -49,7 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-frames", type=int, default=0, help="read at most this many frames (0: all)")
     p.add_argument("--fps", type=float, default=None,
                    help="frame rate of --in: needed for a folder of frames, which carries none (default 25; Wan 2.2 "
-                        "14B renders 16, TI2V-5B 24); for a video file it replaces the file's own")
+                        "14B renders 16, TI2V-5B 24); for a video file it replaces the file's own; from --latents "
+                        "alone, the file's (bgfs's), else 16 for Wan 2.1 VAE latents and 24 for Wan 2.2's")
     p.add_argument("--report-dir", default=None, help="where report.json and the plots go (default: OUT_report/)")
     p.add_argument("--device", default="cpu", help="torch device for the codec and critic (cpu, cuda, ...)")
     p.add_argument("--grad-dtype", choices=GRAD_DTYPES, default="auto",
@@ -100,6 +102,8 @@ def _folder_of_videos(args: argparse.Namespace) -> list[Path] | None:
     from ..errors import BGFSError
     from ..video_io import VIDEO_EXTENSIONS, holds_frames, is_video_file, list_videos
 
+    if args.input is None:  # --latents alone: fix_video checks that they were given
+        return None
     src = Path(args.input)
     if not src.is_dir():
         return None
