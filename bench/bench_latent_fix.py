@@ -102,7 +102,7 @@ def main() -> int:
         `bgfs fix` keeps, or ComfyUI's module itself in that dtype, as the node has it."""
         if a.impl == "comfy":
             return comfy_wan_codec(a.vae, a.device, dtype)
-        return base if dtype == torch.float32 else GradientProxyCodec(base, base.in_dtype(dtype))
+        return base if dtype == torch.float32 else GradientProxyCodec(base, base.in_dtype(dtype), same_weights=True)
 
     phases: list[float] = []  # the peak (GB) up to each step's end, reset after each
 

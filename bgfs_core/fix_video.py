@@ -133,7 +133,7 @@ def make_codec(kind: str, model_id: str | None, subfolder: str = "vae", device: 
             grad = ModuleCodec(tae.to(device, dtype), latent_channels=tae.latent_channels,
                                spatial_ratio=8 * tae.patch_size, signed=False, name=name)  # fmt: skip
             return GradientProxyCodec(codec, grad)  # checks that both decode one latent space
-        return codec if dtype == torch.float32 else GradientProxyCodec(codec, codec.in_dtype(dtype))
+        return codec if dtype == torch.float32 else GradientProxyCodec(codec, codec.in_dtype(dtype), same_weights=True)
     raise BGFSError(f"unknown codec {kind!r}: use pixel or wan")
 
 

@@ -52,6 +52,14 @@ StepCallback = Callable[[int, int, dict, "np.ndarray | None"], None]
 # trained on other footage reads these frames poorly, and its anatomy terms then pull the wrong way.
 CRITIC_FIT_WARN = 0.5
 
+# Below this PSNR (dB) inside the ROI between the gradient decoder's frames of the input and the judged VAE's, the
+# fix warns: the gradients come from a decoder of another latent space (e.g. HunyuanVideo's taehv given for a Wan
+# VAE), so they move pixels the judged decode does not show. Measured with tiny random-weight Wan VAEs: a bf16
+# copy of the VAE agrees to 48 dB (so a copy is not measured: `GradientProxyCodec.same_weights`), another VAE
+# (other weights) to 14 dB. A tiny decoder made for the VAE is expected well above 20 dB, but no real weights are
+# here to measure it. The measurement costs one decode of the window by the judged VAE, without gradients.
+DECODER_AGREEMENT_WARN_DB = 20.0
+
 # The backward pass runs on the loss times this, and the gradient is divided by it after: a half-precision (fp16)
 # gradient decoder (ComfyUI's Wan VAE on a GPU without bf16) otherwise loses small gradients below fp16's range.
 # The fidelity term is a mean over the window's pixels: through a small Wan 2.1 VAE in fp16, a mean over 440k
@@ -160,6 +168,7 @@ class _Problem:
         b = np.where(present[..., None], boxes, np.nan)
         union[has] = np.stack([np.nanmin(b[has, :, 0], 1), np.nanmin(b[has, :, 1], 1),
                                np.nanmax(b[has, :, 2], 1), np.nanmax(b[has, :, 3], 1)], 1)  # fmt: skip
+        self.union = union  # [T, 4]: per frame, the box around every ROI
         self.window = window_from_boxes(codec, latents.shape, union)
         # the decoded region alone, and the window on it: a long video's full latents (the Image Fixer's are its
         # frames) are never copied to the device nor once per step
@@ -402,6 +411,30 @@ class _Problem:
         }
         return points, confidence, valid, preview
 
+    def decoder_agreement(self, latents: torch.Tensor) -> float | None:
+        """PSNR (dB) inside the ROI of the first step's frames (the gradient decoder's decode of ``latents``) against
+        the judged decoder's, when they are two models (a `GradientProxyCodec`; else None): how close what the
+        optimiser sees is to what the result is judged on (100 when identical). The judged decoder decodes with its
+        own window (its reach)."""
+        import torch
+
+        from .codecs import decode_window, window_from_boxes
+        from .fidelity import psnr
+
+        real = getattr(self.codec, "real", None)
+        if real is None or getattr(self.codec, "same_weights", False) or self.frames0 is None:
+            return None
+        win = window_from_boxes(real, latents.shape, self.union)
+        with torch.no_grad():
+            z = latents.detach()[win.decoded_slices].to(self.device, torch.float32)
+            judged = decode_window(real, z, win.local(), chunk_frames=self.chunk, checkpoint=False)
+
+        def as_uint8(frames: torch.Tensor) -> np.ndarray:
+            return (frames.float().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+        inside = 1.0 - self.outside[:, 0].float().cpu().numpy()
+        return min(psnr(as_uint8(self.frames0), as_uint8(judged), inside), 100.0)  # identical: 100, finite for JSON
+
     def critic_fit(self, points: np.ndarray) -> dict[str, Any]:
         """How well the critic reads these frames: the share of ROI Detect's keypoints (confident ones) that the
         critic's ``points`` (window pixels, one row per crop) put within 0.1 of the hand's size (PCK@0.1)."""
@@ -485,6 +518,15 @@ def fix_latents(
             with torch.no_grad():  # a graph kept for nothing would hold its activations through every step
                 _, before, preview_before = problem.evaluate(params, need_preview=True)
             fit = problem.critic_fit(preview_before.pop("window_points")) if critic is not None else None
+            agreement = problem.decoder_agreement(latents)
+            if agreement is not None and agreement < DECODER_AGREEMENT_WARN_DB:
+                warnings.append(
+                    f"the gradient decoder ({getattr(codec, 'grad', codec).name}) decodes these latents unlike the "
+                    f"VAE the result is judged on: {agreement:.1f} dB PSNR in the ROI, below "
+                    f"{DECODER_AGREEMENT_WARN_DB:g}. It was made for another latent space, so its gradients move "
+                    "what the VAE does not show: use the tiny autoencoder made for this VAE (lighttaew2_1 or taew2_1 "
+                    "for Wan 2.1, lighttaew2_2 for Wan 2.2; not HunyuanVideo's taehv), or none"
+                )
             if fit is not None and fit["pck"] is not None and fit["pck"] < CRITIC_FIT_WARN:
                 warnings.append(
                     f"the critic finds only {100 * fit['pck']:.0f}% of ROI Detect's keypoints on these frames (PCK@0.1): "
@@ -553,6 +595,7 @@ def fix_latents(
         "critic_before": before_f,
         "critic_after": after_f,
         "critic_fit": fit,
+        "decoder_agreement_db": agreement,
         "history": history,
         "seconds": time.perf_counter() - started,
         "warnings": warnings,
@@ -597,5 +640,8 @@ def _summary(region: str, s: FixSettings, before: dict, after: dict, report: dic
         _fit_line(report["critic_fit"]),
         f"Fidelity: latent change {after['latent']:.5f}, pixel change outside the ROI {after['pixel']:.6f}.",
     ]
+    if report["decoder_agreement_db"] is not None:
+        lines.append(f"Gradient decoder: {report['decoder_agreement_db']:.1f} dB PSNR against the judged VAE's "
+                     "decode in the ROI.")
     lines += [f"Warning: {w}" for w in report["warnings"]]
     return "\n".join(lines)

@@ -87,11 +87,35 @@ def test_a_half_precision_copy_of_the_vae_passes_the_fp32_gradient(channels):
 
     det = hand_detections(codec.pixel_frames(2), (64, 96), (8.0, 8.0, 36.0, 36.0))
     critic, spec = random_critic()
-    result = fix_latents(z, GradientProxyCodec(codec, half), critic, spec, det, SETTINGS)
+    result = fix_latents(z, GradientProxyCodec(codec, half, same_weights=True), critic, spec, det, SETTINGS)
     assert result.latents.dtype == torch.float32 and result.report["codec"].endswith("(diffusers, bfloat16))")
+    assert result.report["decoder_agreement_db"] is None  # a copy: not measured (it costs a decode)
+    measured = fix_latents(z, GradientProxyCodec(codec, half, same_weights=False), critic, spec, det, SETTINGS)
+    assert measured.report["decoder_agreement_db"] > 40  # measured 48 dB (16 channels)
+    assert not any("gradient decoder" in w for w in measured.report["warnings"])
     inside = torch.from_numpy(fix_reach(result.report["window"], tuple(z.shape[2:]), SETTINGS.feather))
     assert (result.latents[:, :, inside] != z[:, :, inside]).any()
     assert torch.equal(result.latents[:, :, ~inside], z[:, :, ~inside])
+
+
+@pytest.mark.usefixtures("needs_diffusers")
+def test_a_gradient_decoder_of_another_latent_space_is_measured_and_warned_of():
+    """A proxy whose gradient decoder decodes the latents unlike the judged VAE (here another VAE of the same
+    shape, e.g. HunyuanVideo's taehv given for a Wan VAE): the report measures how far apart they are in the ROI,
+    the summary says it, and a warning names the decoder; a codec that judges what it optimises reports None."""
+    from bgfs_core.codecs import GradientProxyCodec
+
+    codec = DiffusersWanCodec.from_config(TINY[16], seed=0)
+    z = torch.randn(1, 16, 3, 8, 12, generator=torch.Generator().manual_seed(1))
+    det = hand_detections(codec.pixel_frames(3), (64, 96), (8.0, 8.0, 36.0, 36.0))
+    critic, spec = random_critic()
+    other = DiffusersWanCodec.from_config(TINY[16], seed=5)
+    report = fix_latents(z, GradientProxyCodec(codec, other), critic, spec, det, SETTINGS).report
+    assert report["decoder_agreement_db"] < 20  # measured 14 dB
+    (warning,) = [w for w in report["warnings"] if w.startswith("the gradient decoder (Wan 2.1 VAE (diffusers))")]
+    assert "dB PSNR in the ROI" in warning and f"Gradient decoder: {report['decoder_agreement_db']:.1f} dB" in report[
+        "summary"]
+    assert fix_latents(z, codec, critic, spec, det, SETTINGS).report["decoder_agreement_db"] is None
 
 
 def test_warp_mode_moves_pixels_with_the_pixel_codec(hand_video_frames):

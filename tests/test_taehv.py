@@ -107,6 +107,12 @@ def test_the_fix_optimises_through_the_gradient_vae(files, grad_dtype):
     result = fix_latents(z, codec, critic, spec, det, FixSettings(steps=2))
     assert result.report["changed"] and not torch.equal(result.latents, z)
     assert sum(calls) >= 2, "each step decodes with gradients through the TAEHV"
+    # two random-weight models decode unlike each other: measured, and warned of (the VAE's bf16 copy is not measured)
+    assert result.report["decoder_agreement_db"] < 20
+    assert any(w.startswith("the gradient decoder (TAEHV lighttaew2_1") for w in result.report["warnings"])
+    copy = make_codec("auto", str(files / "wan"), grad_dtype="bf16")
+    assert copy.same_weights and fix_latents(z, copy, critic, spec, det, FixSettings(steps=0)).report[
+        "decoder_agreement_db"] is None
 
 
 def test_bgfs_fix_takes_a_gradient_vae(files):

@@ -15,10 +15,12 @@ class GradientProxyCodec(LatentCodec):
     """``encode`` and ``decode`` use ``real``; ``decode_for_grad`` (the optimiser's decode) uses ``grad``.
 
     Both must decode the same latent space (channels and ratios are checked; the value scale cannot be, so pair a
-    VAE with a tiny decoder trained for it, e.g. the Wan 2.1 VAE with ``taew2_1`` / ``lighttaew2_1``).
+    VAE with a tiny decoder trained for it, e.g. the Wan 2.1 VAE with ``taew2_1`` / ``lighttaew2_1``; the fixer
+    measures how alike they decode). ``same_weights``: ``grad`` is ``real`` in another dtype, which decodes the same
+    frames up to rounding, so that measurement is skipped.
     """
 
-    def __init__(self, real: LatentCodec, grad: LatentCodec) -> None:
+    def __init__(self, real: LatentCodec, grad: LatentCodec, same_weights: bool = False) -> None:
         mismatches = [
             f"{what} {a} vs {b}"
             for what, a, b in (
@@ -36,6 +38,7 @@ class GradientProxyCodec(LatentCodec):
             )
         self.real = real
         self.grad = grad
+        self.same_weights = same_weights
         # The windowed decode runs through grad, so its reach sets the window.
         self.default_context = grad.default_context
         self.default_margin = grad.default_margin
