@@ -365,3 +365,27 @@ def test_comfy_taehv_for_wan22_latents_is_a_gradient_decoder(comfy_modules):
     assert zz.grad.abs().sum() > 0 and torch.isfinite(zz.grad).all()
     with pytest.raises(BGFSError, match="latent channels 16 vs 48"):
         GradientProxyCodec(ModuleCodec(comfy_modules["wan21"], latent_channels=16, spatial_ratio=8), tae)
+
+
+@comfy
+def test_the_fix_measures_comfyuis_tiny_decoder_against_its_wan_vae(comfy_modules):
+    """The Fixer node with a gradient_vae: ComfyUI's Wan VAE (its weights inference tensors, as ComfyUI loads them;
+    the node wraps it uncopied) decodes the window once more, without gradients, to measure the TAEHV against it;
+    two random-weight models decode unlike each other, so the fix warns."""
+    import copy
+
+    from test_fixer import hand_detections, random_critic
+
+    from bgfs_core.fixer import FixSettings, fix_latents
+
+    with torch.inference_mode():  # ComfyUI's weights are inference tensors
+        wan = load_comfy_module(COMFYUI_DIR, "wan21", dim=8, z_dim=16)
+    assert next(wan.parameters()).is_inference()
+    tae = ModuleCodec(copy.deepcopy(comfy_modules["taehv"]), latent_channels=16, spatial_ratio=8, signed=False)
+    proxy = GradientProxyCodec(ModuleCodec(wan, latent_channels=16, spatial_ratio=8), tae)
+    critic, spec = random_critic()
+    z = torch.randn(1, 16, 3, 8, 12, generator=torch.Generator().manual_seed(3))
+    result = fix_latents(z, proxy, critic, spec, hand_detections(9, (64, 96), (8.0, 8.0, 36.0, 36.0)),
+                         FixSettings(steps=1))  # fmt: skip
+    assert result.report["changed"] and result.report["decoder_agreement_db"] < 20
+    assert any(w.startswith("the gradient decoder (TAEHV)") for w in result.report["warnings"])
