@@ -186,6 +186,10 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
         raise BGFSError(f"--fps must be > 0, got {req.fps}")
     report_dir = Path(req.report_dir) if req.report_dir else out_path.with_name(out_path.stem + "_report")
     check_folder_possible(report_dir, "--report-dir")
+    if req.latents:  # before the models load: the latents may be the whole input
+        from .generate import check_latents_file
+
+        check_latents_file(req.latents)
     models = models or load_fix_models(cfg, req)
     critic, spec, region, codec = models.critic, models.spec, models.region, models.codec
     cfg.roi.region = region
@@ -196,7 +200,8 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
             from .generate import default_fps_of_latents, load_latents
 
             latents, lat_meta = load_latents(req.latents)
-            fps_in = video_info(in_path).fps if in_path is not None else None
+            # a folder of frames carries no rate of its own (nor sound): it lends nothing
+            fps_in = video_info(in_path).fps if in_path is not None and not in_path.is_dir() else None
             fps = float(req.fps or lat_meta.get("fps") or fps_in or 0)
             if not fps:  # a .latent from Save Latent carries no rate: the Wan model's own
                 fps = default_fps_of_latents(int(latents.shape[1]))
@@ -256,7 +261,7 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
     kept = result.report.get("changed") and not judge.get("guard_kept_input")
     regions = [*done, region] if kept and region not in done else done
     report = {
-        "input": str(in_path or req.latents), "output": str(out_path), "critic": str(req.critic) if req.critic else None, "region": region,
+        "input": str(in_path or req.latents), "latents_in": req.latents, "output": str(out_path), "critic": str(req.critic) if req.critic else None, "region": region,
         "codec": codec.name, "frames": len(before), "fps": fps, "fixer": result.report, "judge": judge,
         "fixed_regions": regions, "seconds": time.perf_counter() - started,
     }  # fmt: skip
@@ -265,10 +270,11 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
 
         out_latents = result.latents if kept else latents
         save = save_comfy_latent if Path(req.save_latents).suffix == ".latent" else save_latents
-        save(req.save_latents, out_latents, {"fps": fps, "fixed_regions": regions})
+        # a rate chosen here is not the video's: left out, so that a later fix chooses again (or takes --in's)
+        save(req.save_latents, out_latents, {"fixed_regions": regions} | ({} if rate_note else {"fps": fps}))
         report["latents"] = str(req.save_latents)
     # the sound of a video file whose frames keep their rate (at another, it would drift)
-    retimed = in_path is not None and not in_path.is_dir() and abs(fps - fps_in) > 1e-3
+    retimed = in_path is not None and not in_path.is_dir() and fps_in is not None and abs(fps - fps_in) > 1e-3
     write_video(out_path, after, fps, comment=FIXED_TAG + ", ".join(regions) if regions else None,
                 audio_from=None if retimed else in_path)
     report["audio"] = audio_kept(in_path, out_path) if in_path is not None else None

@@ -518,14 +518,21 @@ def fix_latents(
             with torch.no_grad():  # a graph kept for nothing would hold its activations through every step
                 _, before, preview_before = problem.evaluate(params, need_preview=True)
             fit = problem.critic_fit(preview_before.pop("window_points")) if critic is not None else None
-            agreement = problem.decoder_agreement(latents)
+            try:
+                agreement = problem.decoder_agreement(latents)
+            except RuntimeError as exc:  # a measurement: the fix goes on without it
+                if not is_out_of_memory(exc):
+                    raise
+                agreement = None
+                warnings.append("how alike the gradient decoder and the VAE decode was not measured: the VAE ran out "
+                                "of memory decoding the window")  # fmt: skip
             if agreement is not None and agreement < DECODER_AGREEMENT_WARN_DB:
                 warnings.append(
                     f"the gradient decoder ({getattr(codec, 'grad', codec).name}) decodes these latents unlike the "
                     f"VAE the result is judged on: {agreement:.1f} dB PSNR in the ROI, below "
-                    f"{DECODER_AGREEMENT_WARN_DB:g}. It was made for another latent space, so its gradients move "
-                    "what the VAE does not show: use the tiny autoencoder made for this VAE (lighttaew2_1 or taew2_1 "
-                    "for Wan 2.1, lighttaew2_2 for Wan 2.2; not HunyuanVideo's taehv), or none"
+                    f"{DECODER_AGREEMENT_WARN_DB:g}. It is likely made for another latent space, so its gradients "
+                    "move what the VAE does not show: use the tiny autoencoder made for this VAE (lighttaew2_1 or "
+                    "taew2_1 for Wan 2.1, lighttaew2_2 for Wan 2.2; not HunyuanVideo's taehv), or none"
                 )
             if fit is not None and fit["pck"] is not None and fit["pck"] < CRITIC_FIT_WARN:
                 warnings.append(

@@ -549,16 +549,22 @@ def save_latents(path: str | Path, latents: torch.Tensor, meta: dict[str, Any]) 
     return path
 
 
+def check_latents_file(path: str | Path) -> Path:
+    """``path`` as a Path, when it is a file (`load_latents` reads it)."""
+    path = Path(path)
+    if not path.is_file():
+        raise BGFSError(f"latents file {path} does not exist: write one with `bgfs generate --save-latents` or "
+                        "ComfyUI's Save Latent node")  # fmt: skip
+    return path
+
+
 def load_latents(path: str | Path) -> tuple[torch.Tensor, dict[str, Any]]:
     """Read a latents file -> (latents float32 ``[1, C, t, h, w]``, metadata): one `save_latents` wrote, or a
     ``.latent`` file from ComfyUI's Save Latent node (a Wan sampler's LATENT, raw VAE latents; metadata only where
     `bgfs fix --save-latents` wrote it)."""
     from safetensors import SafetensorError, safe_open
 
-    path = Path(path)
-    if not path.is_file():
-        raise BGFSError(f"latents file {path} does not exist: write one with `bgfs generate --save-latents` or "
-                        "ComfyUI's Save Latent node")  # fmt: skip
+    path = check_latents_file(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = {k[5:]: json.loads(v) for k, v in (f.metadata() or {}).items() if k.startswith("bgfs.")}

@@ -694,13 +694,16 @@ def test_save_latents_holds_the_kept_fix_and_a_second_fix_of_them_warns(workdir,
 @pytest.mark.usefixtures("needs_diffusers")
 def test_a_latent_file_alone_is_fixed_without_a_video(workdir, tmp_path, hand_video_frames, capsys):
     """`bgfs fix --latents sampler.latent` needs no --in: a Save Latent file (no frame rate) is written at the rate
-    of its VAE's Wan models and says so; --fps wins; an --in beside the latents lends its rate and sound, and a rate
-    of the latents' own that differs leaves the sound out; neither --in nor --latents is a clear error."""
+    of its VAE's Wan models and says so, and that rate is not saved with its latents as if it were the video's; --fps
+    wins; an --in video beside the latents lends its rate and sound (a folder of frames, which has neither, lends
+    nothing), and a rate of the latents' own that differs leaves the sound out; neither --in nor --latents, or a
+    latents file that is not there, is a clear error."""
     import av
+    from PIL import Image
 
     from bgfs_core.codecs import DiffusersWanCodec, wan_vae_config
     from bgfs_core.fix_video import encode_frames
-    from bgfs_core.generate import save_comfy_latent
+    from bgfs_core.generate import default_fps_of_latents, load_latents, save_comfy_latent
 
     folder = workdir / "tinywan_save_latents"
     codec = DiffusersWanCodec.from_config(wan_vae_config("2.1", base_dim=8))
@@ -712,20 +715,28 @@ def test_a_latent_file_alone_is_fixed_without_a_video(workdir, tmp_path, hand_vi
     sampler = save_comfy_latent(tmp_path / "sampler.latent", latents)  # as Save Latent writes it: no bgfs.* rate
     args = ["fix", "--latents", str(sampler), "--model-id", str(folder), "--steps", "1", "--no-guard", "--quiet"]
     out = tmp_path / "alone.mp4"
-    assert main([*args, "--out", str(out)]) == 0
+    assert main([*args, "--out", str(out), "--save-latents", str(tmp_path / "alone.latent")]) == 0
     said = capsys.readouterr().out
     assert "Frame rate: sampler.latent carries no frame rate: written at 16 fps" in said and "Sound:" not in said
     frames, fps = read_video(out)
     assert len(frames) == 5 and fps == 16.0
     report = json.loads((tmp_path / "alone_report" / "report.json").read_text())
     assert (report["input"], report["fps"], report["audio"]) == (str(sampler), 16.0, None)
+    assert "fps" not in load_latents(tmp_path / "alone.latent")[1] and default_fps_of_latents(48) == 24.0
     assert main([*args, "--out", str(tmp_path / "twelve.mp4"), "--fps", "12"]) == 0
     assert "Frame rate:" not in capsys.readouterr().out and read_video(tmp_path / "twelve.mp4")[1] == 12.0
     src = tmp_path / "with_sound.mp4"
     _with_sound(src, hand_video_frames[:5], 10.0)
+    args[2] = str(tmp_path / "alone.latent")  # the first fix's saved latents: still no rate of their own
     assert main([*args, "--in", str(src), "--out", str(tmp_path / "lent.mp4")]) == 0
     assert "Sound: the input's sound (1 stream(s)) is copied unchanged." in capsys.readouterr().out
     assert read_video(tmp_path / "lent.mp4")[1] == 10.0
+    frames_dir = tmp_path / "frames"
+    frames_dir.mkdir()
+    for i, frame in enumerate(hand_video_frames[:5]):
+        Image.fromarray(frame).save(frames_dir / f"{i:03d}.png")
+    assert main([*args, "--in", str(frames_dir), "--out", str(tmp_path / "from_frames.mp4")]) == 0
+    assert "written at 16 fps" in capsys.readouterr().out and read_video(tmp_path / "from_frames.mp4")[1] == 16.0
     rated = save_comfy_latent(tmp_path / "rated.latent", latents, {"fps": 24.0})
     args[2] = str(rated)
     assert main([*args, "--in", str(src), "--out", str(tmp_path / "rated.mp4")]) == 0
@@ -734,4 +745,7 @@ def test_a_latent_file_alone_is_fixed_without_a_video(workdir, tmp_path, hand_vi
         assert not c.streams.audio and float(c.streams.video[0].average_rate) == 24.0
     assert main(["fix", "--out", str(tmp_path / "none.mp4"), "--quiet"]) == 2
     assert "give the video to fix with --in, or its latents with --latents" in capsys.readouterr().err
+    assert main(["fix", "--latents", str(tmp_path / "gone.latent"), "--out", str(tmp_path / "none.mp4"), "--quiet",
+                 "--model-id", str(tmp_path / "no_vae_loads_first.safetensors")]) == 2  # fmt: skip
+    assert f"latents file {tmp_path / 'gone.latent'} does not exist" in capsys.readouterr().err
     assert not (tmp_path / "none.mp4").exists()
