@@ -54,10 +54,11 @@ CRITIC_FIT_WARN = 0.5
 
 # Below this PSNR (dB) inside the ROI between the gradient decoder's frames of the input and the judged VAE's, the
 # fix warns: the gradients come from a decoder of another latent space (e.g. HunyuanVideo's taehv given for a Wan
-# VAE), so they move pixels the judged decode does not show. Measured with tiny random-weight Wan VAEs: a bf16
-# copy of the VAE agrees to 48 dB (so a copy is not measured: `GradientProxyCodec.same_weights`), another VAE
-# (other weights) to 14 dB. A tiny decoder made for the VAE is expected well above 20 dB, but no real weights are
-# here to measure it. The measurement costs one decode of the window by the judged VAE, without gradients.
+# VAE), so they move pixels the judged decode does not show. Measured with tiny random-weight models: a bf16 copy
+# of a Wan VAE agrees to 52-54 dB (so a copy is not measured: `GradientProxyCodec.same_weights`), another Wan VAE
+# (other weights) to 15-17 dB, a TAEHV to 6 dB. A tiny decoder made for the VAE is expected well above 20 dB, but
+# no real weights are here to measure it. The measurement costs one decode of the window's first chunk (a few
+# frames) by the judged VAE, without gradients.
 DECODER_AGREEMENT_WARN_DB = 20.0
 
 # The backward pass runs on the loss times this, and the gradient is divided by it after: a half-precision (fp16)
@@ -414,17 +415,23 @@ class _Problem:
     def decoder_agreement(self, latents: torch.Tensor) -> float | None:
         """PSNR (dB) inside the ROI of the first step's frames (the gradient decoder's decode of ``latents``) against
         the judged decoder's, when they are two models (a `GradientProxyCodec`; else None): how close what the
-        optimiser sees is to what the result is judged on (100 when identical). The judged decoder decodes with its
-        own window (its reach)."""
+        optimiser sees is to what the result is judged on (100 when identical). Measured on the window's first chunk
+        of latent frames (5-8 frames), which the judged decoder decodes with its own reach (margin, causal context):
+        one decode of a few frames, not of the whole window."""
+        import dataclasses
+
         import torch
 
         from .codecs import decode_window, window_from_boxes
+        from .codecs.window import first_pixel_frame
         from .fidelity import psnr
 
         real = getattr(self.codec, "real", None)
         if real is None or getattr(self.codec, "same_weights", False) or self.frames0 is None:
             return None
         win = window_from_boxes(real, latents.shape, self.union)
+        win = dataclasses.replace(win, t1=min(win.t1, win.t0 + self.chunk))
+        n = first_pixel_frame(win.t1, win.temporal_ratio) - first_pixel_frame(win.t0, win.temporal_ratio)
         with torch.no_grad():
             z = latents.detach()[win.decoded_slices].to(self.device, torch.float32)
             judged = decode_window(real, z, win.local(), chunk_frames=self.chunk, checkpoint=False)
@@ -432,8 +439,9 @@ class _Problem:
         def as_uint8(frames: torch.Tensor) -> np.ndarray:
             return (frames.float().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
-        inside = 1.0 - self.outside[:, 0].float().cpu().numpy()
-        return min(psnr(as_uint8(self.frames0), as_uint8(judged), inside), 100.0)  # identical: 100, finite for JSON
+        inside = 1.0 - self.outside[:n, 0].float().cpu().numpy()
+        db = psnr(as_uint8(self.frames0[:n]), as_uint8(judged), inside)
+        return None if math.isnan(db) else min(db, 100.0)  # identical: 100, finite for JSON
 
     def critic_fit(self, points: np.ndarray) -> dict[str, Any]:
         """How well the critic reads these frames: the share of ROI Detect's keypoints (confident ones) that the

@@ -3,6 +3,8 @@ come back bit for bit, bad input gives clear errors, a cancel leaves the input u
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -91,7 +93,7 @@ def test_a_half_precision_copy_of_the_vae_passes_the_fp32_gradient(channels):
     assert result.latents.dtype == torch.float32 and result.report["codec"].endswith("(diffusers, bfloat16))")
     assert result.report["decoder_agreement_db"] is None  # a copy: not measured (it costs a decode)
     measured = fix_latents(z, GradientProxyCodec(codec, half, same_weights=False), critic, spec, det, SETTINGS)
-    assert measured.report["decoder_agreement_db"] > 40  # measured 48 dB (16 channels)
+    assert measured.report["decoder_agreement_db"] > 40  # measured 52 dB (16 channels) and 54 (48)
     assert not any("gradient decoder" in w for w in measured.report["warnings"])
     inside = torch.from_numpy(fix_reach(result.report["window"], tuple(z.shape[2:]), SETTINGS.feather))
     assert (result.latents[:, :, inside] != z[:, :, inside]).any()
@@ -110,12 +112,13 @@ def test_a_gradient_decoder_of_another_latent_space_is_measured_and_warned_of():
     det = hand_detections(codec.pixel_frames(3), (64, 96), (8.0, 8.0, 36.0, 36.0))
     critic, spec = random_critic()
     other = DiffusersWanCodec.from_config(TINY[16], seed=5)
-    report = fix_latents(z, GradientProxyCodec(codec, other), critic, spec, det, SETTINGS).report
-    assert report["decoder_agreement_db"] < 20  # measured 14 dB
+    settings = dataclasses.replace(SETTINGS, chunk_frames=2)  # measured on the first chunk: 5 frames here
+    report = fix_latents(z, GradientProxyCodec(codec, other), critic, spec, det, settings).report
+    assert report["decoder_agreement_db"] < 20  # measured 14.7 dB (other seeds 16.5, 17.3)
     (warning,) = [w for w in report["warnings"] if w.startswith("the gradient decoder (Wan 2.1 VAE (diffusers))")]
     assert "dB PSNR in the ROI" in warning and f"Gradient decoder: {report['decoder_agreement_db']:.1f} dB" in report[
         "summary"]
-    assert fix_latents(z, codec, critic, spec, det, SETTINGS).report["decoder_agreement_db"] is None
+    assert fix_latents(z, codec, critic, spec, det, settings).report["decoder_agreement_db"] is None
 
 
 @pytest.mark.usefixtures("needs_diffusers")
@@ -132,14 +135,15 @@ def test_the_decoder_agreement_compares_the_same_frames_and_pixels():
     det = hand_detections(codec.pixel_frames(4), (96, 224), (40.0, 40.0, 72.0, 72.0))
     det.present[:6], det.boxes[:6] = False, np.nan  # a hand from frame 6: the window starts at latent frame 1
     critic, spec = random_critic()
-    report = fix_latents(z, GradientProxyCodec(codec, wider), critic, spec, det, SETTINGS).report
+    settings = dataclasses.replace(SETTINGS, chunk_frames=2)  # measured on the first chunk: frames 1-8
+    report = fix_latents(z, GradientProxyCodec(codec, wider), critic, spec, det, settings).report
     assert report["window"]["frames"] == [1, 13] and 35 < report["decoder_agreement_db"] < 100
 
     def out_of_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     codec.grad_stream = out_of_memory  # the judged VAE's decode of the window, which only the measurement runs
-    result = fix_latents(z, GradientProxyCodec(codec, wider), critic, spec, det, SETTINGS)
+    result = fix_latents(z, GradientProxyCodec(codec, wider), critic, spec, det, settings)
     assert result.report["changed"] and result.report["decoder_agreement_db"] is None
     assert "was not measured: the VAE ran out of memory decoding the window" in result.report["summary"]
 
