@@ -261,7 +261,8 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
     kept = result.report.get("changed") and not judge.get("guard_kept_input")
     regions = [*done, region] if kept and region not in done else done
     report = {
-        "input": str(in_path or req.latents), "latents_in": req.latents, "output": str(out_path), "critic": str(req.critic) if req.critic else None, "region": region,
+        "input": str(in_path or req.latents), "latents_in": req.latents, "output": str(out_path),
+        "critic": str(req.critic) if req.critic else None, "region": region,
         "codec": codec.name, "frames": len(before), "fps": fps, "fixer": result.report, "judge": judge,
         "fixed_regions": regions, "seconds": time.perf_counter() - started,
     }  # fmt: skip

@@ -533,7 +533,7 @@ def fix_latents(
                     raise
                 agreement = None
                 warnings.append("how alike the gradient decoder and the VAE decode was not measured: the VAE ran out "
-                                "of memory decoding the window")  # fmt: skip
+                                "of memory decoding the window's first frames")  # fmt: skip
             if agreement is not None and agreement < DECODER_AGREEMENT_WARN_DB:
                 warnings.append(
                     f"the gradient decoder ({getattr(codec, 'grad', codec).name}) decodes these latents unlike the "
