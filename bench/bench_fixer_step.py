@@ -107,6 +107,26 @@ def comfy_wan_codec(vae: str, device: str, dtype, base_dim: int | None = None):
                        name="WanVAE (ComfyUI)")  # fmt: skip
 
 
+def tae_proxy(codec, which: str, device: str, dtype):
+    """``codec`` with its gradients through a TAEHV of its latent space (random weights) on ``device`` in ``dtype``:
+    bgfs_core's own decoder (``which`` "bgfs": `bgfs fix --gradient-vae`) or ComfyUI's class ("comfy": the Fixer
+    node's gradient_vae; needs COMFYUI_DIR)."""
+    from bgfs_core.codecs import GradientProxyCodec, ModuleCodec
+
+    c, r = codec.latent_channels, codec.spatial_ratio
+    if which == "bgfs":
+        from bgfs_core.codecs.taehv import TAEHVDecoder
+
+        taehv = TAEHVDecoder(c).eval().requires_grad_(False)
+    else:
+        from comfy_host import load_comfy_module
+
+        taehv = load_comfy_module(os.environ["COMFYUI_DIR"], "taehv", device, latent_channels=c,
+                                  latent_format=None, show_progress_bar=False)  # fmt: skip
+    tae = ModuleCodec(taehv.to(device, dtype), latent_channels=c, spatial_ratio=r, signed=False, name="TAEHV")
+    return GradientProxyCodec(codec, tae)
+
+
 HALF = {"bf16": "bfloat16", "fp16": "float16"}  # +bf16 / +fp16: the decoder the gradients go through, in that dtype
 
 
@@ -119,8 +139,6 @@ def one(config: str, frames: int, roi: int, chunk: int, height: int, width: int,
 
     from bgfs_core.codecs import (
         DiffusersWanCodec,
-        GradientProxyCodec,
-        ModuleCodec,
         decode_window,
         pixel_box_of_window,
         wan_vae_config,
@@ -140,20 +158,9 @@ def one(config: str, frames: int, roi: int, chunk: int, height: int, width: int,
         codec = DiffusersWanCodec.from_config(wan_vae_config(vae, **widths), seed=0, dtype=dtype if half else None)
         codec.vae.to(dev)
     if config in ("window-taehv", "window-tae"):
-        c, r = codec.latent_channels, codec.spatial_ratio
         # the window the Fixer node decodes through a TAEHV: its own reach (4 cells, 2 latent frames); the README's
         # TAEHV rows before this used 6 cells and 4 latent frames
-        if config == "window-tae":
-            from bgfs_core.codecs.taehv import TAEHVDecoder
-
-            taehv = TAEHVDecoder(c).eval().requires_grad_(False)
-        else:
-            from comfy_host import load_comfy_module
-
-            taehv = load_comfy_module(os.environ["COMFYUI_DIR"], "taehv", device, latent_channels=c,
-                                      latent_format=None, show_progress_bar=False)  # fmt: skip
-        tae = ModuleCodec(taehv.to(dev, dtype), latent_channels=c, spatial_ratio=r, signed=False, name="TAEHV")
-        codec = GradientProxyCodec(codec, tae)
+        codec = tae_proxy(codec, "bgfs" if config == "window-tae" else "comfy", device, dtype)
     critic = stand_in_critic().eval().requires_grad_(False).to(dev)
     ratio = codec.spatial_ratio
     cuda = dev.type == "cuda"

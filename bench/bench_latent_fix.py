@@ -8,7 +8,9 @@ every frame, a heatmap critic of the default size (random weights; --critic FILE
 settings (warp mode, 30 steps, each decoder block checkpointed) and the gradients through the VAE in each of
 --grad-dtypes (bf16: a bf16 copy of the VAE, as `bgfs fix --grad-dtype auto` makes on a GPU; the fix's own
 evaluations go through that copy too, and the fp32 VAE stays loaded beside it, as `bgfs fix` keeps it to decode
-the result: about 0.5 GB of the peak that the node, with ComfyUI's bf16 VAE, does not hold). Side by side in one
+the result: about 0.5 GB of the peak that the node, with ComfyUI's bf16 VAE, does not hold; tae-bf16: a TAEHV in
+bf16, random weights, as `bgfs fix --gradient-vae` and the node's gradient_vae have it, its run including the
+decode of the window's first frames by the VAE that measures how alike the two decode). Side by side in one
 run, after an untimed 1-step fix of 5 frames (CUDA loads its kernels on first use): the fix's seconds, their share
 per step (its set-up and its evaluations before and after included), the peak memory (on CUDA the device's, from
 torch; on a CPU the process's peak resident memory, which includes everything before it, so only the first row's
@@ -17,7 +19,8 @@ reach), in pixels. On CUDA it also splits the peak by phase: up to the end of th
 evaluation before, step 1), the largest of the later steps, and the evaluation after the last step.
 
 --impl comfy runs ComfyUI's own WanVAE class (COMFYUI_DIR) as the node runs it: ComfyUI's VAE in the gradients'
-dtype (ComfyUI keeps the Wan VAE in bf16 on a GPU) wrapped by ModuleCodec, with no fp32 copy beside it.
+dtype (ComfyUI keeps the Wan VAE in bf16 on a GPU) wrapped by ModuleCodec, with no fp32 copy beside it; tae-
+rows then use ComfyUI's TAEHV class.
 """
 
 from __future__ import annotations
@@ -60,21 +63,23 @@ def main() -> int:
     p.add_argument("--roi", type=int, default=160, help="the hand's box, px")
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--width", type=int, default=832)
-    p.add_argument("--grad-dtypes", default="bf16,fp32", help="comma-separated: fp32, bf16, fp16")
+    p.add_argument("--grad-dtypes", default="bf16,fp32",
+                   help="comma-separated: fp32, bf16, fp16 (a copy of the VAE in that dtype), tae-fp32, tae-bf16, "
+                        "tae-fp16 (a TAEHV, random weights, in that dtype)")  # fmt: skip
     p.add_argument("--critic", default=None, help="a critic file (default: the default-size critic, random weights)")
     p.add_argument("--impl", default="diffusers", choices=("diffusers", "comfy"),
                    help="the VAE class: diffusers' AutoencoderKLWan, or ComfyUI's WanVAE (needs COMFYUI_DIR)")
     p.add_argument("--chunk-frames", type=int, default=None, help="latent frames per decode chunk (default: the "
                    "fixer's)")  # fmt: skip
     a = p.parse_args()
-    unknown = set(a.grad_dtypes.split(",")) - {"fp32", "bf16", "fp16"}
+    unknown = {n.removeprefix("tae-") for n in a.grad_dtypes.split(",")} - {"fp32", "bf16", "fp16"}
     if unknown:
-        p.error(f"--grad-dtypes: unknown {', '.join(sorted(unknown))}; use fp32, bf16, fp16")
+        p.error(f"--grad-dtypes: unknown {', '.join(sorted(unknown))}; use fp32, bf16, fp16, each with or without tae-")
     if a.impl == "comfy" and not os.environ.get("COMFYUI_DIR"):
         p.error("--impl comfy: set COMFYUI_DIR to a ComfyUI checkout")
 
     import torch
-    from bench_fixer_step import comfy_wan_codec, proc_status_gb
+    from bench_fixer_step import comfy_wan_codec, proc_status_gb, tae_proxy
 
     from bgfs_core.codecs import DiffusersWanCodec, GradientProxyCodec, wan_vae_config
     from bgfs_core.critic import CriticSpec, HeatmapCritic
@@ -97,11 +102,17 @@ def main() -> int:
         base = DiffusersWanCodec.from_config(wan_vae_config(a.vae), seed=0)
         base.vae.to(dev)
 
-    def codec_for(dtype):
-        """What the gradients go through in ``dtype``: a copy of the diffusers VAE beside the fp32 one that
-        `bgfs fix` keeps, or ComfyUI's module itself in that dtype, as the node has it."""
+    def codec_for(name: str):
+        """What the gradients go through (``name``: a dtype, or tae- and a dtype): a copy of the diffusers VAE beside
+        the fp32 one that `bgfs fix` keeps, or ComfyUI's module itself in that dtype, as the node has it; with tae-,
+        a TAEHV in that dtype (bgfs_core's beside the fp32 diffusers VAE, as `bgfs fix --gradient-vae` has it;
+        ComfyUI's beside ComfyUI's VAE in that dtype, as the node has its gradient_vae)."""
+        dtype = dtypes[name.removeprefix("tae-")]
         if a.impl == "comfy":
-            return comfy_wan_codec(a.vae, a.device, dtype)
+            codec = comfy_wan_codec(a.vae, a.device, dtype)
+            return tae_proxy(codec, "comfy", a.device, dtype) if name.startswith("tae-") else codec
+        if name.startswith("tae-"):
+            return tae_proxy(base, "bgfs", a.device, dtype)
         return base if dtype == torch.float32 else GradientProxyCodec(base, base.in_dtype(dtype), same_weights=True)
 
     phases: list[float] = []  # the peak (GB) up to each step's end, reset after each
@@ -139,7 +150,7 @@ def main() -> int:
           + (f" {'to step 1':>9} {'steps 2+':>9} {'after':>9}" if cuda else ""), flush=True)  # fmt: skip
     rows = {}
     for name in a.grad_dtypes.split(","):
-        codec = codec_for(dtypes[name])
+        codec = codec_for(name)
         if cuda:
             run(codec, 5, 1)  # untimed: CUDA's first use of each kernel
         seconds, peak, decoded = run(codec, a.frames, a.steps)

@@ -241,7 +241,8 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
             bar.set_postfix(loss=f"{losses['total']:.4f}", anatomy=f"{losses['anatomy']:.4f}")
 
     try:
-        result = fix_latents(latents, codec, critic, spec, det, settings, on_step=on_step, device=req.device)
+        result = fix_latents(latents, codec, critic, spec, det, settings, on_step=on_step, device=req.device,
+                             judged_frames=before)  # fmt: skip
     except OutOfMemoryError as exc:  # the same advice, in this command's flags
         from .codecs import DiffusersWanCodec  # a Wan VAE with fp32 gradients; bf16 ones take ~0.6x the memory
 

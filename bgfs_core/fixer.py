@@ -57,8 +57,9 @@ CRITIC_FIT_WARN = 0.5
 # VAE), so they move pixels the judged decode does not show. Measured with tiny random-weight models: a bf16 copy
 # of a Wan VAE agrees to 52-54 dB (so a copy is not measured: `GradientProxyCodec.same_weights`), another Wan VAE
 # (other weights) to 15-17 dB, a TAEHV to 6 dB. A tiny decoder made for the VAE is expected well above 20 dB, but
-# no real weights are here to measure it. The measurement costs one decode of the window's first chunk (a few
-# frames) by the judged VAE, without gradients.
+# no real weights are here to measure it. The measurement costs nothing where the caller has the judged VAE's
+# decode of the input (`bgfs fix`), else one decode of the window's first chunk (a few frames) by that VAE, without
+# gradients (the node): 35 s on this CPU at full size, where a TAEHV step of 5 frames took 2-4 s.
 DECODER_AGREEMENT_WARN_DB = 20.0
 
 # The backward pass runs on the loss times this, and the gradient is divided by it after: a half-precision (fp16)
@@ -412,35 +413,41 @@ class _Problem:
         }
         return points, confidence, valid, preview
 
-    def decoder_agreement(self, latents: torch.Tensor) -> float | None:
+    def decoder_agreement(self, latents: torch.Tensor, judged_frames: np.ndarray | None = None) -> float | None:
         """PSNR (dB) inside the ROI of the first step's frames (the gradient decoder's decode of ``latents``) against
         the judged decoder's, when they are two models (a `GradientProxyCodec`; else None): how close what the
-        optimiser sees is to what the result is judged on (100 when identical). Measured on the window's first chunk
-        of latent frames (5-8 frames), which the judged decoder decodes with its own reach (margin, causal context):
-        one decode of a few frames, not of the whole window."""
+        optimiser sees is to what the result is judged on (100 when identical). Against ``judged_frames`` (the
+        judged decoder's full decode, uint8 ``[T, H, W, 3]``) over the whole window when given; else on the window's
+        first chunk of latent frames (5-8 frames), which the judged decoder decodes here with its own reach (margin,
+        causal context): one decode of a few frames, not of the whole window."""
         import dataclasses
 
         import torch
 
-        from .codecs import decode_window, window_from_boxes
+        from .codecs import decode_window, pixel_box_of_window, window_from_boxes
         from .codecs.window import first_pixel_frame
         from .fidelity import psnr
 
         real = getattr(self.codec, "real", None)
         if real is None or getattr(self.codec, "same_weights", False) or self.frames0 is None:
             return None
-        win = window_from_boxes(real, latents.shape, self.union)
-        win = dataclasses.replace(win, t1=min(win.t1, win.t0 + self.chunk))
-        n = first_pixel_frame(win.t1, win.temporal_ratio) - first_pixel_frame(win.t0, win.temporal_ratio)
-        with torch.no_grad():
-            z = latents.detach()[win.decoded_slices].to(self.device, torch.float32)
-            judged = decode_window(real, z, win.local(), chunk_frames=self.chunk, checkpoint=False)
 
         def as_uint8(frames: torch.Tensor) -> np.ndarray:
             return (frames.float().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
+        if judged_frames is not None:
+            pw = pixel_box_of_window(self.window)
+            judged = judged_frames[pw.frame0 : pw.frame1, pw.y0 : pw.y1, pw.x0 : pw.x1]
+            n = len(judged)
+        else:
+            win = window_from_boxes(real, latents.shape, self.union)
+            win = dataclasses.replace(win, t1=min(win.t1, win.t0 + self.chunk))
+            n = first_pixel_frame(win.t1, win.temporal_ratio) - first_pixel_frame(win.t0, win.temporal_ratio)
+            with torch.no_grad():
+                z = latents.detach()[win.decoded_slices].to(self.device, torch.float32)
+                judged = as_uint8(decode_window(real, z, win.local(), chunk_frames=self.chunk, checkpoint=False))
         inside = 1.0 - self.outside[:n, 0].float().cpu().numpy()
-        db = psnr(as_uint8(self.frames0[:n]), as_uint8(judged), inside)
+        db = psnr(as_uint8(self.frames0[:n]), judged, inside)
         return None if math.isnan(db) else min(db, 100.0)  # identical: 100, finite for JSON
 
     def critic_fit(self, points: np.ndarray) -> dict[str, Any]:
@@ -461,6 +468,7 @@ def fix_latents(
     settings: FixSettings | None = None,
     on_step: StepCallback | None = None,
     device: torch.device | str | None = None,
+    judged_frames: np.ndarray | None = None,
 ) -> FixResult:
     """Optimise ``latents [1, C, t, h, w]`` so the critic sees consistent anatomy in the ROI of ``det``.
 
@@ -475,6 +483,10 @@ def fix_latents(
 
     With no critic (``critic`` and ``critic_spec`` None) only the guide drives the edit: warp mode, the field
     pulled so each detected keypoint follows ROI Detect's cleaned trajectory, against the fidelity terms.
+
+    ``judged_frames``: the codec's full decode of ``latents`` (uint8 ``[T, H, W, 3]``), when the caller has it
+    (`bgfs fix` judges against it): the gradient decoder is then measured against it over the whole window, instead
+    of against a decode of the window's first frames (`_Problem.decoder_agreement`).
     """
     import torch
 
@@ -527,7 +539,7 @@ def fix_latents(
                 _, before, preview_before = problem.evaluate(params, need_preview=True)
             fit = problem.critic_fit(preview_before.pop("window_points")) if critic is not None else None
             try:
-                agreement = problem.decoder_agreement(latents)
+                agreement = problem.decoder_agreement(latents, judged_frames)
             except RuntimeError as exc:  # a measurement: the fix goes on without it
                 if not is_out_of_memory(exc):
                     raise

@@ -125,7 +125,8 @@ def test_a_gradient_decoder_of_another_latent_space_is_measured_and_warned_of():
 def test_the_decoder_agreement_compares_the_same_frames_and_pixels():
     """The judged VAE decodes with its own reach (margin, context), the gradient decoder with its: the same weights
     with a wider margin agree inside the ROI to 40 dB (measured), where comparing one frame or one pixel row off
-    measured 15 and 20 dB; running out of memory there leaves the measurement out, with a warning, not the fix."""
+    measured 15 and 20 dB; running out of memory there leaves the measurement out, with a warning, not the fix;
+    given the judged VAE's full decode, the whole window is compared with it and nothing is decoded for it."""
     from bgfs_core.codecs import GradientProxyCodec
 
     codec = DiffusersWanCodec.from_config(TINY[16], seed=0)
@@ -142,10 +143,16 @@ def test_the_decoder_agreement_compares_the_same_frames_and_pixels():
     def out_of_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
+    with torch.no_grad():
+        judged = (codec.decode(z).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
     codec.grad_stream = out_of_memory  # the judged VAE's decode of the window, which only the measurement runs
     result = fix_latents(z, GradientProxyCodec(codec, wider), critic, spec, det, settings)
     assert result.report["changed"] and result.report["decoder_agreement_db"] is None
     assert "was not measured: the VAE ran out of memory decoding the window's first" in result.report["summary"]
+    # given the judged full decode (`bgfs fix` has it), the whole window is measured against it, with no decode
+    result = fix_latents(z, GradientProxyCodec(codec, wider), critic, spec, det, settings, judged_frames=judged)
+    assert 35 < result.report["decoder_agreement_db"] < 100  # measured 42 dB
+    assert not any("gradient decoder" in w for w in result.report["warnings"])
 
 
 def test_warp_mode_moves_pixels_with_the_pixel_codec(hand_video_frames):

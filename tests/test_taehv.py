@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from comfy_host import load_comfy_module
@@ -16,6 +17,7 @@ from test_windowed_decode import COMFYUI_DIR, comfy
 from bgfs_core.cli import main
 from bgfs_core.codecs.taehv import TAEHVDecoder, load_taehv_decoder
 from bgfs_core.errors import BGFSError
+from bgfs_core.video_io import read_video
 
 
 def lively(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -115,15 +117,26 @@ def test_the_fix_optimises_through_the_gradient_vae(files, grad_dtype):
         "decoder_agreement_db"] is None
 
 
-def test_bgfs_fix_takes_a_gradient_vae(files):
+def test_bgfs_fix_takes_a_gradient_vae(files, monkeypatch):
     """End to end: a random VAE decodes no hand, so the run ends in the clean pass-through; the report names the
-    decoders."""
+    decoders; the fix gets the VAE's decode it judges against, to measure the TAEHV with at no cost."""
+    import bgfs_core.fixer as fixer
+
+    real_fix, given = fixer.fix_latents, []
+
+    def fix_latents(*args, judged_frames=None, **kwargs):
+        given.append(judged_frames)
+        return real_fix(*args, judged_frames=judged_frames, **kwargs)
+
+    monkeypatch.setattr(fixer, "fix_latents", fix_latents)
     out = files / "fixed.mp4"
     assert main(["fix", "--in", str(HAND_VIDEO), "--out", str(out), "--model-id", str(files / "wan"),
                  "--gradient-vae", str(files / "lighttaew2_1.safetensors"), "--max-frames", "5", "--steps", "1",
                  "--quiet"]) == 0  # fmt: skip
     report = json.loads((files / "fixed_report" / "report.json").read_text())
     assert report["codec"] == "Wan 2.1 VAE (diffusers) (gradients through TAEHV lighttaew2_1.safetensors)"
+    (judged,) = given
+    assert judged.dtype == np.uint8 and judged.shape == (5, *read_video(out)[0].shape[1:])
 
 
 @pytest.mark.parametrize("extra,says", [
