@@ -37,6 +37,7 @@ pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
 EXAMPLES = REPO / "example_workflows"
 CRITIC = "hands_critic.safetensors"  # the name the example workflows load
 FIXER = "BGFSLatentAnatomyFixer"
+TINY_TAE = "lighttaew2_1.safetensors"  # the name VAELoader lists from models/vae_approx (random weights here)
 IMAGE_FIXER = "BGFSImageAnatomyFixer"
 
 # node id -> (required inputs, optional inputs, outputs, output node): names and types that must stay stable
@@ -70,6 +71,7 @@ def server(tmp_path_factory, hand_video_frames):
     base = make_base_dir(tmp_path_factory.mktemp("comfy_base"))
     build_tiny_wan_vae(python, comfy, base / "models" / "vae" / TINY_VAE)
     build_tiny_critic(base / "models" / "bgfs_critics" / CRITIC)
+    build_tiny_taehv(base / "models" / "vae_approx" / TINY_TAE)
     write_sample_video(base / "input" / SAMPLE_VIDEO, hand_video_frames, fps=10.0)
     shutil.copy(REPO / "tests" / "comfy_fault_node.py", base / "custom_nodes" / "bgfs_test_faults.py")
     srv = ComfyServer(comfy, python, base).start()
@@ -297,6 +299,18 @@ def cpu_prompt(server) -> dict:
     return prompt
 
 
+def build_tiny_taehv(out) -> None:
+    """A random-weight Tiny AutoEncoder for Wan 2.1 latents (lighttaew2_1's layout, fp32: ComfyUI reads it as
+    lighttaew2_1, not as HunyuanVideo's fp16 taehv)."""
+    from safetensors.torch import save_file
+    from test_taehv import lively
+
+    from bgfs_core.codecs.taehv import TAEHVDecoder
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file(lively(TAEHVDecoder(16)).state_dict(), str(out))
+
+
 def _with_latent_probes(prompt: dict) -> dict:
     """The prompt plus SaveLatent nodes for the encoded and the fixed latents (test probes, not in the example)."""
     prompt = json.loads(json.dumps(prompt))
@@ -402,6 +416,26 @@ def test_the_fixer_runs_without_a_critic_on_the_guide_alone(server, cpu_prompt):
     _assert_changed_inside_the_window_only(server, out, report)
     sheet = out[_by_type(prompt, FIXER)].get("bgfs_preview", [{}])[0]
     assert "heat" not in sheet and "after_heat" not in sheet  # crops to preview, no critic heatmaps
+
+
+def test_the_fixer_takes_its_gradients_through_a_tiny_autoencoder(server, cpu_prompt):
+    """*gradient_vae* from core's Load VAE (lighttaew2_1 in models/vae_approx): the steps decode through it, the
+    report names it and measures how alike it and the VAE decode the input (two random-weight models: unalike, so
+    the node warns), and the edit stays inside the window."""
+    prompt = _with_latent_probes(cpu_prompt)
+    assert TINY_TAE in server.object_info["VAELoader"]["input"]["required"]["vae_name"][0]
+    prompt["tae"] = {"class_type": "VAELoader", "inputs": {"vae_name": TINY_TAE}}
+    fix = prompt[_by_type(prompt, FIXER)]
+    fix["inputs"].update(gradient_vae=["tae", 0], guard=False)
+    entry = server.wait(server.queue(prompt), timeout=400)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000] + server.log()[-3000:]
+    out = entry["outputs"]
+    report = json.loads(out[_by_title(prompt, "fix report")]["text"][0])
+    assert report["codec"].endswith("(gradients through TAEHV (gradient_vae))"), report["codec"]
+    assert report["decoder_agreement_db"] < 20 and "Gradient decoder:" in report["summary"]
+    assert any(w.startswith("the gradient decoder (TAEHV (gradient_vae))") for w in report["warnings"])
+    assert report["changed"] is True
+    _assert_changed_inside_the_window_only(server, out, report)
 
 
 def test_a_second_fixer_on_the_same_region_says_to_fix_once(server, cpu_prompt):
