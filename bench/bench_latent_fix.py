@@ -9,8 +9,9 @@ settings (warp mode, 30 steps, each decoder block checkpointed) and the gradient
 --grad-dtypes (bf16: a bf16 copy of the VAE, as `bgfs fix --grad-dtype auto` makes on a GPU; the fix's own
 evaluations go through that copy too, and the fp32 VAE stays loaded beside it, as `bgfs fix` keeps it to decode
 the result: about 0.5 GB of the peak that the node, with ComfyUI's bf16 VAE, does not hold; tae-bf16: a TAEHV in
-bf16, random weights, as `bgfs fix --gradient-vae` and the node's gradient_vae have it, its run including the
-decode of the window's first frames by the VAE that measures how alike the two decode). Side by side in one
+bf16, random weights, its run including the decode of the window's first frames by the VAE that measures how
+alike the two decode, as the node's gradient_vae has it; `bgfs fix --gradient-vae` compares with the decode it
+already has instead). Side by side in one
 run, after an untimed 1-step fix of 5 frames (CUDA loads its kernels on first use): the fix's seconds, their share
 per step (its set-up and its evaluations before and after included), the peak memory (on CUDA the device's, from
 torch; on a CPU the process's peak resident memory, which includes everything before it, so only the first row's
@@ -105,8 +106,9 @@ def main() -> int:
     def codec_for(name: str):
         """What the gradients go through (``name``: a dtype, or tae- and a dtype): a copy of the diffusers VAE beside
         the fp32 one that `bgfs fix` keeps, or ComfyUI's module itself in that dtype, as the node has it; with tae-,
-        a TAEHV in that dtype (bgfs_core's beside the fp32 diffusers VAE, as `bgfs fix --gradient-vae` has it;
-        ComfyUI's beside ComfyUI's VAE in that dtype, as the node has its gradient_vae)."""
+        a TAEHV in that dtype (bgfs_core's beside the fp32 diffusers VAE, as `bgfs fix --gradient-vae` pairs them;
+        ComfyUI's beside ComfyUI's VAE in that dtype, as the node has its gradient_vae). Called as the node calls
+        it: the VAE decodes the window's first frames to measure the TAEHV."""
         dtype = dtypes[name.removeprefix("tae-")]
         if a.impl == "comfy":
             codec = comfy_wan_codec(a.vae, a.device, dtype)

@@ -40,7 +40,7 @@ timeout $((60 + 14 * STEPS)) $PY bench/bench_latent_fix.py --device cuda --frame
   --grad-dtypes "$GRAD_DTYPES" 2>&1 | tee "$OUT/latent_fix.txt" || rc=1
 configs=window+blocks+bf16,window-tae+bf16,full+blocks+bf16,window+blocks,full+blocks
 if [ -n "${COMFYUI_DIR:-}" ]; then
-  timeout $((60 + 8 * STEPS)) $PY bench/bench_latent_fix.py --device cuda --frames 81 --steps "$STEPS" \
+  timeout $((60 + 10 * STEPS)) $PY bench/bench_latent_fix.py --device cuda --frames 81 --steps "$STEPS" \
     --grad-dtypes bf16,tae-bf16 --impl comfy 2>&1 | tee "$OUT/latent_fix_comfy.txt" || rc=1
   # each against the first: diffusers' windowed bf16 step
   configs=window+blocks+bf16,window+blocks+bf16+comfy,window-taehv+bf16+comfy,window-tae+bf16,full+blocks+bf16+comfy

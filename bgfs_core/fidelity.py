@@ -152,9 +152,13 @@ def roi_flicker(frames: np.ndarray, mask: np.ndarray) -> float:
 def psnr(video: np.ndarray, ref: np.ndarray, mask: np.ndarray | None = None) -> float:
     """PSNR (dB) weighted by ``mask`` (all pixels when None): inf when identical."""
     _check_pair(video, ref, mask)
-    w = np.ones(video.shape[:3]) if mask is None else np.asarray(mask, np.float64)
-    err = ((video.astype(np.float64) - ref.astype(np.float64)) ** 2).mean(-1)
-    return _psnr(float((err * w).sum()), float(w.sum()))
+    total = weight = 0.0
+    for t in range(len(video)):  # frame by frame: a long video in float64 at once would take GBs
+        err = ((video[t].astype(np.float64) - ref[t].astype(np.float64)) ** 2).mean(-1)
+        w = np.ones(err.shape) if mask is None else np.asarray(mask[t], np.float64)
+        total += float((err * w).sum())
+        weight += float(w.sum())
+    return _psnr(total, weight)
 
 
 def ssim(video: np.ndarray, ref: np.ndarray, mask: np.ndarray | None = None) -> float:

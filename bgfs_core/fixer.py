@@ -57,9 +57,11 @@ CRITIC_FIT_WARN = 0.5
 # VAE), so they move pixels the judged decode does not show. Measured with tiny random-weight models: a bf16 copy
 # of a Wan VAE agrees to 52-54 dB (so a copy is not measured: `GradientProxyCodec.same_weights`), another Wan VAE
 # (other weights) to 15-17 dB, a TAEHV to 6 dB. A tiny decoder made for the VAE is expected well above 20 dB, but
-# no real weights are here to measure it. The measurement costs nothing where the caller has the judged VAE's
+# no real weights are here to measure it. The measurement costs no decode where the caller has the judged VAE's
 # decode of the input (`bgfs fix`), else one decode of the window's first chunk (a few frames) by that VAE, without
-# gradients (the node): 35 s on this CPU at full size, where a TAEHV step of 5 frames took 2-4 s.
+# gradients (the node): 35 s on this CPU at full size, where a TAEHV step of 5 frames took 2-4 s. A region that
+# first appears later in the video adds the VAE's causal warm-up over the window's frames before it (the Wan
+# VAE's context is all earlier frames): at most one pass over the window's region, less than the guard's decode.
 DECODER_AGREEMENT_WARN_DB = 20.0
 
 # The backward pass runs on the loss times this, and the gradient is divided by it after: a half-precision (fp16)
@@ -419,7 +421,7 @@ class _Problem:
         optimiser sees is to what the result is judged on (100 when identical). Against ``judged_frames`` (the
         judged decoder's full decode, uint8 ``[T, H, W, 3]``) over the whole window when given; else on the window's
         first chunk of latent frames (5-8 frames), which the judged decoder decodes here with its own reach (margin,
-        causal context): one decode of a few frames, not of the whole window."""
+        causal context: for a Wan VAE, every frame before them, without gradients)."""
         import dataclasses
 
         import torch
@@ -512,6 +514,9 @@ def fix_latents(
             f"the ROI covers {det.num_frames} frames but the latents decode to {num_frames} frames: "
             "run ROI Detect on frames decoded from these latents"
         )
+    if judged_frames is not None and tuple(judged_frames.shape) != (num_frames, *frame_hw, 3):
+        raise BGFSError(f"judged_frames are {list(judged_frames.shape)}, but the latents decode to "
+                        f"[{num_frames}, {frame_hw[0]}, {frame_hw[1]}, 3]: pass the codec's decode of these latents")
     warnings: list[str] = []
     det = _scaled_detections(det, frame_hw, warnings)
     # Hand slots are labels (left / right); a label that flips for a frame would make one ROI jump between two

@@ -71,6 +71,18 @@ def body_video_frames() -> np.ndarray:
     return video_frames(BODY_VIDEO, 0, 16, (272, 480))
 
 
+def lively(module, seed: int = 0):
+    """``module`` (a tiny autoencoder) with random weights large enough that frames differ visibly (a default init
+    decodes to about 0.03)."""
+    import torch
+
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.normal_(0, 1.4 / max(1, p[0].numel()) ** 0.5 if p.ndim > 1 else 0.05)  # He init
+    return module
+
+
 def fix_reach(window: dict, grid: tuple[int, ...], feather: int = 1) -> np.ndarray:
     """Latent cells ``[t, h, w]`` a fix may change: its report's window plus the ring over which the edit fades
     out (``FixSettings.feather`` cells); everything else must come back bit for bit."""

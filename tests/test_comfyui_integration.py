@@ -30,7 +30,7 @@ from comfy_host import (
     workflow_to_api,
     write_sample_video,
 )
-from conftest import BODY_VIDEO, film_face_frames, fix_reach
+from conftest import BODY_VIDEO, film_face_frames, fix_reach, lively
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
 
@@ -303,7 +303,6 @@ def build_tiny_taehv(out) -> None:
     """A random-weight Tiny AutoEncoder for Wan 2.1 latents (lighttaew2_1's layout, fp32: ComfyUI reads it as
     lighttaew2_1, not as HunyuanVideo's fp16 taehv)."""
     from safetensors.torch import save_file
-    from test_taehv import lively
 
     from bgfs_core.codecs.taehv import TAEHVDecoder
 

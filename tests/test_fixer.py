@@ -137,8 +137,16 @@ def test_the_decoder_agreement_compares_the_same_frames_and_pixels():
     det.present[:6], det.boxes[:6] = False, np.nan  # a hand from frame 6: the window starts at latent frame 1
     critic, spec = random_critic()
     settings = dataclasses.replace(SETTINGS, chunk_frames=2)  # measured on the first chunk: frames 1-8
+    fed, stream_of = [], codec.grad_stream
+
+    def counted(checkpoint_blocks: bool = False):  # the latent frames the judged VAE decodes, call by call
+        stream = stream_of(checkpoint_blocks)
+        return lambda lat, state: (fed.append(lat.shape[2]), stream(lat, state))[1]
+
+    codec.grad_stream = counted
     report = fix_latents(z, GradientProxyCodec(codec, wider), critic, spec, det, settings).report
     assert report["window"]["frames"] == [1, 13] and 35 < report["decoder_agreement_db"] < 100
+    assert fed == [1, 2], "the causal warm-up (latent frame 0), then the first chunk: not the window's 3 frames"
 
     def out_of_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
@@ -153,6 +161,8 @@ def test_the_decoder_agreement_compares_the_same_frames_and_pixels():
     result = fix_latents(z, GradientProxyCodec(codec, wider), critic, spec, det, settings, judged_frames=judged)
     assert 35 < result.report["decoder_agreement_db"] < 100  # measured 42 dB
     assert not any("gradient decoder" in w for w in result.report["warnings"])
+    with pytest.raises(BGFSError, match=r"judged_frames are \[12, 96, 224, 3\], but the latents decode to \[13, 96"):
+        fix_latents(z, GradientProxyCodec(codec, wider), critic, spec, det, settings, judged_frames=judged[1:])
 
 
 def test_warp_mode_moves_pixels_with_the_pixel_codec(hand_video_frames):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import test_nodes_glue
 import torch
-from conftest import require_diffusers
+from conftest import lively, require_diffusers
 from other_device import OnDevice, other_device, stand_in
 from test_fixer import TINY, hand_detections, random_critic
 
@@ -109,7 +109,6 @@ def test_the_fix_decodes_through_a_gradient_vae_on_another_device(tmp_path):
     device, diffusers' from_pretrained would build its empty model on the "GPU".)"""
     require_diffusers()
     from safetensors.torch import save_file
-    from test_taehv import lively
 
     from bgfs_core.codecs.taehv import TAEHVDecoder
     from bgfs_core.fix_video import make_codec

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from comfy_host import load_comfy_module
-from conftest import HAND_VIDEO, require_diffusers
+from conftest import HAND_VIDEO, lively, require_diffusers
 from safetensors.torch import save_file
 from test_windowed_decode import COMFYUI_DIR, comfy
 
@@ -18,15 +18,6 @@ from bgfs_core.cli import main
 from bgfs_core.codecs.taehv import TAEHVDecoder, load_taehv_decoder
 from bgfs_core.errors import BGFSError
 from bgfs_core.video_io import read_video
-
-
-def lively(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Random weights large enough that frames differ visibly (a default init decodes to about 0.03)."""
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.normal_(0, 1.4 / max(1, p[0].numel()) ** 0.5 if p.ndim > 1 else 0.05)  # He init
-    return module
 
 
 @pytest.mark.parametrize("channels,ratio", [(16, 8), (48, 16)])
