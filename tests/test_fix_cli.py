@@ -649,7 +649,9 @@ def test_save_latents_writes_the_outputs_latents_and_refuses_what_it_cannot(work
     videos.mkdir()
     (videos / "one.gif").write_bytes(HAND_VIDEO.read_bytes())
     assert main(["fix", "--in", str(videos), "--out", str(tmp_path / "fixed"), "--save-latents", str(saved)]) == 2
-    assert "--latents, --save-latents and --report-dir name one video's files" in capsys.readouterr().err
+    assert "--save-latents and --report-dir name one video's files" in capsys.readouterr().err
+    assert main(["fix", "--in", str(videos), "--out", str(tmp_path / "fixed"), "--latents", str(saved)]) == 2
+    assert "but --latents are one video's: give --in the video they were made from" in capsys.readouterr().err
 
 
 @pytest.mark.usefixtures("needs_diffusers")

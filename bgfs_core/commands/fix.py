@@ -112,9 +112,12 @@ def _folder_of_videos(args: argparse.Namespace) -> list[Path] | None:
             raise BGFSError(f"{src} holds both image frames and video files: give each video's frames a folder of "
                             "their own (a folder of videos is fixed video by video)")  # fmt: skip
         return None
-    if args.latents or args.report_dir or args.save_latents:
-        raise BGFSError("--latents, --save-latents and --report-dir name one video's files: fix a folder of videos "
-                        "without them (each report goes to OUT/NAME_report/)")  # fmt: skip
+    if args.latents:  # --in then lends one video's rate and sound, or is left out
+        raise BGFSError(f"--in {src} is a folder of videos, but --latents are one video's: give --in the video they "
+                        "were made from (for its frame rate and sound), or leave --in out")  # fmt: skip
+    if args.report_dir or args.save_latents:
+        raise BGFSError("--save-latents and --report-dir name one video's files: fix a folder of videos without "
+                        "them (each report goes to OUT/NAME_report/)")  # fmt: skip
     out = Path(args.out)
     if (out.exists() and not out.is_dir()) or (not out.exists() and out.suffix.lower() in VIDEO_EXTENSIONS):
         raise BGFSError(f"--in {src} is a folder of videos, so --out must be a folder (got {out})")
