@@ -143,10 +143,6 @@ def _to_tensor(frames: np.ndarray):
     return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div(255.0)
 
 
-def _to_uint8(frames) -> np.ndarray:
-    return (frames.detach().float().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-
-
 def encode_frames(codec: Any, frames: np.ndarray, device: Any = "cpu") -> Any:
     """uint8 ``[T, H, W, 3]`` frames encoded by ``codec`` (``decode_frames`` is the way back)."""
     return codec.encode(_to_tensor(frames).to(device))
@@ -156,8 +152,10 @@ def decode_frames(codec: Any, latents) -> np.ndarray:
     """The real, full decode as uint8 ``[T, H, W, 3]`` (no gradients)."""
     import torch
 
+    from .codecs import frames_to_uint8
+
     with torch.no_grad():
-        return _to_uint8(codec.decode(latents))
+        return frames_to_uint8(codec.decode(latents))
 
 
 def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None) -> FixVideoResult:

@@ -322,7 +322,7 @@ class _Problem:
                  ) -> tuple[torch.Tensor, dict, dict]:
         import torch
 
-        from .codecs import decode_window, paste_window
+        from .codecs import decode_window, frames_to_uint8, paste_window
         from .roi import crop_torch
 
         s, w = self.settings, self.settings.weights
@@ -378,7 +378,7 @@ class _Problem:
         parts["total"] = total
         extras: dict[str, Any] = {}
         if need_preview:
-            extras = {"crops": (crops.detach().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy(),
+            extras = {"crops": frames_to_uint8(crops),
                       **preview}
         return total, parts, extras
 
@@ -426,16 +426,13 @@ class _Problem:
 
         import torch
 
-        from .codecs import decode_window, pixel_box_of_window, window_from_boxes
+        from .codecs import decode_window, frames_to_uint8, pixel_box_of_window, window_from_boxes
         from .codecs.window import first_pixel_frame
         from .fidelity import psnr
 
         real = getattr(self.codec, "real", None)
         if real is None or getattr(self.codec, "same_weights", False) or self.frames0 is None:
             return None
-
-        def as_uint8(frames: torch.Tensor) -> np.ndarray:
-            return (frames.float().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
         if judged_frames is not None:
             pw = pixel_box_of_window(self.window)
@@ -447,9 +444,9 @@ class _Problem:
             n = first_pixel_frame(win.t1, win.temporal_ratio) - first_pixel_frame(win.t0, win.temporal_ratio)
             with torch.no_grad():
                 z = latents.detach()[win.decoded_slices].to(self.device, torch.float32)
-                judged = as_uint8(decode_window(real, z, win.local(), chunk_frames=self.chunk, checkpoint=False))
+                judged = frames_to_uint8(decode_window(real, z, win.local(), chunk_frames=self.chunk, checkpoint=False))
         inside = 1.0 - self.outside[:n, 0].float().cpu().numpy()
-        db = psnr(as_uint8(self.frames0[:n]), judged, inside)
+        db = psnr(frames_to_uint8(self.frames0[:n]), judged, inside)
         return None if math.isnan(db) else min(db, 100.0)  # identical: 100, finite for JSON
 
     def critic_fit(self, points: np.ndarray) -> dict[str, Any]:

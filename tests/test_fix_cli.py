@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,6 +26,16 @@ def make_critic(path, region: str = "hands"):
     spec = CriticSpec.for_region(region, input_hw=(32, 32), heatmap_hw=(16, 16), width=8)
     save_critic(path, HeatmapCritic(spec), spec)
     return path
+
+
+def tiny_wan_folder(workdir: Path) -> Path:
+    """A tiny random-weight diffusers Wan 2.1 VAE folder for --model-id, written once per module."""
+    from bgfs_core.codecs import DiffusersWanCodec, wan_vae_config
+
+    folder = workdir / "tinywan_save_latents"
+    if not folder.exists():
+        DiffusersWanCodec.from_config(wan_vae_config("2.1", base_dim=8)).vae.save_pretrained(folder / "vae")
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -622,12 +633,9 @@ def test_a_comfyui_save_latent_file_is_a_starting_point(workdir, tmp_path, capsy
 def test_save_latents_writes_the_outputs_latents_and_refuses_what_it_cannot(workdir, tmp_path, capsys):
     """--save-latents .safetensors: the output's latents with its frame rate and fixed regions, read back by
     --latents; a pixel-codec fix, another suffix and a folder of videos are refused before any work."""
-    from bgfs_core.codecs import DiffusersWanCodec, wan_vae_config
     from bgfs_core.generate import load_latents
 
-    folder = workdir / "tinywan_save_latents"
-    if not folder.exists():
-        DiffusersWanCodec.from_config(wan_vae_config("2.1", base_dim=8)).vae.save_pretrained(folder / "vae")
+    folder = tiny_wan_folder(workdir)
     args = ["fix", "--in", str(HAND_VIDEO), "--max-frames", "5", "--steps", "1", "--quiet"]
     saved = tmp_path / "out.safetensors"
     assert main([*args, "--out", str(tmp_path / "a.mp4"), "--model-id", str(folder), "--save-latents", str(saved)]) == 0
@@ -663,12 +671,9 @@ def test_save_latents_holds_the_kept_fix_and_a_second_fix_of_them_warns(workdir,
     decode to at most that many frames and --fps wins over the file's rate."""
     import bgfs_core.fix_video as fix_video_module
     import bgfs_core.fixer as fixer
-    from bgfs_core.codecs import DiffusersWanCodec, wan_vae_config
     from bgfs_core.generate import load_latents
 
-    folder = workdir / "tinywan_save_latents"
-    if not folder.exists():
-        DiffusersWanCodec.from_config(wan_vae_config("2.1", base_dim=8)).vae.save_pretrained(folder / "vae")
+    folder = tiny_wan_folder(workdir)
     real_fix = fixer.fix_latents
 
     def an_edit(latents, *args, **kwargs):  # a random VAE shows no hand: stand in for a fix that changed something
@@ -705,14 +710,11 @@ def test_a_latent_file_alone_is_fixed_without_a_video(workdir, tmp_path, hand_vi
     import av
     from PIL import Image
 
-    from bgfs_core.codecs import DiffusersWanCodec, wan_vae_config
+    from bgfs_core.codecs import DiffusersWanCodec
     from bgfs_core.fix_video import encode_frames
     from bgfs_core.generate import default_fps_of_latents, load_latents, save_comfy_latent
 
-    folder = workdir / "tinywan_save_latents"
-    codec = DiffusersWanCodec.from_config(wan_vae_config("2.1", base_dim=8))
-    if not folder.exists():
-        codec.vae.save_pretrained(folder / "vae")
+    folder = tiny_wan_folder(workdir)
     codec = DiffusersWanCodec.from_pretrained(str(folder), subfolder="vae")
     with torch.no_grad():
         latents = encode_frames(codec, read_video(HAND_VIDEO, max_frames=5)[0])

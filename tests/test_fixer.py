@@ -128,6 +128,7 @@ def test_the_decoder_agreement_compares_the_same_frames_and_pixels():
     measured 15 and 20 dB; running out of memory there leaves the measurement out, with a warning, not the fix;
     given the judged VAE's full decode, the whole window is compared with it and nothing is decoded for it."""
     from bgfs_core.codecs import GradientProxyCodec
+    from bgfs_core.fix_video import decode_frames
 
     codec = DiffusersWanCodec.from_config(TINY[16], seed=0)
     wider = DiffusersWanCodec.from_config(TINY[16], seed=0)
@@ -151,8 +152,7 @@ def test_the_decoder_agreement_compares_the_same_frames_and_pixels():
     def out_of_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    with torch.no_grad():
-        judged = (codec.decode(z).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    judged = decode_frames(codec, z)  # as `bgfs fix` decodes what it judges
     codec.grad_stream = out_of_memory  # the judged VAE's decode of the window, which only the measurement runs
     result = fix_latents(z, GradientProxyCodec(codec, wider), critic, spec, det, settings)
     assert result.report["changed"] and result.report["decoder_agreement_db"] is None

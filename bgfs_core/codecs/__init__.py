@@ -3,7 +3,7 @@
 Importing this package is cheap: torch and diffusers are imported inside the functions that use them.
 """
 
-from .base import KNOWN_LATENT_SPACES, LatentCodec, straight_through_clamp
+from .base import KNOWN_LATENT_SPACES, LatentCodec, frames_to_uint8, straight_through_clamp
 from .diffusers_wan import DiffusersWanCodec, denormalize_latents, normalize_latents, wan_vae_config
 from .module import ModuleCodec
 from .pixel import PixelCodec
@@ -31,6 +31,7 @@ __all__ = [
     "decode_window",
     "denormalize_latents",
     "feather_mask",
+    "frames_to_uint8",
     "normalize_latents",
     "paste_window",
     "pixel_box_of_window",

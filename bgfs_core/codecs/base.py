@@ -16,10 +16,16 @@ from ..errors import BGFSError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    import numpy as np
     import torch
 
 # Named in channel errors so a user knows which VAE their latents belong to.
 KNOWN_LATENT_SPACES = "Wan 2.1 VAE = 16 (14B T2V/I2V), Wan 2.2 VAE = 48 (TI2V-5B)"
+
+
+def frames_to_uint8(frames: torch.Tensor) -> np.ndarray:
+    """Frames ``[T, 3, H, W]`` in [0, 1] (a decode, or crops of one) as uint8 ``[T, H, W, 3]`` on the CPU."""
+    return (frames.detach().float().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
 def straight_through_clamp(x: torch.Tensor, lo: float = 0.0, hi: float = 1.0) -> torch.Tensor:
