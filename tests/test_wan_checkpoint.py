@@ -149,3 +149,31 @@ def test_bgfs_fix_takes_a_comfyui_vae_file(tmp_path):
     assert report["codec"] == "Wan 2.1 VAE (diffusers)"
     assert "not detected in any of the 5 frames" in report["fixer"]["summary"]
     assert len(read_video(out)[0]) == 5
+
+
+@comfy
+@pytest.mark.parametrize("kind", ["wan21", "wan22"])
+def test_a_vae_file_normalises_latents_with_the_statistics_comfyui_uses(tmp_path, kind):
+    """A single file carries no latents_mean/std, so the loaded VAE takes Wan-AI's published ones for its version:
+    the same numbers as ComfyUI's latent format for that model, so `normalize_latents` gives what the transformer
+    sees in ComfyUI too (the Wan 2.2 TI2V-5B statistics were once placeholders here)."""
+    import importlib.util
+    from pathlib import Path
+
+    require_diffusers()
+    from safetensors.torch import save_file
+
+    from bgfs_core.codecs import normalize_latents
+
+    spec = importlib.util.spec_from_file_location("comfy_latent_formats", Path(COMFYUI_DIR, "comfy", "latent_formats.py"))
+    formats = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(formats)
+    theirs = {"wan21": formats.Wan21, "wan22": formats.Wan22}[kind]()
+    path = tmp_path / f"{kind}.safetensors"
+    save_file(comfy_wan(kind).state_dict(), str(path))
+    vae = DiffusersWanCodec.from_pretrained(str(path)).vae
+    channels = theirs.latents_mean.shape[1]
+    assert vae.config.z_dim == channels
+    z = torch.randn(1, channels, 2, 3, 3, generator=torch.Generator().manual_seed(0))
+    assert theirs.scale_factor == 1.0  # so process_in is exactly (z - mean) / std
+    assert torch.allclose(normalize_latents(z, vae), theirs.process_in(z), atol=1e-6)
