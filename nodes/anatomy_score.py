@@ -52,14 +52,14 @@ class BGFSAnatomyScore(io.ComfyNode):
         from ..bgfs_core.metrics import score_video
         from ..bgfs_core.tracks import align_tracks, labelled_tracks
         from .glue import RoiData, crop_labels, crops_at, image_to_uint8, merge_ui, preview_ui, roi_boxes
-        from .host import mediapipe_dir, mediapipe_progress
+        from .host import mediapipe_progress
 
         with node_errors(NAME):
             frames = image_to_uint8(images)
             ref = image_to_uint8(reference) if reference is not None else None
-            with mediapipe_progress():
+            with mediapipe_progress() as model_dir:
                 result = score_video(frames, region, reference=ref, fps=float(fps),
-                                     detector_kwargs={"backend": backend, "model_dir": mediapipe_dir()})  # fmt: skip
+                                     detector_kwargs={"backend": backend, "model_dir": model_dir})  # fmt: skip
             plots = _plots(result)
         score = NOT_FOUND if result.score is None else float(result.score)
         needs = bool(result.needs_fixing(float(threshold)))

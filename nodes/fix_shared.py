@@ -16,12 +16,12 @@ def guard_keeps(roi: Any, images: Any, report: dict, started: float, kept_as: st
 
     from ..bgfs_core.fix_video import geometry_worse, judge_detections
     from .glue import image_to_uint8
-    from .host import mediapipe_dir, mediapipe_progress
+    from .host import mediapipe_progress
 
     mm.throw_exception_if_processing_interrupted()
-    with mediapipe_progress():
+    with mediapipe_progress() as model_dir:
         judge = judge_detections(roi.detections, image_to_uint8(images), fps=roi.fps,
-                                 detector_kwargs={"backend": roi.backend, "model_dir": mediapipe_dir()}, what=what)  # fmt: skip
+                                 detector_kwargs={"backend": roi.backend, "model_dir": model_dir}, what=what)  # fmt: skip
     judge["seconds"] = time.perf_counter() - started  # what the guard costs
     report["judge"] = judge
     report["summary"] += f"\n{judge['summary']} (guard: {judge['seconds']:.1f} s)"

@@ -37,9 +37,11 @@ def mediapipe_dir() -> str | None:
 
 
 @contextlib.contextmanager
-def mediapipe_progress() -> Iterator[None]:
-    """While MediaPipe reads frames inside the block: the queue's Cancel is checked before each frame, and the
-    node's progress bar counts them (MediaPipe is minutes on a long video, one uninterruptible call per frame)."""
+def mediapipe_progress() -> Iterator[str | None]:
+    """A block where MediaPipe runs, as ``with mediapipe_progress() as model_dir:``: it yields the folder of the
+    user's MediaPipe task models (`mediapipe_dir`), and while MediaPipe reads frames the queue's Cancel is checked
+    before each frame and the node's progress bar counts them (MediaPipe is minutes on a long video, one
+    uninterruptible call per frame)."""
     import comfy.model_management as mm
     import comfy.utils
 
@@ -56,7 +58,7 @@ def mediapipe_progress() -> Iterator[None]:
             bar.update_absolute(done, total)
 
     with watch_frames(on_frame):
-        yield
+        yield mediapipe_dir()
 
 
 def free_device_memory(node: str, then: str, reload: list[Any] = ()) -> None:

@@ -72,13 +72,13 @@ class BGFSROIDetect(io.ComfyNode):
             roi_mask_frames,
             uint8_to_image,
         )
-        from .host import mediapipe_dir, mediapipe_progress
+        from .host import mediapipe_progress
 
         with node_errors(NAME):
             frames = image_to_uint8(images)
             logging.info("%s: %s in %d frames (%dx%d)", NAME, region, len(frames), frames.shape[2], frames.shape[1])
-            with mediapipe_progress():
-                det = detect_video(frames, region, fps=fps, backend=backend, model_dir=mediapipe_dir())
+            with mediapipe_progress() as model_dir:
+                det = detect_video(frames, region, fps=fps, backend=backend, model_dir=model_dir)
             # each ROI follows one hand by position (a handedness label that flips would make it jump)
             det, names, relinked = labelled_tracks(det, min_conf)
             roi = RoiData(det, margin=margin, min_conf=min_conf, smooth=smooth, backend=backend, fps=float(fps))
