@@ -167,7 +167,15 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
     from .codecs import PixelCodec
     from .detection import detector_from_config
     from .fixer import FixSettings, fix_latents
-    from .video_io import audio_kept, check_writable, read_comment, read_video, video_info, write_video
+    from .video_io import (
+        audio_kept,
+        check_writable,
+        read_comment,
+        read_video,
+        size_note,
+        video_info,
+        write_video,
+    )
 
     started = time.perf_counter()
     out_path = Path(req.output)
@@ -283,10 +291,14 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
         report["audio"] = f"the input's sound was left out: {why} retimes its {fps_in:g} fps frames"
     if rate_note:
         report["fps_note"] = rate_note
+    resized = size_note(out_path, after.shape[1:3])
+    if resized:
+        report["size_note"] = resized
     report_path = report_dir / "report.json"
     write_json_atomic(report_path, report)
     sound = f"\nSound: {report['audio']}." if report["audio"] else ""
     sound += f"\nFrame rate: {rate_note}." if rate_note else ""
+    sound += f"\nSize: {resized}." if resized else ""
     summary = (result.report["summary"] + "\n" + judge.get("summary", "") + sound
                + f"\nWrote {out_path} and {report_path}.")
     return FixVideoResult(out_path, report_path, report, summary)

@@ -335,6 +335,17 @@ def audio_kept(source: str | Path, output: str | Path) -> str | None:
     return f"the input's sound was left out: {Path(output).suffix or 'a folder of frames'} holds none (use .mp4)"
 
 
+def size_note(path: str | Path, frame_hw: tuple[int, int]) -> str | None:
+    """What ``write_video`` does to frames of ``frame_hw`` (height, width) written to ``path`` that changes their
+    size, as a sentence for a report; None when they keep it."""
+    h, w = frame_hw
+    if Path(path).suffix.lower() not in _H264_SUFFIXES or not (h % 2 or w % 2):
+        return None
+    return (f"the {w}x{h} frames are written as {w + w % 2}x{h + h % 2}, their last "
+            f"{'row and column' if h % 2 and w % 2 else 'row' if h % 2 else 'column'} repeated: H.264 in yuv420p "
+            "needs even sizes (write a folder of PNG frames or a .gif to keep the size)")
+
+
 def _write_h264(path: Path, frames: np.ndarray, fps: float, fmt: str, comment: str | None = None,
                 audio_from: str | Path | None = None) -> None:
     import av

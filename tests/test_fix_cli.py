@@ -194,6 +194,22 @@ def test_nothing_detected_passes_through_with_a_message(workdir, capsys):
     assert np.abs(read_video(out)[0].astype(int) - read_video(blank)[0].astype(int)).max() <= 2
 
 
+def test_an_odd_size_that_h264_cannot_keep_is_said(workdir, capsys):
+    """yuv420p H.264 needs even sizes: an odd-sized input comes out one row/column larger, and the summary and
+    report say so and what keeps the size; a folder of PNG frames keeps it and says nothing."""
+    odd = write_video(workdir / "odd_frames", np.full((5, 63, 64, 3), 90, np.uint8), 10.0)
+    out = workdir / "odd_fixed.mp4"
+    assert main(["fix", "--in", str(odd), "--out", str(out), "--steps", "1", "--quiet"]) == 0
+    says = "the 64x63 frames are written as 64x64, their last row repeated"
+    assert f"Size: {says}" in capsys.readouterr().out
+    assert read_video(out)[0].shape == (5, 64, 64, 3)
+    assert says in json.loads((workdir / "odd_fixed_report" / "report.json").read_text())["size_note"]
+    kept = workdir / "odd_fixed_frames"
+    assert main(["fix", "--in", str(odd), "--out", str(kept), "--steps", "1", "--quiet"]) == 0
+    assert "Size:" not in capsys.readouterr().out and read_video(kept)[0].shape == (5, 63, 64, 3)
+    assert "size_note" not in json.loads((workdir / "odd_fixed_frames_report" / "report.json").read_text())
+
+
 def _with_sound(path, frames: np.ndarray, fps: float, late: int = 0) -> None:
     """An mp4 of ``frames`` with an AAC tone as long as the frames, as a phone or an editor writes it. ``late``:
     the picture starts that many frames after the sound, which is silent until then."""

@@ -11,7 +11,15 @@ from conftest import HAND_PHOTOS, HAND_VIDEO
 
 from bgfs_core.atomic import current_umask
 from bgfs_core.errors import BGFSError
-from bgfs_core.video_io import VIDEO_EXTENSIONS, list_videos, read_comment, read_video, video_info, write_video
+from bgfs_core.video_io import (
+    VIDEO_EXTENSIONS,
+    list_videos,
+    read_comment,
+    read_video,
+    size_note,
+    video_info,
+    write_video,
+)
 
 
 def _mae(a: np.ndarray, b: np.ndarray) -> float:
@@ -54,6 +62,10 @@ def test_h264_odd_size_and_ntsc_rate(tmp_path, hand_video_frames):
     back, fps = read_video(write_video(tmp_path / "odd.mp4", odd, 30000 / 1001))
     assert fps == pytest.approx(29.97, abs=1e-3)
     assert back.shape == (6, 240, 318, 3), "yuv420p needs even sizes: padded by one repeated row/column"
+    assert size_note("odd.mp4", odd.shape[1:3]).startswith("the 317x239 frames are written as 318x240, their last "
+                                                           "row and column repeated")  # fmt: skip
+    assert size_note("odd.gif", odd.shape[1:3]) is None and size_note("odd_frames", odd.shape[1:3]) is None
+    assert size_note("even.mkv", (240, 320)) is None
     assert _mae(back[:, :239, :317], odd) < 4.0
     assert _mae(back[:, 239], back[:, 238]) < 4.0 and _mae(back[:, :, 317], back[:, :, 316]) < 4.0  # edge copies
 
