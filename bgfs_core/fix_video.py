@@ -169,6 +169,7 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
     from .fixer import FixSettings, fix_latents
     from .video_io import (
         audio_kept,
+        check_video_exists,
         check_writable,
         read_comment,
         read_video,
@@ -183,8 +184,14 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
     if in_path is None and not req.latents:
         raise BGFSError("give the video to fix with --in, or its latents with --latents (e.g. a .latent from "
                         "ComfyUI's Save Latent node)")  # fmt: skip
+    if out_path.name in ("", ".", ".."):  # its report folder is named after it
+        raise BGFSError(f"--out {req.output} names no file or folder: give e.g. fixed.mp4, or fixed/ for PNG frames")
     if in_path is not None and out_path.resolve() == in_path.resolve():
         raise BGFSError("--out must differ from --in: the input is never overwritten")
+    if in_path is not None:  # before the models load, as --latents
+        check_video_exists(in_path)
+    if req.max_frames < 0:
+        raise BGFSError(f"--max-frames must be >= 0 (0 = all frames), got {req.max_frames}")
     check_writable(out_path, "--out")
     if req.save_latents:
         _check_latents_path(req, out_path, in_path)
@@ -196,6 +203,9 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
         from .generate import check_latents_file
 
         check_latents_file(req.latents)
+        if codec_kind(req.codec, req.model_id) == "pixel":
+            raise BGFSError("--latents are a Wan VAE's latents: give the VAE that made them with --model-id (e.g. "
+                            "ComfyUI's models/vae/wan_2.1_vae.safetensors, or a diffusers Wan folder)")  # fmt: skip
     models = models or load_fix_models(cfg, req)
     critic, spec, region, codec = models.critic, models.spec, models.region, models.codec
     cfg.roi.region = region

@@ -54,13 +54,15 @@ def is_video_file(path: Path) -> bool:
 
 
 def list_videos(folder: str | Path) -> list[Path]:
-    """Sorted video files in ``folder`` plus its sub-folders that hold image frames (one video each)."""
+    """Sorted video files in ``folder`` plus its sub-folders that hold image frames (one video each), but for the
+    report folders ``bgfs fix`` writes beside its outputs (they hold a report.json and PNG plots)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise BGFSError(f"videos folder {folder} does not exist (or is not a folder)")
     found = []
     for entry in sorted(folder.iterdir(), key=_natural_key):
-        if is_video_file(entry) or (entry.is_dir() and not entry.name.startswith(".") and _frame_files(entry)):
+        if is_video_file(entry) or (entry.is_dir() and not entry.name.startswith(".") and _frame_files(entry)
+                                    and not (entry / "report.json").is_file()):  # a bgfs fix report's plots
             found.append(entry)
     if not found:
         raise BGFSError(
@@ -70,7 +72,8 @@ def list_videos(folder: str | Path) -> list[Path]:
     return found
 
 
-def _check_exists(path: Path) -> None:
+def check_video_exists(path: Path) -> None:
+    """Refuse a video path that is missing or not a video (a file of another kind)."""
     if not path.exists():
         raise BGFSError(f"video {path} does not exist")
     if path.is_file() and path.suffix.lower() not in VIDEO_EXTENSIONS:
@@ -81,7 +84,7 @@ def _check_exists(path: Path) -> None:
 def read_video(path: str | Path, max_frames: int = 0) -> tuple[np.ndarray, float]:
     """Decode a video file or a folder of frames to (RGB ``uint8 [T, H, W, 3]``, fps); ``max_frames`` 0 = all."""
     path = Path(path)
-    _check_exists(path)
+    check_video_exists(path)
     if max_frames < 0:
         raise BGFSError(f"max_frames must be >= 0 (0 = all frames), got {max_frames}")
     if path.suffix.lower() != ".gif":  # a gif's frame count needs a full decode; gifs are small
@@ -185,6 +188,17 @@ def _stream_fps(stream) -> float:
     return DEFAULT_FOLDER_FPS
 
 
+def _timed_rate(nominal: float, count: int, first: float | None, last: float | None, tick: float) -> float:
+    """The rate ``count`` frames from time ``first`` to ``last`` (seconds) keep, where it differs from the stream's
+    ``nominal`` rate by more than the timestamps' rounding (``tick``: their time base) and 1%: Matroska and WebM
+    give a nominal rate that a variable-rate video does not keep, and written at it the video would play too fast
+    or slow and leave its sound behind."""
+    if count < 2 or first is None or last is None or last <= first:
+        return nominal
+    measured = (count - 1) / (last - first)
+    return measured if abs(measured - nominal) > nominal * (0.01 + 2 * tick / (last - first)) else nominal
+
+
 def _open_av(path: Path):
     import av
 
@@ -208,8 +222,12 @@ def _read_av(path: Path, max_frames: int) -> tuple[list[np.ndarray], float]:
         fps = _stream_fps(stream)
         size = None
         turns = 0
+        first = last = None  # the frames' times, for a rate the stream's nominal one misstates
         try:
             for frame in container.decode(stream):
+                if frame.time is not None:
+                    first = frame.time if first is None else first
+                    last = frame.time
                 if size is None:
                     size = (frame.width, frame.height)
                     # a phone's portrait video is stored landscape with a display rotation: read it as it plays
@@ -225,23 +243,27 @@ def _read_av(path: Path, max_frames: int) -> tuple[list[np.ndarray], float]:
             if not frames:
                 raise BGFSError(f"video {path} cannot be decoded ({e}); re-export it") from None
             # A truncated file: keep the frames that decoded, as players do.
+        fps = _timed_rate(fps, len(frames), first, last, float(stream.time_base or 0))
     return frames, fps
 
 
 def video_info(path: str | Path) -> VideoInfo:
-    """Frame count, fps and size without decoding to RGB (a GIF or a stream without a frame count is decoded). The
+    """Frame count, fps and size without decoding to RGB (a GIF is decoded, a video's packets are read). The
     size is as stored: a video with a display rotation of 90 degrees reads (``read_video``) with height and width
     swapped."""
     path = Path(path)
-    _check_exists(path)
+    check_video_exists(path)
     if path.is_dir():
         files = _frame_files(path)
         if not files:
             raise BGFSError(f"folder {path} holds no image frames ({' '.join(IMAGE_EXTENSIONS)})")
         from PIL import Image
 
-        with Image.open(files[0]) as im:
-            return VideoInfo(len(files), DEFAULT_FOLDER_FPS, im.height, im.width)
+        try:
+            with Image.open(files[0]) as im:
+                return VideoInfo(len(files), DEFAULT_FOLDER_FPS, im.height, im.width)
+        except OSError as e:
+            raise BGFSError(f"frame {files[0]} cannot be read ({e}); replace or delete it") from None
     if path.suffix.lower() == ".gif":
         frames, fps = _read_gif(path, 0)
         if not frames:
@@ -252,12 +274,14 @@ def video_info(path: str | Path) -> VideoInfo:
     with _open_av(path) as container:
         stream = container.streams.video[0]
         fps = _stream_fps(stream)
-        n = stream.frames
-        if not n:  # containers such as webm/mkv do not store it: count packets that hold frames
-            try:
-                n = sum(1 for p in container.demux(stream) if p.size)
-            except av.FFmpegError as e:
-                raise BGFSError(f"video {path} cannot be read ({e})") from None
+        # The packets' times give the rate `read_video` finds (webm/mkv store no frame count, nor a rate they keep)
+        try:
+            times = [float(p.pts * p.time_base) for p in container.demux(stream) if p.size and p.pts is not None]
+        except av.FFmpegError as e:
+            raise BGFSError(f"video {path} cannot be read ({e})") from None
+        if times:
+            fps = _timed_rate(fps, len(times), min(times), max(times), float(stream.time_base or 0))
+        n = stream.frames or len(times)
         return VideoInfo(int(n), fps, stream.codec_context.height, stream.codec_context.width)
 
 

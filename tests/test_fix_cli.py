@@ -194,6 +194,25 @@ def test_nothing_detected_passes_through_with_a_message(workdir, capsys):
     assert np.abs(read_video(out)[0].astype(int) - read_video(blank)[0].astype(int)).max() <= 2
 
 
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--in", "typo.mp4", "--model-id", "./no-such-vae"], "video typo.mp4 does not exist"),
+    (["--latents", "sampler.latent"], "--latents are a Wan VAE's latents: give the VAE that made them with --model-id"),
+    (["--in", str(HAND_VIDEO), "--latents", "sampler.latent", "--max-frames", "-1", "--model-id", "./no-such-vae"],
+     "--max-frames must be >= 0"),
+    (["--in", str(HAND_VIDEO), "--out", "."], "--out . names no file or folder"),
+])  # fmt: skip
+def test_mistakes_in_the_paths_are_named_before_anything_loads(tmp_path, monkeypatch, capsys, args, needle):
+    """A mistyped --in, latents without their VAE, a negative --max-frames, an --out with no name: each is named
+    at once (not after the VAE's load, nor as a traceback), and nothing is written."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sampler.latent").write_bytes(b"a Save Latent file")
+    out = [] if "--out" in args else ["--out", "fixed.mp4"]
+    assert main(["fix", *args, *out, "--steps", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bgfs fix: error:") and needle in err and "Traceback" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sampler.latent"]
+
+
 def test_an_odd_size_that_h264_cannot_keep_is_said(workdir, capsys):
     """yuv420p H.264 needs even sizes: an odd-sized input comes out one row/column larger, and the summary and
     report say so and what keeps the size; a folder of PNG frames keeps it and says nothing."""

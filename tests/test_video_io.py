@@ -57,6 +57,32 @@ def test_h264_writes_the_same_video_every_time(tmp_path, hand_video_frames):
         np.testing.assert_array_equal(other, decodes[0])
 
 
+@pytest.mark.parametrize("suffix,fmt", [(".mkv", "matroska"), (".webm", "webm"), (".mp4", "mp4")])
+def test_a_variable_frame_rate_is_read_from_the_frames_times(tmp_path, hand_video_frames, suffix, fmt):
+    """A phone or screen recorder writes frames at a rate that varies; Matroska/WebM then state a nominal rate the
+    frames do not keep (here 30 fps for 10 frames at 30 fps and 10 at 10 fps). The rate read is the one the frames'
+    times keep, 19 intervals in 1.3 s, so the fixed video lasts as long as the input and its sound keeps step."""
+    from fractions import Fraction
+
+    import av
+
+    times_ms = [round(i * 1000 / 30) for i in range(10)] + [300 + 100 * i for i in range(1, 11)]
+    path = tmp_path / f"vfr{suffix}"
+    with av.open(str(path), "w", format=fmt) as container:
+        stream = container.add_stream("libvpx" if fmt == "webm" else "libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        for i, ms in enumerate(times_ms):
+            frame = av.VideoFrame.from_ndarray(hand_video_frames[i], format="rgb24")
+            frame.pts, frame.time_base = ms, Fraction(1, 1000)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    frames, fps = read_video(path)
+    assert len(frames) == 20 and fps == pytest.approx(19 / 1.3, rel=1e-3)
+    assert video_info(path).fps == pytest.approx(fps, rel=1e-6) and video_info(path).num_frames == 20
+    assert read_video(path, max_frames=10)[1] == pytest.approx(30, rel=1e-2), "the 30 fps frames alone"
+
+
 def test_h264_odd_size_and_ntsc_rate(tmp_path, hand_video_frames):
     odd = hand_video_frames[:6, :239, :317]
     back, fps = read_video(write_video(tmp_path / "odd.mp4", odd, 30000 / 1001))
@@ -135,6 +161,9 @@ def test_list_videos(tmp_path, hand_video_frames):
     write_video(tmp_path / "c_frames", hand_video_frames[:2], 10.0)
     (tmp_path / "notes.txt").write_text("not a video")
     (tmp_path / "empty_dir").mkdir()
+    report = tmp_path / "b_report"  # what `bgfs fix` writes beside b.mp4: PNG plots, not a video
+    write_video(report, hand_video_frames[:1], 10.0)
+    (report / "report.json").write_text("{}")
     assert [p.name for p in list_videos(tmp_path)] == ["a.gif", "b.mp4", "c_frames"]
 
 
@@ -158,6 +187,12 @@ def test_unreadable_inputs_name_the_file(tmp_path):
             read_video(path)
     with pytest.raises(BGFSError, match="not a video file"):
         read_video(HAND_PHOTOS[0])
+    frames = tmp_path / "frames"  # a folder whose first frame is broken: named, so a folder run goes on
+    frames.mkdir()
+    (frames / "0000.png").write_bytes(b"not a png")
+    for read in (read_video, video_info):
+        with pytest.raises(BGFSError, match=r"0000\.png cannot be read .*replace or delete it"):
+            read(frames)
 
 
 def test_truncated_mp4_keeps_what_decodes_or_says_so(tmp_path, hand_video_frames):
