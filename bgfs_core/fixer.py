@@ -189,6 +189,9 @@ class _Problem:
         self.side = np.array([np.median(sides[present[:, i], i]) if present[:, i].any() else 1.0
                               for i in range(present.shape[1])], np.float32)  # fmt: skip
         self.z_win0 = window_latents(self.z0, self.local)
+        # the first frame the edit can change: the causal context before it only warms the decoder up, so the
+        # regularisers leave it out (averaged over it they would weaken the later the region appears)
+        self.core = self.window.t0 - self.window.ct0
         chunk = settings.chunk_frames or (64 if codec.temporal_ratio == 1 else 2)
         self.chunk = max(1, int(chunk))
         hw = (pw.y1 - pw.y0, pw.x1 - pw.x0)
@@ -362,7 +365,8 @@ class _Problem:
             "target": target,
             **read,
             # warp mode reports the latent change but does not optimise it: no graph (it would outlive the step)
-            "latent": latent_proximity_loss(z_win if s.mode == "latent" else z_win.detach(), self.z_win0),
+            "latent": latent_proximity_loss((z_win if s.mode == "latent" else z_win.detach())[:, :, self.core :],
+                                            self.z_win0[:, :, self.core :]),
             "pixel": pixel_proximity_loss(frames, self.frames0, self.outside),
         }
         anatomy = w.bone * parts["bone"] + w.smooth * parts["smooth"] + w.joint * parts["joint"]
@@ -371,8 +375,8 @@ class _Problem:
         fidelity = w.pixel * parts["pixel"] + (w.latent * parts["latent"] if s.mode == "latent" else 0.0)
         total = s.strength * anatomy + fidelity
         if s.mode == "warp":
-            parts["warp"] = warp_smoothness_loss(params)  # strain: params are in control-point spacings
-            parts["warp_time"] = warp_temporal_loss(params)
+            parts["warp"] = warp_smoothness_loss(params[self.core :])  # strain: params in control-point spacings
+            parts["warp_time"] = warp_temporal_loss(params[self.core :])
             total = total + w.warp * parts["warp"] + w.warp_time * parts["warp_time"]
         parts["anatomy"] = anatomy
         parts["total"] = total
@@ -608,14 +612,18 @@ def fix_latents(
         warnings.append("the optimised window was not finite: nothing changed")
         return FixResult(latents, {"summary": "BGFS fix failed numerically; nothing changed",
                                    "changed": False, "warnings": warnings})
-    # no step: the latents as they came (a warp by zero still resamples, at float noise level)
-    out = latents if settings.steps == 0 else paste_window(latents, problem.window, z_win.to(latents.device),
-                                                           feather=settings.feather)  # fmt: skip
+    # Nothing moved (no step, or every gradient zero: strength and guide 0, say): the latents as they came, as a
+    # warp by zero still resamples, at float noise level
+    moved = settings.steps > 0 and bool(params.detach().ne(0).any())
+    if settings.steps > 0 and not moved:
+        warnings.append("the edit moved nothing: every gradient was zero (are strength and guide 0?), so the "
+                        "latents are returned as they came")  # fmt: skip
+    out = paste_window(latents, problem.window, z_win.to(latents.device), feather=settings.feather) if moved else latents
     before_f = {k: float(v.detach()) for k, v in before.items()}
     after_f = {k: float(v) for k, v in after.items()}
     win = problem.window
     report = {
-        "changed": settings.steps > 0,
+        "changed": moved,
         "mode": settings.mode,
         "settings": settings.to_dict(),
         "codec": codec.name,

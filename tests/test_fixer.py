@@ -101,6 +101,42 @@ def test_a_half_precision_copy_of_the_vae_passes_the_fp32_gradient(channels):
 
 
 @pytest.mark.usefixtures("needs_diffusers")
+@pytest.mark.parametrize("mode", ["warp", "latent"])
+def test_the_regularisers_weigh_the_same_wherever_the_region_appears(mode):
+    """The Wan decoder re-decodes every latent frame before the region as causal context, and the edit there does
+    nothing: the warp's strain and the latent change are measured on the region's own frames, so the same edit
+    costs the same whether the hand is in the first latent frames or the last (it once cost 2/11 as much late,
+    in the last 2 of 11 latent frames)."""
+    from bgfs_core.fixer import _Problem
+
+    codec = DiffusersWanCodec.from_config(TINY[16], seed=0)
+    n = codec.pixel_frames(11)  # 41 frames, 11 latent frames
+    # every latent frame alike, so that the two regions' frames differ only in where they are
+    z = torch.randn(1, 16, 1, 8, 12, generator=torch.Generator().manual_seed(0)).expand(-1, -1, 11, -1, -1)
+    parts = {}
+    for name, frames in (("early", range(0, 5)), ("late", range(n - 4, n))):
+        det = hand_detections(n, (64, 96), (8.0, 8.0, 36.0, 36.0))
+        gone = np.ones(n, bool)
+        gone[list(frames)] = False
+        det.present[gone], det.keypoints[gone], det.confidence[gone], det.boxes[gone] = False, np.nan, 0, np.nan
+        problem = _Problem(z, codec, *random_critic(), det, FixSettings(mode=mode, smooth=0.0), [])
+        params = problem.init_params().detach()
+        win = problem.window
+        assert win.ct0 == 0 and (win.t0 > 5) == (name == "late")  # late: decoded from 0 for 2 core frames
+        # the same edit in each core frame
+        if mode == "warp":
+            params[problem.core :] = 0.1 * torch.randn(params.shape[1:], generator=torch.Generator().manual_seed(1))
+        else:
+            params[:, :, problem.core :] = 0.1 * torch.randn(1, 16, 1, *params.shape[3:],
+                                                             generator=torch.Generator().manual_seed(1))  # fmt: skip
+        with torch.no_grad():
+            parts[name] = problem.evaluate(params)[1]
+    for key in ["warp", "warp_time"] if mode == "warp" else ["latent"]:
+        assert parts["late"][key].item() == pytest.approx(parts["early"][key].item(), rel=1e-3), key
+    assert parts["late"]["latent"].item() > 0
+
+
+@pytest.mark.usefixtures("needs_diffusers")
 def test_a_gradient_decoder_of_another_latent_space_is_measured_and_warned_of():
     """A proxy whose gradient decoder decodes the latents unlike the judged VAE (here another VAE of the same
     shape, e.g. HunyuanVideo's taehv given for a Wan VAE): the report measures how far apart they are in the ROI,
@@ -202,6 +238,22 @@ def test_warp_guide_moves_keypoints_onto_their_cleaned_trajectories(hand_video_f
     assert before > 0.001 and after < 0.2 * before, (before, after)
     none = fix_latents(codec.encode(frames), codec, critic, spec, det, FixSettings(steps=0, guide=5.0))
     assert none.report["critic_before"]["target"] == pytest.approx(before)
+
+
+@pytest.mark.parametrize("mode", ["latent", "warp"])
+def test_an_edit_that_moves_nothing_is_not_called_a_change(hand_video_frames, mode):
+    """strength 0 and guide 0 leave only the fidelity terms, whose gradients are zero at the input: the steps run
+    and move nothing, so the latents come back as they came (a warp by zero would resample them), the report says
+    unchanged (so `bgfs fix` neither re-decodes nor tags the file as fixed) and a warning says why."""
+    codec = PixelCodec()
+    latents = codec.encode(torch.from_numpy(hand_video_frames[:5]).permute(0, 3, 1, 2).float() / 255)
+    det = hand_detections(5, latents.shape[-2:], (100.0, 60.0, 200.0, 160.0))
+    settings = FixSettings(steps=2, mode=mode, strength=0.0, guide=0.0)
+    result = fix_latents(latents, codec, *random_critic(), det, settings)
+    assert result.latents is latents and not result.report["changed"]
+    assert any(w.startswith("the edit moved nothing") for w in result.report["warnings"])
+    moved = fix_latents(latents, codec, *random_critic(), det, dataclasses.replace(settings, strength=1.0))
+    assert moved.report["changed"] and not torch.equal(moved.latents, latents)
 
 
 def test_the_report_says_how_well_the_critic_reads_the_frames():

@@ -253,6 +253,14 @@ def test_paste_window_feathers_and_leaves_the_rest_unchanged():
     assert torch.equal(w.grad, mask.expand_as(w.grad[0])[None])
     with pytest.raises(BGFSError, match="window latents must have shape"):
         paste_window(z, win, new[:, :, 1:])
+    # Half-precision latents (a bf16 LATENT): the core holds the new values rounded once, not a bf16 blend's
+    # rounding of them (which missed them where old and new lie far apart), and the rest stays bit for bit.
+    z16 = (z * 40).bfloat16()
+    new = window_latents(z16.float(), win) * -1.37 + 0.01
+    out = paste_window(z16, win, new, feather=2)
+    assert out.dtype == torch.bfloat16 and torch.equal(out[~changed], z16[~changed])
+    assert torch.equal(out[core], new[:, :, win.t0 - win.ct0 :, win.y0 - win.cy0 : win.y1 - win.cy0,
+                                      win.x0 - win.cx0 : win.x1 - win.cx0].bfloat16())  # fmt: skip
 
 
 # --- ComfyUI's own modules (COMFYUI_DIR) ------------------------------------------------------------------------

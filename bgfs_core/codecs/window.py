@@ -438,9 +438,12 @@ def paste_window(latents: torch.Tensor, window: LatentWindow, new_window_latents
     want = (latents.shape[0], latents.shape[1], *window.decoded_shape)
     if tuple(new_window_latents.shape) != want:
         raise BGFSError(f"window latents must have shape {want}, got {tuple(new_window_latents.shape)}.")
-    old = latents[window.decoded_slices]
-    mask = feather_mask(window, feather, device=latents.device).to(latents.dtype)
-    blended = torch.where(mask > 0, old + mask * (new_window_latents.to(latents.dtype) - old), old)
+    # blended in at least fp32 and rounded once: in bf16 the blend itself would round, so even where the mask is 1
+    # the result would miss the new values
+    work = torch.promote_types(latents.dtype, torch.float32)
+    old = latents[window.decoded_slices].to(work)
+    mask = feather_mask(window, feather, device=latents.device).to(work)
+    blended = torch.where(mask > 0, old + mask * (new_window_latents.to(work) - old), old).to(latents.dtype)
     out = latents.clone()
     out[window.decoded_slices] = blended
     return out
