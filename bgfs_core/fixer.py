@@ -640,6 +640,9 @@ def fix_latents(
     report["summary"] = _summary(det.region, settings, before_f, after_f, report)
     preview = dict(preview_before)
     preview.update({f"after_{k}": v for k, v in preview_after.items()})
+    # which frame of the video and which instance each crop shows, for the preview's slider
+    preview["crop_frames"] = problem.frame0 + problem.pairs[:, 0]
+    preview["crop_instances"] = problem.pairs[:, 1].copy()
     return FixResult(out, report, preview, problem.window)
 
 

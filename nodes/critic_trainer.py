@@ -29,7 +29,7 @@ class BGFSCriticTrainer(io.ComfyNode):
                 io.Int.Input("epochs", default=300, min=1, max=10000, step=1,
                              tooltip="Total epochs of the run; a finished run with the same name only trains the "
                              "epochs it lacks."),
-                io.Float.Input("lr", default=0.002, min=0.000001, max=1.0, step=0.0001,
+                io.Float.Input("lr", default=0.002, min=0.000001, max=1.0, step=0.000001,
                                tooltip="Learning rate (AdamW, cosine decay)."),
                 io.Int.Input("batch_size", default=8, min=1, max=4096, step=1, tooltip="Crops per training step."),
                 io.Float.Input("val_fraction", default=0.2, min=0.0, max=0.9, step=0.05,
@@ -86,13 +86,20 @@ class BGFSCriticTrainer(io.ComfyNode):
         from ..bgfs_core.atomic import atomic_path
         from ..bgfs_core.cache import load_manifest
         from ..bgfs_core.config import load_config
-        from ..bgfs_core.errors import BGFSError, first_line, is_out_of_memory
+        from ..bgfs_core.errors import OutOfMemoryError, first_line, is_out_of_memory
         from ..bgfs_core.train_critic import PCK_THRESHOLD, train_critic
         from .critic_loader import describe, load_critic_data
         from .glue import cancel_checks, check_name, loss_plot, retry_out_of_memory
-        from .host import critics_dir, free_device_memory, resolve_cache, runs_root, save_temp_image
+        from .host import (
+            critics_dir,
+            free_device_memory,
+            released_on_out_of_memory,
+            resolve_cache,
+            runs_root,
+            save_temp_image,
+        )
 
-        with node_errors(NAME):
+        with node_errors(NAME), released_on_out_of_memory(NAME):
             name = check_name(critic_name, "critic_name")
             cache_dir = resolve_cache(cache)
             manifest = load_manifest(cache_dir)
@@ -131,8 +138,9 @@ class BGFSCriticTrainer(io.ComfyNode):
             except RuntimeError as exc:
                 if not is_out_of_memory(exc):
                     raise
-                raise BGFSError(f"out of memory on {device} training the critic ({first_line(exc, 160)}), even with "
-                                f"the other models unloaded: lower batch_size (now {int(batch_size)})") from exc
+                raise OutOfMemoryError(f"out of memory on {device} training the critic ({first_line(exc, 160)}), "
+                                       f"even with the other models unloaded: lower batch_size (now "
+                                       f"{int(batch_size)})") from exc  # fmt: skip
             target = critics_dir() / f"{name}.safetensors"
             with atomic_path(target) as tmp:
                 shutil.copyfile(result.best_path, tmp)

@@ -38,7 +38,7 @@ class BGFSLatentAnatomyFixer(io.ComfyNode):
                 io.Int.Input("steps", default=30, min=0, max=10000, step=1,
                              tooltip="Optimisation steps: more is a stronger correction but a higher risk of "
                              "texture drift (0 passes the latents through)."),
-                io.Float.Input("lr", default=0.035, min=0.0001, max=10.0, step=0.005,
+                io.Float.Input("lr", default=0.035, min=0.0001, max=10.0, step=0.0001,
                                tooltip="Step size of the optimiser: in warp mode, control-point spacings per "
                                "step; in latent mode, latent units per step."),
                 io.Float.Input("strength", default=1.0, min=0.0, max=100.0, step=0.1,
@@ -88,9 +88,9 @@ class BGFSLatentAnatomyFixer(io.ComfyNode):
         from ..bgfs_core.fixer import FixSettings
         from .fix_shared import fix_ui
         from .glue import check_roi, dumps_report, progress_preview, run_fix
-        from .host import free_device_memory
+        from .host import free_device_memory, released_on_out_of_memory
 
-        with node_errors(NAME):
+        with node_errors(NAME), released_on_out_of_memory(NAME):
             roi = check_roi(roi)
             settings = FixSettings(steps=int(steps), lr=float(lr), strength=float(strength), mode=mode,
                                    guide=float(guide), margin=roi.margin, min_conf=roi.min_conf, smooth=roi.smooth)  # fmt: skip

@@ -76,6 +76,27 @@ def free_device_memory(node: str, then: str, reload: list[Any] = ()) -> None:
         mm.load_models_gpu(list(reload), force_full_load=True)
 
 
+@contextlib.contextmanager
+def released_on_out_of_memory(node: str) -> Iterator[None]:
+    """When the node gives up for lack of memory (after `free_device_memory` and a second try), leave the device
+    as ComfyUI leaves it after its own out-of-memory errors: every model unloaded, the allocator's cache emptied.
+    ComfyUI does that only for torch's error type; the node's error is its own, with what to make smaller."""
+    from ..bgfs_core.errors import OutOfMemoryError
+
+    try:
+        yield
+    except OutOfMemoryError:
+        import logging
+
+        import comfy.model_management as mm
+
+        logging.warning("%s: still out of memory; unloading every model, as ComfyUI does after an out-of-memory "
+                        "error", node)  # fmt: skip
+        mm.unload_all_models()
+        mm.soft_empty_cache()
+        raise
+
+
 def cache_root() -> Path:
     """ROI caches built in ComfyUI live in ``<output>/bgfs_cache/<name>/`` (the CLI reads them with --cache-dir)."""
     import folder_paths

@@ -30,7 +30,7 @@ class BGFSImageAnatomyFixer(io.ComfyNode):
                                  "the region (warp mode, guide > 0)."),
                 io.Int.Input("steps", default=30, min=0, max=10000, step=1,
                              tooltip="Optimisation steps (0 passes the frames through)."),
-                io.Float.Input("lr", default=0.035, min=0.0001, max=10.0, step=0.005,
+                io.Float.Input("lr", default=0.035, min=0.0001, max=10.0, step=0.0001,
                                tooltip="Step size of the optimiser: in warp mode, control-point spacings per step; "
                                "in latent mode, pixel units per step."),
                 io.Float.Input("strength", default=1.0, min=0.0, max=100.0, step=0.1,
@@ -64,9 +64,9 @@ class BGFSImageAnatomyFixer(io.ComfyNode):
         from ..bgfs_core.fixer import FixSettings
         from .fix_shared import fix_ui, guard_keeps
         from .glue import check_roi, dumps_report, progress_preview, rgb_image, run_fix_frames
-        from .host import free_device_memory
+        from .host import free_device_memory, released_on_out_of_memory
 
-        with node_errors(NAME):
+        with node_errors(NAME), released_on_out_of_memory(NAME):
             roi = check_roi(roi)
             settings = FixSettings(steps=int(steps), lr=float(lr), strength=float(strength), mode=mode,
                                    guide=float(guide), margin=roi.margin, min_conf=roi.min_conf, smooth=roi.smooth)  # fmt: skip

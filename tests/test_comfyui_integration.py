@@ -126,6 +126,25 @@ def test_object_info_lists_every_node_with_its_inputs_and_outputs(server):
         "hands", "face", "feet", "upper_body", "full_body"]
 
 
+def test_every_float_input_keeps_the_values_its_range_allows(server):
+    """The frontend rounds a FLOAT widget's value to the decimals of its ``step`` (frontend 1.35's useFloatWidget:
+    ``precision = -floor(log10(step))``, then ``toFixed(precision)``, then clamps to ``min``): a step coarser than
+    ``min`` turned a typed lr of 0.00003 into 0.000001 on the Critic Trainer, and 0.0004 into 0.0001 on the Fixers.
+    So every value written to the decimals of min, default and three times min must survive that rounding."""
+    import math
+
+    for node_id in EXPECTED:
+        info = server.object_info[node_id]["input"]
+        for name, (kind, opts) in {**info["required"], **info.get("optional", {})}.items():
+            if kind != "FLOAT":
+                continue
+            precision = max(0, -math.floor(math.log10(opts["step"])))
+            for value in (opts["min"], opts["default"], 3 * opts["min"]):
+                kept = max(opts["min"], float(f"{round(value / 10**-precision) * 10**-precision:.{precision}f}"))
+                assert kept == pytest.approx(value, rel=1e-9, abs=1e-12), (
+                    f"{node_id}.{name}: {value:g} becomes {kept:g} in the frontend (step {opts['step']:g})")
+
+
 def test_every_node_has_a_help_page_that_names_each_input_and_output(server):
     """web/docs/<node id>.md is the frontend's node help (it fetches /extensions/<pack>/docs/<node id>.md): one
     per BGFS node, served by the server, naming every input and output the node has now, and none it lacks."""
@@ -415,6 +434,13 @@ def test_the_fixer_runs_without_a_critic_on_the_guide_alone(server, cpu_prompt):
     _assert_changed_inside_the_window_only(server, out, report)
     sheet = out[_by_type(prompt, FIXER)].get("bgfs_preview", [{}])[0]
     assert "heat" not in sheet and "after_heat" not in sheet  # crops to preview, no critic heatmaps
+    # the slider names each crop by its frame in the video and its hand, as ROI Detect's does, not by its number
+    # among the window's crops
+    first, last = report["window"]["frames"]
+    frames = [int(re.fullmatch(r"(\d+)/(\d+)( (left|right)(_\d+)?)?", label).group(1)) for label in sheet["labels"]]
+    assert len(frames) == sheet["n"] and all(first < f <= last for f in frames), (sheet["labels"], first, last)
+    (total,) = {label.split("/")[1].split(" ")[0] for label in sheet["labels"]}  # of the video's frames
+    assert int(total) >= last, sheet["labels"]
 
 
 def test_the_fixer_takes_its_gradients_through_a_tiny_autoencoder(server, cpu_prompt):
@@ -611,8 +637,10 @@ def test_out_of_memory_in_the_fixer_unloads_the_other_models_and_starts_again(se
     np.testing.assert_array_equal(_load_latent(server, entry["outputs"], "probe_after").numpy(), clean.numpy())
 
     prompt["fault"]["inputs"]["times"] = 2
-    entry = server.wait(server.queue(prompt), timeout=400)
+    entry, log = _run_and_log(server, prompt)
     assert entry["status"]["status_str"] == "error"
+    # as ComfyUI does after its own out-of-memory errors (it recognises only torch's type, not the node's)
+    assert "BGFS Latent Anatomy Fixer: still out of memory; unloading every model" in log, log[-3000:]
     error = history_messages(entry)["execution_error"]
     assert error["node_type"] == FIXER, error
     text = error["exception_message"]
@@ -792,8 +820,9 @@ def test_out_of_memory_in_training_unloads_the_other_models_and_resumes(server):
 
     prompt[trainer]["inputs"].update(critic_name="e2e_oom_twice", resume=False)
     prompt["fault"]["inputs"]["times"] = 2
-    entry = server.wait(server.queue(prompt), timeout=400)
+    entry, log = _run_and_log(server, prompt)
     assert entry["status"]["status_str"] == "error"
+    assert "BGFS Critic Trainer: still out of memory; unloading every model" in log, log[-3000:]
     error = history_messages(entry)["execution_error"]
     assert error["node_type"] == "BGFSCriticTrainer", error
     text = error["exception_message"]
