@@ -37,7 +37,7 @@ def fix_ui(result: Any, roi: Any) -> dict | None:
     """The node's text and heatmap widget: the ROI before the fix and, when the edit was kept, after it. The
     slider names each crop as ROI Detect's does ("17/81 left"), not by its number among the window's crops."""
     from ..bgfs_core.tracks import labelled_tracks
-    from .glue import merge_ui, preview_ui
+    from .glue import merge_ui, pair_labels, preview_ui
 
     prev = result.preview or {}
     if result.report.get("guard_kept_input"):  # the edit was not kept: preview only what comes out, the input
@@ -45,8 +45,7 @@ def fix_ui(result: Any, roi: Any) -> dict | None:
     labels = None
     if prev.get("crop_frames") is not None:
         names = labelled_tracks(roi.detections, roi.min_conf)[1]
-        labels = [f"{f + 1}/{roi.num_frames}" + (f" {names[i]}" if len(names) > 1 else "")
-                  for f, i in zip(prev["crop_frames"], prev["crop_instances"])]  # fmt: skip
+        labels = pair_labels(zip(prev["crop_frames"], prev["crop_instances"]), roi.num_frames, names)
     widget = preview_ui("fix", roi.region, prev.get("crops"), prev.get("heatmaps"), prev.get("keypoints"),
                         after_crops=prev.get("after_crops"), after_heatmaps=prev.get("after_heatmaps"),
                         after_keypoints=prev.get("after_keypoints"), labels=labels)  # fmt: skip

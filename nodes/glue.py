@@ -226,8 +226,13 @@ def crop_labels(det: Detections, boxes: np.ndarray, names: list[str] | None = No
     from ..bgfs_core.roi import box_valid
 
     names = list(det.spec.instance_labels) if names is None else names
-    pairs = np.argwhere(box_valid(boxes))
-    return [f"{t + 1}/{det.num_frames}" + (f" {names[i]}" if len(names) > 1 else "") for t, i in pairs]
+    return pair_labels(np.argwhere(box_valid(boxes)), det.num_frames, names)
+
+
+def pair_labels(pairs: Any, num_frames: int, names: list[str]) -> list[str]:
+    """``"12/43 left"`` for each (frame, instance) pair: frame 12 of 43 and the instance's name, the name only when
+    the region has several."""
+    return [f"{t + 1}/{num_frames}" + (f" {names[i]}" if len(names) > 1 else "") for t, i in pairs]
 
 
 def keypoint_heatmaps(keypoints: np.ndarray, confidence: np.ndarray, crop_size: int, heatmap_size: int = 64,
