@@ -200,12 +200,14 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
     report_dir = Path(req.report_dir) if req.report_dir else out_path.with_name(out_path.stem + "_report")
     check_folder_possible(report_dir, "--report-dir")
     if req.latents:  # before the models load: the latents may be the whole input
-        from .generate import check_latents_file
+        from .generate import check_latents_file, latents_channels
 
         check_latents_file(req.latents)
-        if codec_kind(req.codec, req.model_id) == "pixel":
-            raise BGFSError("--latents are a Wan VAE's latents: give the VAE that made them with --model-id (e.g. "
-                            "ComfyUI's models/vae/wan_2.1_vae.safetensors, or a diffusers Wan folder)")  # fmt: skip
+        channels = latents_channels(req.latents)
+        if codec_kind(req.codec, req.model_id) == "pixel" and channels not in (None, 3):
+            raise BGFSError(f"--latents holds a VAE's latents ({channels} channels): give the VAE that made them with "
+                            "--model-id (e.g. ComfyUI's models/vae/wan_2.1_vae.safetensors, or a diffusers Wan "
+                            "folder)")  # fmt: skip
     models = models or load_fix_models(cfg, req)
     critic, spec, region, codec = models.critic, models.spec, models.region, models.codec
     cfg.roi.region = region

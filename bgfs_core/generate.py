@@ -558,6 +558,22 @@ def check_latents_file(path: str | Path) -> Path:
     return path
 
 
+def latents_channels(path: str | Path) -> int | None:
+    """The channel count of a latents file's latents, read from its header alone (None when it does not say)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(check_latents_file(path)), framework="pt") as f:
+            keys = set(f.keys())
+            for key in (COMFY_LATENT_KEY, "latents"):
+                if key in keys:
+                    shape = f.get_slice(key).get_shape()
+                    return int(shape[1]) if len(shape) > 1 else None
+    except (SafetensorError, OSError):
+        return None  # load_latents names what is wrong with it
+    return None
+
+
 def load_latents(path: str | Path) -> tuple[torch.Tensor, dict[str, Any]]:
     """Read a latents file -> (latents float32 ``[1, C, t, h, w]``, metadata): one `save_latents` wrote, or a
     ``.latent`` file from ComfyUI's Save Latent node (a Wan sampler's LATENT, raw VAE latents; metadata only where

@@ -196,7 +196,8 @@ def test_nothing_detected_passes_through_with_a_message(workdir, capsys):
 
 @pytest.mark.parametrize(("args", "needle"), [
     (["--in", "typo.mp4", "--model-id", "./no-such-vae"], "video typo.mp4 does not exist"),
-    (["--latents", "sampler.latent"], "--latents are a Wan VAE's latents: give the VAE that made them with --model-id"),
+    (["--latents", "sampler.latent"], "--latents holds a VAE's latents (16 channels): give the VAE that made them "
+                                      "with --model-id"),
     (["--in", str(HAND_VIDEO), "--latents", "sampler.latent", "--max-frames", "-1", "--model-id", "./no-such-vae"],
      "--max-frames must be >= 0"),
     (["--in", str(HAND_VIDEO), "--out", "."], "--out . names no file or folder"),
@@ -204,8 +205,10 @@ def test_nothing_detected_passes_through_with_a_message(workdir, capsys):
 def test_mistakes_in_the_paths_are_named_before_anything_loads(tmp_path, monkeypatch, capsys, args, needle):
     """A mistyped --in, latents without their VAE, a negative --max-frames, an --out with no name: each is named
     at once (not after the VAE's load, nor as a traceback), and nothing is written."""
+    from safetensors.torch import save_file
+
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "sampler.latent").write_bytes(b"a Save Latent file")
+    save_file({"latent_tensor": torch.zeros(1, 16, 3, 4, 4)}, str(tmp_path / "sampler.latent"))  # as Save Latent
     out = [] if "--out" in args else ["--out", "fixed.mp4"]
     assert main(["fix", *args, *out, "--steps", "1", "--quiet"]) == 2
     err = capsys.readouterr().err
