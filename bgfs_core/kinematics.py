@@ -169,9 +169,11 @@ def joint_limit_excess(bends: torch.Tensor, joints: Sequence[JointLimit], curl: 
 
     ``bends`` as from ``joint_bends``; ``curl`` the forward sign, ``[...]`` per instance or ``[..., J]`` per joint
     (``curl_direction`` of the same bends when None). Bending forwards beyond ``max_bend + flexion_slack``, or
-    backwards beyond ``max_hyperextension`` (not judged when that is None), counts. A joint that reads as bent
-    backwards by more than ``fold`` degrees is taken as folded forwards (near 180 the sign of a 2D angle is noise)
-    and a fold counts as 180. ``flexion_slack`` allows for 2D projection: a flexed finger pointing at the camera
+    backwards beyond ``max_hyperextension``, counts. A joint that reads as bent backwards by more than ``fold``
+    degrees is taken as folded forwards (near 180 the sign of a 2D angle is noise) and a fold counts as 180. A
+    joint whose ``max_hyperextension`` is None has no forward side (elbows and knees seen in 2D bend either way on
+    screen, left and right limbs opposite): its bend either way counts past ``max_bend + flexion_slack``, whatever
+    the other joints' curl. ``flexion_slack`` allows for 2D projection: a flexed finger pointing at the camera
     looks folded; ``max_bend + flexion_slack`` (one number, or one per joint) is capped at 180, where flexion is
     not judged at all.
     Differentiable in ``bends``.
@@ -188,7 +190,9 @@ def joint_limit_excess(bends: torch.Tensor, joints: Sequence[JointLimit], curl: 
     slack = [float(flexion_slack)] * len(joints) if np.isscalar(flexion_slack) else list(flexion_slack)
     max_bend = bends.new_tensor([min(j.max_bend + d, 180.0) for j, d in zip(joints, slack)])
     max_back = bends.new_tensor([360.0 if j.max_hyperextension is None else j.max_hyperextension for j in joints])
-    return torch.relu(forward - max_bend) + torch.relu(-forward - max_back)
+    sided = torch.tensor([j.max_hyperextension is not None for j in joints], device=bends.device)
+    return torch.where(sided, torch.relu(forward - max_bend) + torch.relu(-forward - max_back),
+                       torch.relu(bends.abs() - max_bend))
 
 
 @_numpy_io

@@ -312,7 +312,7 @@ class _Measures:
             out["joint_violations"] = (float(self.violated.sum() / self.joint_ok.sum()), int(self.joint_ok.sum()))
         if self.transition.any():
             out["swaps"] = (float(self.swap.sum() / self.transition.sum()), int(self.transition.sum()))
-        if hands:
+        if hands and self.present.any():  # a hand found below the judge's confidence has no track to count
             out["low_confidence"] = (float(self.low.sum() / self.present.sum()), int(self.present.sum()))
         return out
 

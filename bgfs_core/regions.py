@@ -102,11 +102,12 @@ _F = {name: i for i, name in enumerate(_FACE_NAMES)}
 
 
 def _face_flip() -> tuple[int, ...]:
-    def mirror(name: str) -> str:
-        if name.startswith("left_"):
-            return "right_" + name[5:]
-        if name.startswith("right_"):
-            return "left_" + name[6:]
+    def mirror(name: str) -> str:  # the side is a prefix (left_eye_outer) or a suffix (mouth_left)
+        for a, b in (("left", "right"), ("right", "left")):
+            if name.startswith(a + "_"):
+                return b + name[len(a) :]
+            if name.endswith("_" + a):
+                return name[: -len(a)] + b
         return name
 
     return tuple(_F[mirror(name)] for name in _FACE_NAMES)

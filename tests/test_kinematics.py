@@ -77,6 +77,23 @@ def test_joint_limit_excess_forwards_backwards_fold_and_slack():
     np.testing.assert_allclose(slack[:, 0], [0.0, 0.0, 15.0, 0.0])  # 100 + 80 -> 180: flexion is no longer judged
 
 
+def test_a_joint_with_no_forward_side_is_judged_the_same_either_way():
+    """Elbows and knees (no max_hyperextension) bend either way on screen, a person's left and right limbs
+    opposite: a 155-degree right elbow is inside the 165-degree limit whichever way it bends and whatever the left
+    elbow does (it was taken as a fold, 180, when it bent against the majority curl), and 170 is 5 past it."""
+    from bgfs_core.regions import UPPER_BODY
+
+    limits = UPPER_BODY.joint_limits[:2]  # the elbows: 165, no max_hyperextension
+    for right in (-155.0, 155.0, -170.0, 170.0):
+        bends = np.array([[60.0, right]])
+        for curl in (np.ones((1, 2)), -np.ones((1, 2)), K.joint_curl(bends, np.ones_like(bends, bool), UPPER_BODY)):
+            excess = K.joint_limit_excess(bends, limits, curl)[0]
+            np.testing.assert_allclose(excess, [0.0, max(0.0, abs(right) - 165.0)], err_msg=f"{right} {curl}")
+    bends = torch.tensor([[60.0, -170.0]], requires_grad=True)  # still differentiable, towards a smaller bend
+    K.joint_limit_excess(bends, limits, torch.ones(1, 2)).sum().backward()
+    assert bends.grad.tolist() == [[0.0, -1.0]]
+
+
 def test_second_differences_skip_dropouts():
     t = np.arange(6, dtype=np.float64)
     kps = np.stack([t * 2.0, t * t], -1)[:, None, :]  # [T, K=1, 2]: constant velocity in x, acceleration 2 in y

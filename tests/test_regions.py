@@ -36,6 +36,13 @@ def test_face_flip_swaps_eyes():
     perm = face.flip_permutation()
     assert names[perm[names.index("left_eye_outer")]] == "right_eye_outer"
     assert names[perm[names.index("nose_tip")]] == "nose_tip"
+    # every sided point, whether the side leads its name or ends it (the mouth's corners were once left alone, so
+    # the critic's flip augmentation trained each corner's channel on the other corner)
+    swap = {"left": "right", "right": "left"}
+    for i, name in enumerate(names):
+        other = "_".join(swap.get(part, part) for part in name.split("_"))
+        assert names[perm[i]] == other, (name, names[perm[i]])
+    assert names[perm[names.index("mouth_left")]] == "mouth_right"
 
 
 def test_unknown_region_lists_choices():
