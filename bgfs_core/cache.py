@@ -242,10 +242,11 @@ class _Builder:
         if not owned and not (self.dir / MANIFEST).exists():
             return
         if not _is_cache_manifest(self.dir / MANIFEST):
+            holds = ", ".join(p.name + "/" for p in owned) or MANIFEST
+            what = f"a {MANIFEST} that is not a BGFS one" if (self.dir / MANIFEST).exists() else f"no {MANIFEST}"
             raise BGFSError(
-                f"--overwrite: {str(self.dir)!r} holds {', '.join(p.name + '/' for p in owned) or MANIFEST} but "
-                f"no BGFS {MANIFEST}, so it is not a BGFS cache and nothing was deleted: use a new data.cache_dir "
-                "(--cache-dir)"
+                f"--overwrite: {str(self.dir)!r} holds {holds} but {what}, so it may not be a BGFS cache and nothing "
+                "was deleted: use a new data.cache_dir (--cache-dir), or delete the folder yourself"
             )
         for sub in owned:
             shutil.rmtree(sub)
@@ -255,6 +256,13 @@ class _Builder:
         if not (self.dir / MANIFEST).exists():
             if self.dir.exists() and not self.dir.is_dir():
                 raise BGFSError(f"data.cache_dir {str(self.dir)!r} is a file: point it at a folder")
+            # A build writes its manifest before any clip, so clips without one were not left by a stopped build;
+            # their settings are unknown, and reused they would mix crop sizes and detector settings
+            orphans = [sub + "/" for sub in ("clips", "detections") if (self.dir / sub).is_dir()]
+            if orphans:
+                raise BGFSError(f"{str(self.dir)!r} holds {', '.join(orphans)} but no {MANIFEST}, so their settings "
+                                "are unknown: use a new data.cache_dir (--cache-dir), or delete "
+                                f"{' and '.join(orphans)} there")  # fmt: skip
             return _new_manifest(self.cfg)
         manifest = load_manifest(self.dir)
         want, have = cache_settings(self.cfg), manifest.get("config", {})

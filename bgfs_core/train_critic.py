@@ -138,8 +138,9 @@ def split_clips(clips: list[dict], val_fraction: float, seed: int) -> tuple[list
         return list(range(len(clips))), []
     if len(clips) < 2:
         raise BGFSError(
-            f"the cache holds {len(clips)} clip(s): validation needs at least 2; raise clips.clips_per_video "
-            "and run bgfs precompute again, or set critic.val_fraction=0"
+            f"the cache holds {len(clips)} clip(s): validation needs at least 2; train without validation "
+            "(critic.val_fraction=0, the node's val_fraction 0), or cache more footage: more or longer videos, or "
+            "a shorter clips.clip_len (a new cache, or the same one rebuilt with --overwrite)"
         )
     rng = np.random.default_rng(seed)
     sources = sorted({int(c["source"]) for c in clips})
@@ -189,7 +190,8 @@ def _read_cache(cfg: Config) -> tuple[Path, dict]:
     if manifest.get("region") != cfg.roi.region:
         raise BGFSError(
             f"the ROI cache in {str(cache_dir)!r} was built for {manifest.get('region')!r}, but roi.region is "
-            f"{cfg.roi.region!r}: run bgfs precompute for {cfg.roi.region} or point data.cache_dir elsewhere"
+            f"{cfg.roi.region!r}: train for its region (--set roi.region={manifest.get('region')}), or point "
+            f"data.cache_dir at a cache built for {cfg.roi.region}"
         )
     if tuple(manifest.get("keypoint_names", ())) != get_region(cfg.roi.region).keypoint_names:
         raise BGFSError(f"the ROI cache in {str(cache_dir)!r} has another keypoint set: run bgfs precompute again")
@@ -586,6 +588,12 @@ def train_critic(
             bent_pck = evaluate(model, val_bent, spec, c.batch_size, device)[1] if len(val) else None
             record = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, "val_pck": val_pck,
                       "val_pck_bent": bent_pck, "lr": opt.param_groups[0]["lr"]}  # fmt: skip
+            if not all(math.isfinite(x) for x in (train_loss, val_loss if val_loss is not None else 0.0)):
+                # diverged: a NaN critic would be saved, and even judged best (its flat heatmaps still give a PCK)
+                losses = f"{train_loss:g}" + ("" if val_loss is None else f", validation {val_loss:g}")
+                kept = f"it goes on after epoch {saved}, the last finished one" if saved else "it starts over"
+                raise BGFSError(f"epoch {epoch + 1}'s loss is {losses}: the training diverged. Lower the learning "
+                                f"rate (lr, now {c.lr:g}) and run again: {kept}")  # fmt: skip
             history.append(record)
             score = val_loss if val_loss is not None else train_loss
             is_best = info["best_score"] is None or score < info["best_score"]

@@ -266,7 +266,8 @@ def test_overwrite_deletes_only_a_bgfs_cache(videos: Path, tmp_path: Path) -> No
     with contextlib.redirect_stderr(io.StringIO()):
         with pytest.raises(BGFSError, match="into the videos' folder"):
             build_cache(_cfg(project / "clips", project), progress=False, overwrite=True)
-        with pytest.raises(BGFSError, match="not a BGFS cache and nothing was deleted"):
+        with pytest.raises(BGFSError, match="but no manifest.json, so it may not be a BGFS cache and nothing was "
+                                            "deleted"):  # fmt: skip
             build_cache(_cfg(videos, project), progress=False, overwrite=True)
         assert (project / "clips" / "broken.mp4").is_file()
         (project / "clips" / "broken.mp4").rename(project / "broken.mp4")
@@ -279,6 +280,23 @@ def test_overwrite_deletes_only_a_bgfs_cache(videos: Path, tmp_path: Path) -> No
         (cache / "clips" / "stale.npz").write_bytes(b"x")
         build_cache(_cfg(project, cache), progress=False, overwrite=True)
     assert not (cache / "clips" / "stale.npz").exists() and load_manifest(cache)["sources"]
+
+
+def test_clips_without_their_manifest_are_not_reused(built, videos: Path, tmp_path: Path) -> None:
+    """A build writes its manifest before any clip, so clips/ and detections/ without one are not a stopped build's:
+    their crop size and detector settings are unknown, and a build there (another crop size here) is refused
+    instead of mixing them in; --overwrite says what it found, an unreadable manifest included."""
+    cache = tmp_path / "c"
+    shutil.copytree(built[0], cache)
+    (cache / "manifest.json").unlink()
+    for overwrite, says in ((False, "holds clips/, detections/ but no manifest.json, so their settings are unknown"),
+                            (True, "holds clips/, detections/ but no manifest.json, so it may not be")):
+        with pytest.raises(BGFSError, match=says):
+            build_cache(_cfg(videos, cache, **{"roi.out_hw": [64, 64]}), progress=False, overwrite=overwrite)
+    (cache / "manifest.json").write_text("{ half a manifest")
+    with pytest.raises(BGFSError, match="a manifest.json that is not a BGFS one"):
+        build_cache(_cfg(videos, cache), progress=False, overwrite=True)
+    assert sorted(p.name for p in (cache / "clips").iterdir()) == sorted(p.name for p in (built[0] / "clips").iterdir())
 
 
 def test_missing_or_empty_inputs_raise_clear_errors(tmp_path: Path) -> None:

@@ -176,7 +176,8 @@ def test_missing_or_empty_cache(tmp_path, hand_cache):
     (empty / "manifest.json").write_text(json.dumps({**manifest, "clips": []}))
     with pytest.raises(BGFSError, match="holds no clips"):
         train_critic(_cfg(empty), tmp_path / "out", epochs=1, progress=False)
-    with pytest.raises(BGFSError, match="built for 'hands', but roi.region is 'face'"):
+    with pytest.raises(BGFSError, match=r"built for 'hands', but roi.region is 'face': train for its region "
+                                        r"\(--set roi.region=hands\)"):
         train_critic(_cfg(hand_cache, **{"roi.region": "face"}), tmp_path / "out", epochs=1, progress=False)
     lost = tmp_path / "lost"
     shutil.copytree(hand_cache, lost)
@@ -224,6 +225,17 @@ def test_split_by_source_or_clip():
     assert split_clips([{"source": 0, "instance": 0}, {"source": 0, "instance": 1}], 0.5, 0)[1]  # nothing qualifies
     with pytest.raises(BGFSError, match="at least 2"):
         split_clips([{"source": 0}], 0.2, seed=0)
+    with pytest.raises(BGFSError, match="critic.val_fraction=0.*more or longer videos"):  # not a setting that
+        split_clips([{"source": 0}], 0.2, seed=0)  # the cache already has: one short video gives one clip
+
+
+def test_a_diverging_run_stops_and_saves_no_nan_critic(hand_cache, tmp_path):
+    """A learning rate far too high: the loss turns NaN. The run stops with what to do, and no critic of NaN
+    weights is saved (a first epoch would have been saved as the best, its flat heatmaps still giving a PCK)."""
+    with pytest.raises(BGFSError, match=r"epoch 1's loss is nan.*diverged\. Lower the learning rate \(lr, now "
+                                        r"1e\+12\) and run again: it starts over"):  # fmt: skip
+        train_critic(_cfg(hand_cache, **{"critic.lr": 1e12}), tmp_path, epochs=2, progress=False)
+    assert not list(tmp_path.glob("*.safetensors")), sorted(p.name for p in tmp_path.iterdir())
 
 
 def test_augmentation_moves_crop_and_keypoints_together():
