@@ -256,8 +256,8 @@ class _Builder:
         if not (self.dir / MANIFEST).exists():
             if self.dir.exists() and not self.dir.is_dir():
                 raise BGFSError(f"data.cache_dir {str(self.dir)!r} is a file: point it at a folder")
-            # A build writes its manifest before any clip, so clips without one were not left by a stopped build;
-            # their settings are unknown, and reused they would mix crop sizes and detector settings
+            # A build (and an append) writes its manifest before any clip, so clips without one were not left by a
+            # stopped build: their settings are unknown, and reused they would mix crop sizes and detector settings
             orphans = [sub + "/" for sub in ("clips", "detections") if (self.dir / sub).is_dir()]
             if orphans:
                 raise BGFSError(f"{str(self.dir)!r} holds {', '.join(orphans)} but no {MANIFEST}, so their settings "
@@ -286,12 +286,13 @@ class _Builder:
         return len(self.manifest["sources"]) - 1
 
     def is_done(self, idx: int) -> bool:
-        """A source finished by an earlier run, all its clips still on disk; one that lost clips (deleted, or a
-        copy of the cache that missed some) is opened again: its detections are cached, so only the clips are cut."""
+        """A source finished by an earlier run, all its clips still on disk and readable; one that lost clips
+        (deleted, truncated, or a copy of the cache that missed some) is opened again: its detections are cached,
+        so only the clips are cut."""
         src = self.manifest["sources"][idx]
         if src["status"] not in ("ok", "empty"):
             return False
-        lost = [c["file"] for c in self.manifest["clips"] if c["source"] == idx and not (self.dir / c["file"]).is_file()]
+        lost = [c["file"] for c in self.manifest["clips"] if c["source"] == idx and not _has_clip(self.dir / c["file"])]
         if not lost:
             return True
         _log(f"{src['name']}: {len(lost)} cached clip(s) missing ({lost[0]}, ...): cutting them again", self.progress)
@@ -511,6 +512,7 @@ def append_frames_to_cache(
     max_frames = cfg.clips.max_frames_per_video
     try:
         idx = builder.register(str(source_name), f"<frames>:{source_name}")
+        builder.save()  # before any clip, as build_cache: a stop mid-way leaves a cache that resumes
         if builder.is_done(idx):
             builder.skip(idx)
         else:

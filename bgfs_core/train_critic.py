@@ -591,9 +591,10 @@ def train_critic(
             if not all(math.isfinite(x) for x in (train_loss, val_loss if val_loss is not None else 0.0)):
                 # diverged: a NaN critic would be saved, and even judged best (its flat heatmaps still give a PCK)
                 losses = f"{train_loss:g}" + ("" if val_loss is None else f", validation {val_loss:g}")
-                kept = f"it goes on after epoch {saved}, the last finished one" if saved else "it starts over"
-                raise BGFSError(f"epoch {epoch + 1}'s loss is {losses}: the training diverged. Lower the learning "
-                                f"rate (lr, now {c.lr:g}) and run again: {kept}")  # fmt: skip
+                kept = f" (epoch {saved}, the last finished one, is kept)" if saved else ""
+                raise BGFSError(f"epoch {epoch + 1}'s loss is {losses}: the training diverged{kept}. Lower the "
+                                f"learning rate (lr, now {c.lr:g}) and train again from the start (--no-resume; on "
+                                "the node, resume off)")  # fmt: skip
             history.append(record)
             score = val_loss if val_loss is not None else train_loss
             is_best = info["best_score"] is None or score < info["best_score"]

@@ -338,6 +338,36 @@ def test_append_frames_adds_a_source_once(built, hand_video_frames: np.ndarray, 
         append_frames_to_cache(mirrored, 10.0, " ", cfg)
 
 
+def test_an_append_stopped_while_cutting_clips_resumes(hand_video_frames: np.ndarray, tmp_path: Path) -> None:
+    """The Cache Builder node's path into a new cache: stopped (a cancel) while its clips are cut, it leaves a
+    manifest, so the next run goes on from the saved detections instead of finding clips with no settings."""
+    cfg = _cfg(tmp_path, tmp_path / "c")
+    frames = hand_video_frames[:12].copy()
+    with pytest.MonkeyPatch.context() as mp:
+        spy = _CountDetections(mp)
+        mp.setattr(cache_mod, "save_clip", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+        with pytest.raises(KeyboardInterrupt):
+            append_frames_to_cache(frames, 10.0, "batch", cfg)
+        mp.undo()
+        spy = _CountDetections(mp)
+        done = append_frames_to_cache(frames, 10.0, "batch", cfg)
+    assert done.sources_ok == 1 and done.clips_written >= 1 and spy.calls == 0  # the detections were kept
+
+
+def test_a_truncated_clip_is_cut_again(built, videos: Path, tmp_path: Path) -> None:
+    """A clip cut short (a partial copy of the cache) is not taken as done: it is cut again from the saved
+    detections, so the cache is ready to train on instead of failing there."""
+    cache = tmp_path / "c"
+    shutil.copytree(built[0], cache)
+    clip = cache / load_manifest(cache)["clips"][0]["file"]
+    clip.write_bytes(clip.read_bytes()[: clip.stat().st_size // 2])
+    with contextlib.redirect_stderr(io.StringIO()):
+        summary = build_cache(_cfg(videos, cache), progress=False)
+    assert summary.clips_written >= 1
+    for entry in load_manifest(cache)["clips"]:
+        load_clip(cache, entry)
+
+
 def test_a_source_without_clips_says_why(hand_video_frames: np.ndarray, tmp_path: Path) -> None:
     cfg = _cfg(tmp_path, tmp_path / "c")
     short = append_frames_to_cache(hand_video_frames[:3].copy(), 10.0, "three frames", cfg)  # clip_len is 4

@@ -233,7 +233,7 @@ def test_a_diverging_run_stops_and_saves_no_nan_critic(hand_cache, tmp_path):
     """A learning rate far too high: the loss turns NaN. The run stops with what to do, and no critic of NaN
     weights is saved (a first epoch would have been saved as the best, its flat heatmaps still giving a PCK)."""
     with pytest.raises(BGFSError, match=r"epoch 1's loss is nan.*diverged\. Lower the learning rate \(lr, now "
-                                        r"1e\+12\) and run again: it starts over"):  # fmt: skip
+                                        r"1e\+12\) and train again from the start \(--no-resume"):  # fmt: skip
         train_critic(_cfg(hand_cache, **{"critic.lr": 1e12}), tmp_path, epochs=2, progress=False)
     assert not list(tmp_path.glob("*.safetensors")), sorted(p.name for p in tmp_path.iterdir())
 
