@@ -200,10 +200,9 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
     report_dir = Path(req.report_dir) if req.report_dir else out_path.with_name(out_path.stem + "_report")
     check_folder_possible(report_dir, "--report-dir")
     if req.latents:  # before the models load: the latents may be the whole input
-        from .generate import check_latents_file, latents_channels
+        from .generate import latents_channels
 
-        check_latents_file(req.latents)
-        channels = latents_channels(req.latents)
+        channels = latents_channels(req.latents)  # a missing file is named here
         if codec_kind(req.codec, req.model_id) == "pixel" and channels not in (None, 3):
             raise BGFSError(f"--latents holds a VAE's latents ({channels} channels): give the VAE that made them with "
                             "--model-id (e.g. ComfyUI's models/vae/wan_2.1_vae.safetensors, or a diffusers Wan "

@@ -101,8 +101,12 @@ _FACE_NAMES = tuple(name for name, _ in _FACE_POINTS)
 _F = {name: i for i, name in enumerate(_FACE_NAMES)}
 
 
-def _face_flip() -> tuple[int, ...]:
-    def mirror(name: str) -> str:  # the side is a prefix (left_eye_outer) or a suffix (mouth_left)
+def _flip_order(names: tuple[str, ...]) -> tuple[int, ...]:
+    """For each keypoint, the index of its mirror image: left and right swapped, whether the side leads the name
+    (left_eye_outer) or ends it (mouth_left); a point on the midline maps to itself."""
+    index = {n: i for i, n in enumerate(names)}
+
+    def mirror(name: str) -> str:
         for a, b in (("left", "right"), ("right", "left")):
             if name.startswith(a + "_"):
                 return b + name[len(a) :]
@@ -110,7 +114,7 @@ def _face_flip() -> tuple[int, ...]:
                 return name[: -len(a)] + b
         return name
 
-    return tuple(_F[mirror(name)] for name in _FACE_NAMES)
+    return tuple(index[mirror(n)] for n in names)
 
 
 def _face_bones() -> tuple[tuple[int, int], ...]:
@@ -136,7 +140,7 @@ FACE = Region(
     bones=_face_bones(),
     chains=((_F["forehead"], _F["nose_bridge"], _F["nose_tip"], _F["chin"]),),
     joint_limits=(),
-    flip_perm=_face_flip(),
+    flip_perm=_flip_order(_FACE_NAMES),
 )
 
 # --- pose-based regions: MediaPipe Pose, 33 landmarks ------------------------------------------------------------
@@ -153,23 +157,6 @@ _POSE_BONES = (
     (11, 23), (12, 24), (23, 24), (23, 25), (24, 26), (25, 27), (26, 28), (27, 29), (28, 30), (29, 31),
     (30, 32), (27, 31), (28, 32),
 )  # fmt: skip
-
-
-def _pose_flip(names: tuple[str, ...]) -> tuple[int, ...]:
-    index = {n: i for i, n in enumerate(names)}
-
-    def mirror(name: str) -> str:
-        if name.startswith("left_"):
-            return "right_" + name[5:]
-        if name.startswith("right_"):
-            return "left_" + name[6:]
-        if name == "mouth_left":
-            return "mouth_right"
-        if name == "mouth_right":
-            return "mouth_left"
-        return name
-
-    return tuple(index[mirror(n)] for n in names)
 
 
 def _subset(ids: tuple[int, ...], bones: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
@@ -191,7 +178,7 @@ FULL_BODY = Region(
     bones=_POSE_BONES,
     chains=((11, 13, 15, 19), (12, 14, 16, 20), (23, 25, 27, 31), (24, 26, 28, 32)),
     joint_limits=_LIMB_LIMITS,
-    flip_perm=_pose_flip(_POSE_NAMES),
+    flip_perm=_flip_order(_POSE_NAMES),
 )
 
 _UPPER_IDS = tuple(range(25))
@@ -204,7 +191,7 @@ UPPER_BODY = Region(
     bones=_subset(_UPPER_IDS, _POSE_BONES),
     chains=((11, 13, 15, 19), (12, 14, 16, 20)),
     joint_limits=_LIMB_LIMITS[:2],
-    flip_perm=_pose_flip(_POSE_NAMES[:25]),
+    flip_perm=_flip_order(_POSE_NAMES[:25]),
 )
 
 # Feet are two instances (left, right) of knee -> ankle -> heel -> toe, so that each foot gets its own crop.

@@ -88,7 +88,7 @@ def read_video(path: str | Path, max_frames: int = 0) -> tuple[np.ndarray, float
     if max_frames < 0:
         raise BGFSError(f"max_frames must be >= 0 (0 = all frames), got {max_frames}")
     if path.suffix.lower() != ".gif":  # a gif's frame count needs a full decode; gifs are small
-        _check_fits(path, video_info(path), max_frames)
+        _check_fits(path, video_info(path, timed=False), max_frames)
     if path.is_dir():
         frames, fps = _read_folder(path, max_frames)
     elif path.suffix.lower() == ".gif":
@@ -247,10 +247,11 @@ def _read_av(path: Path, max_frames: int) -> tuple[list[np.ndarray], float]:
     return frames, fps
 
 
-def video_info(path: str | Path) -> VideoInfo:
+def video_info(path: str | Path, timed: bool = True) -> VideoInfo:
     """Frame count, fps and size without decoding to RGB (a GIF is decoded, a video's packets are read). The
     size is as stored: a video with a display rotation of 90 degrees reads (``read_video``) with height and width
-    swapped."""
+    swapped. ``timed`` False: the stream's own rate, and the packets read only where the container stores no frame
+    count (what ``read_video`` needs before it decodes, without reading the file twice)."""
     path = Path(path)
     check_video_exists(path)
     if path.is_dir():
@@ -274,12 +275,14 @@ def video_info(path: str | Path) -> VideoInfo:
     with _open_av(path) as container:
         stream = container.streams.video[0]
         fps = _stream_fps(stream)
+        if stream.frames and not timed:
+            return VideoInfo(int(stream.frames), fps, stream.codec_context.height, stream.codec_context.width)
         # The packets' times give the rate `read_video` finds (webm/mkv store no frame count, nor a rate they keep)
         try:
             times = [float(p.pts * p.time_base) for p in container.demux(stream) if p.size and p.pts is not None]
         except av.FFmpegError as e:
             raise BGFSError(f"video {path} cannot be read ({e})") from None
-        if times:
+        if times and timed:
             fps = _timed_rate(fps, len(times), min(times), max(times), float(stream.time_base or 0))
         n = stream.frames or len(times)
         return VideoInfo(int(n), fps, stream.codec_context.height, stream.codec_context.width)
