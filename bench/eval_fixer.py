@@ -178,10 +178,12 @@ def main() -> int:
     from bgfs_core.corruptions import corrupt_all, undo_warps
     from bgfs_core.critic_io import load_critic
     from bgfs_core.detection import detect_video
+    from bgfs_core.expression import flexible_lengths
     from bgfs_core.fidelity import compare
     from bgfs_core.fix_video import decode_frames, encode_frames, geometry_worse
     from bgfs_core.fixer import fix_latents
     from bgfs_core.metrics import json_safe, score_video
+    from bgfs_core.regions import get_region
     from bgfs_core.roi import roi_boxes, roi_mask_union
     from bgfs_core.tracks import follow_tracks
     from bgfs_core.video_io import write_video
@@ -251,16 +253,27 @@ def main() -> int:
     elif critic_path is not None:
         critic, spec, _ = load_critic(critic_path, region=region)
 
+    flexible = get_region(region).flexible_bones
+
+    clean_expression = flexible_lengths(det_clean) if flexible else None
+
     def judge(video: np.ndarray, ref: np.ndarray | None = None, ref_det=None) -> dict:
         """MediaPipe's judgement of ``video``; with ``ref`` (and its detections ``ref_det``) fidelity outside the
-        ROI too."""
+        ROI too. For a face, ``expression``: how far its eyelids', lips' and jaw's openings are from the clean
+        clip's (mean absolute difference, a share of the face's size): a fix that flattens a blink or a word away
+        reads better on jitter and worse here."""
         rows = []
         for draw in range(max(1, args.judge_draws)):
             noise = np.random.default_rng(draw).normal(0.0, 1.0, video.shape) if draw else 0.0
             copy = np.clip(video + noise, 0, 255).round().astype(np.uint8) if draw else video
-            a = score_video(copy, region, fps=fps).anatomy
+            scored = score_video(copy, region, fps=fps)
+            a = scored.anatomy
             rows.append({"score": a.score, "geometry": a.geometry_score, **{k: a.parts[k].raw for k in (
                 "detection", "jitter", "bone_cv", "joint_violations") if k in a.parts}})  # fmt: skip
+            if clean_expression is not None:
+                with np.errstate(invalid="ignore"):
+                    off = flexible_lengths(scored.detections) - clean_expression
+                    rows[-1]["expression"] = float(np.nanmean(np.abs(off)))
         row = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
         if ref is not None:
             boxes = roi_boxes(follow_tracks(ref_det)[0], 0.25, 0.3, 0.6)
@@ -270,7 +283,8 @@ def main() -> int:
             row["psnr_inside"] = fid.psnr_inside
         return row
 
-    cols = ("score", "geometry", "detection", "jitter", "bone_cv", "joint_violations", "psnr_outside", "psnr_inside")
+    cols = ("score", "geometry", "detection", "jitter", "bone_cv", "joint_violations", "psnr_outside", "psnr_inside",
+            *(("expression",) if flexible else ()))
 
     def print_rows(title: str, rows: dict) -> None:
         print(f"\n{title}")
@@ -301,7 +315,8 @@ def main() -> int:
             # footage) that the fix takes away; 1 would be the clean clip's reading
             excess = {f"{k}_removed": (base[k] - row[k]) / (base[k] - clean_row[k])
                       if base[k] > clean_row[k] else float("nan") for k in ("jitter", "bone_cv")}  # fmt: skip
-            return ({k: row[k] / base[k] - 1 if base[k] else float("nan") for k in ("jitter", "bone_cv")} | excess
+            kept = {"expression": row["expression"], "expression_before": base["expression"]} if flexible else {}
+            return ({k: row[k] / base[k] - 1 if base[k] else float("nan") for k in ("jitter", "bone_cv")} | excess | kept
                     | {"score": row["score"] - base["score"], "geometry": row["geometry"] - base["geometry"],
                        "psnr_outside": row["psnr_outside"],
                        "guard_keeps": float(not geometry_worse({"geometry_before": base["geometry"],
@@ -353,6 +368,9 @@ def main() -> int:
               f"{100 * mean_of(c, 'jitter_removed'):.0f}%, bone_cv {100 * mean_of(c, 'bone_cv_removed'):.0f}%)   "
               + (f"[{settings.mode}, guide {settings.guide}, {settings.steps} steps, lr {settings.lr}]" if settings
                  else "[the corruption's own field inverted: a perfect geometric repair]"))  # fmt: skip
+        if flexible:
+            print(f"  {'':16} expression (eyelids, lips, jaw) off the clean clip's by {mean_of(c, 'expression'):.4f} "
+                  f"of the face's size, the damaged copy by {mean_of(c, 'expression_before'):.4f}")
     if len(fix_seeds) > 1:
         print(f"Pooled over fixer seeds {args.fix_seeds} (mean of all fixes; in brackets the range of the per-seed "
               "means):")

@@ -376,6 +376,8 @@ def judge_detections(before: Any, after_frames: np.ndarray, fps: float = 16.0,
     Returns ``score_before/after``, ``geometry_before/after`` (for `geometry_worse`) and a one-line ``summary``.
     """
     from .detection import detect_video
+    from .expression import describe as describe_expression
+    from .expression import expression_kept
     from .metrics import score_detections
 
     if len(after_frames) != before.num_frames:
@@ -383,12 +385,15 @@ def judge_detections(before: Any, after_frames: np.ndarray, fps: float = 16.0,
                         f"{before.num_frames}: run ROI Detect on frames decoded from these latents")
     after = detect_video(after_frames, before.region, fps=fps, **(detector_kwargs or {}))
     ref, now = score_detections(before), score_detections(after, reference=before)
+    kept = expression_kept(before, after)
 
     t = _score_text
     summary = (f"MediaPipe on {what}: geometry {t(ref.geometry_score)} -> {t(now.geometry_score)} "
                f"(anatomy score {t(ref.score)} -> {t(now.score)})")
+    if kept is not None:
+        summary += "; " + describe_expression(kept)
     return {"score_before": ref.score, "score_after": now.score, "geometry_before": ref.geometry_score,
-            "geometry_after": now.geometry_score, "fps": fps, "summary": summary}  # fmt: skip
+            "geometry_after": now.geometry_score, "expression": kept, "fps": fps, "summary": summary}  # fmt: skip
 
 
 # what the report says when the guard handed back the input: its numbers and plots are the rejected edit's
@@ -402,6 +407,8 @@ def judge_fix(before: np.ndarray, after: np.ndarray, det_before: Any, region: st
     """MediaPipe's verdict on before and after, fidelity inside and outside the ROI, and the before/after plots.
     ``guard``: when the geometry got worse, mark the verdict ``guard_kept_input`` and say so in the report."""
     from .detection import detector_kwargs
+    from .expression import describe as describe_expression
+    from .expression import expression_kept
     from .metrics import PART_NAMES, json_safe, score_video
     from .report import write_report
 
@@ -413,8 +420,9 @@ def judge_fix(before: np.ndarray, after: np.ndarray, det_before: Any, region: st
         for name in PART_NAMES
         if name in ref.parts and name in now.parts
     }
+    kept = expression_kept(result.ref_detections, result.detections)
     out = {"score_before": ref.score, "score_after": now.score, "geometry_before": ref.geometry_score,
-           "geometry_after": now.geometry_score, "metrics": table,
+           "geometry_after": now.geometry_score, "metrics": table, "expression": kept,
            "fidelity": result.fidelity.to_dict() if result.fidelity is not None else None}  # fmt: skip
     kept_input = guard and geometry_worse(out)
     write_report(report_dir, result, after, before, note=GUARD_NOTE if kept_input else None)
@@ -424,7 +432,7 @@ def judge_fix(before: np.ndarray, after: np.ndarray, det_before: Any, region: st
     t = _score_text
     head = (f"MediaPipe's judgement (anatomy score {t(ref.score)} -> {t(now.score)}; geometry "
             f"{t(ref.geometry_score)} -> {t(now.geometry_score)}):")
-    out["summary"] = "\n".join([head, *rows, f"  {fid}"])
+    out["summary"] = "\n".join([head, *rows, *([f"  {describe_expression(kept)}"] if kept else []), f"  {fid}"])
     if kept_input:
         out["guard_kept_input"] = True
         out["summary"] += ("\nGuard: MediaPipe found the region's geometry (detection, jitter, bone lengths, joint "

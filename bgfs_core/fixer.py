@@ -355,7 +355,7 @@ class _Problem:
         if self.critic is not None:
             read = {
                 "bone": bone_constancy_loss(points, valid, self.region),
-                "smooth": smoothness_loss(points, valid),
+                "smooth": smoothness_loss(points, valid, self.region),
                 "joint": joint_limit_loss(points, valid, self.region),
                 "confidence": confidence_loss(confidence, torch.from_numpy(self.present).to(dev)),
             }

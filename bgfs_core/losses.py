@@ -52,8 +52,8 @@ def bone_constancy_loss(points: torch.Tensor, valid: torch.Tensor, region: Regio
 
     from .kinematics import bone_lengths, bone_valid
 
-    lengths = bone_lengths(points, region.bones, valid)  # [T, I, B]
-    ok = bone_valid(valid, region.bones).to(lengths.dtype)
+    lengths = bone_lengths(points, region.rigid_bones, valid)  # [T, I, B]
+    ok = bone_valid(valid, region.rigid_bones).to(lengths.dtype)
     t, i, b = lengths.shape
     k = min(window, t) | 1  # odd, so the window is centred
 
@@ -67,12 +67,18 @@ def bone_constancy_loss(points: torch.Tensor, valid: torch.Tensor, region: Regio
     return _masked_mean(_charbonnier(rel), ok * enough)
 
 
-def smoothness_loss(points: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Robust second differences over time, only where three consecutive frames are valid (dropouts skip)."""
+def smoothness_loss(points: torch.Tensor, valid: torch.Tensor, region: Region | None = None) -> torch.Tensor:
+    """Robust second differences over time, only where three consecutive frames are valid (dropouts skip).
+
+    A ``region``'s expressive keypoints (eyelids, lips, jaw) are left out: a blink or a word is fast and real.
+    """
     from .kinematics import second_differences
 
     if points.shape[0] < 3:
         return points.sum() * 0.0
+    if region is not None and region.expressive_keypoints:
+        valid = valid.clone()
+        valid[..., list(region.expressive_keypoints)] = False
     acc, ok = second_differences(points, valid)
     return _masked_mean(_charbonnier(acc.norm(dim=-1), 1e-2), ok)
 

@@ -378,8 +378,8 @@ def _measure(det: Detections, s: ScoreSettings) -> _Measures:
     jitter_ok = jitter_ok & np.isfinite(jitter)
     jitter = np.where(jitter_ok, jitter, 0.0)
 
-    lengths = K.bone_lengths(kp, spec.bones, valid)  # [T, I, B]
-    seen = K.bone_valid(valid, spec.bones) & (lengths > 1e-6)
+    lengths = K.bone_lengths(kp, spec.rigid_bones, valid)  # [T, I, B]
+    seen = K.bone_valid(valid, spec.rigid_bones) & (lengths > 1e-6)
     lengths = np.where(seen, lengths, np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
         rel = lengths / _reference_lengths(lengths, s.bone_window) - 1.0

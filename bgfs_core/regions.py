@@ -32,7 +32,12 @@ class Region:
     keypoint_names: tuple[str, ...]
     source_ids: tuple[tuple[int, ...], ...]  # per instance: landmark index in the source model, per keypoint
     instance_labels: tuple[str, ...]  # fixed instance slots, e.g. ("left", "right")
-    bones: tuple[tuple[int, int], ...]
+    bones: tuple[tuple[int, int], ...]  # the skeleton drawn
+    # bones whose length changes with expression (eyelids, lips, an opening jaw): drawn, never held constant
+    flexible_bones: tuple[tuple[int, int], ...] = ()
+    # keypoints that move against the rest with expression (eyelids, lips, jaw): the guide smooths the head's
+    # motion under them, not their own, so that a blink or a spoken word survives the fix
+    expressive_keypoints: tuple[int, ...] = ()
     chains: tuple[tuple[int, ...], ...] = ()  # finger / limb chains, root first
     joint_limits: tuple[JointLimit, ...] = ()
     flip_perm: tuple[int, ...] = field(default=())  # keypoint order after a horizontal flip (empty: identity)
@@ -44,6 +49,11 @@ class Region:
     @property
     def num_instances(self) -> int:
         return len(self.instance_labels)
+
+    @property
+    def rigid_bones(self) -> tuple[tuple[int, int], ...]:
+        """The bones whose length should hold over time: what the bone losses, the guide and the judge measure."""
+        return tuple(b for b in self.bones if b not in self.flexible_bones)
 
     def flip_permutation(self) -> tuple[int, ...]:
         return self.flip_perm or tuple(range(self.num_keypoints))
@@ -117,6 +127,18 @@ def _flip_order(names: tuple[str, ...]) -> tuple[int, ...]:
     return tuple(index[mirror(n)] for n in names)
 
 
+def _face_pairs(pairs: list[tuple[str, str]]) -> tuple[tuple[int, int], ...]:
+    return tuple((_F[a], _F[b]) for a, b in pairs)
+
+
+# A blink, speech or a smile changes these; the skull and the jaw bone do not change the rest.
+_FACE_FLEXIBLE = _face_pairs([
+    ("right_eye_top", "right_eye_bottom"), ("left_eye_top", "left_eye_bottom"),  # eyelids
+    ("mouth_right", "mouth_left"), ("upper_lip", "lower_lip"),  # lips
+    ("nose_tip", "chin"), ("right_cheek", "right_jaw"), ("left_jaw", "left_cheek"),  # across the jaw's hinge
+])  # fmt: skip
+
+
 def _face_bones() -> tuple[tuple[int, int], ...]:
     pairs = [
         ("right_eye_outer", "right_eye_inner"), ("left_eye_inner", "left_eye_outer"),
@@ -128,7 +150,7 @@ def _face_bones() -> tuple[tuple[int, int], ...]:
         ("nose_tip", "chin"), ("right_cheek", "right_jaw"), ("right_jaw", "chin"), ("chin", "left_jaw"),
         ("left_jaw", "left_cheek"), ("right_eye_outer", "right_cheek"), ("left_eye_outer", "left_cheek"),
     ]  # fmt: skip
-    return tuple((_F[a], _F[b]) for a, b in pairs)
+    return _face_pairs(pairs)
 
 
 FACE = Region(
@@ -138,6 +160,10 @@ FACE = Region(
     source_ids=(tuple(idx for _, idx in _FACE_POINTS),),
     instance_labels=("face",),
     bones=_face_bones(),
+    flexible_bones=_FACE_FLEXIBLE,
+    expressive_keypoints=tuple(_F[n] for n in (
+        "right_eye_top", "right_eye_bottom", "left_eye_top", "left_eye_bottom",
+        "mouth_right", "mouth_left", "upper_lip", "lower_lip", "chin", "right_jaw", "left_jaw")),  # fmt: skip
     chains=((_F["forehead"], _F["nose_bridge"], _F["nose_tip"], _F["chin"]),),
     joint_limits=(),
     flip_perm=_flip_order(_FACE_NAMES),

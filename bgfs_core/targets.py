@@ -3,7 +3,9 @@
 The detector's keypoints say where the anatomy is in every frame, flaws included. Cleaning them gives the clip
 the fixer should produce: a robust temporal filter (running median, then a Gaussian over the neighbouring frames of
 the same pose, so that a real change of pose between two frames is kept, not smeared) removes jitter and one-frame
-glitches, and a few rounds of bone-length projection make every bone hold its running median length. The fixer
+glitches, and a few rounds of bone-length projection make every rigid bone hold its running median length. A face's
+eyelids, lips and jaw move on their own (a blink, a word): they keep their running median against the head, whose
+motion under them is smoothed (`_keep_expression`). The fixer
 then asks the critic to see each keypoint move by (target - detected): a displacement, so the critic's own bias
 against the detector cancels. The detector is not in the optimisation loop; the judge re-detects the result.
 """
@@ -78,6 +80,31 @@ def _pose_weighted(series: np.ndarray, valid: np.ndarray, sigma: float, pose_sig
     return num / np.maximum(den, 1e-12)[..., None], support / taps.sum()
 
 
+def _keep_expression(median: np.ndarray, ok: np.ndarray, smooth: np.ndarray, expressive: tuple[int, ...]
+                     ) -> np.ndarray:
+    """``smooth`` with each expressive keypoint put back where the running ``median`` has it, carried by the
+    head's smoothing: the similarity (scale, rotation, shift) that takes the frame's other keypoints from their
+    median to their smoothed places. The Gaussian would average a blink or a word away (the face's mean pose hardly
+    changes when only the lips move); this keeps them and still removes the head's shake and one-frame glitches."""
+    rigid = np.ones(ok.shape[-1], bool)
+    rigid[list(expressive)] = False
+    z = median[..., 0] + 1j * median[..., 1]  # [T, I, K] complex: a 2D similarity is w = a (z - mz) + mw
+    w = smooth[..., 0] + 1j * smooth[..., 1]
+    m = ok & rigid & np.isfinite(z) & np.isfinite(w)
+    n = m.sum(-1)  # [T, I]
+    zr, wr = np.where(m, z, 0), np.where(m, w, 0)
+    mz = zr.sum(-1) / np.maximum(n, 1)
+    mw = wr.sum(-1) / np.maximum(n, 1)
+    zc = np.where(m, z - mz[..., None], 0)
+    wc = np.where(m, w - mw[..., None], 0)
+    a = (np.conj(zc) * wc).sum(-1) / np.maximum((np.abs(zc) ** 2).sum(-1), 1e-12)
+    carried = a[..., None] * (z - mz[..., None]) + mw[..., None]  # [T, I, K]
+    use = (n >= 3)[..., None] & ~rigid & ok & np.isfinite(carried)
+    out = smooth.copy()
+    out[use] = np.stack([carried.real, carried.imag], -1)[use]
+    return out
+
+
 def kinematic_targets(det: Detections, min_conf: float = 0.3, sigma: float = 3.0, median_radius: int = 1,
                       bone_radius: int = 4, iterations: int = 20, pose_sigma: float = 0.1) -> KinematicTargets:
     """Clean trajectories for ``det`` (see the module doc).
@@ -94,8 +121,10 @@ def kinematic_targets(det: Detections, min_conf: float = 0.3, sigma: float = 3.0
     median = running_nanmedian(np.where(seen[..., None], kp, np.nan), median_radius)  # [T, I, K, 2]
     med_ok = seen & np.isfinite(median).all(-1)
     smooth, support = _pose_weighted(median, med_ok, sigma, pose_sigma)
+    if det.spec.expressive_keypoints:
+        smooth = _keep_expression(median, med_ok, smooth, det.spec.expressive_keypoints)
     ok = seen & (support >= 0.5)
-    bones = det.spec.bones
+    bones = det.spec.rigid_bones
     if bones:
         a = np.array([b[0] for b in bones])
         b = np.array([b[1] for b in bones])
