@@ -211,7 +211,19 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     for key, value in (overrides or {}).items():
         if value is not None:
             _set(cfg, key, value)
+    _check_together(cfg)
     return cfg
+
+
+def _check_together(cfg: Config) -> None:
+    """Settings that are each valid but useless together."""
+    c = cfg.clips
+    span = (c.clip_len - 1) * c.frame_stride + 1
+    if 0 < c.max_frames_per_video < span:  # every video would be read too short for a single clip
+        raise ConfigError(
+            f"clips.max_frames_per_video {c.max_frames_per_video} is shorter than one clip ({span} frames: "
+            f"clips.clip_len {c.clip_len}, clips.frame_stride {c.frame_stride}): set it to {span} or more, or 0 "
+            "to read whole videos")
 
 
 class SetValue(str):

@@ -132,8 +132,9 @@ def _load_frames(cache_dir: Path, entries: list[dict], spec: CriticSpec, num_wor
 
 
 def split_clips(clips: list[dict], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Deterministic (train, val) clip indices: whole source videos held out when there are >= 2, else clips
-    (each instance keeping at least one training clip)."""
+    """Deterministic (train, val) clip indices: whole source videos held out when there are >= 2 (never more
+    than half the clips: a long video beside a short one is not all held out), else clips (each instance keeping
+    at least one training clip)."""
     if val_fraction <= 0:
         return list(range(len(clips))), []
     if len(clips) < 2:
@@ -151,8 +152,10 @@ def split_clips(clips: list[dict], val_fraction: float, seed: int) -> tuple[list
         for s in rng.permutation(sources):
             if held >= want or len(val_sources) == len(sources) - 1:
                 break
-            val_sources.add(int(s))
-            held += sum(int(c["source"]) == s for c in clips)
+            size = sum(int(c["source"]) == s for c in clips)
+            if held + size <= len(clips) / 2:
+                val_sources.add(int(s))
+                held += size
         val = [i for i, c in enumerate(clips) if int(c["source"]) in val_sources]
     else:
         n_val = min(max(round(want), 1), len(clips) - 1)

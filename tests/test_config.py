@@ -76,3 +76,12 @@ def test_set_keeps_a_text_value_as_written(text):
 def test_set_without_a_value_is_an_error_not_the_default(item):
     with pytest.raises(ConfigError, match="--set"):
         load_config(None, parse_set_options([item]))
+
+
+def test_frame_cap_shorter_than_one_clip_is_refused_with_the_numbers():
+    """A cap on the frames read per video below one clip's span would leave every video empty, each reported as
+    too short to hold a clip: refused at once, naming the key and what would do."""
+    with pytest.raises(ConfigError, match=r"max_frames_per_video 10 is shorter than one clip \(31 frames.*31 or more"):
+        load_config(None, {"clips.clip_len": 16, "clips.frame_stride": 2, "clips.max_frames_per_video": 10})
+    assert load_config(None, {"clips.clip_len": 16, "clips.frame_stride": 2, "clips.max_frames_per_video": 31})
+    assert load_config(None, {"clips.clip_len": 16, "clips.max_frames_per_video": 0})

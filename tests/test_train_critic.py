@@ -213,6 +213,9 @@ def test_split_by_source_or_clip():
     held = {by_source[i]["source"] for i in val}
     assert held.isdisjoint({by_source[i]["source"] for i in train})  # no video on both sides
     assert split_clips(by_source, 0.2, seed=0) == (train, val)  # deterministic
+    # a long video beside a short one: the long one is never all held out, whichever the seed draws first
+    uneven = [{"source": 0}] * 19 + [{"source": 1}]
+    assert all(split_clips(uneven, 0.2, seed=seed)[1] == [19] for seed in range(10))
     one_video = [{"source": 0}] * 10
     train, val = split_clips(one_video, 0.2, seed=1)
     assert len(val) == 2 and len(train) == 8
