@@ -90,7 +90,8 @@ def _plot_trajectories(result: ScoreResult) -> bytes:
 
 
 def _chain_lengths(det: Detections, slot: int) -> tuple[list[str], np.ndarray]:
-    """Each chain's length (sum of its segments) over time relative to its median: names, ``[T, C]``."""
+    """Each chain's length (sum of its rigid segments: a face's jaw opening is not a stretch) over time relative to
+    its median: names, ``[T, C]``."""
     from .kinematics import bone_lengths
 
     spec = det.spec
@@ -99,14 +100,17 @@ def _chain_lengths(det: Detections, slot: int) -> tuple[list[str], np.ndarray]:
     valid = det.present[:, slot, None] & np.isfinite(kp).all(-1) & (det.confidence[:, slot] > 0)
     names, series = [], []
     for chain in chains:
-        bones = list(zip(chain[:-1], chain[1:]))
+        bones = [b for b in zip(chain[:-1], chain[1:]) if b not in spec.flexible_bones]
+        if not bones:
+            continue
+        chain = tuple(dict.fromkeys(k for b in bones for k in b))  # the keypoints those segments join
         lengths = bone_lengths(kp, bones, valid).sum(-1)
         ok = valid[:, list(chain)].all(-1)
         lengths = np.where(ok, lengths, np.nan)
         med = np.nanmedian(lengths) if ok.any() else np.nan
         series.append(lengths / med if np.isfinite(med) and med > 0 else lengths * np.nan)
         names.append(f"{spec.keypoint_names[chain[0]]}->{spec.keypoint_names[chain[-1]]}")
-    return names, np.stack(series, -1)
+    return names, np.stack(series, -1) if series else np.zeros((len(kp), 0))
 
 
 def _plot_bone_lengths(result: ScoreResult) -> bytes:

@@ -450,11 +450,16 @@ def run_data(cfg: Config, manifest: dict) -> dict[str, Any]:
 
     c = cfg.critic
     clips = manifest["clips"]
-    names = "\n".join(sorted(str(cl["file"]) for cl in clips)).encode()
+
+    def sha1(files: list[str]) -> str:
+        return hashlib.sha1("\n".join(sorted(files)).encode()).hexdigest()[:16]
+
     cut = hashlib.sha1(json.dumps(manifest.get("config", {}), sort_keys=True).encode()).hexdigest()[:16]
-    return {"clips": len(clips), "clips_sha1": hashlib.sha1(names).hexdigest()[:16], "cache_settings_sha1": cut,
-            "val_fraction": c.val_fraction, "seed": c.seed, "lr": c.lr, "batch_size": c.batch_size,
-            "articulate": c.articulate}  # fmt: skip
+    # the held-out clips themselves, not only what chose them: a change of the rule must not pass for the same run
+    held = [str(clips[i]["file"]) for i in split_clips(clips, c.val_fraction, c.seed)[1]] if len(clips) >= 2 else []
+    return {"clips": len(clips), "clips_sha1": sha1([str(cl["file"]) for cl in clips]), "cache_settings_sha1": cut,
+            "val_sha1": sha1(held), "val_fraction": c.val_fraction, "seed": c.seed, "lr": c.lr,
+            "batch_size": c.batch_size, "articulate": c.articulate}  # fmt: skip
 
 
 class OtherRunError(BGFSError):
@@ -464,9 +469,12 @@ class OtherRunError(BGFSError):
 def _check_same_data(path: Path, saved: dict[str, Any] | None, now: dict[str, Any]) -> None:
     if saved is None:  # a state written before runs recorded their data
         return
-    hashes = {"clips_sha1": "the cache's clips", "cache_settings_sha1": "the settings the cache was cut with"}
+    hashes = {"clips_sha1": "the cache's clips", "cache_settings_sha1": "the settings the cache was cut with",
+              "val_sha1": "the clips held out for validation"}
+    if "val_sha1" not in saved:  # a state written before runs recorded their split: what chose it is checked
+        now = {k: v for k, v in now.items() if k != "val_sha1"}
     changed = [f"{k} {saved.get(k)!r} -> {v!r}" for k, v in now.items() if k not in hashes and saved.get(k) != v]
-    changed += [what for k, what in hashes.items() if saved.get(k) != now[k]]
+    changed += [what for k, what in hashes.items() if k in now and saved.get(k) != now[k]]
     if changed:
         raise OtherRunError(f"{str(path.parent)!r} holds a training run on other data or settings ({'; '.join(changed)}),"
                         f" whose split and best epoch would not carry over: {_START_OVER}")

@@ -102,6 +102,14 @@ def test_the_judge_and_the_losses_take_expression_for_no_defect():
     assert float(smoothness_loss(stretched_points, valid, FACE)) > 0.2
 
 
+def test_the_reports_chain_plot_takes_no_word_for_a_stretch():
+    from bgfs_core.report import _chain_lengths
+
+    names, rel = _chain_lengths(detections(talking_face()), 0)
+    assert names == ["forehead->nose_tip"]  # the face's chain without the jaw's hinge (nose tip to chin)
+    np.testing.assert_allclose(rel, 1.0, atol=1e-6)
+
+
 def test_face_bones_split_into_rigid_and_flexible():
     flexible = {tuple(sorted(b)) for b in FACE.flexible_bones}
     assert flexible <= {tuple(sorted(b)) for b in FACE.bones}  # drawn, as every bone
@@ -127,3 +135,7 @@ def test_expression_kept_measures_a_stiffened_face():
     assert "of their movement kept" in describe(half) and describe(None) == ""
     hands = Detections.empty("hands", T, (480, 640))
     assert expression_kept(hands, hands) is None  # no expression to keep
+    # a still face: its openings only wobble with the detector, and a fix that steadies them loses nothing
+    base = np.array([_LAYOUT[n] for n in FACE.keypoint_names], np.float64) + np.array([200.0, 240.0])
+    still = base + np.random.default_rng(1).normal(0, 0.3, (T, 28, 2))
+    assert expression_kept(detections(still), detections(np.repeat(base[None], T, 0))) is None

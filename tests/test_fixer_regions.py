@@ -64,7 +64,7 @@ def test_the_guide_steadies_a_damaged_face_feet_and_body(region, source, min_jit
 
 def test_the_guide_keeps_a_talking_face_talking():
     """The film's undamaged face, talking, through the fix: its lips, jaw and eyelids keep their movement, as
-    MediaPipe reads it (before they were taken for bones and evened out with the head: 87% of it kept); the guard's
+    MediaPipe reads it (before they were taken for bones and evened out with the head: 90% of it kept); the guard's
     verdict, as the Fixer nodes show it, says how much."""
     from bgfs_core.fix_video import judge_detections
 
@@ -76,5 +76,5 @@ def test_the_guide_keeps_a_talking_face_talking():
     judge = judge_detections(det, decode_frames(codec, result.latents), fps=FPS)
     kept = judge["expression"]
     print(f"\n{judge['summary']}")
-    assert kept is not None and kept["range_kept"] > 0.92, kept
+    assert kept is not None and kept["range_kept"] > 0.94, kept
     assert f"{100 * kept['range_kept']:.0f}% of their movement kept" in judge["summary"]

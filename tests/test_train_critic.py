@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -122,6 +123,19 @@ def test_the_training_state_is_not_taken_for_a_critic(hand_cache, tmp_path):
     train_critic(_cfg(hand_cache), tmp_path, epochs=1, progress=False)
     with pytest.raises(BGFSError, match="training run's state, not a critic: use critic_best.safetensors"):
         load_critic(tmp_path / "train_state.safetensors")
+
+
+def test_resume_checks_the_held_out_clips_themselves(hand_cache):
+    """A run whose validation clips differ (the split's rule changed between versions) is another run; a state
+    saved before runs recorded them is checked on what chose them, as before."""
+    from bgfs_core.train_critic import OtherRunError, _check_same_data, run_data
+
+    cfg = _cfg(hand_cache)
+    now = run_data(cfg, json.loads((hand_cache / "manifest.json").read_text()))
+    _check_same_data(Path("run/train_state.safetensors"), dict(now), now)
+    with pytest.raises(OtherRunError, match="the clips held out for validation"):
+        _check_same_data(Path("run/train_state.safetensors"), {**now, "val_sha1": "0" * 16}, now)
+    _check_same_data(Path("run/train_state.safetensors"), {k: v for k, v in now.items() if k != "val_sha1"}, now)
 
 
 def test_resume_refuses_another_cache_or_split(hand_cache, tmp_path):
