@@ -334,9 +334,8 @@ class _Builder:
         else:
             self.summary.sources_empty += 1
             c = self.cfg.clips
-            span = (c.clip_len - 1) * c.frame_stride + 1
-            if len(frames) < span:  # not the detector's doing: no clip fits at all
-                why = (f"{len(frames)} frame(s), shorter than one clip ({span} frames: clips.clip_len "
+            if len(frames) < c.span:  # not the detector's doing: no clip fits at all
+                why = (f"{len(frames)} frame(s), shorter than one clip ({c.span} frames: clips.clip_len "
                        f"{c.clip_len}, clips.frame_stride {c.frame_stride})")  # fmt: skip
             else:
                 why = f"no clip shows the {self.spec.name} in {MIN_VISIBLE:.0%} of its frames"

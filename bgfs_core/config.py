@@ -30,6 +30,11 @@ class ClipsConfig:
     max_frames_per_video: int = 0
     seed: int = 0
 
+    @property
+    def span(self) -> int:
+        """Frames of the video one clip covers, first to last."""
+        return (self.clip_len - 1) * self.frame_stride + 1
+
 
 @dataclass
 class DetectConfig:
@@ -218,11 +223,10 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 def _check_together(cfg: Config) -> None:
     """Settings that are each valid but useless together."""
     c = cfg.clips
-    span = (c.clip_len - 1) * c.frame_stride + 1
-    if 0 < c.max_frames_per_video < span:  # every video would be read too short for a single clip
+    if 0 < c.max_frames_per_video < c.span:  # every video would be read too short for a single clip
         raise ConfigError(
-            f"clips.max_frames_per_video {c.max_frames_per_video} is shorter than one clip ({span} frames: "
-            f"clips.clip_len {c.clip_len}, clips.frame_stride {c.frame_stride}): set it to {span} or more, or 0 "
+            f"clips.max_frames_per_video {c.max_frames_per_video} is shorter than one clip ({c.span} frames: "
+            f"clips.clip_len {c.clip_len}, clips.frame_stride {c.frame_stride}): set it to {c.span} or more, or 0 "
             "to read whole videos")
 
 

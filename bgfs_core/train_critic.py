@@ -443,9 +443,9 @@ _START_OVER = ("start over there (--no-resume; on the Critic Trainer node, resum
                "(--out-dir; on the node, another critic_name)")
 
 
-def run_data(cfg: Config, manifest: dict) -> dict[str, Any]:
-    """What a run's training data and split depend on: a resumed run must see the same (more epochs may differ).
-    The cache by its content (clip names, the settings it was cut with), not its path: a moved folder resumes."""
+def run_data(cfg: Config, manifest: dict, held_out: list[int]) -> dict[str, Any]:
+    """What a run's training data and split depend on (``held_out``: the validation clips' indices): a resumed run
+    must see the same (more epochs may differ). The cache by its content (clip names, the settings it was cut with), not its path: a moved folder resumes."""
     import hashlib
 
     c = cfg.critic
@@ -456,10 +456,9 @@ def run_data(cfg: Config, manifest: dict) -> dict[str, Any]:
 
     cut = hashlib.sha1(json.dumps(manifest.get("config", {}), sort_keys=True).encode()).hexdigest()[:16]
     # the held-out clips themselves, not only what chose them: a change of the rule must not pass for the same run
-    held = [str(clips[i]["file"]) for i in split_clips(clips, c.val_fraction, c.seed)[1]] if len(clips) >= 2 else []
     return {"clips": len(clips), "clips_sha1": sha1([str(cl["file"]) for cl in clips]), "cache_settings_sha1": cut,
-            "val_sha1": sha1(held), "val_fraction": c.val_fraction, "seed": c.seed, "lr": c.lr,
-            "batch_size": c.batch_size, "articulate": c.articulate}  # fmt: skip
+            "val_sha1": sha1([str(clips[i]["file"]) for i in held_out]), "val_fraction": c.val_fraction,
+            "seed": c.seed, "lr": c.lr, "batch_size": c.batch_size, "articulate": c.articulate}  # fmt: skip
 
 
 class OtherRunError(BGFSError):
@@ -574,7 +573,7 @@ def train_critic(
         model = HeatmapCritic(spec).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=WEIGHT_DECAY)
     info: dict[str, Any] = {"epoch": 0, "history": [], "best_epoch": 0, "best_score": None, "seconds": 0.0}
-    data = run_data(cfg, manifest)
+    data = run_data(cfg, manifest, val_idx)
     if not resume:  # starting over: an old run's state must not be picked up by a retry that resumes this one
         state_path.unlink(missing_ok=True)
     if resume and state_path.is_file():

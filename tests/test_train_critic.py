@@ -131,7 +131,8 @@ def test_resume_checks_the_held_out_clips_themselves(hand_cache):
     from bgfs_core.train_critic import OtherRunError, _check_same_data, run_data
 
     cfg = _cfg(hand_cache)
-    now = run_data(cfg, json.loads((hand_cache / "manifest.json").read_text()))
+    manifest = json.loads((hand_cache / "manifest.json").read_text())
+    now = run_data(cfg, manifest, split_clips(manifest["clips"], cfg.critic.val_fraction, cfg.critic.seed)[1])
     _check_same_data(Path("run/train_state.safetensors"), dict(now), now)
     with pytest.raises(OtherRunError, match="the clips held out for validation"):
         _check_same_data(Path("run/train_state.safetensors"), {**now, "val_sha1": "0" * 16}, now)
