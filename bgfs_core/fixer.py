@@ -37,7 +37,7 @@ from .losses import (
     warp_temporal_loss,
 )
 from .regions import get_region
-from .tracks import follow_tracks
+from .tracks import cuts, follow_tracks
 
 if TYPE_CHECKING:
     import torch
@@ -207,6 +207,8 @@ class _Problem:
         self.move = torch.from_numpy(move).to(dev)
         self.move_ok = torch.from_numpy(move_ok[pw.frame0 : pw.frame1] & self.present[..., None]).to(dev)
         self._setup_flow_probe(det, pw)
+        # where another shot begins: the critic's bone and smoothness terms do not compare frames across it
+        self.cut = torch.from_numpy(cuts(det.keypoints, det.seen_keypoints(settings.min_conf))[pw.frame0 : pw.frame1])
         # ROI Detect's keypoints of every crop, in window pixels: what the critic should find (critic_fit)
         kp = det.keypoints[pw.frame0 : pw.frame1][self.pairs[:, 0], self.pairs[:, 1]]
         conf = det.confidence[pw.frame0 : pw.frame1][self.pairs[:, 0], self.pairs[:, 1]]
@@ -354,8 +356,8 @@ class _Problem:
             target = target_loss(points, self.points0, self.move, valid & self.move_ok)
         if self.critic is not None:
             read = {
-                "bone": bone_constancy_loss(points, valid, self.region),
-                "smooth": smoothness_loss(points, valid, self.region),
+                "bone": bone_constancy_loss(points, valid, self.region, cut=self.cut),
+                "smooth": smoothness_loss(points, valid, self.region, cut=self.cut),
                 "joint": joint_limit_loss(points, valid, self.region),
                 "confidence": confidence_loss(confidence, torch.from_numpy(self.present).to(dev)),
             }
@@ -526,6 +528,11 @@ def fix_latents(
     if relinked:
         warnings.append(f"ROI Detect's instance slots changed places in {relinked} of {num_frames} frames (e.g. a "
                         "left/right label that flipped): the fix follows each instance by position instead")
+    cut = np.flatnonzero(cuts(det.keypoints, det.seen_keypoints(settings.min_conf)))
+    if len(cut):
+        warnings.append(f"a cut at frame {', '.join(str(t + 1) for t in cut)} of {num_frames} (the "
+                        f"{det.region.replace('_', ' ')} moved to another place and stayed there): each side is "
+                        "fixed alone")  # fmt: skip
     started = time.perf_counter()
     problem = None  # for the out-of-memory message: how big the window was, once known
     try:

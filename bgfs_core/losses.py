@@ -41,34 +41,42 @@ def _charbonnier(x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
     return (x.square() + eps * eps).sqrt() - eps
 
 
-def bone_constancy_loss(points: torch.Tensor, valid: torch.Tensor, region: Region, window: int = 9) -> torch.Tensor:
+def bone_constancy_loss(points: torch.Tensor, valid: torch.Tensor, region: Region, window: int = 9,
+                        cut: torch.Tensor | None = None) -> torch.Tensor:
     """Robust relative deviation of each bone's length from its running mean over ``window`` frames.
 
     A running (not clip-wide) reference, as in the judge's ``bone_cv``: a hand that turns foreshortens its bones
     slowly and genuinely; what the fix removes is the frame-to-frame stretching. The reference is held fixed
-    within a step (detached), so the gradient moves each frame's bones towards their neighbours'.
+    within a step (detached), so the gradient moves each frame's bones towards their neighbours'. It does not
+    reach across a ``cut`` (``[T]`` bool, `tracks.cuts`: another shot, whose bones are another's).
     """
+    import torch
     import torch.nn.functional as F
 
     from .kinematics import bone_lengths, bone_valid
+    from .tracks import pieces
 
     lengths = bone_lengths(points, region.rigid_bones, valid)  # [T, I, B]
     ok = bone_valid(valid, region.rigid_bones).to(lengths.dtype)
     t, i, b = lengths.shape
-    k = min(window, t) | 1  # odd, so the window is centred
 
     def running_sum(x):
-        x = x.detach().permute(1, 2, 0).reshape(i * b, 1, t)
-        return F.avg_pool1d(F.pad(x, (k // 2, k // 2)), k, stride=1).reshape(i, b, t).permute(2, 0, 1) * k
+        n = x.shape[0]
+        k = min(window, n) | 1  # odd, so the window is centred
+        x = x.detach().permute(1, 2, 0).reshape(i * b, 1, n)
+        return F.avg_pool1d(F.pad(x, (k // 2, k // 2)), k, stride=1).reshape(i, b, n).permute(2, 0, 1) * k
 
-    reference = running_sum(lengths * ok) / running_sum(ok).clamp_min(1e-6)
+    spans = pieces(cut.cpu().numpy()) if cut is not None else [slice(0, t)]
+    reference = torch.cat([running_sum(lengths[sp] * ok[sp]) / running_sum(ok[sp]).clamp_min(1e-6) for sp in spans])
     rel = (lengths - reference) / reference.clamp_min(1e-3)
     enough = (ok.sum(0, keepdim=True) >= 3).to(lengths.dtype)  # a bone seen in fewer than 3 frames says nothing
     return _masked_mean(_charbonnier(rel), ok * enough)
 
 
-def smoothness_loss(points: torch.Tensor, valid: torch.Tensor, region: Region | None = None) -> torch.Tensor:
-    """Robust second differences over time, only where three consecutive frames are valid (dropouts skip).
+def smoothness_loss(points: torch.Tensor, valid: torch.Tensor, region: Region | None = None,
+                    cut: torch.Tensor | None = None) -> torch.Tensor:
+    """Robust second differences over time, only where three consecutive frames are valid (dropouts skip) and none
+    of them follows a ``cut`` (``[T]`` bool, `tracks.cuts`: another shot begins there).
 
     A ``region``'s expressive keypoints (eyelids, lips, jaw) are left out: a blink or a word is fast and real.
     """
@@ -80,6 +88,8 @@ def smoothness_loss(points: torch.Tensor, valid: torch.Tensor, region: Region | 
         valid = valid.clone()
         valid[..., list(region.expressive_keypoints)] = False
     acc, ok = second_differences(points, valid)
+    if cut is not None:
+        ok = ok & ~(cut[1:-1] | cut[2:]).to(ok.device)[:, None, None]
     return _masked_mean(_charbonnier(acc.norm(dim=-1), 1e-2), ok)
 
 

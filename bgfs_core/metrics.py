@@ -10,6 +10,8 @@ How the score is made
    **swap**. For one-instance regions with left/right keypoints (face, bodies) a frame whose keypoints match the
    previous frame better after exchanging left and right is a swap too. All other metrics are computed per track
    and pooled over tracks weighted by their samples, so the order of slots (and a mirrored copy) does not matter.
+   A track that moves to another place and stays there (a cut to another shot: ``tracks.cuts``) is measured on
+   each side alone: no jitter and no bone-length reference reaches across it.
 2. Raw metrics (all scale-free):
 
    ===============  ==========================================================================================
@@ -56,7 +58,7 @@ from . import kinematics as K
 from .detections import Detections
 from .errors import BGFSError
 from .regions import get_region
-from .tracks import drop_duplicates, follow_tracks, gather_tracks, link_tracks
+from .tracks import JUMP, cuts, drop_duplicates, follow_tracks, gather_tracks, link_tracks, pieces
 
 PART_NAMES = ("detection", "jitter", "bone_cv", "joint_violations", "swaps", "low_confidence")
 # The parts that measure the region's geometry: what the fixer changes, and what `bgfs fix`'s guard weighs. Swaps
@@ -83,6 +85,7 @@ class ScoreSettings:
     track_gate: float = 1.5  # a detection farther than this x region size from a track starts a new track
     relabel_cost: float = 0.25  # prefer keeping a track's slot label unless moving it saves this much distance
     max_gap: int = 8  # frames a lost track is remembered for
+    cut_jump: float = JUMP  # a track that moves more than this x its size between sightings crosses a cut
     weights: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PART_NAMES, 1.0))
 
     def half(self, part: str) -> float:
@@ -370,19 +373,22 @@ def _measure(det: Detections, s: ScoreSettings) -> _Measures:
     if n_inst == 1:  # left/right keypoints exchanged between frames
         lr = _lr_swaps(kp, valid, spec.flip_permutation(), scale)
         swap, transition = swap | lr, transition | lr
+    # across a cut (another shot, another instance) neither jitter nor bone lengths compare frames
+    cut = cuts(kp, valid, s.max_gap, s.cut_jump)
     safe_scale = np.where(np.isfinite(scale) & (scale > 0), scale, np.nan)
 
     acc, jitter_ok = K.second_differences(kp, valid)  # [T-2, I, K, 2]
     with np.errstate(invalid="ignore"):
         jitter = np.linalg.norm(acc, axis=-1) / safe_scale[None, :, None]
-    jitter_ok = jitter_ok & np.isfinite(jitter)
+    jitter_ok = jitter_ok & np.isfinite(jitter) & ~(cut[1:-1] | cut[2:])[:, None, None]
     jitter = np.where(jitter_ok, jitter, 0.0)
 
     lengths = K.bone_lengths(kp, spec.rigid_bones, valid)  # [T, I, B]
     seen = K.bone_valid(valid, spec.rigid_bones) & (lengths > 1e-6)
     lengths = np.where(seen, lengths, np.nan)
+    reference = np.concatenate([_reference_lengths(lengths[span], s.bone_window) for span in pieces(cut)])
     with np.errstate(invalid="ignore", divide="ignore"):
-        rel = lengths / _reference_lengths(lengths, s.bone_window) - 1.0
+        rel = lengths / reference - 1.0
     bone_ok = seen & np.isfinite(rel) & (seen.sum(0) >= 3)[None]
     rel = np.where(bone_ok, rel, 0.0)
 

@@ -103,7 +103,8 @@ def roi_boxes(
     shaped, and grows by ``margin`` x its size on every side. Centre and size are smoothed over time
     (forward-backward exponential, ``smooth`` in [0, 1): 0 = raw, towards 1 = steadier); gaps of up to
     ``max_gap`` frames without a detection are bridged and the box is held ``max_gap // 2`` frames past the first
-    and last detection. Elsewhere the box is NaN. Boxes may extend beyond the frame.
+    and last detection. Neither reaches across a cut (`tracks.cuts`), where each side is held instead. Elsewhere the
+    box is NaN. Boxes may extend beyond the frame.
     """
     if margin < 0 or not np.isfinite(margin):
         raise BGFSError(f"ROI margin must be >= 0, got {margin}")
@@ -116,9 +117,14 @@ def roi_boxes(
         raise BGFSError(
             f"instance {instance} does not exist: region {det.region!r} has {det.keypoints.shape[1]} instance slot(s)"
         )
+    from .tracks import cuts, pieces
+
+    # a cut (`tracks.cuts`): the box must not glide from one shot's region to the next over the frames around it
+    spans = pieces(cuts(det.keypoints, det.seen_keypoints(min_conf), max_gap))
     boxes = np.full((det.num_frames, len(slots), 4), np.nan, np.float32)
     for j, slot in enumerate(slots):
-        cxcyh = _smooth(_bridge(_raw_boxes(det, slot, margin, min_conf, aspect), max_gap), smooth)
+        raw = _raw_boxes(det, slot, margin, min_conf, aspect)
+        cxcyh = np.concatenate([_smooth(_bridge(raw[span], max_gap), smooth) for span in spans])
         half_h = cxcyh[:, 2] / 2
         half_w = half_h * aspect
         boxes[:, j] = np.stack([cxcyh[:, 0] - half_w, cxcyh[:, 1] - half_h,

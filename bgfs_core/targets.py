@@ -114,8 +114,21 @@ def kinematic_targets(det: Detections, min_conf: float = 0.3, sigma: float = 3.0
     that removes one-frame glitches first; ``bone_radius`` the window of each bone's reference length;
     ``iterations`` rounds of projection onto those lengths (both ends of a bone move, so no chain accumulates the
     error). A keypoint gets a target where it was detected with ``min_conf`` and at least half of its Gaussian
-    neighbourhood was seen too.
+    neighbourhood was seen too. Each side of a cut (`tracks.cuts`: another shot) gets its targets alone.
     """
+    from .tracks import cuts, pieces
+
+    args = (min_conf, sigma, median_radius, bone_radius, iterations, pose_sigma)
+    spans = pieces(cuts(det.keypoints, det.seen_keypoints(min_conf)))
+    if len(spans) > 1:
+        parts = [_targets(det.select(span), *args) for span in spans]
+        return KinematicTargets(np.concatenate([p.keypoints for p in parts]), np.concatenate([p.valid for p in parts]))
+    return _targets(det, *args)
+
+
+def _targets(det: Detections, min_conf: float, sigma: float, median_radius: int, bone_radius: int, iterations: int,
+             pose_sigma: float) -> KinematicTargets:
+    """`kinematic_targets` of one shot."""
     kp = det.keypoints.astype(np.float64)
     seen = det.seen_keypoints(min_conf)  # [T, I, K]
     median = running_nanmedian(np.where(seen[..., None], kp, np.nan), median_radius)  # [T, I, K, 2]

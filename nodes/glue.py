@@ -229,6 +229,18 @@ def crop_labels(det: Detections, boxes: np.ndarray, names: list[str] | None = No
     return pair_labels(np.argwhere(box_valid(boxes)), det.num_frames, names)
 
 
+def cuts_text(det: Detections, min_conf: float) -> str:
+    """ROI Detect's words for the cuts in ``det`` (tracks, `bgfs_core.tracks.cuts`); "" when there are none."""
+    from ..bgfs_core.tracks import cuts
+
+    cut = np.flatnonzero(cuts(det.keypoints, det.seen_keypoints(min_conf)))
+    if not len(cut):
+        return ""
+    where = ", ".join(str(t + 1) for t in cut)  # counted from 1, as the preview's slider counts
+    return (f"; a cut at frame {where} of {det.num_frames} (the {det.region.replace('_', ' ')} moved to another place "
+            "and stayed there): boxes, fixes and scores treat each side alone")
+
+
 def pair_labels(pairs: Any, num_frames: int, names: list[str]) -> list[str]:
     """``"12/43 left"`` for each (frame, instance) pair: frame 12 of 43 and the instance's name, the name only when
     the region has several."""

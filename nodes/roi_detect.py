@@ -61,6 +61,7 @@ class BGFSROIDetect(io.ComfyNode):
         from .glue import (
             RoiData,
             crop_labels,
+            cuts_text,
             draw_overlay,
             image_to_uint8,
             keypoint_heatmaps,
@@ -94,6 +95,7 @@ class BGFSROIDetect(io.ComfyNode):
         if relinked:
             text += (f"; MediaPipe's left/right labels changed places (or a hand was found twice) in {relinked} "
                      "frames: each ROI follows one hand by position")
+        text += cuts_text(det, min_conf)
         if found == 0:
             text += "; nothing to fix there: a Fixer will pass its input through unchanged"
         ui = merge_ui({"text": [text]}, preview_ui("detect", region, crops, heatmaps, keypoints, labels=labels))

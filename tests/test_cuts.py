@@ -1,0 +1,121 @@
+"""Cuts: where a region moves to another place and stays (another shot), nothing over time reaches across."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+from conftest import FACE_VIDEO, video_frames
+
+from bgfs_core.detections import Detections
+from bgfs_core.losses import bone_constancy_loss, smoothness_loss
+from bgfs_core.metrics import ScoreSettings, score_detections
+from bgfs_core.regions import get_region
+from bgfs_core.roi import roi_boxes
+from bgfs_core.targets import kinematic_targets
+from bgfs_core.tracks import cuts, pieces
+
+SHAPE = np.random.default_rng(3).uniform(-20, 20, (21, 2))  # a hand's 21 keypoints: every bone a fixed length
+
+
+def hand_track(centres: np.ndarray, scales: np.ndarray) -> Detections:
+    """A one-hand ``Detections`` (slot 0) whose keypoints are ``SHAPE`` scaled and moved to each frame's centre."""
+    det = Detections.empty("hands", len(centres), (480, 640))
+    for t, (c, k) in enumerate(zip(centres, scales)):
+        kp = (SHAPE * k + c).astype(np.float32)
+        det.keypoints[t, 0], det.confidence[t, 0], det.present[t, 0], det.scores[t, 0] = kp, 0.9, True, 0.9
+        det.boxes[t, 0] = [*kp.min(0), *kp.max(0)]
+    return det
+
+
+def two_shots(n: int = 12) -> Detections:
+    """A hand drifting right at x~100 for ``n`` frames, then, from frame ``n`` on, another shot: a hand 30% larger
+    (its bones 30% longer) drifting down at x~450. Each moves at constant velocity: no jitter, no bone stretch."""
+    t = np.arange(n, dtype=np.float64)
+    first = np.stack([100 + 3 * t, 200 + 0 * t], -1)
+    second = np.stack([450 + 0 * t, 150 + 4 * t], -1)
+    return hand_track(np.concatenate([first, second]), np.r_[np.ones(n), np.full(n, 1.3)])
+
+
+def test_a_cut_is_a_jump_that_stays_and_a_glitch_is_not():
+    det = two_shots()
+    assert np.flatnonzero(cuts(det.keypoints, det.seen_keypoints(0.3))).tolist() == [12]
+    assert [(p.start, p.stop) for p in pieces(cuts(det.keypoints, det.seen_keypoints(0.3)))] == [(0, 12), (12, 24)]
+    t = np.arange(24, dtype=np.float64)
+    fast = np.stack([50 + 18 * t, 200 + 0 * t], -1)  # 0.35 of the hand's size per frame: fast, but no cut
+    assert not cuts(hand_track(fast, np.ones(24)).keypoints, np.ones((24, 2, 21), bool)).any()
+    for glitch in ([8], [8, 9]):  # the hand thrown across the frame for one or two frames and back: a defect
+        where = fast.copy()
+        where[glitch] += 300
+        assert not cuts(hand_track(where, np.ones(24)).keypoints, np.ones((24, 2, 21), bool)).any()
+
+
+def test_the_roi_box_stays_on_a_face_across_a_real_cut():
+    from bgfs_core.detection import detect_video
+
+    frames = video_frames(FACE_VIDEO, 88, 112, (352, 256))  # the film's first cut is at frame 98
+    det = detect_video(frames, "face", fps=24.0)
+    cut = cuts(det.keypoints, det.seen_keypoints(0.3))
+    assert np.flatnonzero(cut).tolist() == [11]  # frame 99: on frame 98 MediaPipe loses the face
+    boxes = roi_boxes(det, 0.25, 0.3, 0.6)[:, 0]
+    seen = det.seen_keypoints(0.3)[:, 0]
+    kp = np.where(seen[..., None], det.keypoints[:, 0], np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # frame 98 has no face
+        face_centre = (np.nanmin(kp, 1) + np.nanmax(kp, 1)) / 2
+    off = np.linalg.norm((boxes[:, :2] + boxes[:, 2:]) / 2 - face_centre, axis=-1) / (boxes[:, 2] - boxes[:, 0])
+    # smoothed across the cut, the box lagged a third of its side behind the face on frames 97 and 99 (0.32, 0.29)
+    assert np.nanmax(off) < 0.06, np.round(off, 2)
+
+
+def test_the_judge_measures_neither_jitter_nor_bones_across_a_cut():
+    score = score_detections(two_shots())
+    assert score.parts["jitter"].raw < 1e-6  # the jump, counted as jitter: 0.58
+    # against the clip's mean length (bone_window=0), not a running median that keeps the shots apart anyway
+    score = score_detections(two_shots(), settings=ScoreSettings(bone_window=0))
+    assert score.parts["bone_cv"].raw < 1e-6  # the two hands' bones as one's: 0.13
+
+
+def test_targets_are_drawn_on_each_side_of_a_cut_alone():
+    det = two_shots()
+    targets = kinematic_targets(det)
+    assert targets.valid[:, 0].all()
+    for shot in (slice(0, 12), slice(12, 24)):
+        alone = kinematic_targets(det.select(shot))
+        # across the cut, the bone lengths of the two hands were one reference: the frames next to it moved 3 px
+        np.testing.assert_allclose(targets.keypoints[shot], alone.keypoints, atol=1e-3)
+
+
+def test_the_critics_terms_do_not_compare_frames_across_a_cut():
+    det = two_shots()
+    points = torch.from_numpy(det.keypoints[:, :1].astype(np.float32)) / 40.0
+    valid = torch.ones(points.shape[:3], dtype=torch.bool)
+    cut = torch.from_numpy(cuts(det.keypoints, det.seen_keypoints(0.3)))
+    hands = get_region("hands")
+    assert smoothness_loss(points, valid, hands) > 0.1  # the jump, read as the hand's motion
+    assert smoothness_loss(points, valid, hands, cut=cut) < 1e-4
+    assert bone_constancy_loss(points, valid, hands) > 0.02  # a hand 30% larger, read as its bones stretching
+    assert bone_constancy_loss(points, valid, hands, cut=cut) < 1e-4
+
+
+def test_a_fix_across_a_real_cut_says_so_and_steadies_both_shots():
+    from bgfs_core.codecs import PixelCodec
+    from bgfs_core.corruptions import corrupt_all
+    from bgfs_core.detection import detect_video
+    from bgfs_core.fix_video import decode_frames, encode_frames
+    from bgfs_core.fixer import FixSettings, fix_latents
+    from bgfs_core.metrics import score_video
+
+    clean = video_frames(FACE_VIDEO, 88, 112, (352, 256))
+    damaged = corrupt_all(clean, detect_video(clean, "face", fps=24.0), ["finger_jitter", "region_jitter"], seed=0)
+    det = detect_video(damaged, "face", fps=24.0)
+    codec = PixelCodec()
+    result = fix_latents(encode_frames(codec, damaged), codec, None, None, det,
+                         FixSettings(steps=30, lr=0.035, mode="warp", guide=3.0))  # fmt: skip
+    assert any(w.startswith("a cut at frame 12 of 24 (the face moved") for w in result.report["warnings"])
+    fixed = decode_frames(codec, result.latents)
+    for shot in (slice(0, 10), slice(11, 24)):
+        before = score_video(damaged[shot], "face", fps=24.0).anatomy.parts["jitter"].raw
+        after = score_video(fixed[shot], "face", fps=24.0).anatomy.parts["jitter"].raw
+        assert after < 0.5 * before, (shot, before, after)
