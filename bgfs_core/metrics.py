@@ -117,6 +117,7 @@ class AnatomyScore:
     per_frame: dict[str, np.ndarray]  # PER_FRAME_COLUMNS -> [T]
     num_frames: int
     message: str
+    cuts: list[int] = field(default_factory=list)  # frames where another shot begins (`tracks.cuts`)
 
     @property
     def geometry_score(self) -> float | None:
@@ -132,7 +133,7 @@ class AnatomyScore:
         return _json_safe({
             "region": self.region, "found": self.found, "score": self.score, "message": self.message,
             "geometry_score": self.geometry_score,
-            "num_frames": self.num_frames, "parts": {k: asdict(p) for k, p in self.parts.items()},
+            "num_frames": self.num_frames, "cuts": self.cuts, "parts": {k: asdict(p) for k, p in self.parts.items()},
             "instances": self.instances, "per_frame": {k: v.tolist() for k, v in self.per_frame.items()},
         })  # fmt: skip
 
@@ -255,8 +256,11 @@ def score_detections(det: Detections, reference: Detections | None = None,
     score = 100.0 * _weighted_mean({k: p.value for k, p in parts.items()}, s)
     frame_cols.update(m.frame_metrics(spec.source == "hands"))
     frame_cols["score"] = _frame_scores(frame_cols, found_frac, n_found, parts, s)
+    cut = [int(t) for t in np.flatnonzero(m.cut)]
+    if cut:
+        note += f"; a cut at frame {', '.join(str(t + 1) for t in cut)}: each side judged alone"
     message = _describe(det.region, score, parts, t_len) + note
-    return AnatomyScore(det.region, True, float(score), parts, m.instances(spec), frame_cols, t_len, message)
+    return AnatomyScore(det.region, True, float(score), parts, m.instances(spec), frame_cols, t_len, message, cut)
 
 
 _FRAME_PART = {"jitter": "jitter", "bone_cv": "bone_dev", "joint_violations": "joint_violations", "swaps": "swap",
@@ -297,6 +301,7 @@ class _Measures:
     violated: np.ndarray  # [T, I, J]
     joint_ok: np.ndarray  # [T, I, J]
     low: np.ndarray  # [T, I] present with low confidence
+    cut: np.ndarray  # [T] bool: another shot begins (`tracks.cuts`)
 
     @property
     def present(self) -> np.ndarray:
@@ -403,7 +408,7 @@ def _measure(det: Detections, s: ScoreSettings) -> _Measures:
     else:
         joint_ok = violated = np.zeros((t_len, n_inst, 0), bool)
     low = (slot_of >= 0) & (conf.max(-1) < s.low_conf)
-    return _Measures(slot_of, swap, transition, scale, jitter, jitter_ok, rel, bone_ok, violated, joint_ok, low)
+    return _Measures(slot_of, swap, transition, scale, jitter, jitter_ok, rel, bone_ok, violated, joint_ok, low, cut)
 
 
 def _reference_lengths(lengths: np.ndarray, window: int) -> np.ndarray:

@@ -13,6 +13,7 @@ import csv
 import html
 import io
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +62,12 @@ def _time(n: int, fps: float) -> np.ndarray:
     return np.arange(n) / max(fps, 1e-6)
 
 
+def _mark_cuts(ax, result: ScoreResult) -> None:
+    """A dotted line where another shot begins (the judge's `tracks.cuts`), before which nothing is compared."""
+    for frame in result.anatomy.cuts:
+        ax.axvline(frame / max(result.fps, 1e-6), color="grey", lw=0.8, ls=":")
+
+
 def _plot_trajectories(result: ScoreResult) -> bytes:
     det, ref = result.detections, result.ref_detections
     spec = det.spec
@@ -77,6 +84,7 @@ def _plot_trajectories(result: ScoreResult) -> bytes:
                 ax.plot(t, det.keypoints[:, slot, k, axis], color=colour, lw=1.2, label=spec.keypoint_names[k])
                 if ref is not None:
                     ax.plot(t, ref.keypoints[:, slot, k, axis], color=colour, lw=1.0, ls="--", alpha=0.7)
+            _mark_cuts(ax, result)
             ax.set_ylabel(f"{spec.instance_labels[slot]} {name} (px)", fontsize=8)
             ax.tick_params(labelsize=7)
             if axis == 1:
@@ -89,10 +97,11 @@ def _plot_trajectories(result: ScoreResult) -> bytes:
     return _png(fig)
 
 
-def _chain_lengths(det: Detections, slot: int) -> tuple[list[str], np.ndarray]:
+def _chain_lengths(det: Detections, slot: int, cuts: Sequence[int] = ()) -> tuple[list[str], np.ndarray]:
     """Each chain's length (sum of its rigid segments: a face's jaw opening is not a stretch) over time relative to
-    its median: names, ``[T, C]``."""
+    its median between ``cuts`` (each shot's own: another shot's hand is another size): names, ``[T, C]``."""
     from .kinematics import bone_lengths
+    from .tracks import pieces
 
     spec = det.spec
     chains = spec.chains or (tuple(range(spec.num_keypoints)),)
@@ -107,8 +116,14 @@ def _chain_lengths(det: Detections, slot: int) -> tuple[list[str], np.ndarray]:
         lengths = bone_lengths(kp, bones, valid).sum(-1)
         ok = valid[:, list(chain)].all(-1)
         lengths = np.where(ok, lengths, np.nan)
-        med = np.nanmedian(lengths) if ok.any() else np.nan
-        series.append(lengths / med if np.isfinite(med) and med > 0 else lengths * np.nan)
+        cut = np.zeros(len(kp), bool)
+        cut[list(cuts)] = True
+        rel = np.full(len(kp), np.nan)
+        for span in pieces(cut):
+            med = np.nanmedian(lengths[span]) if ok[span].any() else np.nan
+            if np.isfinite(med) and med > 0:
+                rel[span] = lengths[span] / med
+        series.append(rel)
         names.append(f"{spec.keypoint_names[chain[0]]}->{spec.keypoint_names[chain[-1]]}")
     return names, np.stack(series, -1) if series else np.zeros((len(kp), 0))
 
@@ -120,14 +135,16 @@ def _plot_bone_lengths(result: ScoreResult) -> bytes:
     t = _time(det.num_frames, result.fps)
     for row, slot in enumerate(slots):
         ax = fig.add_subplot(len(slots), 1, row + 1)
-        names, rel = _chain_lengths(det, slot)
-        ref_rel = _chain_lengths(ref, slot)[1] if ref is not None else None
+        names, rel = _chain_lengths(det, slot, result.anatomy.cuts)
+        ref_cuts = result.reference.cuts if result.reference is not None else []
+        ref_rel = _chain_lengths(ref, slot, ref_cuts)[1] if ref is not None else None
         for c, name in enumerate(names):
             colour = _COLOURS[c % len(_COLOURS)]
             ax.plot(t, rel[:, c], color=colour, lw=1.2, label=name)
             if ref_rel is not None:
                 ax.plot(t, ref_rel[:, c], color=colour, lw=1.0, ls="--", alpha=0.7)
         ax.axhline(1.0, color="grey", lw=0.6)
+        _mark_cuts(ax, result)
         ax.set_ylabel(f"{det.spec.instance_labels[slot]}: length / median", fontsize=8)
         ax.tick_params(labelsize=7)
         if row == 0:
@@ -149,6 +166,7 @@ def _plot_score(result: ScoreResult) -> bytes:
     missing = (a.per_frame["instances"] == 0) & (a.per_frame["expected"] > 0)
     if missing.any():
         ax.scatter(t[missing], np.zeros(missing.sum()), color="black", marker="x", s=18, label="not found", zorder=3)
+    _mark_cuts(ax, result)
     title = "per-frame score" + ("" if a.score is None else f" (clip: {a.score:.1f})")
     ax.set_title(title, fontsize=9)
     ax.set_ylim(-3, 103)

@@ -72,6 +72,8 @@ def test_the_roi_box_stays_on_a_face_across_a_real_cut():
 def test_the_judge_measures_neither_jitter_nor_bones_across_a_cut():
     score = score_detections(two_shots())
     assert score.parts["jitter"].raw < 1e-6  # the jump, counted as jitter: 0.58
+    assert score.cuts == [12] and score.to_dict()["cuts"] == [12]
+    assert score.message.endswith("; a cut at frame 13: each side judged alone")
     # against the clip's mean length (bone_window=0), not a running median that keeps the shots apart anyway
     score = score_detections(two_shots(), settings=ScoreSettings(bone_window=0))
     assert score.parts["bone_cv"].raw < 1e-6  # the two hands' bones as one's: 0.13
@@ -119,3 +121,10 @@ def test_a_fix_across_a_real_cut_says_so_and_steadies_both_shots():
         before = score_video(damaged[shot], "face", fps=24.0).anatomy.parts["jitter"].raw
         after = score_video(fixed[shot], "face", fps=24.0).anatomy.parts["jitter"].raw
         assert after < 0.5 * before, (shot, before, after)
+
+
+def test_the_reports_chain_lengths_are_each_shots_own():
+    from bgfs_core.report import _chain_lengths
+
+    _, rel = _chain_lengths(two_shots(), 0, [12])
+    np.testing.assert_allclose(rel, 1.0, atol=1e-5)  # against the clip's median: 0.87 and 1.13
