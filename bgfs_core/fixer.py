@@ -207,8 +207,11 @@ class _Problem:
         self.move = torch.from_numpy(move).to(dev)
         self.move_ok = torch.from_numpy(move_ok[pw.frame0 : pw.frame1] & self.present[..., None]).to(dev)
         self._setup_flow_probe(det, pw)
-        # where another shot begins: the critic's bone and smoothness terms do not compare frames across it
-        self.cut = torch.from_numpy(cuts(det.keypoints, det.seen_keypoints(settings.min_conf))[pw.frame0 : pw.frame1])
+        # where another shot begins: the critic's bone and smoothness terms do not compare frames across it, nor does
+        # the warp's temporal term the latent frames that hold it
+        cut = cuts(det.keypoints, det.seen_keypoints(settings.min_conf))
+        self.cut = torch.from_numpy(cut[pw.frame0 : pw.frame1])
+        self.warp_across = torch.from_numpy(self._latent_steps_across(cut))
         # ROI Detect's keypoints of every crop, in window pixels: what the critic should find (critic_fit)
         kp = det.keypoints[pw.frame0 : pw.frame1][self.pairs[:, 0], self.pairs[:, 1]]
         conf = det.confidence[pw.frame0 : pw.frame1][self.pairs[:, 0], self.pairs[:, 1]]
@@ -218,6 +221,17 @@ class _Problem:
         self.frames0 = None
         self.warm: dict = {}  # decode_window's warm-up state, computed on the first step and reused after
         self.rng = torch.Generator().manual_seed(settings.seed)
+
+    def _latent_steps_across(self, cut: np.ndarray) -> np.ndarray:
+        """``[t1 - t0 - 1]`` bool: the steps between the window's consecutive core latent frames that a cut (``cut``,
+        ``[T]`` over the video's pixel frames) lies across: from the second pixel frame of the first latent frame
+        to the last of the second."""
+        from .codecs.window import first_pixel_frame
+
+        win, r = self.window, self.window.temporal_ratio
+        frames = np.flatnonzero(cut)
+        return np.array([((frames > first_pixel_frame(j - 1, r)) & (frames < first_pixel_frame(j + 1, r))).any()
+                         for j in range(win.t0 + 1, win.t1)], bool)  # fmt: skip
 
     def _latent_roi_mask(self, inside: torch.Tensor) -> torch.Tensor:
         """Per latent frame, the ROI on the decoded region's latent grid ``[t, h, w]`` (max over the pixel frames
@@ -378,7 +392,7 @@ class _Problem:
         total = s.strength * anatomy + fidelity
         if s.mode == "warp":
             parts["warp"] = warp_smoothness_loss(params[self.core :])  # strain: params in control-point spacings
-            parts["warp_time"] = warp_temporal_loss(params[self.core :])
+            parts["warp_time"] = warp_temporal_loss(params[self.core :], self.warp_across)
             total = total + w.warp * parts["warp"] + w.warp_time * parts["warp_time"]
         parts["anatomy"] = anatomy
         parts["total"] = total

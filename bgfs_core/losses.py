@@ -141,13 +141,17 @@ def warp_smoothness_loss(flow: torch.Tensor) -> torch.Tensor:
     return (flow[..., 1:, :] - flow[..., :-1, :]).square().mean() + (flow[..., 1:] - flow[..., :-1]).square().mean()
 
 
-def warp_temporal_loss(flow: torch.Tensor) -> torch.Tensor:
-    """Change of a displacement field ``[t, 2, h, w]`` from one latent frame to the next.
+def warp_temporal_loss(flow: torch.Tensor, across: torch.Tensor | None = None) -> torch.Tensor:
+    """Change of a displacement field ``[t, 2, h, w]`` from one latent frame to the next, leaving out the steps
+    ``across`` a cut (``[t - 1]`` bool: another shot's region needs its own correction).
 
     Light by default: undoing a per-frame defect needs a correction that differs per frame; smooth motion of the
     result is what the keypoint smoothness term asks for.
     """
     if flow.shape[0] < 2:
         return flow.sum() * 0.0
-    return (flow[1:] - flow[:-1]).square().mean()
+    change = (flow[1:] - flow[:-1]).square()
+    if across is not None:
+        change = change[~across.to(change.device)]
+    return change.mean() if change.numel() else flow.sum() * 0.0
 

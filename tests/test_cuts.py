@@ -128,3 +128,22 @@ def test_the_reports_chain_lengths_are_each_shots_own():
 
     _, rel = _chain_lengths(two_shots(), 0, [12])
     np.testing.assert_allclose(rel, 1.0, atol=1e-5)  # against the clip's median: 0.87 and 1.13
+
+
+def test_the_warps_temporal_term_leaves_out_the_latent_steps_a_cut_lies_across():
+    from types import SimpleNamespace
+
+    from bgfs_core.fixer import _Problem
+    from bgfs_core.losses import warp_temporal_loss
+
+    flow = torch.zeros(6, 2, 3, 3)
+    flow[3:] = 1.0  # one correction before the cut, another after
+    across = torch.tensor([False, False, True, False, False])
+    assert warp_temporal_loss(flow) > 0.1 and warp_temporal_loss(flow, across) == 0.0
+    # a Wan VAE's latent frame j > 0 holds pixel frames 4j-3 .. 4j; the window's core is latent frames 1-5
+    window = SimpleNamespace(window=SimpleNamespace(t0=1, t1=6, temporal_ratio=4))
+    for frame, steps in ((9, [False, True, False, False]),  # the first pixel frame of latent 3: the step 2 -> 3
+                         (11, [False, True, True, False])):  # inside latent 3: both its steps
+        cut = np.zeros(21, bool)
+        cut[frame] = True
+        assert _Problem._latent_steps_across(window, cut).tolist() == steps
