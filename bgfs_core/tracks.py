@@ -78,27 +78,32 @@ def link_tracks(present: np.ndarray, keypoints: np.ndarray, valid: np.ndarray, m
     return slot_of, swap, transition
 
 
-# Region sizes (the diagonal of the keypoints' box) that a track's centre may stray from where its motion would take
-# it and still be the same instance in the same shot. Within shots of the bundled footage (a hand, a face, a body,
-# feet; 24 to 60 fps) it never moves more than 0.14 of its size from one frame to the next; across the film's cuts,
-# 0.8 to 0.9.
+# Region sizes (the diagonal of the keypoints' box) by which a track's motion before a frame and its motion from that
+# frame on must disagree there for the frame to be a cut. Within shots of the bundled footage (a hand, a face, a
+# body, feet; 5 to 60 fps, damaged copies too) no frame comes near it; across the film's cuts, 0.8 to 0.9.
 JUMP = 0.5
+GAP_ALLOWANCE = 0.15  # region sizes added per frame the track was not seen across: its motion there is a guess
+STEADY = 4  # sightings fitted on each side of a frame; a glitch of up to STEADY - 1 frames is never a cut
+WOBBLE = 4.0  # the two sides' lines must lie this many times farther apart than any centre lies off its line
 
 
 def cuts(keypoints: np.ndarray, valid: np.ndarray, max_gap: int = 8, jump: float = JUMP) -> np.ndarray:
     """``[T]`` bool: frames where a track (slot of ``keypoints [T, I, K, 2]``, used where ``valid [T, I, K]``) moves
     to another place and stays there: a cut to another shot, or another instance taking the track.
 
-    The track's centre lies more than ``jump`` times its size (the larger of the two sightings') from where its
-    motion (its mean velocity over up to three steps before) would have taken it since it was last seen, at most
-    ``max_gap`` frames before, and neither of its next two sightings is back within that distance of that motion.
-    A jump that comes back is a glitch, for the fixer to mend and the judge to count, not a cut; so is a jump on a
-    track's second or last sighting, which nothing can tell from one.
+    On each side of a frame, a straight line through the centres of the track's last (first) ``STEADY`` sightings
+    (at least 3) is its motion there. The frame is a cut when both lines are steady (no centre lies more than
+    ``jump / 2`` times the track's size off its line) and yet they lie more than ``jump`` times its size apart (plus
+    ``GAP_ALLOWANCE`` for each frame it went unseen in between, at most ``max_gap``) both at the frame and at the
+    sighting before it. A glitch (a region thrown elsewhere for up to ``STEADY - 1`` frames and back) leaves a side
+    unsteady: it is for the fixer to mend and the judge to count, not a cut. Fast or accelerating motion meets
+    itself where the two lines join; only a change of position is a cut, not of size.
 
     Nothing that works over time reaches across a cut: ROI boxes are neither smoothed nor bridged across it,
-    kinematic targets are drawn on each side alone, and the fixer's bone and smoothness terms and the judge's jitter
-    and bone-length reference do not compare frames on its two sides. A track's slots are taken as they are: follow
-    a hand's tracks first (`follow_tracks`), or a handedness label that flips can read as a jump.
+    kinematic targets are drawn on each side alone, and the fixer's bone, smoothness and warp terms and the judge's
+    jitter and bone-length reference do not compare frames on its two sides. The mask is one for all instances: a
+    cut in one track also parts the others' frames there. A track's slots are taken as they are: follow a hand's
+    tracks first (`follow_tracks`), or a handedness label that flips for good can read as a cut.
     """
     from . import kinematics as K
 
@@ -111,31 +116,40 @@ def cuts(keypoints: np.ndarray, valid: np.ndarray, max_gap: int = 8, jump: float
     return out
 
 
+def _line(t: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, float]:
+    """Least-squares straight motion through centres ``c [n, 2]`` at frames ``t``: (its coefficients ``[2, 2]``,
+    the farthest centre's distance from it)."""
+    coef = np.polyfit(t.astype(np.float64), c, 1)
+    return coef, float(np.linalg.norm(c - (coef[0] * t[:, None] + coef[1]), axis=-1).max())
+
+
 def _track_cuts(seen: np.ndarray, c: np.ndarray, size: np.ndarray, max_gap: int, jump: float) -> list[int]:
     """`cuts` of one track seen on frames ``seen`` at centres ``c`` with sizes ``size``."""
-    out, n = [], 2
-    steady = [0, 1]  # the sightings the motion is measured on: since the last cut, glitches left out
-    while n < len(seen) - 1:
-        last, first = steady[-1], steady[max(0, len(steady) - 4)]  # up to 3 steps: one shaky step would throw it
-        velocity = (c[last] - c[first]) / (seen[last] - seen[first]) if first != last else 0.0 * c[last]
-
-        def strays(m: int, last: int = last, velocity: np.ndarray = velocity) -> bool:
-            expected = c[last] + velocity * (seen[m] - seen[last])
-            return bool(np.linalg.norm(c[m] - expected) > jump * max(size[last], size[m]))
-
-        if seen[n] - seen[last] > max_gap + 1 or not strays(n):
-            steady.append(n)
-            n += 1
+    run = np.r_[0, np.cumsum(np.diff(seen) > max_gap + 1)]  # sightings joined by gaps of at most max_gap frames
+    found: dict[int, float] = {}  # sighting -> by how many times its threshold the two lines lie apart
+    for n in range(1, len(seen)):
+        before = np.flatnonzero(run == run[n])
+        before, after = before[(before < n) & (before >= n - STEADY)], before[(before >= n) & (before < n + STEADY)]
+        if len(before) < 3 or len(after) < 3:
             continue
-        back = [m for m in (n + 1, n + 2) if m < len(seen) and not strays(m)]
-        if back:  # a glitch: go on from its end
-            steady.append(back[0])
-            n = back[0] + 1
-            continue
-        out.append(int(seen[n]))
-        steady = [n]
-        n += 1
-    return out
+        a, b = seen[n - 1], seen[n]
+        unit = float(np.median(size[np.r_[before, after]]))
+        threshold = (jump + GAP_ALLOWANCE * (b - a - 1)) * unit
+        line_b, off_b = _line(seen[before], c[before])
+        line_a, off_a = _line(seen[after], c[after])
+        apart = min(np.linalg.norm((line_b[0] - line_a[0]) * t + line_b[1] - line_a[1]) for t in (a, b))
+        # both sides steady, and the jump far beyond their wobble: a region waving back and forth fits two lines
+        # that part where it turns, but no more than a few times their wobble
+        steady = max(off_b, off_a) <= min(jump / 2 * unit, apart / WOBBLE)
+        if steady and apart > threshold and np.linalg.norm(c[n] - c[n - 1]) > threshold:
+            found[n] = apart / threshold
+    # a side whose sightings reach past another cut fits a line through both shots: of two cuts within STEADY
+    # sightings, only the clearer one is
+    kept: list[int] = []
+    for n in sorted(found, key=found.get, reverse=True):
+        if all(abs(n - m) >= STEADY for m in kept):
+            kept.append(n)
+    return sorted(int(seen[n]) for n in kept)
 
 
 def pieces(cut: np.ndarray) -> list[slice]:

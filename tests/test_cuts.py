@@ -38,17 +38,28 @@ def two_shots(n: int = 12) -> Detections:
     return hand_track(np.concatenate([first, second]), np.r_[np.ones(n), np.full(n, 1.3)])
 
 
-def test_a_cut_is_a_jump_that_stays_and_a_glitch_is_not():
+def found(centres: np.ndarray) -> list[int]:
+    """`cuts` of a one-hand track at these centres (sizes: ``SHAPE``'s diagonal, about 50 px)."""
+    det = hand_track(centres, np.ones(len(centres)))
+    return np.flatnonzero(cuts(det.keypoints, det.seen_keypoints(0.3))).tolist()
+
+
+def test_a_cut_is_a_jump_that_stays_and_a_glitch_or_fast_motion_is_not():
     det = two_shots()
     assert np.flatnonzero(cuts(det.keypoints, det.seen_keypoints(0.3))).tolist() == [12]
     assert [(p.start, p.stop) for p in pieces(cuts(det.keypoints, det.seen_keypoints(0.3)))] == [(0, 12), (12, 24)]
-    t = np.arange(24, dtype=np.float64)
-    fast = np.stack([50 + 18 * t, 200 + 0 * t], -1)  # 0.35 of the hand's size per frame: fast, but no cut
-    assert not cuts(hand_track(fast, np.ones(24)).keypoints, np.ones((24, 2, 21), bool)).any()
-    for glitch in ([8], [8, 9]):  # the hand thrown across the frame for one or two frames and back: a defect
-        where = fast.copy()
-        where[glitch] += 300
-        assert not cuts(hand_track(where, np.ones(24)).keypoints, np.ones((24, 2, 21), bool)).any()
+    t = np.arange(30, dtype=np.float64)
+    size = float(np.linalg.norm(SHAPE.max(0) - SHAPE.min(0)))
+    still = np.stack([200 + 0 * t, 200 + 0 * t], -1)
+    for glitch in ([0], [1], [0, 1], [8], [8, 9], [8, 9, 10], [28, 29]):  # thrown across the frame and back
+        where = still.copy()
+        where[glitch] += 3 * size
+        assert found(where) == [], glitch
+    fast = still + np.stack([0.6 * size * np.clip(t - 10, 0, None), 0 * t], -1)  # from rest to 0.6 sizes a frame
+    assert found(fast) == []
+    for period, amplitude in ((8, 0.75), (10, 1.0), (12, 1.5)):  # waving: 2 Hz at 16 fps, up to 0.8 sizes a frame
+        wave = still + np.stack([amplitude * size * np.sin(2 * np.pi * t / period), 0 * t], -1)
+        assert found(wave) == [], (period, amplitude)
 
 
 def test_the_roi_box_stays_on_a_face_across_a_real_cut():
