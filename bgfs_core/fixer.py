@@ -37,7 +37,7 @@ from .losses import (
     warp_temporal_loss,
 )
 from .regions import get_region
-from .tracks import cuts, follow_tracks
+from .tracks import cut_words, cuts, follow_tracks
 
 if TYPE_CHECKING:
     import torch
@@ -542,11 +542,9 @@ def fix_latents(
     if relinked:
         warnings.append(f"ROI Detect's instance slots changed places in {relinked} of {num_frames} frames (e.g. a "
                         "left/right label that flipped): the fix follows each instance by position instead")
-    cut = np.flatnonzero(cuts(det.keypoints, det.seen_keypoints(settings.min_conf)))
-    if len(cut):
-        warnings.append(f"a cut at frame {', '.join(str(t + 1) for t in cut)} of {num_frames} (the "
-                        f"{det.region.replace('_', ' ')} moved to another place and stayed there): each side is "
-                        "fixed alone")  # fmt: skip
+    cut = cut_words(det.region, cuts(det.keypoints, det.seen_keypoints(settings.min_conf)))
+    if cut:
+        warnings.append(f"{cut}: each side is fixed alone")
     started = time.perf_counter()
     problem = None  # for the out-of-memory message: how big the window was, once known
     try:

@@ -152,6 +152,20 @@ def _track_cuts(seen: np.ndarray, c: np.ndarray, size: np.ndarray, max_gap: int,
     return sorted(int(seen[n]) for n in kept)
 
 
+_ONE = {"hands": "hand", "face": "face", "feet": "foot", "upper_body": "person", "full_body": "person"}
+
+
+def cut_words(region: str, cut: np.ndarray) -> str:
+    """What to tell a user of the `cuts` ``cut [T]`` of ``region``'s tracks (frames counted from 1, as the nodes'
+    preview counts them); "" when there are none."""
+    frames = np.flatnonzero(cut)
+    if not len(frames):
+        return ""
+    where = ", ".join(str(t + 1) for t in frames)
+    return (f"a cut at frame {where} of {len(cut)} (the {region.replace('_', ' ')} moved to another place and stayed "
+            f"there: another shot, or another {_ONE.get(region, 'instance')})")
+
+
 def pieces(cut: np.ndarray) -> list[slice]:
     """The spans of frames between `cuts` (``cut [T]`` bool): each starts at frame 0 or at a cut."""
     starts = [0, *[int(t) for t in np.flatnonzero(cut) if t > 0], len(cut)]

@@ -231,14 +231,10 @@ def crop_labels(det: Detections, boxes: np.ndarray, names: list[str] | None = No
 
 def cuts_text(det: Detections, min_conf: float) -> str:
     """ROI Detect's words for the cuts in ``det`` (tracks, `bgfs_core.tracks.cuts`); "" when there are none."""
-    from ..bgfs_core.tracks import cuts
+    from ..bgfs_core.tracks import cut_words, cuts
 
-    cut = np.flatnonzero(cuts(det.keypoints, det.seen_keypoints(min_conf)))
-    if not len(cut):
-        return ""
-    where = ", ".join(str(t + 1) for t in cut)  # counted from 1, as the preview's slider counts
-    return (f"; a cut at frame {where} of {det.num_frames} (the {det.region.replace('_', ' ')} moved to another place "
-            "and stayed there): boxes, fixes and scores treat each side alone")
+    words = cut_words(det.region, cuts(det.keypoints, det.seen_keypoints(min_conf)))
+    return f"; {words}: boxes, fixes and scores treat each side alone" if words else ""
 
 
 def pair_labels(pairs: Any, num_frames: int, names: list[str]) -> list[str]:
