@@ -85,7 +85,7 @@ class ScoreSettings:
     track_gate: float = 1.5  # a detection farther than this x region size from a track starts a new track
     relabel_cost: float = 0.25  # prefer keeping a track's slot label unless moving it saves this much distance
     max_gap: int = 8  # frames a lost track is remembered for
-    cut_jump: float = JUMP  # a track that moves more than this x its size between sightings crosses a cut
+    cut_jump: float = JUMP  # x a track's size its motion before and after a frame must part by there: a cut
     weights: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PART_NAMES, 1.0))
 
     def half(self, part: str) -> float:
