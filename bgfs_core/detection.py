@@ -21,6 +21,7 @@ import numpy as np
 from .detections import Detections
 from .errors import BGFSError
 from .regions import Region, get_region
+from .shots import frame_look, shot_changed
 
 if TYPE_CHECKING:
     from .config import Config
@@ -160,10 +161,16 @@ class Detector:
         out: Detections | None = None
         t = capacity = 0
         watch = _frame_watch.get()
+        look = None
         for frame in iterator:
             if watch is not None:
                 watch(t, total)
             frame = _check_frame(frame)
+            if self.video_mode:  # after a cut, tracking would look for the region where the last shot had it
+                previous, look = look, frame_look(frame)
+                if previous is not None and shot_changed(previous, look):
+                    self._backend.reset()
+                    self._hand_centres[:] = np.nan
             if out is None:
                 hw = frame.shape[:2]
                 out = Detections.empty(self.region.name, total or 64, hw)

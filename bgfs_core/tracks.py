@@ -84,20 +84,24 @@ def link_tracks(present: np.ndarray, keypoints: np.ndarray, valid: np.ndarray, m
 JUMP = 0.5
 GAP_ALLOWANCE = 0.15  # region sizes added per frame the track was not seen across: its motion there is a guess
 STEADY = 4  # sightings fitted on each side of a frame; a glitch of up to STEADY - 1 frames is never a cut
+SIZE_JUMP = float(np.log(1.4))  # or its size must change by more than 40% there (the film's cut to a close-up: 66%)
 WOBBLE = 4.0  # the two sides' lines must lie this many times farther apart than any centre lies off its line
 
 
 def cuts(keypoints: np.ndarray, valid: np.ndarray, max_gap: int = 8, jump: float = JUMP) -> np.ndarray:
     """``[T]`` bool: frames where a track (slot of ``keypoints [T, I, K, 2]``, used where ``valid [T, I, K]``) moves
-    to another place and stays there: a cut to another shot, or another instance taking the track.
+    to another place, or changes its size, at once and stays so: a cut to another shot, or another instance taking
+    the track.
 
     On each side of a frame, a straight line through the centres of the track's last (first) ``STEADY`` sightings
     (at least 3) is its motion there. The frame is a cut when both lines are steady (no centre lies more than
-    ``jump / 2`` times the track's size off its line) and yet they lie more than ``jump`` times its size apart (plus
-    ``GAP_ALLOWANCE`` for each frame it went unseen in between, at most ``max_gap``) both at the frame and at the
-    sighting before it. A glitch (a region thrown elsewhere for up to ``STEADY - 1`` frames and back) leaves a side
-    unsteady: it is for the fixer to mend and the judge to count, not a cut. Fast or accelerating motion meets
-    itself where the two lines join; only a change of position is a cut, not of size.
+    ``jump / 2`` times the track's size, nor a ``WOBBLE``-th of the lines' distance, off its line) and yet they lie
+    more than ``jump`` times its size apart (plus ``GAP_ALLOWANCE`` for each frame it went unseen in between, at
+    most ``max_gap``) both at the frame and at the sighting before it, and the step between those two sightings is
+    as large. The same for the logarithm of its size, by ``SIZE_JUMP``, where each side's size must also hold (a cut
+    to a close-up in the same place). A glitch (a region thrown elsewhere for up to ``STEADY - 1`` frames and back)
+    leaves a side unsteady: it is for the fixer to mend and the judge to count, not a cut. Fast or accelerating
+    motion meets itself where the two lines join.
 
     Nothing that works over time reaches across a cut: ROI boxes are neither smoothed nor bridged across it,
     kinematic targets are drawn on each side alone, and the fixer's bone, smoothness and warp terms and the judge's
@@ -143,6 +147,18 @@ def _track_cuts(seen: np.ndarray, c: np.ndarray, size: np.ndarray, max_gap: int,
         steady = max(off_b, off_a) <= min(jump / 2 * unit, apart / WOBBLE)
         if steady and apart > threshold and np.linalg.norm(c[n] - c[n - 1]) > threshold:
             found[n] = apart / threshold
+            continue
+        # the same for the size: a cut to a close-up of a region in the same place (a wide shot's face, then the
+        # next shot's large one)
+        line_b, off_b = _line(seen[before], np.log(size[before])[:, None])
+        line_a, off_a = _line(seen[after], np.log(size[after])[:, None])
+        apart = min(abs(float((line_b[0, 0] - line_a[0, 0]) * t + line_b[1, 0] - line_a[1, 0])) for t in (a, b))
+        # within a shot a region's size holds, give or take: a side that grows or shrinks (a limb swinging out, a
+        # 2-frame glitch and its way back) is no shot's steady size
+        span = max(abs(line_b[0, 0]) * np.ptp(seen[before]), abs(line_a[0, 0]) * np.ptp(seen[after]))
+        steady = max(off_b, off_a) + span <= min(SIZE_JUMP / 2, apart / WOBBLE)
+        if steady and apart > SIZE_JUMP and abs(np.log(size[n] / size[n - 1])) > SIZE_JUMP:
+            found[n] = apart / SIZE_JUMP
     # a side whose sightings reach past another cut fits a line through both shots: of two cuts within STEADY
     # sightings, only the clearer one is
     kept: list[int] = []
@@ -162,8 +178,8 @@ def cut_words(region: str, cut: np.ndarray) -> str:
     if not len(frames):
         return ""
     where = ", ".join(str(t + 1) for t in frames)
-    return (f"a cut at frame {where} of {len(cut)} (the {region.replace('_', ' ')} moved to another place and stayed "
-            f"there: another shot, or another {_ONE.get(region, 'instance')})")
+    return (f"a cut at frame {where} of {len(cut)} (the {region.replace('_', ' ')} moved or changed size at once and "
+            f"stayed so: another shot, or another {_ONE.get(region, 'instance')})")
 
 
 def pieces(cut: np.ndarray) -> list[slice]:
