@@ -121,9 +121,11 @@ def cuts(keypoints: np.ndarray, valid: np.ndarray, max_gap: int = 8, jump: float
 
 
 def _line(t: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, float]:
-    """Least-squares straight motion through centres ``c [n, 2]`` at frames ``t``: (its coefficients ``[2, 2]``,
-    the farthest centre's distance from it)."""
-    coef = np.polyfit(t.astype(np.float64), c, 1)
+    """Least-squares straight motion through centres ``c [n, d]`` at frames ``t``: (``[[slope], [value at frame
+    0]]``, ``[2, d]``; the farthest centre's distance from it)."""
+    tm = t - t.mean()
+    slope = (tm[:, None] * (c - c.mean(0))).sum(0) / max(float((tm * tm).sum()), 1e-12)
+    coef = np.stack([slope, c.mean(0) - slope * t.mean()])
     return coef, float(np.linalg.norm(c - (coef[0] * t[:, None] + coef[1]), axis=-1).max())
 
 
