@@ -37,7 +37,7 @@ from .losses import (
     warp_temporal_loss,
 )
 from .regions import get_region
-from .tracks import cut_words, cuts, follow_tracks
+from .tracks import cut_words, detection_cuts, follow_tracks
 
 if TYPE_CHECKING:
     import torch
@@ -209,7 +209,7 @@ class _Problem:
         self._setup_flow_probe(det, pw)
         # where another shot begins: the critic's bone and smoothness terms do not compare frames across it, nor does
         # the warp's temporal term the latent frames that hold it
-        cut = cuts(det.keypoints, det.seen_keypoints(settings.min_conf))
+        cut = detection_cuts(det, settings.min_conf)
         self.cut = torch.from_numpy(cut[pw.frame0 : pw.frame1])
         self.warp_across = torch.from_numpy(self._latent_steps_across(cut))
         # ROI Detect's keypoints of every crop, in window pixels: what the critic should find (critic_fit)
@@ -542,7 +542,7 @@ def fix_latents(
     if relinked:
         warnings.append(f"ROI Detect's instance slots changed places in {relinked} of {num_frames} frames (e.g. a "
                         "left/right label that flipped): the fix follows each instance by position instead")
-    cut = cut_words(det.region, cuts(det.keypoints, det.seen_keypoints(settings.min_conf)))
+    cut = cut_words(det.region, detection_cuts(det, settings.min_conf))
     if cut:
         warnings.append(f"{cut}: each side is fixed alone")
     started = time.perf_counter()

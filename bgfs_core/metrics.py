@@ -379,7 +379,7 @@ def _measure(det: Detections, s: ScoreSettings) -> _Measures:
         lr = _lr_swaps(kp, valid, spec.flip_permutation(), scale)
         swap, transition = swap | lr, transition | lr
     # across a cut (another shot, another instance) neither jitter nor bone lengths compare frames
-    cut = cuts(kp, valid, s.max_gap, s.cut_jump)
+    cut = cuts(kp, valid, s.max_gap, s.cut_jump, by_size=spec.holds_its_size)
     safe_scale = np.where(np.isfinite(scale) & (scale > 0), scale, np.nan)
 
     acc, jitter_ok = K.second_differences(kp, valid)  # [T-2, I, K, 2]

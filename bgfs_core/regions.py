@@ -41,6 +41,9 @@ class Region:
     chains: tuple[tuple[int, ...], ...] = ()  # finger / limb chains, root first
     joint_limits: tuple[JointLimit, ...] = ()
     flip_perm: tuple[int, ...] = field(default=())  # keypoint order after a horizontal flip (empty: identity)
+    # the box around its keypoints keeps its size through poses and expressions (a face), so a sudden change of it
+    # that holds is a cut (`tracks.cuts`); a hand's shrinks as it closes into a fist, a body's as its arms drop
+    holds_its_size: bool = False
 
     @property
     def num_keypoints(self) -> int:
@@ -167,6 +170,7 @@ FACE = Region(
     chains=((_F["forehead"], _F["nose_bridge"], _F["nose_tip"], _F["chin"]),),
     joint_limits=(),
     flip_perm=_flip_order(_FACE_NAMES),
+    holds_its_size=True,
 )
 
 # --- pose-based regions: MediaPipe Pose, 33 landmarks ------------------------------------------------------------

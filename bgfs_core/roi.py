@@ -117,10 +117,10 @@ def roi_boxes(
         raise BGFSError(
             f"instance {instance} does not exist: region {det.region!r} has {det.keypoints.shape[1]} instance slot(s)"
         )
-    from .tracks import cuts, pieces
+    from .tracks import detection_cuts, pieces
 
     # a cut (`tracks.cuts`): the box must not glide from one shot's region to the next over the frames around it
-    spans = pieces(cuts(det.keypoints, det.seen_keypoints(min_conf), max_gap))
+    spans = pieces(detection_cuts(det, min_conf, max_gap))
     boxes = np.full((det.num_frames, len(slots), 4), np.nan, np.float32)
     for j, slot in enumerate(slots):
         raw = _raw_boxes(det, slot, margin, min_conf, aspect)

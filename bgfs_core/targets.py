@@ -116,10 +116,10 @@ def kinematic_targets(det: Detections, min_conf: float = 0.3, sigma: float = 3.0
     error). A keypoint gets a target where it was detected with ``min_conf`` and at least half of its Gaussian
     neighbourhood was seen too. Each side of a cut (`tracks.cuts`: another shot) gets its targets alone.
     """
-    from .tracks import cuts, pieces
+    from .tracks import detection_cuts, pieces
 
     args = (min_conf, sigma, median_radius, bone_radius, iterations, pose_sigma)
-    spans = pieces(cuts(det.keypoints, det.seen_keypoints(min_conf)))
+    spans = pieces(detection_cuts(det, min_conf))
     if len(spans) > 1:
         parts = [_targets(det.select(span), *args) for span in spans]
         return KinematicTargets(np.concatenate([p.keypoints for p in parts]), np.concatenate([p.valid for p in parts]))

@@ -88,7 +88,8 @@ SIZE_JUMP = float(np.log(1.4))  # or its size must change by more than 40% there
 WOBBLE = 4.0  # the two sides' lines must lie this many times farther apart than any centre lies off its line
 
 
-def cuts(keypoints: np.ndarray, valid: np.ndarray, max_gap: int = 8, jump: float = JUMP) -> np.ndarray:
+def cuts(keypoints: np.ndarray, valid: np.ndarray, max_gap: int = 8, jump: float = JUMP,
+         by_size: bool = False) -> np.ndarray:
     """``[T]`` bool: frames where a track (slot of ``keypoints [T, I, K, 2]``, used where ``valid [T, I, K]``) moves
     to another place, or changes its size, at once and stays so: a cut to another shot, or another instance taking
     the track.
@@ -98,8 +99,8 @@ def cuts(keypoints: np.ndarray, valid: np.ndarray, max_gap: int = 8, jump: float
     ``jump / 2`` times the track's size, nor a ``WOBBLE``-th of the lines' distance, off its line) and yet they lie
     more than ``jump`` times its size apart (plus ``GAP_ALLOWANCE`` for each frame it went unseen in between, at
     most ``max_gap``) both at the frame and at the sighting before it, and the step between those two sightings is
-    as large. The same for the logarithm of its size, by ``SIZE_JUMP``, where each side's size must also hold (a cut
-    to a close-up in the same place). A glitch (a region thrown elsewhere for up to ``STEADY - 1`` frames and back)
+    as large. With ``by_size`` (a region that `holds_its_size`), the same for the logarithm of its size, by
+    ``SIZE_JUMP``, where each side's size must also hold (a cut to a close-up in the same place). A glitch (a region thrown elsewhere for up to ``STEADY - 1`` frames and back)
     leaves a side unsteady: it is for the fixer to mend and the judge to count, not a cut. Fast or accelerating
     motion meets itself where the two lines join.
 
@@ -116,8 +117,14 @@ def cuts(keypoints: np.ndarray, valid: np.ndarray, max_gap: int = 8, jump: float
     out = np.zeros(kp.shape[0], bool)
     for i in range(kp.shape[1]):
         seen = np.flatnonzero(np.isfinite(centres[:, i]).all(-1) & np.isfinite(sizes[:, i]))
-        out[_track_cuts(seen, centres[seen, i], sizes[seen, i], max_gap, jump)] = True
+        out[_track_cuts(seen, centres[seen, i], sizes[seen, i], max_gap, jump, by_size)] = True
     return out
+
+
+def detection_cuts(det: Detections, min_conf: float, max_gap: int = 8) -> np.ndarray:
+    """`cuts` of ``det``'s slots (tracks already: `follow_tracks` first for hands), its keypoints seen with
+    ``min_conf``, by size too where its region `holds_its_size`."""
+    return cuts(det.keypoints, det.seen_keypoints(min_conf), max_gap, by_size=det.spec.holds_its_size)
 
 
 def _line(t: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, float]:
@@ -129,7 +136,8 @@ def _line(t: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, float]:
     return coef, float(np.linalg.norm(c - (coef[0] * t[:, None] + coef[1]), axis=-1).max())
 
 
-def _track_cuts(seen: np.ndarray, c: np.ndarray, size: np.ndarray, max_gap: int, jump: float) -> list[int]:
+def _track_cuts(seen: np.ndarray, c: np.ndarray, size: np.ndarray, max_gap: int, jump: float,
+                by_size: bool) -> list[int]:
     """`cuts` of one track seen on frames ``seen`` at centres ``c`` with sizes ``size``."""
     run = np.r_[0, np.cumsum(np.diff(seen) > max_gap + 1)]  # sightings joined by gaps of at most max_gap frames
     found: dict[int, float] = {}  # sighting -> by how many times its threshold the two lines lie apart
@@ -149,6 +157,8 @@ def _track_cuts(seen: np.ndarray, c: np.ndarray, size: np.ndarray, max_gap: int,
         steady = max(off_b, off_a) <= min(jump / 2 * unit, apart / WOBBLE)
         if steady and apart > threshold and np.linalg.norm(c[n] - c[n - 1]) > threshold:
             found[n] = apart / threshold
+            continue
+        if not by_size:
             continue
         # the same for the size: a cut to a close-up of a region in the same place (a wide shot's face, then the
         # next shot's large one)
@@ -179,9 +189,12 @@ def cut_words(region: str, cut: np.ndarray) -> str:
     frames = np.flatnonzero(cut)
     if not len(frames):
         return ""
+    from .regions import get_region
+
     where = ", ".join(str(t + 1) for t in frames)
-    return (f"a cut at frame {where} of {len(cut)} (the {region.replace('_', ' ')} moved or changed size at once and "
-            f"stayed so: another shot, or another {_ONE.get(region, 'instance')})")
+    how = "moved or changed size" if get_region(region).holds_its_size else "moved to another place"
+    return (f"a cut at frame {where} of {len(cut)} (the {region.replace('_', ' ')} {how} at once and stayed so: "
+            f"another shot, or another {_ONE.get(region, 'instance')})")
 
 
 def pieces(cut: np.ndarray) -> list[slice]:

@@ -231,9 +231,9 @@ def crop_labels(det: Detections, boxes: np.ndarray, names: list[str] | None = No
 
 def cuts_text(det: Detections, min_conf: float) -> str:
     """ROI Detect's words for the cuts in ``det`` (tracks, `bgfs_core.tracks.cuts`); "" when there are none."""
-    from ..bgfs_core.tracks import cut_words, cuts
+    from ..bgfs_core.tracks import cut_words, detection_cuts
 
-    words = cut_words(det.region, cuts(det.keypoints, det.seen_keypoints(min_conf)))
+    words = cut_words(det.region, detection_cuts(det, min_conf))
     return f"; {words}: boxes, fixes and scores treat each side alone" if words else ""
 
 

@@ -60,16 +60,18 @@ def test_a_cut_is_a_jump_that_stays_and_a_glitch_or_fast_motion_is_not():
         assert found(wave) == [], (period, amplitude)
 
 
-def test_a_cut_to_a_close_up_in_the_same_place_is_a_cut_and_a_hand_coming_closer_is_not():
+def test_a_cut_to_a_close_up_in_the_same_place_is_a_cut_and_a_region_coming_closer_is_not():
     t = np.arange(24, dtype=np.float64)
     place = np.stack([300 + 0 * t, 200 + 0 * t], -1)
     scales = np.ones(24)
 
-    def found_at(scales: np.ndarray) -> list[int]:
+    def found_at(scales: np.ndarray, by_size: bool = True) -> list[int]:
         det = hand_track(place, scales)
-        return np.flatnonzero(cuts(det.keypoints, det.seen_keypoints(0.3))).tolist()
+        return np.flatnonzero(cuts(det.keypoints, det.seen_keypoints(0.3), by_size=by_size)).tolist()
 
     assert found_at(np.where(t < 12, 1.0, 1.66)) == [12]  # the film's cut to a close-up at frame 200: 66% larger
+    # but only for a region whose size holds (a face): a hand shrinks as it closes into a fist
+    assert found_at(np.where(t < 12, 1.0, 0.6), by_size=False) == []
     assert found_at(1.05**t) == []  # 5% larger every frame
     for glitch in ([8], [8, 9]):  # a shrunken hand for a frame or two
         glitched = scales.copy()

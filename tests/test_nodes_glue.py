@@ -238,7 +238,7 @@ def _dilate(mask: np.ndarray, r: int) -> np.ndarray:
 def test_roi_detect_says_where_a_cut_is():
     from test_cuts import hand_track, two_shots
 
-    assert glue.cuts_text(two_shots(), 0.3) == ("; a cut at frame 13 of 24 (the hands moved or changed size at once "
+    assert glue.cuts_text(two_shots(), 0.3) == ("; a cut at frame 13 of 24 (the hands moved to another place at once "
                                                 "and stayed so: another shot, or another hand): boxes, fixes and "
                                                 "scores treat each side alone")  # fmt: skip
     steady = hand_track(np.stack([np.arange(24.0), np.zeros(24)], -1) + 200, np.ones(24))

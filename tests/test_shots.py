@@ -10,7 +10,7 @@ from mp_task_bundles import build_task_bundles
 from bgfs_core import kinematics as K
 from bgfs_core.detection import Detector, detect_video
 from bgfs_core.shots import frame_look, shot_changed
-from bgfs_core.tracks import cuts
+from bgfs_core.tracks import detection_cuts
 
 
 def changes(frames: np.ndarray) -> list[int]:
@@ -37,7 +37,7 @@ def test_mediapipe_finds_the_next_shots_face_at_once():
     # tracking the last shot's face, the keypoints took five frames to grow to the new one (0.66 of it at the cut)
     assert size[4] > 0.95 * size[-1] > 1.5 * size[3], np.round(size)
     # in the same place, but 66% larger: a cut all the same
-    assert np.flatnonzero(cuts(det.keypoints, det.seen_keypoints(0.3))).tolist() == [4]
+    assert np.flatnonzero(detection_cuts(det, 0.3)).tolist() == [4]
 
 
 @pytest.mark.parametrize("backend", ["solutions", "tasks"])
