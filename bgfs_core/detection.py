@@ -166,11 +166,6 @@ class Detector:
             if watch is not None:
                 watch(t, total)
             frame = _check_frame(frame)
-            if self.video_mode:  # after a cut, tracking would look for the region where the last shot had it
-                previous, look = look, frame_look(frame)
-                if previous is not None and shot_changed(previous, look):
-                    self._backend.reset()
-                    self._hand_centres[:] = np.nan
             if out is None:
                 hw = frame.shape[:2]
                 out = Detections.empty(self.region.name, total or 64, hw)
@@ -178,6 +173,11 @@ class Detector:
             elif frame.shape[:2] != out.frame_hw:
                 raise BGFSError(f"frame {t} is {frame.shape[1]}x{frame.shape[0]} but frame 0 is "
                                 f"{out.frame_hw[1]}x{out.frame_hw[0]}: all frames of a video must have one size")
+            if self.video_mode:  # after a cut, tracking would look for the region where the last shot had it
+                previous, look = look, frame_look(frame)
+                if previous is not None and shot_changed(previous, look):
+                    self._backend.reset()
+                    self._hand_centres[:] = np.nan
             if t >= capacity:  # an iterable of unknown length: grow the buffers
                 out = _concat(out, Detections.empty(self.region.name, capacity, out.frame_hw))
                 capacity = out.num_frames

@@ -100,7 +100,8 @@ def cuts(keypoints: np.ndarray, valid: np.ndarray, max_gap: int = 8, jump: float
     more than ``jump`` times its size apart (plus ``GAP_ALLOWANCE`` for each frame it went unseen in between, at
     most ``max_gap``) both at the frame and at the sighting before it, and the step between those two sightings is
     as large. With ``by_size`` (a region that `holds_its_size`), the same for the logarithm of its size, by
-    ``SIZE_JUMP``, where each side's size must also hold (a cut to a close-up in the same place). A glitch (a region thrown elsewhere for up to ``STEADY - 1`` frames and back)
+    ``SIZE_JUMP`` (plus ``GAP_ALLOWANCE / 2`` per frame unseen), where each side's size must also hold (a cut to a
+    close-up in the same place). A glitch (a region thrown elsewhere for up to ``STEADY - 1`` frames and back)
     leaves a side unsteady: it is for the fixer to mend and the judge to count, not a cut. Fast or accelerating
     motion meets itself where the two lines join.
 
@@ -168,9 +169,11 @@ def _track_cuts(seen: np.ndarray, c: np.ndarray, size: np.ndarray, max_gap: int,
         # within a shot a region's size holds, give or take: a side that grows or shrinks (a limb swinging out, a
         # 2-frame glitch and its way back) is no shot's steady size
         span = max(abs(line_b[0, 0]) * np.ptp(seen[before]), abs(line_a[0, 0]) * np.ptp(seen[after]))
+        # a region unseen for a while may have come closer meanwhile
+        threshold = SIZE_JUMP + GAP_ALLOWANCE / 2 * (b - a - 1)
         steady = max(off_b, off_a) + span <= min(SIZE_JUMP / 2, apart / WOBBLE)
-        if steady and apart > SIZE_JUMP and abs(np.log(size[n] / size[n - 1])) > SIZE_JUMP:
-            found[n] = apart / SIZE_JUMP
+        if steady and apart > threshold and abs(np.log(size[n] / size[n - 1])) > threshold:
+            found[n] = apart / threshold
     # a side whose sightings reach past another cut fits a line through both shots: of two cuts within STEADY
     # sightings, only the clearer one is
     kept: list[int] = []
