@@ -283,7 +283,7 @@ def test_bad_videos(image_hands):
     with pytest.raises(BGFSError, match="same size|one size"):
         image_hands.detect_video([np.zeros((32, 32, 3), np.uint8), np.zeros((40, 32, 3), np.uint8)])
     with Detector("hands") as video, pytest.raises(BGFSError, match="one size"):  # video mode: before shot checks
-        video.detect_video(iter([np.zeros((32, 32, 3), np.uint8), np.zeros((64, 64, 3), np.uint8)]))
+        video.detect_video(iter([np.zeros((32, 32, 3), np.uint8), np.full((64, 64, 3), 255, np.uint8)]))
     with pytest.raises(BGFSError, match="empty"):
         image_hands.detect_video([])
     with pytest.raises(BGFSError, match="fps"):
