@@ -107,6 +107,8 @@ def _chain_lengths(det: Detections, slot: int, cuts: Sequence[int] = ()) -> tupl
     chains = spec.chains or (tuple(range(spec.num_keypoints)),)
     kp = det.keypoints[:, slot].astype(np.float64)
     valid = det.present[:, slot, None] & np.isfinite(kp).all(-1) & (det.confidence[:, slot] > 0)
+    cut = np.zeros(len(kp), bool)
+    cut[list(cuts)] = True
     names, series = [], []
     for chain in chains:
         bones = [b for b in zip(chain[:-1], chain[1:]) if b not in spec.flexible_bones]
@@ -116,8 +118,6 @@ def _chain_lengths(det: Detections, slot: int, cuts: Sequence[int] = ()) -> tupl
         lengths = bone_lengths(kp, bones, valid).sum(-1)
         ok = valid[:, list(chain)].all(-1)
         lengths = np.where(ok, lengths, np.nan)
-        cut = np.zeros(len(kp), bool)
-        cut[list(cuts)] = True
         rel = np.full(len(kp), np.nan)
         for span in pieces(cut):
             med = np.nanmedian(lengths[span]) if ok[span].any() else np.nan

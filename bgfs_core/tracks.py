@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .detections import Detections
+from .regions import get_region
 
 
 def _centres(kp: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -137,42 +138,49 @@ def _line(t: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, float]:
     return coef, float(np.linalg.norm(c - (coef[0] * t[:, None] + coef[1]), axis=-1).max())
 
 
+def _parting(t_before: np.ndarray, v_before: np.ndarray, t_after: np.ndarray, v_after: np.ndarray,
+             at: tuple[int, int]) -> tuple[float, float, float]:
+    """Straight lines through values ``v [n, d]`` at frames ``t`` on each side of a frame: (how far apart they lie
+    at the closer of the frames ``at``, the farthest value's distance off its line, the larger change along a line
+    over its own frames)."""
+    line_b, off_b = _line(t_before, v_before)
+    line_a, off_a = _line(t_after, v_after)
+    apart = min(float(np.linalg.norm((line_b[0] - line_a[0]) * t + line_b[1] - line_a[1])) for t in at)
+    span = max(float(np.linalg.norm(line_b[0])) * np.ptp(t_before), float(np.linalg.norm(line_a[0])) * np.ptp(t_after))
+    return apart, max(off_b, off_a), span
+
+
 def _track_cuts(seen: np.ndarray, c: np.ndarray, size: np.ndarray, max_gap: int, jump: float,
                 by_size: bool) -> list[int]:
     """`cuts` of one track seen on frames ``seen`` at centres ``c`` with sizes ``size``."""
     run = np.r_[0, np.cumsum(np.diff(seen) > max_gap + 1)]  # sightings joined by gaps of at most max_gap frames
+    log_size = np.log(size)[:, None]
     found: dict[int, float] = {}  # sighting -> by how many times its threshold the two lines lie apart
     for n in range(1, len(seen)):
-        before = np.flatnonzero(run == run[n])
-        before, after = before[(before < n) & (before >= n - STEADY)], before[(before >= n) & (before < n + STEADY)]
+        in_run = np.flatnonzero(run == run[n])
+        before, after = in_run[(in_run < n) & (in_run >= n - STEADY)], in_run[(in_run >= n) & (in_run < n + STEADY)]
         if len(before) < 3 or len(after) < 3:
             continue
         a, b = seen[n - 1], seen[n]
         unit = float(np.median(size[np.r_[before, after]]))
         threshold = (jump + GAP_ALLOWANCE * (b - a - 1)) * unit
-        line_b, off_b = _line(seen[before], c[before])
-        line_a, off_a = _line(seen[after], c[after])
-        apart = min(np.linalg.norm((line_b[0] - line_a[0]) * t + line_b[1] - line_a[1]) for t in (a, b))
+        apart, off, _ = _parting(seen[before], c[before], seen[after], c[after], (a, b))
         # both sides steady, and the jump far beyond their wobble: a region waving back and forth fits two lines
         # that part where it turns, but no more than a few times their wobble
-        steady = max(off_b, off_a) <= min(jump / 2 * unit, apart / WOBBLE)
+        steady = off <= min(jump / 2 * unit, apart / WOBBLE)
         if steady and apart > threshold and np.linalg.norm(c[n] - c[n - 1]) > threshold:
             found[n] = apart / threshold
             continue
         if not by_size:
             continue
         # the same for the size: a cut to a close-up of a region in the same place (a wide shot's face, then the
-        # next shot's large one)
-        line_b, off_b = _line(seen[before], np.log(size[before])[:, None])
-        line_a, off_a = _line(seen[after], np.log(size[after])[:, None])
-        apart = min(abs(float((line_b[0, 0] - line_a[0, 0]) * t + line_b[1, 0] - line_a[1, 0])) for t in (a, b))
+        # next shot's large one); a region unseen for a while may have come closer meanwhile
+        threshold = SIZE_JUMP + GAP_ALLOWANCE / 2 * (b - a - 1)
+        apart, off, span = _parting(seen[before], log_size[before], seen[after], log_size[after], (a, b))
         # within a shot a region's size holds, give or take: a side that grows or shrinks (a limb swinging out, a
         # 2-frame glitch and its way back) is no shot's steady size
-        span = max(abs(line_b[0, 0]) * np.ptp(seen[before]), abs(line_a[0, 0]) * np.ptp(seen[after]))
-        # a region unseen for a while may have come closer meanwhile
-        threshold = SIZE_JUMP + GAP_ALLOWANCE / 2 * (b - a - 1)
-        steady = max(off_b, off_a) + span <= min(SIZE_JUMP / 2, apart / WOBBLE)
-        if steady and apart > threshold and abs(np.log(size[n] / size[n - 1])) > threshold:
+        steady = off + span <= min(SIZE_JUMP / 2, apart / WOBBLE)
+        if steady and apart > threshold and abs(log_size[n, 0] - log_size[n - 1, 0]) > threshold:
             found[n] = apart / threshold
     # a side whose sightings reach past another cut fits a line through both shots: of two cuts within STEADY
     # sightings, only the clearer one is
@@ -192,8 +200,6 @@ def cut_words(region: str, cut: np.ndarray) -> str:
     frames = np.flatnonzero(cut)
     if not len(frames):
         return ""
-    from .regions import get_region
-
     where = ", ".join(str(t + 1) for t in frames)
     how = "moved or changed size" if get_region(region).holds_its_size else "moved to another place"
     return (f"a cut at frame {where} of {len(cut)} (the {region.replace('_', ' ')} {how} at once and stayed so: "
