@@ -58,7 +58,7 @@ from . import kinematics as K
 from .detections import Detections
 from .errors import BGFSError
 from .regions import get_region
-from .tracks import JUMP, cuts, drop_duplicates, follow_tracks, gather_tracks, link_tracks, pieces
+from .tracks import JUMP, MAX_GAP, cuts, drop_duplicates, follow_tracks, gather_tracks, link_tracks, pieces
 
 PART_NAMES = ("detection", "jitter", "bone_cv", "joint_violations", "swaps", "low_confidence")
 # The parts that measure the region's geometry: what the fixer changes, and what `bgfs fix`'s guard weighs. Swaps
@@ -84,7 +84,7 @@ class ScoreSettings:
     miss_half: float = 0.25  # missing the region in a quarter of the frames where it should be halves the part
     track_gate: float = 1.5  # a detection farther than this x region size from a track starts a new track
     relabel_cost: float = 0.25  # prefer keeping a track's slot label unless moving it saves this much distance
-    max_gap: int = 8  # frames a lost track is remembered for
+    max_gap: int = MAX_GAP  # frames a lost track is remembered for
     cut_jump: float = JUMP  # x a track's size its motion before and after a frame must part by there: a cut
     weights: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PART_NAMES, 1.0))
 

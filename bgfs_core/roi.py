@@ -16,12 +16,12 @@ import numpy as np
 
 from .detections import Detections
 from .errors import BGFSError
+from .tracks import MAX_GAP, detection_cuts, pieces
 
 if TYPE_CHECKING:
     import torch
 
 MIN_SIDE = 16.0  # pixels: a box around one or two keypoints is grown to at least this
-MAX_GAP = 8  # frames: gaps up to this long between detections are bridged; box held this/2 frames past the ends
 
 
 # --- boxes -------------------------------------------------------------------------------------------------------
@@ -117,8 +117,6 @@ def roi_boxes(
         raise BGFSError(
             f"instance {instance} does not exist: region {det.region!r} has {det.keypoints.shape[1]} instance slot(s)"
         )
-    from .tracks import detection_cuts, pieces
-
     # a cut (`tracks.cuts`): the box must not glide from one shot's region to the next over the frames around it
     spans = pieces(detection_cuts(det, min_conf, max_gap))
     boxes = np.full((det.num_frames, len(slots), 4), np.nan, np.float32)

@@ -1,11 +1,12 @@
 """Kinematic targets: where each keypoint should be, from ROI Detect's keypoints on the input.
 
 The detector's keypoints say where the anatomy is in every frame, flaws included. Cleaning them gives the clip
-the fixer should produce: a robust temporal filter (running median, then a Gaussian over the neighbouring frames of
-the same pose, so that a real change of pose between two frames is kept, not smeared) removes jitter and one-frame
-glitches, and a few rounds of bone-length projection make every rigid bone hold its running median length. A face's
-eyelids, lips and jaw move on their own (a blink, a word): they keep their running median against the head, whose
-motion under them is smoothed (`_keep_expression`). The fixer
+the fixer should produce: a robust temporal filter (running median, then a Gaussian-weighted line through the
+neighbouring frames of the same pose, so that a real change of pose between two frames is kept, not smeared, and a
+steady motion is not pulled back where the neighbours lie on one side, at the clip's ends) removes jitter and
+one-frame glitches, and a few rounds of bone-length projection make every rigid bone hold its running median
+length. A face's eyelids, lips and jaw move on their own (a blink, a word): they keep their running median against
+the head, whose motion under them is smoothed (`_keep_expression`). The fixer
 then asks the critic to see each keypoint move by (target - detected): a displacement, so the critic's own bias
 against the detector cancels. The detector is not in the optimisation loop; the judge re-detects the result.
 """
@@ -59,25 +60,66 @@ def _pose_similarity(series: np.ndarray, valid: np.ndarray, radius: int, pose_si
 
 def _pose_weighted(series: np.ndarray, valid: np.ndarray, sigma: float, pose_sigma: float
                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Gaussian average over the valid frames of the same pose (`_pose_similarity`; invalid frames may hold NaN)
-    -> (smoothed ``[T, ..., 2]``, support ``[T, ...]``: the share of the Gaussian's weight on valid frames)."""
+    """Local linear fit over the valid frames of the same pose (`_pose_similarity`), Gaussian-weighted, read at the
+    frame itself (invalid frames may hold NaN) -> (smoothed ``[T, ..., 2]``, support ``[T, ...]``: the share of the
+    Gaussian's weight on valid frames).
+
+    Where the neighbours lie on both sides alike this is the Gaussian average. Where they lie on one side (the clip's
+    first and last frames, a gap, the frame before a change of pose) an average would pull a moving keypoint back
+    towards them, about two frames of its motion at the clip's ends, so a steadily moving hand would be "fixed"
+    there; the line through them follows the motion instead."""
     radius = max(1, int(round(3 * sigma)))
     taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / max(sigma, 1e-6)) ** 2)
     t = series.shape[0]
     x = np.where(valid[..., None], series, 0.0)
     alike = _pose_similarity(series, valid, radius, pose_sigma)
-    num = np.zeros_like(series, dtype=np.float64)
-    den = np.zeros(valid.shape, np.float64)
+    sums = np.zeros((3, *valid.shape), np.float64)  # the weights' sums of 1, off, off^2
+    num = np.zeros((2, *series.shape), np.float64)  # the weighted sums of x and off * x
     support = np.zeros(valid.shape, np.float64)
     for j, (off, w) in enumerate(zip(range(-radius, radius + 1), taps, strict=True)):
         lo, hi = max(0, -off), min(t, t - off)
         if hi <= lo:  # a clip shorter than the offset
             continue
         weight = (w * alike[j, lo:hi])[..., None] * valid[lo + off : hi + off]  # [n, I, K]
-        num[lo:hi] += weight[..., None] * x[lo + off : hi + off]
-        den[lo:hi] += weight
+        sums[:, lo:hi] += weight * np.array([1.0, off, off * off]).reshape(3, *[1] * weight.ndim)
+        num[0, lo:hi] += weight[..., None] * x[lo + off : hi + off]
+        num[1, lo:hi] += (off * weight)[..., None] * x[lo + off : hi + off]
         support[lo:hi] += w * valid[lo + off : hi + off]
-    return num / np.maximum(den, 1e-12)[..., None], support / taps.sum()
+    s0, s1, s2 = sums
+    det = s0 * s2 - s1 * s1
+    # fewer than two frames apart (a lone sighting): the average; else the line's value at the frame
+    line = det > 1e-9 * np.maximum(s0 * s0, 1e-12)
+    mean = num[0] / np.maximum(s0, 1e-12)[..., None]
+    fit = (s2[..., None] * num[0] - s1[..., None] * num[1]) / np.where(line, det, 1.0)[..., None]
+    return np.where(line[..., None], fit, mean), support / taps.sum()
+
+
+def _glitch_median(series: np.ndarray, radius: int) -> np.ndarray:
+    """`running_nanmedian` over frames (axis 0) of ``series`` (NaN where unseen) with Tukey's end rule: where the frame
+    before is missing (the clip's first frame, or one after a gap), the line through the two frames after it,
+    extrapolated back to it, votes in its place; likewise at the other end. A window of two would otherwise average
+    the frame with its neighbour and pull a moving keypoint half a frame's motion towards it; with the third voter a
+    steady motion passes unchanged and a glitch on the end frame is still outvoted."""
+    import warnings
+
+    def shifted(by: int) -> np.ndarray:  # shifted(1)[t] = series[t - 1], NaN off the clip
+        out = np.full_like(series, np.nan)
+        if abs(by) < len(series):
+            if by > 0:
+                out[by:] = series[:-by]
+            else:
+                out[:by] = series[-by:]
+        return out
+
+    before = np.where(np.isnan(shifted(1)), 2 * shifted(-1) - shifted(-2), np.nan)
+    after = np.where(np.isnan(shifted(-1)), 2 * shifted(1) - shifted(2), np.nan)
+    pad = [(radius, radius)] + [(0, 0)] * (series.ndim - 1)
+    windows = np.lib.stride_tricks.sliding_window_view(np.pad(series, pad, constant_values=np.nan), 2 * radius + 1,
+                                                       axis=0)  # [T, ..., w]
+    voters = np.concatenate([windows, before[..., None], after[..., None]], -1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN window (a gap) just gives NaN
+        return np.nanmedian(voters, -1)
 
 
 def _keep_expression(median: np.ndarray, ok: np.ndarray, smooth: np.ndarray, expressive: tuple[int, ...]
@@ -131,7 +173,7 @@ def _targets(det: Detections, min_conf: float, sigma: float, median_radius: int,
     """`kinematic_targets` of one shot."""
     kp = det.keypoints.astype(np.float64)
     seen = det.seen_keypoints(min_conf)  # [T, I, K]
-    median = running_nanmedian(np.where(seen[..., None], kp, np.nan), median_radius)  # [T, I, K, 2]
+    median = _glitch_median(np.where(seen[..., None], kp, np.nan), median_radius)  # [T, I, K, 2]
     med_ok = seen & np.isfinite(median).all(-1)
     smooth, support = _pose_weighted(median, med_ok, sigma, pose_sigma)
     if det.spec.expressive_keypoints:

@@ -19,6 +19,8 @@ import numpy as np
 from .detections import Detections
 from .regions import get_region
 
+MAX_GAP = 8  # frames a lost track is remembered: a gap this long between sightings is bridged, not a new track
+
 
 def _centres(kp: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Mean of the valid keypoints: [T, I, 2], NaN where none."""
@@ -27,7 +29,7 @@ def _centres(kp: np.ndarray, valid: np.ndarray) -> np.ndarray:
         return np.where(valid[..., None], kp, 0.0).sum(-2) / w.sum(-2)
 
 
-def link_tracks(present: np.ndarray, keypoints: np.ndarray, valid: np.ndarray, max_gap: int = 8,
+def link_tracks(present: np.ndarray, keypoints: np.ndarray, valid: np.ndarray, max_gap: int = MAX_GAP,
                 track_gate: float = 1.5, relabel_cost: float = 0.25) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Link detections (``present [T, I]``; ``keypoints [T, I, K, 2]`` used where ``valid [T, I, K]``) into tracks
     by position.
@@ -89,7 +91,7 @@ SIZE_JUMP = float(np.log(1.4))  # or its size must change by more than 40% there
 WOBBLE = 4.0  # the two sides' lines must lie this many times farther apart than any centre lies off its line
 
 
-def cuts(keypoints: np.ndarray, valid: np.ndarray, max_gap: int = 8, jump: float = JUMP,
+def cuts(keypoints: np.ndarray, valid: np.ndarray, max_gap: int = MAX_GAP, jump: float = JUMP,
          by_size: bool = False) -> np.ndarray:
     """``[T]`` bool: frames where a track (slot of ``keypoints [T, I, K, 2]``, used where ``valid [T, I, K]``) moves
     to another place, or changes its size, at once and stays so: a cut to another shot, or another instance taking
@@ -123,7 +125,7 @@ def cuts(keypoints: np.ndarray, valid: np.ndarray, max_gap: int = 8, jump: float
     return out
 
 
-def detection_cuts(det: Detections, min_conf: float, max_gap: int = 8) -> np.ndarray:
+def detection_cuts(det: Detections, min_conf: float, max_gap: int = MAX_GAP) -> np.ndarray:
     """`cuts` of ``det``'s slots (tracks already: `follow_tracks` first for hands), its keypoints seen with
     ``min_conf``, by size too where its region `holds_its_size`."""
     return cuts(det.keypoints, det.seen_keypoints(min_conf), max_gap, by_size=det.spec.holds_its_size)
