@@ -77,6 +77,7 @@ class FixerConfig:
     mode: str = "warp"
     guide: float = 3.0
     lr_decay: str = "cosine"
+    keep_first_frame: bool = False  # the first frame stays bit for bit (an I2V start image, a chained clip's seam)
 
 
 @dataclass

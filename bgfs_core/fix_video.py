@@ -244,8 +244,8 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
         print(f"bgfs fix: warning: {refix}", file=sys.stderr)
     fx = cfg.fixer
     settings = FixSettings(steps=fx.steps, lr=fx.lr, strength=fx.strength, mode=fx.mode, guide=fx.guide,
-                           lr_decay=fx.lr_decay, margin=cfg.roi.margin, min_conf=cfg.roi.min_conf,
-                           smooth=cfg.roi.smooth)
+                           lr_decay=fx.lr_decay, keep_first_frame=fx.keep_first_frame, margin=cfg.roi.margin,
+                           min_conf=cfg.roi.min_conf, smooth=cfg.roi.smooth)
     bar = None
     if req.progress:
         from tqdm import tqdm

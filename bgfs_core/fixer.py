@@ -98,6 +98,9 @@ class FixSettings:
     guide_by_flow: bool = True  # warp mode: measure how far each keypoint moves on the displacement field itself
     keypoint_conf: float = 0.25  # critic keypoints below this share of their best frame's confidence are not used
     lr_decay: str = "cosine"  # cosine: anneal lr to 0 over the steps (less step noise left in the edit) | none
+    # the video's first frame stays bit for bit: an I2V start image, or the frame a chained clip continues from.
+    # The first latent frame decodes to it alone (causal Wan VAE; the pixel codec's frame), so it becomes context
+    keep_first_frame: bool = False
     weights: LossWeights = field(default_factory=LossWeights)
 
     def validate(self) -> None:
@@ -164,6 +167,15 @@ class _Problem:
         self.device = dev = torch.device(device) if device is not None else latents.device
         boxes = roi_boxes(det, settings.margin, settings.min_conf, settings.smooth)  # [T, I, 4]
         present = np.isfinite(boxes).all(-1) & (boxes[..., 2] > boxes[..., 0])
+        self.only_kept = False  # the region is in the kept first frame alone
+        if settings.keep_first_frame:
+            from .codecs.window import first_pixel_frame
+
+            kept = first_pixel_frame(1, codec.temporal_ratio)  # the pixel frames of latent frame 0
+            # (the boxes are held a few frames past the last detection: the detections say where the region is)
+            self.only_kept = bool(det.present[:kept].any() and not det.present[kept:].any())
+            present[:kept] = False  # no core there: latent frame 0 is only the decoder's causal context
+            present &= not self.only_kept
         self.any_roi = bool(present.any())
         if not self.any_roi:
             return
@@ -551,7 +563,9 @@ def fix_latents(
         with torch.enable_grad():
             problem = _Problem(latents, codec, critic, critic_spec, det, settings, warnings, device)
             if not problem.any_roi:
-                summary = f"{det.region}: not detected in any of the {num_frames} frames; nothing changed"
+                summary = (f"{det.region}: found only in the first frame, which keep_first_frame keeps as it is; "
+                           "nothing changed" if problem.only_kept else
+                           f"{det.region}: not detected in any of the {num_frames} frames; nothing changed")
                 return FixResult(latents, {"summary": summary, "changed": False, "warnings": warnings})
             params = problem.init_params()
             optimiser = torch.optim.Adam([params], lr=settings.lr)
@@ -693,7 +707,8 @@ def _summary(region: str, s: FixSettings, before: dict, after: dict, report: dic
 
     lines = [
         f"BGFS fix ({region}, mode {s.mode}, {s.steps} steps, lr {s.lr}, strength {s.strength}) on "
-        f"{report['window']['crops']} ROI crops in {report['seconds']:.1f} s.",
+        f"{report['window']['crops']} ROI crops in {report['seconds']:.1f} s"
+        + (", the first frame kept as it is." if s.keep_first_frame else "."),
         ("Critic view: " + "; ".join(change(k) for k in ("target", "bone", "smooth", "joint", "confidence"))
          if report["critic_fit"] is not None else "Guide: " + change("target")) + ".",
         _fit_line(report["critic_fit"]),

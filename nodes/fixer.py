@@ -67,6 +67,11 @@ class BGFSLatentAnatomyFixer(io.ComfyNode):
                                  "guard's full decode of a kept edit is reused, so the video is decoded once, not "
                                  "twice. Off: the images output is not available (decode the latent yourself). "
                                  "Changing it runs the fix again."),
+                io.Boolean.Input("keep_first_frame", default=False, optional=True,
+                                 tooltip="Leave the video's first frame exactly as it is: an I2V start image, or "
+                                 "the last frame of the clip before when clips are chained. The Wan VAE decodes "
+                                 "the first frame from the first latent frame alone, which is kept; the edit "
+                                 "starts at frame 2."),
             ],
             outputs=[
                 io.Latent.Output(display_name="latent"),
@@ -79,7 +84,8 @@ class BGFSLatentAnatomyFixer(io.ComfyNode):
 
     @classmethod
     def execute(cls, latent, vae, roi, steps: int, lr: float, strength: float, mode: str, critic=None,
-                guide: float = 3.0, gradient_vae=None, guard: bool = True, decode: bool = False) -> io.NodeOutput:  # fmt: skip
+                guide: float = 3.0, gradient_vae=None, guard: bool = True, decode: bool = False,
+                keep_first_frame: bool = False) -> io.NodeOutput:  # fmt: skip
         import logging
 
         import comfy.model_management as mm
@@ -93,7 +99,8 @@ class BGFSLatentAnatomyFixer(io.ComfyNode):
         with node_errors(NAME), released_on_out_of_memory(NAME):
             roi = check_roi(roi)
             settings = FixSettings(steps=int(steps), lr=float(lr), strength=float(strength), mode=mode,
-                                   guide=float(guide), margin=roi.margin, min_conf=roi.min_conf, smooth=roi.smooth)  # fmt: skip
+                                   guide=float(guide), margin=roi.margin, min_conf=roi.min_conf, smooth=roi.smooth,
+                                   keep_first_frame=bool(keep_first_frame))  # fmt: skip
             settings.validate()
             # every weight on the device: the fix runs dozens of passes through the decoder, and streaming its
             # weights in on each (a partial load) would cost more than the VAE's few hundred MB

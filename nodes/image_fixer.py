@@ -45,6 +45,9 @@ class BGFSImageAnatomyFixer(io.ComfyNode):
                                  tooltip="Run MediaPipe on the fixed frames and pass the input frames through "
                                  "unchanged when the region's geometry (detection, jitter, bone lengths, joint "
                                  "limits) got worse than ROI Detect found it."),
+                io.Boolean.Input("keep_first_frame", default=False, optional=True,
+                                 tooltip="Leave the first frame exactly as it is: an I2V start image, or the last "
+                                 "frame of the clip before when clips are chained; the edit starts at frame 2."),
             ],
             outputs=[
                 io.Image.Output(display_name="images"),
@@ -54,7 +57,7 @@ class BGFSImageAnatomyFixer(io.ComfyNode):
 
     @classmethod
     def execute(cls, images, roi, steps: int, lr: float, strength: float, mode: str, critic=None, guide: float = 3.0,
-                guard: bool = True) -> io.NodeOutput:  # fmt: skip
+                guard: bool = True, keep_first_frame: bool = False) -> io.NodeOutput:  # fmt: skip
         import logging
         import time
 
@@ -69,7 +72,8 @@ class BGFSImageAnatomyFixer(io.ComfyNode):
         with node_errors(NAME), released_on_out_of_memory(NAME):
             roi = check_roi(roi)
             settings = FixSettings(steps=int(steps), lr=float(lr), strength=float(strength), mode=mode,
-                                   guide=float(guide), margin=roi.margin, min_conf=roi.min_conf, smooth=roi.smooth)  # fmt: skip
+                                   guide=float(guide), margin=roi.margin, min_conf=roi.min_conf, smooth=roi.smooth,
+                                   keep_first_frame=bool(keep_first_frame))  # fmt: skip
             settings.validate()
             pbar = comfy.utils.ProgressBar(max(int(steps), 1))
             logging.info("%s: %d steps (%s mode) on the %s in %d frames", NAME, settings.steps, settings.mode,

@@ -48,7 +48,8 @@ EXPECTED = {
     "BGFSCriticLoader": ({"critic_name": "COMBO"}, {}, [("critic", "BGFS_CRITIC")], False),
     FIXER: ({"latent": "LATENT", "vae": "VAE", "roi": "BGFS_ROI", "steps": "INT",
              "lr": "FLOAT", "strength": "FLOAT", "mode": "COMBO"},
-            {"critic": "BGFS_CRITIC", "guide": "FLOAT", "gradient_vae": "VAE", "guard": "BOOLEAN", "decode": "BOOLEAN"},
+            {"critic": "BGFS_CRITIC", "guide": "FLOAT", "gradient_vae": "VAE", "guard": "BOOLEAN", "decode": "BOOLEAN",
+             "keep_first_frame": "BOOLEAN"},
             [("latent", "LATENT"), ("report", "STRING"), ("images", "IMAGE")], False),
     "BGFSCacheBuilder": ({"images": "IMAGE", "region": "COMBO", "cache_name": "STRING", "fps": "FLOAT",
                           "clip_len": "INT", "clips_per_video": "INT", "frame_stride": "INT", "crop_size": "INT",
@@ -60,7 +61,8 @@ EXPECTED = {
                          {"reference": "IMAGE"}, [("score", "FLOAT"), ("summary", "STRING"), ("needs_fixing", "BOOLEAN")],
                          False),
     IMAGE_FIXER: ({"images": "IMAGE", "roi": "BGFS_ROI", "steps": "INT", "lr": "FLOAT", "strength": "FLOAT",
-                   "mode": "COMBO"}, {"critic": "BGFS_CRITIC", "guide": "FLOAT", "guard": "BOOLEAN"},
+                   "mode": "COMBO"}, {"critic": "BGFS_CRITIC", "guide": "FLOAT", "guard": "BOOLEAN",
+                                      "keep_first_frame": "BOOLEAN"},
                   [("images", "IMAGE"), ("report", "STRING")], False),
 }
 
@@ -441,6 +443,33 @@ def test_the_fixer_runs_without_a_critic_on_the_guide_alone(server, cpu_prompt):
     assert len(frames) == sheet["n"] and all(first < f <= last for f in frames), (sheet["labels"], first, last)
     (total,) = {label.split("/")[1].split(" ")[0] for label in sheet["labels"]}  # of the video's frames
     assert int(total) >= last, sheet["labels"]
+
+
+def test_keep_first_frame_leaves_the_start_image_bit_for_bit_in_comfyui(server, cpu_prompt):
+    """An I2V start image: with *keep_first_frame* the first latent frame is not edited, so core's VAE Decode (of
+    ComfyUI's own causal Wan VAE) gives the first frame exactly as before the fix; the later frames change."""
+    prompt = _with_image_probes(_with_latent_probes(cpu_prompt))
+    fix = prompt[_by_type(prompt, FIXER)]
+    del fix["inputs"]["critic"]
+    del prompt[_by_type(prompt, "BGFSCriticLoader")]
+    fix["inputs"].update(guard=False, keep_first_frame=True)
+    enc = _by_type(prompt, "VAEEncode")
+    prompt["decode_before"] = {"class_type": "VAEDecode", "inputs": {"samples": [enc, 0], "vae": fix["inputs"]["vae"]}}
+    prompt["probe_decode_before"] = {"class_type": "SaveImage",
+                                     "inputs": {"images": ["decode_before", 0], "filename_prefix": "probe/before"}}
+    entry = server.wait(server.queue(prompt), timeout=400)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000] + server.log()[-3000:]
+    out = entry["outputs"]
+    report = json.loads(out[_by_title(prompt, "fix report")]["text"][0])
+    assert report["changed"] is True and report["window"]["latent_t"] == [1, 2], report["window"]
+    assert "the first frame kept as it is" in report["summary"]
+    before, after = _load_latent(server, out, "probe_before"), _load_latent(server, out, "probe_after")
+    np.testing.assert_array_equal(after[:, :, 0].numpy(), before[:, :, 0].numpy())
+    assert (after[:, :, 1] != before[:, :, 1]).any()
+    decoded_before = _load_images(server, out, "probe_decode_before")
+    decoded_after = _load_images(server, out, "probe_vae_decode")
+    moved = (decoded_after != decoded_before).reshape(len(decoded_before), -1).any(1)
+    assert not moved[0] and moved[1:].any(), moved
 
 
 def test_the_fixer_takes_its_gradients_through_a_tiny_autoencoder(server, cpu_prompt):

@@ -89,6 +89,22 @@ def test_fix_without_a_critic_lets_the_guide_alone_move_the_hand(workdir, capsys
         assert not never.exists()
 
 
+def test_keep_first_frame_leaves_the_first_frame_bit_for_bit(workdir, hand_video_frames, capsys):
+    """An I2V start image: written to a lossless folder of frames, the first comes back exactly, the rest fixed."""
+    source = hand_video_frames[:8]
+    frames_dir = write_video(workdir / "start_image_frames", source, 16.0)
+    for keep in (False, True):
+        out = workdir / f"start_image_fixed_{keep}"
+        flag = ["--keep-first-frame"] if keep else []
+        assert main(["fix", "--in", str(frames_dir), "--out", str(out), "--fps", "16", "--steps", "3", "--no-guard",
+                     "--quiet", *flag]) == 0  # fmt: skip
+        fixed = read_video(out)[0]
+        moved = (fixed != source).reshape(len(source), -1).any(1)
+        assert bool(moved[0]) != keep and moved[1:].all(), (keep, moved)
+    report = json.loads((workdir / "start_image_fixed_True_report" / "report.json").read_text())
+    assert report["fixer"]["settings"]["keep_first_frame"] and "first frame kept" in capsys.readouterr().out
+
+
 def test_fixing_a_fixed_video_again_says_to_fix_once(workdir, capsys):
     """``bgfs fix`` writes the regions it fixed into its output (a comment in the file): a fix of that output for
     the same region says that a second pass measured worse than one, and still runs."""

@@ -518,3 +518,41 @@ def test_slots_that_swap_labels_are_followed_by_position_with_a_warning():
     result = fix_latents(latents, codec, critic, spec, det, FixSettings(steps=1, mode="warp", chunk_frames=1))
     assert any("changed places in 1 of 4 frames" in w for w in result.report["warnings"])
     assert "changed places" in result.report["summary"]
+
+
+@pytest.mark.parametrize("channels", [16, 48])
+@pytest.mark.usefixtures("needs_diffusers")
+def test_keep_first_frame_leaves_the_first_decoded_frame_bit_for_bit(channels):
+    """An I2V start image (or the frame a chained clip continues from): the causal Wan VAE decodes the first frame
+    from the first latent frame alone, so keeping that latent frame keeps the frame exactly; the rest is fixed."""
+    codec = DiffusersWanCodec.from_config(TINY[channels], seed=0)
+    s = codec.spatial_ratio
+    torch.manual_seed(1)
+    latents = torch.randn(1, channels, 3, 64 // s, 96 // s)
+    det = hand_detections(codec.pixel_frames(3), (64, 96), (8.0, 8.0, 36.0, 36.0))
+    critic, spec = random_critic()
+    with torch.no_grad():
+        before = codec.decode(latents)
+    for keep in (False, True):
+        result = fix_latents(latents, codec, critic, spec, det, dataclasses.replace(SETTINGS, keep_first_frame=keep))
+        with torch.no_grad():
+            after = codec.decode(result.latents)
+        frame_moved = (after != before).flatten(1).any(1).tolist()
+        latent_moved = (result.latents != latents).flatten(3).any(-1)[0].any(0).tolist()
+        assert frame_moved[0] is not keep and latent_moved[0] is not keep, (keep, frame_moved, latent_moved)
+        assert all(frame_moved[1:]) and all(latent_moved[1:]), (keep, frame_moved, latent_moved)
+    assert "the first frame kept as it is" in result.report["summary"]
+    assert result.report["window"]["latent_t"] == [1, 3] and result.report["settings"]["keep_first_frame"]
+
+
+def test_keep_first_frame_with_the_region_only_there_says_so():
+    codec = PixelCodec()
+    latents = torch.rand(1, 3, 4, 32, 32) * 2 - 1
+    det = hand_detections(4, (32, 32), (4.0, 4.0, 28.0, 28.0))
+    det.present[1:] = False
+    det.keypoints[1:] = np.nan
+    settings = FixSettings(steps=2, keep_first_frame=True)
+    result = fix_latents(latents, codec, None, None, det, settings)
+    assert result.latents is latents and not result.report["changed"]
+    assert "found only in the first frame, which keep_first_frame keeps" in result.report["summary"]
+    assert fix_latents(latents, codec, None, None, det, FixSettings(steps=2)).report["window"]["latent_t"][0] == 0

@@ -47,6 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=FIXER_MODES, default=None, help="edit mode (default: fixer.mode)")
     p.add_argument("--guide", type=float, default=None,
                    help="pull towards the detector's cleaned keypoint trajectories, 0 = off (default: fixer.guide)")
+    p.add_argument("--keep-first-frame", action="store_true", default=None,
+                   help="leave the first frame bit for bit as it is: an I2V start image, or the last frame of the clip "
+                        "before when clips are chained (default: fixer.keep_first_frame)")
     p.add_argument("--max-frames", type=int, default=0, help="read at most this many frames (0: all)")
     p.add_argument("--fps", type=float, default=None,
                    help="frame rate of --in: needed for a folder of frames, which carries none (default 25; Wan 2.2 "
@@ -75,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(
         args, **{"fixer.steps": args.steps, "fixer.lr": args.lr, "fixer.strength": args.strength,
-                 "fixer.mode": args.mode, "fixer.guide": args.guide}
+                 "fixer.mode": args.mode, "fixer.guide": args.guide, "fixer.keep_first_frame": args.keep_first_frame}
     )  # fmt: skip
     videos = _folder_of_videos(args)
     if videos is not None:
