@@ -243,14 +243,17 @@ def region_scale_or_one(kps: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(size) & (size > 0), size, 1.0)
 
 
-def running_nanmedian(series: np.ndarray, radius: int) -> np.ndarray:
+def running_nanmedian(series: np.ndarray, radius: int, extra: tuple[np.ndarray, ...] = ()) -> np.ndarray:
     """Median over frames ``t - radius .. t + radius`` (axis 0) of ``series`` for every ``t``, NaN entries skipped;
-    NaN where a window holds none. Numpy only: the judge's bone reference and the fixer's kinematic targets."""
+    NaN where a window holds none. ``extra``: more voters, each shaped as ``series`` (NaN: no vote). Numpy only: the
+    judge's bone reference and the fixer's kinematic targets."""
     import warnings
 
     pad = [(radius, radius)] + [(0, 0)] * (series.ndim - 1)
     padded = np.pad(series, pad, constant_values=np.nan)
     windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * radius + 1, axis=0)  # [T, ..., w]
+    if extra:
+        windows = np.concatenate([windows, *(e[..., None] for e in extra)], -1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN window (a gap) just gives NaN
         return np.nanmedian(windows, -1)

@@ -100,7 +100,6 @@ def _glitch_median(series: np.ndarray, radius: int) -> np.ndarray:
     extrapolated back to it, votes in its place; likewise at the other end. A window of two would otherwise average
     the frame with its neighbour and pull a moving keypoint half a frame's motion towards it; with the third voter a
     steady motion passes unchanged and a glitch on the end frame is still outvoted."""
-    import warnings
 
     def shifted(by: int) -> np.ndarray:  # shifted(1)[t] = series[t - 1], NaN off the clip
         out = np.full_like(series, np.nan)
@@ -113,13 +112,7 @@ def _glitch_median(series: np.ndarray, radius: int) -> np.ndarray:
 
     before = np.where(np.isnan(shifted(1)), 2 * shifted(-1) - shifted(-2), np.nan)
     after = np.where(np.isnan(shifted(-1)), 2 * shifted(1) - shifted(2), np.nan)
-    pad = [(radius, radius)] + [(0, 0)] * (series.ndim - 1)
-    windows = np.lib.stride_tricks.sliding_window_view(np.pad(series, pad, constant_values=np.nan), 2 * radius + 1,
-                                                       axis=0)  # [T, ..., w]
-    voters = np.concatenate([windows, before[..., None], after[..., None]], -1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN window (a gap) just gives NaN
-        return np.nanmedian(voters, -1)
+    return running_nanmedian(series, radius, extra=(before, after))
 
 
 def _keep_expression(median: np.ndarray, ok: np.ndarray, smooth: np.ndarray, expressive: tuple[int, ...]
