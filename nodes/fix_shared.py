@@ -7,6 +7,23 @@ import time
 from typing import Any
 
 
+def fix_settings(name: str, roi: Any, steps: int, lr: float, strength: float, mode: str, guide: float,
+                 keep_first_frame: bool) -> Any:
+    """Both Fixer nodes' widgets as checked FixSettings. The crop margin, confidence and box smoothing come from
+    ROI Detect, so the fixer crops the region as the detection did; the run is logged as it starts."""
+    import logging
+
+    from ..bgfs_core.fixer import FixSettings
+
+    settings = FixSettings(steps=int(steps), lr=float(lr), strength=float(strength), mode=mode, guide=float(guide),
+                           margin=roi.margin, min_conf=roi.min_conf, smooth=roi.smooth,
+                           keep_first_frame=bool(keep_first_frame))  # fmt: skip
+    settings.validate()
+    logging.info("%s: %d steps (%s mode) on the %s in %d frames", name, settings.steps, settings.mode, roi.region,
+                 roi.num_frames)  # fmt: skip
+    return settings
+
+
 def guard_keeps(roi: Any, images: Any, report: dict, started: float, kept_as: str,
                 what: str = "the fixed decode") -> bool:
     """Whether the edit is kept: MediaPipe on ``images`` (an IMAGE batch of the fixed frames) against ROI Detect's

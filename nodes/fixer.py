@@ -86,29 +86,21 @@ class BGFSLatentAnatomyFixer(io.ComfyNode):
     def execute(cls, latent, vae, roi, steps: int, lr: float, strength: float, mode: str, critic=None,
                 guide: float = 3.0, gradient_vae=None, guard: bool = True, decode: bool = False,
                 keep_first_frame: bool = False) -> io.NodeOutput:  # fmt: skip
-        import logging
-
         import comfy.model_management as mm
         import comfy.utils
 
-        from ..bgfs_core.fixer import FixSettings
-        from .fix_shared import fix_ui
+        from .fix_shared import fix_settings, fix_ui
         from .glue import check_roi, dumps_report, progress_preview, run_fix
         from .host import free_device_memory, released_on_out_of_memory
 
         with node_errors(NAME), released_on_out_of_memory(NAME):
             roi = check_roi(roi)
-            settings = FixSettings(steps=int(steps), lr=float(lr), strength=float(strength), mode=mode,
-                                   guide=float(guide), margin=roi.margin, min_conf=roi.min_conf, smooth=roi.smooth,
-                                   keep_first_frame=bool(keep_first_frame))  # fmt: skip
-            settings.validate()
+            settings = fix_settings(NAME, roi, steps, lr, strength, mode, guide, keep_first_frame)
             # every weight on the device: the fix runs dozens of passes through the decoder, and streaming its
             # weights in on each (a partial load) would cost more than the VAE's few hundred MB
             patchers = [v.patcher for v in (vae, gradient_vae) if v is not None]
             mm.load_models_gpu(patchers, force_full_load=True)
             pbar = comfy.utils.ProgressBar(max(int(steps), 1))
-            logging.info("%s: %d steps (%s mode) on the %s in %d frames", NAME, settings.steps, settings.mode,
-                         roi.region, roi.num_frames)  # fmt: skip
 
             def on_step(step: int, total: int, losses: dict, crop) -> None:
                 # A cancel raises InterruptProcessingException here; fix_latents lets it through untouched.

@@ -58,26 +58,19 @@ class BGFSImageAnatomyFixer(io.ComfyNode):
     @classmethod
     def execute(cls, images, roi, steps: int, lr: float, strength: float, mode: str, critic=None, guide: float = 3.0,
                 guard: bool = True, keep_first_frame: bool = False) -> io.NodeOutput:  # fmt: skip
-        import logging
         import time
 
         import comfy.model_management as mm
         import comfy.utils
 
-        from ..bgfs_core.fixer import FixSettings
-        from .fix_shared import fix_ui, guard_keeps
+        from .fix_shared import fix_settings, fix_ui, guard_keeps
         from .glue import check_roi, dumps_report, progress_preview, rgb_image, run_fix_frames
         from .host import free_device_memory, released_on_out_of_memory
 
         with node_errors(NAME), released_on_out_of_memory(NAME):
             roi = check_roi(roi)
-            settings = FixSettings(steps=int(steps), lr=float(lr), strength=float(strength), mode=mode,
-                                   guide=float(guide), margin=roi.margin, min_conf=roi.min_conf, smooth=roi.smooth,
-                                   keep_first_frame=bool(keep_first_frame))  # fmt: skip
-            settings.validate()
+            settings = fix_settings(NAME, roi, steps, lr, strength, mode, guide, keep_first_frame)
             pbar = comfy.utils.ProgressBar(max(int(steps), 1))
-            logging.info("%s: %d steps (%s mode) on the %s in %d frames", NAME, settings.steps, settings.mode,
-                         roi.region, roi.num_frames)  # fmt: skip
 
             def on_step(step: int, total: int, losses: dict, crop) -> None:
                 pbar.update_absolute(step, total, progress_preview(crop))
