@@ -4,7 +4,7 @@ plus jitter of the whole hand region). The fixer optimises against the critic; M
     python bench/eval_fixer.py [--critic outputs/critic/critic_best.safetensors] [--steps 30] [--modes latent,warp]
     python bench/eval_fixer.py --critic ... --seeds 0,1,2,3 --variant warp:mode=warp --variant no-guide:guide=0
 
-Without --critic a critic is trained first on the clean video (cache + a few epochs), as the README's demo does.
+Without --critic a critic is trained first on the clean video (cache + critic.epochs), as the README's demo does.
 That critic has seen the clean frames of the very clip it then fixes; ``--critic-on-corrupted`` instead trains one
 critic per seed on that seed's corrupted copy, which is all a user with a single video has:
 
@@ -143,7 +143,8 @@ def main() -> int:
                    help="resize a --video's frames by this factor (to a multiple of 16 px) before anything else")
     p.add_argument("--critic", default=None,
                    help="critic file (default: train one on the clean video); 'none': the guide alone, no critic")
-    p.add_argument("--epochs", type=int, default=30, help="epochs when training the critic here")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epochs when training the critic here (default: critic.epochs, 300, as bgfs demo trains)")
     p.add_argument("--critic-on-corrupted", action="store_true",
                    help="train a critic per seed on that seed's corrupted copy (its mp4, as a user's one video) "
                         "instead of using --critic: a critic that never saw the clean frames")
@@ -253,7 +254,7 @@ def main() -> int:
     elif critic_path is not None:
         critic, spec, _ = load_critic(critic_path, region=region)
 
-    flexible = get_region(region).flexible_bones
+    flexible = bool(get_region(region).expressive_keypoints)  # a face's eyelids, lips and jaw
 
     clean_expression = flexible_lengths(det_clean) if flexible else None
 
