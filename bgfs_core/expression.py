@@ -40,7 +40,7 @@ def expression_kept(before: Detections, after: Detections, min_conf: float = 0.3
     move most, a talking mouth, weigh most; 1: as lively, 0.5: half the movement), and ``change``, the mean per-frame
     difference of their lengths (a share of the size). None for a region without expression or too few frames seen
     in both, or a face too still to tell (`STILL_SPREAD`)."""
-    if not before.spec.flexible_bones:
+    if not before.spec.expressive_keypoints:  # a body's mouth width is flexible too, but too small to tell
         return None
     lb, la = flexible_lengths(before, min_conf), flexible_lengths(after, min_conf)
     both = np.isfinite(lb) & np.isfinite(la)

@@ -26,6 +26,12 @@ if TYPE_CHECKING:
     import torch
 
 Pairs = Sequence[tuple[int, int]]
+
+# A bone shorter than this share of its region's size (the box diagonal) is measured against this length, not its
+# own: MediaPipe's error of a pixel or two would read as stretching by half or more on a 3-px bone (a body's eyes and
+# fingers at video scale: 0.2-6% of the body's size). The judge's bone_cv and the bone loss both use it. The hands'
+# and feet's bones on the bundled footage are all longer (7% and more); a face turned away foreshortens one or two.
+MIN_BONE = 0.05
 Triples = Sequence[JointLimit] | Sequence[tuple[int, int, int]]
 
 

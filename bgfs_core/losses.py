@@ -48,15 +48,17 @@ def bone_constancy_loss(points: torch.Tensor, valid: torch.Tensor, region: Regio
     A running (not clip-wide) reference, as in the judge's ``bone_cv``: a hand that turns foreshortens its bones
     slowly and genuinely; what the fix removes is the frame-to-frame stretching. The reference is held fixed
     within a step (detached), so the gradient moves each frame's bones towards their neighbours'. It does not
-    reach across a ``cut`` (``[T]`` bool, `tracks.cuts`: another shot, whose bones are another's).
+    reach across a ``cut`` (``[T]`` bool, `tracks.cuts`: another shot, whose bones are another's). A bone shorter
+    than `kinematics.MIN_BONE` of the region's size is measured against that length, as the judge measures it.
     """
     import torch
     import torch.nn.functional as F
 
-    from .kinematics import bone_lengths, bone_valid
+    from .kinematics import MIN_BONE, bone_lengths, bone_valid, region_scale
     from .tracks import pieces
 
     lengths = bone_lengths(points, region.rigid_bones, valid)  # [T, I, B]
+    size = region_scale(points.detach(), valid).nan_to_num(0.0)  # [I], as the judge's
     ok = bone_valid(valid, region.rigid_bones).to(lengths.dtype)
     t, i, b = lengths.shape
 
@@ -68,7 +70,7 @@ def bone_constancy_loss(points: torch.Tensor, valid: torch.Tensor, region: Regio
 
     spans = pieces(cut.cpu().numpy()) if cut is not None else [slice(0, t)]
     reference = torch.cat([running_sum(lengths[sp] * ok[sp]) / running_sum(ok[sp]).clamp_min(1e-6) for sp in spans])
-    rel = (lengths - reference) / reference.clamp_min(1e-3)
+    rel = (lengths - reference) / torch.maximum(reference, MIN_BONE * size[:, None]).clamp_min(1e-3)
     enough = (ok.sum(0, keepdim=True) >= 3).to(lengths.dtype)  # a bone seen in fewer than 3 frames says nothing
     return _masked_mean(_charbonnier(rel), ok * enough)
 

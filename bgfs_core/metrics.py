@@ -23,7 +23,8 @@ How the score is made
    bone_cv          coefficient of variation of each bone's length over time, sqrt(mean((L / L_ref - 1)^2)),
                     where L_ref is the bone's running median over ``bone_window`` frames (so a limb turning
                     slowly in depth does not count, a stretch for a few frames does; ``bone_window=0``: the
-                    clip's mean, the plain CV), averaged over bones and tracks weighted by frames seen
+                    clip's mean, the plain CV), averaged over bones and tracks weighted by frames seen; a bone
+                    shorter than ``kinematics.MIN_BONE`` of the region's size is divided by that length instead
    joint_violations fraction of joint-frames outside their ``JointLimit``: bent backwards, against the track's
                     majority curl over the clip (the thumb against its own), beyond ``max_hyperextension``; or
                     flexed beyond ``max_bend`` (+ ``flexion_slack`` for fingers: in 2D a finger curled towards
@@ -393,7 +394,7 @@ def _measure(det: Detections, s: ScoreSettings) -> _Measures:
     lengths = np.where(seen, lengths, np.nan)
     reference = np.concatenate([_reference_lengths(lengths[span], s.bone_window) for span in pieces(cut)])
     with np.errstate(invalid="ignore", divide="ignore"):
-        rel = lengths / reference - 1.0
+        rel = (lengths - reference) / np.fmax(reference, K.MIN_BONE * safe_scale[None, :, None])
     bone_ok = seen & np.isfinite(rel) & (seen.sum(0) >= 3)[None]
     rel = np.where(bone_ok, rel, 0.0)
 

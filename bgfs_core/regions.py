@@ -189,6 +189,11 @@ _POSE_BONES = (
 )  # fmt: skip
 
 
+# A smile or a word widens the mouth: its width is drawn but never held constant (the corners themselves are
+# smoothed as any keypoint: a body's motion says nothing of how its lips move, so they are not expressive keypoints).
+_POSE_FLEXIBLE = ((9, 10),)
+
+
 def _subset(ids: tuple[int, ...], bones: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
     pos = {src: i for i, src in enumerate(ids)}
     return tuple((pos[a], pos[b]) for a, b in bones if a in pos and b in pos)
@@ -206,6 +211,7 @@ FULL_BODY = Region(
     source_ids=(tuple(range(33)),),
     instance_labels=("person",),
     bones=_POSE_BONES,
+    flexible_bones=_POSE_FLEXIBLE,
     chains=((11, 13, 15, 19), (12, 14, 16, 20), (23, 25, 27, 31), (24, 26, 28, 32)),
     joint_limits=_LIMB_LIMITS,
     flip_perm=_flip_order(_POSE_NAMES),
@@ -219,6 +225,7 @@ UPPER_BODY = Region(
     source_ids=(_UPPER_IDS,),
     instance_labels=("person",),
     bones=_subset(_UPPER_IDS, _POSE_BONES),
+    flexible_bones=_subset(_UPPER_IDS, _POSE_FLEXIBLE),
     chains=((11, 13, 15, 19), (12, 14, 16, 20)),
     joint_limits=_LIMB_LIMITS[:2],
     flip_perm=_flip_order(_POSE_NAMES[:25]),

@@ -116,9 +116,14 @@ def test_face_bones_split_into_rigid_and_flexible():
     assert not flexible & {tuple(sorted(b)) for b in FACE.rigid_bones}
     assert (F["upper_lip"], F["lower_lip"]) in FACE.flexible_bones
     assert (F["right_eye_outer"], F["right_eye_inner"]) in FACE.rigid_bones
-    for name in ("hands", "feet", "upper_body", "full_body"):  # only a face has expression
+    for name in ("hands", "feet"):  # nothing in them changes length with expression
         region = get_region(name)
         assert region.rigid_bones == region.bones and not region.expressive_keypoints
+    for name in ("upper_body", "full_body"):  # a smile widens the mouth; its corners are smoothed as any keypoint
+        region = get_region(name)
+        mouth = (region.keypoint_names.index("mouth_left"), region.keypoint_names.index("mouth_right"))
+        assert region.flexible_bones == (mouth,) and mouth in region.bones and mouth not in region.rigid_bones
+        assert len(region.rigid_bones) == len(region.bones) - 1 and not region.expressive_keypoints
 
 
 def test_expression_kept_measures_a_stiffened_face():
@@ -139,3 +144,4 @@ def test_expression_kept_measures_a_stiffened_face():
     base = np.array([_LAYOUT[n] for n in FACE.keypoint_names], np.float64) + np.array([200.0, 240.0])
     still = base + np.random.default_rng(1).normal(0, 0.3, (T, 28, 2))
     assert expression_kept(detections(still), detections(np.repeat(base[None], T, 0))) is None
+
