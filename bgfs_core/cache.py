@@ -234,6 +234,9 @@ class _Builder:
         if overwrite:
             self._delete_cache()
         self.manifest = self._open_manifest()
+        # What the manifest file holds now: a run that changes nothing leaves it (and its mtime) alone, since
+        # the nodes read that mtime as "the cache changed, run again" (the Builder, then the Critic Trainer).
+        self._on_disk = json.dumps(self.manifest) if (self.dir / MANIFEST).exists() else None
 
     def _delete_cache(self) -> None:
         """Delete what an earlier build wrote here, and only that: a folder named clips/ beside no BGFS manifest
@@ -275,7 +278,10 @@ class _Builder:
         return manifest
 
     def save(self) -> None:
-        write_json_atomic(self.dir / MANIFEST, self.manifest)
+        text = json.dumps(self.manifest)
+        if text != self._on_disk:
+            write_json_atomic(self.dir / MANIFEST, self.manifest)
+            self._on_disk = text
 
     def register(self, name: str, path: str) -> int:
         """Index of the source called ``name`` in the manifest (a new "pending" entry if it is not there)."""

@@ -154,7 +154,7 @@ def test_corrupt_video_is_reported_and_skipped(built) -> None:
 def test_second_run_skips_finished_sources_without_detecting(built, videos: Path) -> None:
     cache, first, _ = built
     before = load_manifest(cache)
-    stamps = {p: p.stat().st_mtime_ns for p in (cache / "clips").iterdir()}
+    stamps = {p: p.stat().st_mtime_ns for p in [*(cache / "clips").iterdir(), cache / "manifest.json"]}
     with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stderr(io.StringIO()):
         spy = _CountDetections(mp)
         again = build_cache(_cfg(videos, cache), progress=False)
@@ -163,7 +163,7 @@ def test_second_run_skips_finished_sources_without_detecting(built, videos: Path
     assert again.sources_failed == 1  # the broken file is tried again, and fails again
     after = load_manifest(cache)
     assert after["clips"] == before["clips"] and after["sources"] == before["sources"]
-    assert {p: p.stat().st_mtime_ns for p in (cache / "clips").iterdir()} == stamps
+    assert {p: p.stat().st_mtime_ns for p in [*(cache / "clips").iterdir(), cache / "manifest.json"]} == stamps
 
 
 def test_a_lost_clip_is_cut_again_without_detecting_again(built, videos: Path, tmp_path: Path) -> None:
@@ -323,8 +323,11 @@ def test_append_frames_adds_a_source_once(built, hand_video_frames: np.ndarray, 
     with pytest.MonkeyPatch.context() as mp:
         spy = _CountDetections(mp)
         first = append_frames_to_cache(mirrored, 10.0, "comfy batch 1", cfg)
+        stamp = (cache / "manifest.json").stat().st_mtime_ns
         second = append_frames_to_cache(mirrored, 10.0, "comfy batch 1", cfg)
     assert spy.calls == 1
+    # Nothing added, nothing written: the Cache Builder node reads the manifest's time as "the cache changed"
+    assert (cache / "manifest.json").stat().st_mtime_ns == stamp
     assert first.sources_ok == 1 and first.clips_written >= 1 and second.sources_skipped == 1
     m = load_manifest(cache)
     idx = names_index(m)["comfy batch 1"]
