@@ -53,7 +53,6 @@ def guard_keeps(roi: Any, images: Any, report: dict, started: float, kept_as: st
 def fix_ui(result: Any, roi: Any) -> dict | None:
     """The node's text and heatmap widget: the ROI before the fix and, when the edit was kept, after it. The
     slider names each crop as ROI Detect's does ("17/81 left"), not by its number among the window's crops."""
-    from ..bgfs_core.tracks import labelled_tracks
     from .glue import merge_ui, pair_labels, preview_ui
 
     prev = result.preview or {}
@@ -61,8 +60,8 @@ def fix_ui(result: Any, roi: Any) -> dict | None:
         prev = {k: v for k, v in prev.items() if not k.startswith("after_")}
     labels = None
     if prev.get("crop_frames") is not None:
-        names = labelled_tracks(roi.detections, roi.min_conf)[1]
-        labels = pair_labels(zip(prev["crop_frames"], prev["crop_instances"]), roi.num_frames, names)
+        # ROI Detect's names: following its tracks again would name already-followed slots by their order
+        labels = pair_labels(zip(prev["crop_frames"], prev["crop_instances"]), roi.num_frames, roi.names)
     widget = preview_ui("fix", roi.region, prev.get("crops"), prev.get("heatmaps"), prev.get("keypoints"),
                         after_crops=prev.get("after_crops"), after_heatmaps=prev.get("after_heatmaps"),
                         after_keypoints=prev.get("after_keypoints"), labels=labels)  # fmt: skip

@@ -142,10 +142,16 @@ class RoiData:
     smooth: float = 0.6
     backend: str = "solutions"
     fps: float = 16.0  # the frame rate it was detected at: the guard tracks the fixed frames at the same rate
+    track_names: list[str] | None = None  # ROI Detect's name for each slot ("left"); None: the region's labels
 
     @property
     def region(self) -> str:
         return self.detections.region
+
+    @property
+    def names(self) -> list[str]:
+        """The name of each instance slot, as ROI Detect's preview and text call it."""
+        return list(self.detections.spec.instance_labels) if self.track_names is None else list(self.track_names)
 
     @property
     def frame_hw(self) -> tuple[int, int]:
@@ -326,7 +332,8 @@ def run_fix(latent: dict, vae: Any, critic: CriticData | None, roi: RoiData, set
     # what makes the job smaller, in the node's terms
     smaller = _SMALLER
     if gradient_vae is None:
-        smaller = ("connect the Tiny AutoEncoder for Wan (lighttaew2_1.safetensors through Load VAE) to gradient_vae, "
+        tiny = tiny_vae_for(latent.get("samples") if isinstance(latent, dict) else None)
+        smaller = (f"connect the Tiny AutoEncoder for Wan ({tiny} through Load VAE) to gradient_vae, "
                    + smaller.replace(" or ", ", or "))  # fmt: skip
     return _retry_with_advice(
         lambda _: _run_fix_once(latent, vae, critic, roi, settings, gradient_vae, on_step, check_cancel),
@@ -334,6 +341,13 @@ def run_fix(latent: dict, vae: Any, critic: CriticData | None, roi: RoiData, set
 
 
 _SMALLER = "fix fewer frames or lower ROI Detect's margin"
+
+
+def tiny_vae_for(samples: Any) -> str:
+    """The Tiny AutoEncoder file made for a latent's VAE: 48 channels are the Wan 2.2 VAE's (TI2V-5B), 16 the Wan
+    2.1 VAE's (the 14B models)."""
+    channels = samples.shape[1] if getattr(samples, "ndim", 0) >= 2 else None
+    return "lighttaew2_2.safetensors" if channels == 48 else "lighttaew2_1.safetensors"
 
 
 def _retry_with_advice(attempt: Callable[[bool], T], free_memory: Callable[[], None] | None, smaller: str) -> T:

@@ -82,7 +82,8 @@ class BGFSROIDetect(io.ComfyNode):
                 det = detect_video(frames, region, fps=fps, backend=backend, model_dir=model_dir)
             # each ROI follows one hand by position (a handedness label that flips would make it jump)
             det, names, relinked = labelled_tracks(det, min_conf)
-            roi = RoiData(det, margin=margin, min_conf=min_conf, smooth=smooth, backend=backend, fps=float(fps))
+            roi = RoiData(det, margin=margin, min_conf=min_conf, smooth=smooth, backend=backend, fps=float(fps),
+                          track_names=names)
             boxes = roi_boxes(roi)
             mask = roi_mask_frames(roi)
             overlay = draw_overlay(frames, det, boxes, min_conf=min_conf)

@@ -213,6 +213,20 @@ def test_roi_crops_hold_the_keypoints_and_heatmaps_peak_on_them(hand_frames, han
     assert named == [f"{t + 1}/9 {('left', 'left_2')[i]}" for t, i in pairs]
 
 
+def test_the_fixer_preview_names_hands_as_roi_detect_did(hand_roi, monkeypatch):
+    """The Fixer's preview takes ROI Detect's track names from the ROI; naming the already-followed slots again
+    (the old code) called a track that MediaPipe mostly labelled "right" by its slot's label, "left"."""
+    fix_shared = importlib.import_module(f"{PACK}.nodes.fix_shared")
+    seen = {}
+    monkeypatch.setattr(glue, "preview_ui", lambda *a, **kw: seen.update(kw) or None)
+    roi = glue.RoiData(hand_roi.detections, track_names=["right", "left"])
+    assert roi.names == ["right", "left"] and hand_roi.names == ["left", "right"]
+    preview = {"crops": np.zeros((2, 8, 8, 3), np.uint8), "crop_frames": [3, 4], "crop_instances": [0, 1]}
+    result = SimpleNamespace(preview=preview, report={"summary": "fixed"})
+    ui = fix_shared.fix_ui(result, roi)
+    assert seen["labels"] == ["4/9 right", "5/9 left"] and ui == {"text": ["fixed"]}
+
+
 def test_overlay_draws_on_the_hand_only(hand_frames, hand_roi):
     boxes = glue.roi_boxes(hand_roi)
     out = glue.draw_overlay(hand_frames, hand_roi.detections, boxes, min_conf=0.3)
@@ -259,9 +273,9 @@ def test_progress_preview_is_what_comfyui_sends(hand_frames):
 class _TinyWanDecoder(torch.nn.Module):
     """A real (small) decoder with the Wan 2.1 geometry: 16 channels, 8x spatial, 1 + 4(t - 1) frames, [-1, 1]."""
 
-    def __init__(self) -> None:
+    def __init__(self, channels: int = 16) -> None:
         super().__init__()
-        self.proj = torch.nn.Conv3d(16, 3 * 64, 1)
+        self.proj = torch.nn.Conv3d(channels, 3 * 64, 1)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         x = self.proj(z)
@@ -442,9 +456,15 @@ def test_run_fix_out_of_memory_frees_the_host_once_and_starts_again(small_roi, t
         assert text.startswith("out of memory on cpu decoding") and "CUDA out of memory" in text
         assert "a window of" in text and "even with the other models unloaded" in text and "to gradient_vae" in text
         assert text.count("Tiny AutoEncoder") == 1, "one piece of advice, in the node's terms"
+        assert "lighttaew2_1.safetensors" in text, "the tiny decoder made for a 16-channel (Wan 2.1 VAE) latent"
         # a host that cannot free anything gets the error at once
         with pytest.raises(OutOfMemoryError, match="gradient_vae"):
             glue.run_fix(latent, vae, tiny_critic, small_roi, _settings(), check_cancel=_oom_after(30, 1))
+        # a 48-channel latent is the Wan 2.2 VAE's: its tiny decoder is another file
+        vae48 = _comfy_like_vae(_TinyWanDecoder(48), channels=48)
+        with pytest.raises(OutOfMemoryError, match=r"lighttaew2_2\.safetensors through Load VAE"):
+            glue.run_fix({"samples": torch.randn(1, 48, 2, 9, 12)}, vae48, tiny_critic, small_roi, _settings(),
+                         check_cancel=_oom_after(30, 1))  # fmt: skip
         assert BGFSError in OutOfMemoryError.__mro__, "the nodes' error wrapper names the node for it"
 
 
