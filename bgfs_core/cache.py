@@ -12,7 +12,7 @@ Layout of ``cache_dir``:
   ``visible_fraction``: share of the clip's frames where the instance shows at least half its keypoints.
   Sources are known by ``name`` (the file name): a finished one is not read again, even if the file changed.
 - ``clips/<source>_<label>_<first frame>.npz``, one per clip of ``T = clip_len`` frames: ``roi`` uint8
-  ``[T, h, w, 3]`` (crops at ``roi.out_hw``); ``hm`` float16 ``[T, K, hh, hw]`` (Gaussians, ``critic.heatmap_*``);
+  ``[T, h, w, 3]`` (crops at ``roi.out_hw``); ``hm`` float16 ``[T, K, hh, hw]`` (Gaussians at the manifest's ``heatmap_hw``, ``heatmap_sigma``);
   ``keypoints`` float32 ``[T, K, 2]`` in crop pixels; ``keypoints_frame`` float32 ``[T, K, 2]`` in frame pixels
   (NaN where not detected); ``visibility`` float32 ``[T, K]`` (1: confidence >= ``roi.min_conf`` and inside the
   crop); ``boxes`` float32 ``[T, 4]``; ``frame_indices`` int32 ``[T]``; ``source_index``, ``instance`` ints.
@@ -25,6 +25,7 @@ finished sources are skipped, clips already on disk are kept.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import shutil
@@ -128,17 +129,27 @@ def load_clip(cache_dir: str | Path, entry: dict) -> dict[str, Any]:
 
 
 def cache_settings(cfg: Config) -> dict[str, Any]:
-    """The config values a cache's content depends on (stored as the manifest's ``config``)."""
-    r, c, d, k = cfg.roi, cfg.clips, cfg.detect, cfg.critic
+    """The config values a cache's clips depend on (stored as the manifest's ``config``): another value needs another
+    cache. Not ``critic.heatmap_*``: a cache's heatmaps keep the size and sigma it was started with (the manifest's
+    ``heatmap_hw``, ``heatmap_sigma``), and training renders its targets from the keypoints with the critic's own."""
+    r, c, d = cfg.roi, cfg.clips, cfg.detect
     return {
         "roi.region": r.region, "roi.out_hw": list(r.out_hw), "roi.margin": r.margin, "roi.min_conf": r.min_conf,
-        "roi.smooth": r.smooth, "critic.heatmap_hw": list(k.heatmap_hw), "critic.heatmap_sigma": k.heatmap_sigma,
-        "clips.clip_len": c.clip_len, "clips.frame_stride": c.frame_stride,
+        "roi.smooth": r.smooth, "clips.clip_len": c.clip_len, "clips.frame_stride": c.frame_stride,
         "clips.clips_per_video": c.clips_per_video, "clips.max_frames_per_video": c.max_frames_per_video,
         "clips.seed": c.seed, "detect.backend": d.backend,
         "detect.min_detection_confidence": d.min_detection_confidence,
         "detect.min_tracking_confidence": d.min_tracking_confidence, "detect.mirrored": d.mirrored,
     }  # fmt: skip
+
+
+def stale_keypoints(cache_dir: Path, manifest: dict, region: str) -> str:
+    """The error for a cache whose keypoints are not the region's (an older BGFS defined the region otherwise):
+    its clips cannot be added to or trained on."""
+    had, want = len(manifest.get("keypoint_names", ())), get_region(region).num_keypoints
+    return (f"the ROI cache in {str(cache_dir)!r} holds {had} keypoints per {region} (another BGFS version's set), "
+            f"this BGFS has {want}: rebuild it (bgfs precompute --overwrite; on the Cache Builder node, a new "
+            "cache_name) or use a new data.cache_dir (--cache-dir)")  # fmt: skip
 
 
 def _new_manifest(cfg: Config) -> dict:
@@ -234,6 +245,10 @@ class _Builder:
         if overwrite:
             self._delete_cache()
         self.manifest = self._open_manifest()
+        if self.manifest.get("heatmap_hw") and self.manifest.get("heatmap_sigma"):  # the cache's own, see cache_settings
+            self.cfg = copy.deepcopy(cfg)
+            self.cfg.critic.heatmap_hw = list(self.manifest["heatmap_hw"])
+            self.cfg.critic.heatmap_sigma = float(self.manifest["heatmap_sigma"])
         # What the manifest file holds now: a run that changes nothing leaves it (and its mtime) alone, since
         # the nodes read that mtime as "the cache changed, run again" (the Builder, then the Critic Trainer).
         self._on_disk = json.dumps(self.manifest) if (self.dir / MANIFEST).exists() else None
@@ -275,6 +290,8 @@ class _Builder:
                 f"the ROI cache in {str(self.dir)!r} was built with other settings ({'; '.join(changed)}): "
                 "use a new data.cache_dir (--cache-dir), or rebuild this one with --overwrite"
             )
+        if tuple(manifest.get("keypoint_names", ())) != self.spec.keypoint_names:
+            raise BGFSError(stale_keypoints(self.dir, manifest, self.spec.name))
         return manifest
 
     def save(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -128,7 +129,8 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
                 raise TypeError
             return int(value)
         if typ is float:
-            if isinstance(value, bool):
+            # "nan" and "inf" parse as floats, and would pass every range check after
+            if isinstance(value, bool) or not math.isfinite(float(value)):
                 raise TypeError
             return float(value)
         if typ is str:
@@ -146,6 +148,7 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
     else:
         return value
     want = "a [height, width] pair" if origin is list else getattr(typ, "__name__", str(typ))
+    want = "a finite number" if typ is float else want
     raise ConfigError(f"config key {key!r}: expected {want}, got {value!r}")
 
 

@@ -179,7 +179,7 @@ def _instance_key(clip: dict) -> tuple[int, int]:
 
 
 def _read_cache(cfg: Config) -> tuple[Path, dict]:
-    from .cache import load_manifest
+    from .cache import load_manifest, stale_keypoints
 
     cache_dir = Path(cfg.data.cache_dir)
     if not (cache_dir / "manifest.json").is_file():
@@ -197,7 +197,7 @@ def _read_cache(cfg: Config) -> tuple[Path, dict]:
             f"data.cache_dir at a cache built for {cfg.roi.region}"
         )
     if tuple(manifest.get("keypoint_names", ())) != get_region(cfg.roi.region).keypoint_names:
-        raise BGFSError(f"the ROI cache in {str(cache_dir)!r} has another keypoint set: run bgfs precompute again")
+        raise BGFSError(stale_keypoints(cache_dir, manifest, cfg.roi.region))
     return cache_dir, manifest
 
 
@@ -582,6 +582,11 @@ def train_critic(
             print(f"resuming {out_dir} after epoch {info['epoch']}", file=sys.stderr)
     start_epoch, history = int(info["epoch"]), list(info["history"])
     prior_seconds = float(info.get("seconds", 0.0))
+    # The epochs the learning rate's cosine spans. A run that finished its schedule and is asked for more goes on
+    # at the schedule's floor: stretched over the new total, the cosine would jump back up (a 300-epoch run
+    # extended to 400 from 5% of lr to 15%) and undo the annealing. A run stopped mid-way takes the new total.
+    planned = int(info.get("schedule_epochs", epochs))
+    schedule = planned if start_epoch >= planned else epochs
 
     def best_pck() -> float | None:
         rec = next((h for h in history if h["epoch"] == info["best_epoch"]), None)
@@ -591,7 +596,7 @@ def train_critic(
     try:
         for epoch in range(start_epoch, epochs):
             for group in opt.param_groups:
-                group["lr"] = _lr(c.lr, epoch, epochs)
+                group["lr"] = _lr(c.lr, min(epoch, schedule - 1), schedule)
             train_loss = _train_epoch(model, opt, train, spec, c.batch_size, c.seed, epoch, device, progress,
                                       c.articulate)  # fmt: skip
             val_loss, val_pck = evaluate(model, val, spec, c.batch_size, device) if len(val) else (None, None)
@@ -617,7 +622,8 @@ def train_critic(
             if is_best:
                 save_critic(best_path, model, spec, meta)
             save_critic(last_path, model, spec, meta)
-            info.update(epoch=epoch + 1, history=history, seconds=seconds, spec=spec.to_dict(), data=data)
+            info.update(epoch=epoch + 1, history=history, seconds=seconds, spec=spec.to_dict(), data=data,
+                        schedule_epochs=schedule)  # fmt: skip
             save_train_state(state_path, model, opt, info)
             saved = epoch + 1
             write_json_atomic(log_path, {

@@ -28,7 +28,7 @@ class BGFSCriticTrainer(io.ComfyNode):
                                 "its training state is kept in output/bgfs_critic_runs/<critic_name>/."),
                 io.Int.Input("epochs", default=300, min=1, max=10000, step=1,
                              tooltip="Total epochs of the run; a finished run with the same name only trains the "
-                             "epochs it lacks."),
+                             "epochs it lacks, at the learning rate its schedule ended on."),
                 io.Float.Input("lr", default=0.002, min=0.000001, max=1.0, step=0.000001,
                                tooltip="Learning rate (AdamW, cosine decay)."),
                 io.Int.Input("batch_size", default=8, min=1, max=4096, step=1, tooltip="Crops per training step."),

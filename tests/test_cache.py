@@ -254,7 +254,15 @@ def test_changed_settings_need_a_new_cache_or_overwrite(videos: Path, tmp_path: 
         with pytest.raises(BGFSError, match="roi.region 'hands' -> 'face'"):
             build_cache(_cfg(only_broken, cache, **{"roi.region": "face"}), progress=False)
         build_cache(_cfg(only_broken, cache, **{"roi.out_hw": [128, 128]}), progress=False, overwrite=True)
-    assert load_manifest(cache)["out_hw"] == [128, 128]
+        assert load_manifest(cache)["out_hw"] == [128, 128]
+        # a cache from a BGFS whose hands had other keypoints: adding to it would mix two sets in one cache
+        manifest = load_manifest(cache)
+        (cache / "manifest.json").write_text(json.dumps({**manifest, "keypoint_names": manifest["keypoint_names"][:20]}))
+        with pytest.raises(BGFSError, match=r"holds 20 keypoints per hands .* this BGFS has 21: rebuild it \(bgfs "
+                                            r"precompute --overwrite"):  # fmt: skip
+            build_cache(_cfg(only_broken, cache, **{"roi.out_hw": [128, 128]}), progress=False)
+        build_cache(_cfg(only_broken, cache, **{"roi.out_hw": [128, 128]}), progress=False, overwrite=True)
+    assert len(load_manifest(cache)["keypoint_names"]) == 21
 
 
 def test_overwrite_deletes_only_a_bgfs_cache(videos: Path, tmp_path: Path) -> None:
@@ -339,6 +347,25 @@ def test_append_frames_adds_a_source_once(built, hand_video_frames: np.ndarray, 
         append_frames_to_cache(mirrored.astype(np.float32), 10.0, "x", cfg)
     with pytest.raises(BGFSError, match="source name"):
         append_frames_to_cache(mirrored, 10.0, " ", cfg)
+
+
+def test_other_critic_heatmap_settings_still_add_to_a_cache(built, hand_video_frames: np.ndarray,
+                                                            tmp_path: Path) -> None:
+    """critic.heatmap_* set for training (which renders its own targets from the keypoints) do not lock a cache:
+    videos are added with the heatmaps the cache was started with, so all its clips agree."""
+    mirrored = hand_video_frames[:12, :, ::-1].copy()
+    clips = {}
+    for name, extra in (("same", {}), ("other", {"critic.heatmap_hw": [48, 48], "critic.heatmap_sigma": 3.0})):
+        cache = tmp_path / name
+        shutil.copytree(built[0], cache)
+        summary = append_frames_to_cache(mirrored, 10.0, "mirrored", _cfg(tmp_path, cache, **extra))
+        assert summary.clips_written >= 1
+        m = load_manifest(cache)
+        assert m["heatmap_hw"] == [32, 32] and m["heatmap_sigma"] == 1.5
+        clips[name] = [load_clip(cache, e) for e in m["clips"] if e["source"] == names_index(m)["mirrored"]]
+    for a, b in zip(clips["same"], clips["other"], strict=True):
+        assert a["hm"].shape[-2:] == (32, 32)
+        np.testing.assert_array_equal(a["hm"], b["hm"])
 
 
 def test_an_append_stopped_while_cutting_clips_resumes(hand_video_frames: np.ndarray, tmp_path: Path) -> None:

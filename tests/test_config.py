@@ -37,6 +37,9 @@ def test_every_key_in_the_yaml_is_known():
         ({"clips.clip_len": 2.5}, "'clips.clip_len': expected int"),
         ({"roi.out_hw": [256]}, "'roi.out_hw': expected a [height, width] pair"),
         ({"nosection.key": 1}, "'nosection.key' is not known"),
+        ({"fixer.lr": "nan"}, "'fixer.lr': expected a finite number, got 'nan'"),
+        ({"roi.margin": float("inf")}, "'roi.margin': expected a finite number, got inf"),
+        ({"fixer.guide": "-inf"}, "'fixer.guide': expected a finite number"),
     ],
 )
 def test_bad_values_name_the_key(overrides, needle):

@@ -16,7 +16,7 @@ from bgfs_core.critic import CriticSpec
 from bgfs_core.critic_io import load_critic, read_critic_meta
 from bgfs_core.errors import BGFSError
 from bgfs_core.regions import FACE
-from bgfs_core.train_critic import augment, split_clips, train_critic
+from bgfs_core.train_critic import MIN_LR_FRACTION, augment, split_clips, train_critic
 
 # Small everything: the point is the mechanics on real data, not accuracy.
 SMALL = {
@@ -106,6 +106,13 @@ def test_interrupted_run_resumes_to_the_same_weights(hand_cache, tmp_path):
     # Asking for epochs already done trains nothing; --no-resume starts over.
     again = train_critic(cfg, tmp_path / "a", epochs=3, progress=False)
     assert len(again.history) == 3
+    # More epochs on a finished run go on at the end of its schedule: the cosine is not stretched over the new
+    # total, which would raise the learning rate again (epoch 4 of 5 at 35% of lr, after 5% at epoch 3)
+    more = train_critic(cfg, tmp_path / "a", epochs=5, progress=False)
+    lrs = [h["lr"] for h in more.history]
+    floor = cfg.critic.lr * MIN_LR_FRACTION
+    assert lrs[:3] == [h["lr"] for h in straight.history] and lrs[2] == pytest.approx(floor)
+    assert lrs[3:] == pytest.approx([floor, floor])
     fresh = train_critic(cfg, tmp_path / "a", epochs=1, resume=False, progress=False)
     assert len(fresh.history) == 1
     assert read_critic_meta(fresh.last_path)["train_summary"]["epochs"] == 1
@@ -194,6 +201,11 @@ def test_missing_or_empty_cache(tmp_path, hand_cache):
     with pytest.raises(BGFSError, match=r"built for 'hands', but roi.region is 'face': train for its region "
                                         r"\(--set roi.region=hands\)"):
         train_critic(_cfg(hand_cache, **{"roi.region": "face"}), tmp_path / "out", epochs=1, progress=False)
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    (stale / "manifest.json").write_text(json.dumps({**manifest, "keypoint_names": manifest["keypoint_names"][:20]}))
+    with pytest.raises(BGFSError, match=r"20 keypoints .* has 21: rebuild it \(bgfs precompute --overwrite"):
+        train_critic(_cfg(stale), tmp_path / "out", epochs=1, progress=False)
     lost = tmp_path / "lost"
     shutil.copytree(hand_cache, lost)
     (lost / manifest["clips"][0]["file"]).unlink()

@@ -114,7 +114,8 @@ def _holds_another_cache(cache_dir: Path, name: str, cfg: Config) -> bool:
     except (OSError, ValueError):
         return False
     others = any(src.get("name") != name for src in manifest.get("sources", []))
-    return others or manifest.get("config") != cache_settings(cfg)
+    have = manifest.get("config", {})
+    return others or any(have.get(key) != value for key, value in cache_settings(cfg).items())
 
 
 def _write_corrupted(video: Path, target: Path, names: list[str], region: str) -> None:

@@ -12,7 +12,8 @@ HELP = "train the heatmap critic on the ROI cache (writes OUT_DIR/critic_best.sa
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p)
     p.add_argument("--out-dir", default="outputs/critic", help="where the critic, its checkpoints and log go")
-    p.add_argument("--epochs", type=int, default=None, help="total epochs (default: critic.epochs)")
+    p.add_argument("--epochs", type=int, default=None, help="total epochs (default: critic.epochs); more than a finished run "
+                   "had go on at the learning rate its schedule ended on")
     p.add_argument("--cache-dir", default=None, help="ROI cache to train on (default: data.cache_dir)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: critic.lr)")
     p.add_argument("--batch-size", type=int, default=None, help="crops per step (default: critic.batch_size)")
