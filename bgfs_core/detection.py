@@ -140,8 +140,8 @@ class Detector:
         self, frames: np.ndarray | Iterable[np.ndarray], fps: float = 25.0, progress: bool = False
     ) -> Detections:
         """Detect in every frame of a video (array ``[T, H, W, 3]`` or an iterable of ``[H, W, 3]`` frames)."""
-        if not fps or fps <= 0:
-            raise BGFSError(f"fps must be > 0, got {fps}")
+        if not fps or not np.isfinite(fps) or fps <= 0:
+            raise BGFSError(f"fps must be a number > 0, got {fps}")
         if self._dirty:
             self.reset()  # a new video must not inherit the last one's tracks
         if isinstance(frames, np.ndarray):
@@ -181,7 +181,8 @@ class Detector:
             if t >= capacity:  # an iterable of unknown length: grow the buffers
                 out = _concat(out, Detections.empty(self.region.name, capacity, out.frame_hw))
                 capacity = out.num_frames
-            self._detect_into(frame, self._next_timestamp(start + int(round(t * step))), out, t)
+            # at least 1 ms apart: above 1000 fps, rounding to milliseconds would repeat a timestamp
+            self._detect_into(frame, self._next_timestamp(start + max(t, int(round(t * step)))), out, t)
             t += 1
         if out is None:
             raise BGFSError("no frames to detect in: the video is empty")
@@ -244,7 +245,8 @@ def _hand_slots(instances: list[RawInstance], last_centres: np.ndarray | None = 
     Two hands with one label: one label is wrong (a one-frame flicker on a hand-shaped object, or one hand found
     twice). Splitting them by x would swap both slots for that frame, so, in video mode, the surer of the two
     takes the slot last seen nearest to it (``last_centres [2, 2]``, normalised, NaN where never seen) and the
-    other hand the other slot. With no such history, by x.
+    other hand the other slot. Where only one slot was seen, the hand nearer its place takes it. With no such
+    history, by x.
     """
     instances = instances[:2]
     slots = [0 if inst.label == "left" else 1 for inst in instances]
@@ -252,10 +254,14 @@ def _hand_slots(instances: list[RawInstance], last_centres: np.ndarray | None = 
     if surer is not None:
         centres = [np.nanmean(inst.xy, 0) for inst in instances]
         known = np.isfinite(last_centres).all(-1) if last_centres is not None else np.zeros(2, bool)
-        if known.any():
-            gaps = [float(np.linalg.norm(centres[surer] - c)) if k else np.inf for c, k in zip(last_centres, known)]
+        if known.all():
+            gaps = [float(np.linalg.norm(centres[surer] - c)) for c in last_centres]
             slots[surer] = int(np.argmin(gaps))
             slots[1 - surer] = 1 - slots[surer]
+        elif known.any():  # one slot seen before: it goes to the hand nearer where it was, sure or not
+            seen = int(np.argmax(known))
+            nearer = int(np.argmin([float(np.linalg.norm(c - last_centres[seen])) for c in centres]))
+            slots[nearer], slots[1 - nearer] = seen, 1 - seen
         else:  # a person facing the camera shows their right hand on the image's left
             slots = [1, 0] if centres[0][0] <= centres[1][0] else [0, 1]
     return slots

@@ -19,7 +19,8 @@ How the score is made
                     reference, sum over frames of min(instances found, instances in the reference) / instances
                     in the reference, over the frames where the reference found it
    jitter           mean |x[t+1] - 2 x[t] + x[t-1]| / region size over keypoints valid in 3 consecutive frames
-                    (size: the track's median box diagonal, ``kinematics.region_scale``); dropouts never count
+                    (size: the track's median box diagonal in each shot, ``kinematics.region_scale``); dropouts
+                    never count
    bone_cv          coefficient of variation of each bone's length over time, sqrt(mean((L / L_ref - 1)^2)),
                     where L_ref is the bone's running median over ``bone_window`` frames (so a limb turning
                     slowly in depth does not count, a stretch for a few frames does; ``bone_window=0``: the
@@ -228,15 +229,17 @@ def score_detections(det: Detections, reference: Detections | None = None,
     det = drop_duplicates(det)
     reference = drop_duplicates(reference) if reference is not None else None
     note = ""
-    if reference is not None and not reference.present.any():
+    if reference is not None and not reference.seen_keypoints(s.min_conf).any():
         note = f" (the reference shows no {det.region}: detection is judged over every frame)"
         reference = None
-    n_found = det.present.sum(1)
+    # found: present with a keypoint sure enough to measure (a detection with none would count as found while
+    # every other part left it out, a perfect score for a region nobody can see)
+    n_found = det.seen_keypoints(s.min_conf).any(-1).sum(1)
     if reference is None:
         expected = np.ones(t_len, np.int64)
         found_frac = (n_found > 0).astype(np.float64)
     else:
-        expected = reference.present.sum(1)
+        expected = reference.seen_keypoints(s.min_conf).any(-1).sum(1)
         with np.errstate(invalid="ignore", divide="ignore"):
             found_frac = np.where(expected > 0, np.minimum(n_found, expected) / np.maximum(expected, 1), np.nan)
     frame_cols = {c: np.full(t_len, np.nan) for c in PER_FRAME_COLUMNS}
@@ -244,9 +247,13 @@ def score_detections(det: Detections, reference: Detections | None = None,
     frame_cols["instances"] = n_found.astype(np.float64)
     frame_cols["expected"] = expected.astype(np.float64)
     if not n_found.any():
-        return AnatomyScore(det.region, False, None, {}, [], frame_cols, t_len,
-                            f"{det.region} not found in any of the {t_len} frames: no score (check --region, or "
-                            "that the region is visible and large enough)")  # fmt: skip
+        unsure = int(det.present.any(1).sum())
+        why = (f"{det.region} found in {unsure} of the {t_len} frames, but none of its keypoints as sure as the "
+               f"judge's min_conf {s.min_conf:g}: no score (is the region small, blurred or cut off by the frame?)"
+               if unsure else
+               f"{det.region} not found in any of the {t_len} frames: no score (check --region, or that the region "
+               "is visible and large enough)")  # fmt: skip
+        return AnatomyScore(det.region, False, None, {}, [], frame_cols, t_len, why)
 
     m = _measure(det, s)
     parts_raw = {"detection": (float((n_found > 0).mean()), t_len) if reference is None else
@@ -381,11 +388,16 @@ def _measure(det: Detections, s: ScoreSettings) -> _Measures:
         swap, transition = swap | lr, transition | lr
     # across a cut (another shot, another instance) neither jitter nor bone lengths compare frames
     cut = cuts(kp, valid, s.max_gap, s.cut_jump, by_size=spec.holds_its_size)
-    safe_scale = np.where(np.isfinite(scale) & (scale > 0), scale, np.nan)
+    # each shot's own size [T, I]: measured in one size for both, a close-up's wobble after a wide shot would read
+    # as larger than the same wobble in the wide shot
+    shot_scale = np.full((t_len, n_inst), np.nan)
+    for span in pieces(cut):
+        shot_scale[span] = np.asarray(K.region_scale(kp[span], valid[span]), np.float64)[None]
+    safe_scale = np.where(np.isfinite(shot_scale) & (shot_scale > 0), shot_scale, np.nan)
 
     acc, jitter_ok = K.second_differences(kp, valid)  # [T-2, I, K, 2]
     with np.errstate(invalid="ignore"):
-        jitter = np.linalg.norm(acc, axis=-1) / safe_scale[None, :, None]
+        jitter = np.linalg.norm(acc, axis=-1) / safe_scale[1:-1, :, None]
     jitter_ok = jitter_ok & np.isfinite(jitter) & ~(cut[1:-1] | cut[2:])[:, None, None]
     jitter = np.where(jitter_ok, jitter, 0.0)
 
@@ -394,7 +406,7 @@ def _measure(det: Detections, s: ScoreSettings) -> _Measures:
     lengths = np.where(seen, lengths, np.nan)
     reference = np.concatenate([_reference_lengths(lengths[span], s.bone_window) for span in pieces(cut)])
     with np.errstate(invalid="ignore", divide="ignore"):
-        rel = (lengths - reference) / np.fmax(reference, K.MIN_BONE * safe_scale[None, :, None])
+        rel = (lengths - reference) / np.fmax(reference, K.MIN_BONE * safe_scale[:, :, None])
     bone_ok = seen & np.isfinite(rel) & (seen.sum(0) >= 3)[None]
     rel = np.where(bone_ok, rel, 0.0)
 

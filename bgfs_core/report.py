@@ -3,7 +3,9 @@
 ``write_report(out_dir, result, frames, ref_frames)`` works for any :class:`~bgfs_core.metrics.ScoreResult`: a
 video alone, or a video against its reference (before/after: the reference is drawn dashed and labelled
 "reference"). ``render_plots`` gives the same plots as PNG bytes, for hosts that show images themselves (the node).
-Plots use matplotlib's Agg canvas directly, so no global backend is touched.
+Plots use matplotlib's Agg canvas directly, so no global backend is touched. Frames: ``scores.json``'s ``cuts``
+and ``per_frame.csv``'s ``frame`` are indices from 0; what a person reads (the summary, the frame strip's labels,
+the nodes' previews) counts frames from 1.
 """
 
 from __future__ import annotations
@@ -219,7 +221,7 @@ def frame_strip(frames: np.ndarray, det: Detections, count: int = 6, height: int
         img = draw_keypoints(frames[t], det, int(t))
         h, w = img.shape[:2]
         img = cv2.resize(img, (max(1, round(w * height / h)), height), interpolation=cv2.INTER_AREA)
-        cv2.putText(img, str(int(t)), (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 0), 1, cv2.LINE_AA)
+        cv2.putText(img, str(int(t) + 1), (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 0), 1, cv2.LINE_AA)
         tiles.append(img)
         tiles.append(np.full((height, 3, 3), 255, np.uint8))
     return np.concatenate(tiles[:-1], 1)

@@ -35,7 +35,8 @@ def link_tracks(present: np.ndarray, keypoints: np.ndarray, valid: np.ndarray, m
     by position.
 
     Each frame's detections go to the tracks that minimise the distance between the centres of their valid
-    keypoints and where each track was last seen (in units of the instance's size, the diagonal of its keypoints,
+    keypoints and where each track is expected: where it was last seen, moved on at the velocity of its last two
+    sightings (in units of the instance's size, the diagonal of its keypoints,
     capped at ``track_gate``; a track unseen for more than ``max_gap`` frames costs the cap), plus
     ``relabel_cost`` for every detection whose slot differs from its track's last slot.
     Returns ``slot_of [T, I]`` (the slot that track ``i`` takes its detection from at frame ``t``, -1 if none),
@@ -50,6 +51,7 @@ def link_tracks(present: np.ndarray, keypoints: np.ndarray, valid: np.ndarray, m
     swap = np.zeros(t_len, bool)
     transition = np.zeros(t_len, bool)
     last_c = np.full((n, 2), np.nan)
+    velocity = np.zeros((n, 2))  # per frame, from the track's last two sightings: hands crossing pass each other
     last_size = np.full(n, np.nan)
     last_t = np.full(n, -(10**9))
     last_slot = np.arange(n)
@@ -57,6 +59,7 @@ def link_tracks(present: np.ndarray, keypoints: np.ndarray, valid: np.ndarray, m
         slots = [i for i in range(n) if present[t, i] and np.isfinite(centres[t, i]).all()]
         if not slots:
             continue
+        expected = last_c + velocity * (t - last_t)[:, None].clip(0, max_gap)
         best, best_cost = None, math.inf
         for tracks in itertools.permutations(range(n), len(slots)):
             cost = 0.0
@@ -64,7 +67,7 @@ def link_tracks(present: np.ndarray, keypoints: np.ndarray, valid: np.ndarray, m
                 known = t - last_t[tr] <= max_gap and np.isfinite(last_c[tr]).all()
                 if known:
                     size = np.nanmax([sizes[t, slot], last_size[tr], 1e-6])
-                    cost += min(float(np.linalg.norm(centres[t, slot] - last_c[tr])) / size, track_gate)
+                    cost += min(float(np.linalg.norm(centres[t, slot] - expected[tr])) / size, track_gate)
                 else:
                     cost += track_gate
                 cost += relabel_cost * (slot != last_slot[tr])
@@ -75,6 +78,8 @@ def link_tracks(present: np.ndarray, keypoints: np.ndarray, valid: np.ndarray, m
                 transition[t] = True
                 swap[t] |= slot != last_slot[tr]
             slot_of[t, tr] = slot
+            recent = t - last_t[tr] <= max_gap and np.isfinite(last_c[tr]).all()
+            velocity[tr] = (centres[t, slot] - last_c[tr]) / (t - last_t[tr]) if recent else 0.0
             last_c[tr], last_t[tr], last_slot[tr] = centres[t, slot], t, slot
             if np.isfinite(sizes[t, slot]):
                 last_size[tr] = sizes[t, slot]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from conftest import FACE_VIDEO, video_frames
 
@@ -104,6 +105,20 @@ def test_the_judge_measures_neither_jitter_nor_bones_across_a_cut():
     # against the clip's mean length (bone_window=0), not a running median that keeps the shots apart anyway
     score = score_detections(two_shots(), settings=ScoreSettings(bone_window=0))
     assert score.parts["bone_cv"].raw < 1e-6  # the two hands' bones as one's: 0.13
+
+
+def test_each_shot_is_measured_in_its_own_size():
+    """A wobbling hand, then a cut to a close-up of it (twice as large, the same wobble scaled with it): the same
+    jitter in each shot's own size, and so over the whole clip. Measured in one size for both shots (the clip's
+    median, the wide shot's here), the close-up's jitter read as twice what it is (0.131, not 0.084)."""
+    n, rng = 16, np.random.default_rng(0)
+    wobble = rng.normal(0, 1.5, (2 * n, 2))
+    centres = np.r_[np.full((n, 2), 200.0) + wobble[:n], np.full((n, 2), 300.0) + 2 * wobble[n:]]
+    det = hand_track(centres, np.r_[np.ones(n), np.full(n, 2.0)])
+    both = score_detections(det)
+    assert both.cuts == [n]
+    wide, close = (score_detections(det.select(span)).parts["jitter"].raw for span in (slice(0, n), slice(n, None)))
+    assert both.parts["jitter"].raw == pytest.approx((wide + close) / 2, rel=0.02)
 
 
 def test_targets_are_drawn_on_each_side_of_a_cut_alone():

@@ -124,6 +124,8 @@ def test_two_hands_with_one_label_keep_their_slots():
     assert _hand_slots(twice, np.array([[0.66, 0.45], [0.86, 0.45]], np.float32)) == [1, 0]
     # only one slot seen before: the surer hand takes it if it is nearer, else the other one
     assert _hand_slots([hand, sticker], np.array([[np.nan, np.nan], [0.69, 0.45]], np.float32)) == [1, 0]
+    assert _hand_slots([hand, sticker], np.array([[np.nan, np.nan], [0.87, 0.45]], np.float32)) == [0, 1]
+    assert _hand_slots([sticker, hand], np.array([[0.87, 0.45], [np.nan, np.nan]], np.float32)) == [0, 1]
     # no history (the first frame, or still images): a person facing the camera, by x
     assert _hand_slots([hand, sticker]) == [1, 0]
     assert _hand_slots([hand, sticker], np.full((2, 2), np.nan, np.float32)) == [1, 0]
@@ -288,6 +290,12 @@ def test_bad_videos(image_hands):
         image_hands.detect_video([])
     with pytest.raises(BGFSError, match="fps"):
         image_hands.detect_video(np.zeros((1, 32, 32, 3), np.uint8), fps=0)
+    for fps in (float("nan"), float("inf")):
+        with pytest.raises(BGFSError, match="fps must be a number > 0"):
+            image_hands.detect_video(np.zeros((1, 32, 32, 3), np.uint8), fps=fps)
+    # above 1000 fps milliseconds repeat: the clock still moves on (it raised "timestamps must increase")
+    with Detector("hands") as video:
+        assert video.detect_video(np.zeros((3, 32, 32, 3), np.uint8), fps=1500.0).num_frames == 3
 
 
 def test_bad_settings():

@@ -173,16 +173,21 @@ def test_region_never_found_gives_an_explicit_not_found_score(clips):
     assert json.loads(_strict_json(res.to_dict()))["score"] is None
 
 
-def test_hands_found_below_the_judges_confidence_score_no_nan():
-    """Hands MediaPipe found, but none at the judge's own min_conf: no track holds them, and the score is a number,
-    not NaN (the low-confidence share divided 0 by 0)."""
+def test_hands_found_below_the_judges_confidence_are_not_found():
+    """Hands MediaPipe found, but with no keypoint at the judge's own min_conf: nothing of them can be measured, so
+    they are not found (they once scored 100: found in every frame, every other part left out), and the message
+    says why; where some frames have them, those frames count as found, the others not."""
     from bgfs_core.metrics import ScoreSettings
 
     det = Detections.empty("hands", 6, (240, 320))
     det.keypoints[:, 0] = np.random.default_rng(0).uniform(100, 200, (21, 2))
     det.confidence[:, 0], det.present[:, 0], det.scores[:, 0] = 0.6, True, 0.6
     result = score_detections(det, settings=ScoreSettings(min_conf=0.7))
-    assert result.score is not None and math.isfinite(result.score), result.score
+    assert not result.found and result.score is None
+    assert "found in 6 of the 6 frames, but none of its keypoints as sure as the judge's min_conf 0.7" in result.message
+    det.confidence[:4, 0] = 0.9
+    result = score_detections(det, settings=ScoreSettings(min_conf=0.7))
+    assert result.parts["detection"].raw == pytest.approx(4 / 6) and (result.per_frame["score"][4:] == 0).all()
 
 
 def test_bad_input_gives_clear_errors(clips):
