@@ -84,7 +84,7 @@ class ScoreSettings:
     swap_half: float = 0.05
     low_conf_half: float = 0.1
     miss_half: float = 0.25  # missing the region in a quarter of the frames where it should be halves the part
-    track_gate: float = 1.5  # a detection farther than this x region size from a track starts a new track
+    track_gate: float = 1.5  # distances past this x region size all cost the same: as far as an unknown track
     relabel_cost: float = 0.25  # prefer keeping a track's slot label unless moving it saves this much distance
     max_gap: int = MAX_GAP  # frames a lost track is remembered for
     cut_jump: float = JUMP  # x a track's size its motion before and after a frame must part by there: a cut
