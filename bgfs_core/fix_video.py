@@ -264,8 +264,9 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
         from .codecs import DiffusersWanCodec  # a Wan VAE with fp32 gradients; bf16 ones take ~0.6x the memory
 
         lighter = ", or take the gradients through bf16 (--grad-dtype bf16)" if isinstance(codec, DiffusersWanCodec) else ""
-        raise OutOfMemoryError(f"{exc.what}: fix fewer frames (--max-frames) or lower the ROI margin (--set "
-                               f"roi.margin=0.15){lighter}", exc.what) from exc
+        smaller = round(0.6 * cfg.roi.margin, 2)  # a margin below the one that ran out, if one is left
+        margin = f" or lower the ROI margin (--set roi.margin={smaller:g})" if smaller >= 0.05 else ""
+        raise OutOfMemoryError(f"{exc.what}: fix fewer frames (--max-frames){margin}{lighter}", exc.what) from exc
     finally:
         if bar is not None:
             bar.close()

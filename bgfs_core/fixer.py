@@ -13,9 +13,10 @@ warp. ``critic_fit`` in the report: how well the critic reads the input, against
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -560,11 +561,15 @@ def fix_latents(
     started = time.perf_counter()
     problem = None  # for the out-of-memory message: how big the window was, once known
     try:
-        with torch.enable_grad():
+        with torch.enable_grad(), _frozen(critic, codec):
             problem = _Problem(latents, codec, critic, critic_spec, det, settings, warnings, device)
             if not problem.any_roi:
+                unsure = int(det.present.any(1).sum())
                 summary = (f"{det.region}: found only in the first frame, which keep_first_frame keeps as it is; "
                            "nothing changed" if problem.only_kept else
+                           f"{det.region}: found in {unsure} of the {num_frames} frames, but no keypoint as sure as "
+                           f"min_conf {settings.min_conf:g}, so there is no ROI; nothing changed (lower ROI Detect's "
+                           "min_conf, or roi.min_conf, to fix it anyway)" if unsure else
                            f"{det.region}: not detected in any of the {num_frames} frames; nothing changed")
                 return FixResult(latents, {"summary": summary, "changed": False, "warnings": warnings})
             params = problem.init_params()
@@ -649,8 +654,11 @@ def fix_latents(
     # warp by zero still resamples, at float noise level
     moved = settings.steps > 0 and bool(params.detach().ne(0).any())
     if settings.steps > 0 and not moved:
-        warnings.append("the edit moved nothing: every gradient was zero (are strength and guide 0?), so the "
-                        "latents are returned as they came")  # fmt: skip
+        off = [f"{name} is 0" for name, value in (("strength", settings.strength), ("guide", settings.guide))
+               if value == 0]  # fmt: skip
+        why = " and ".join(off) if off else "the keypoints already follow steady, well-formed tracks"
+        warnings.append(f"the edit moved nothing: every gradient was zero ({why}), so the latents are returned as "
+                        "they came")  # fmt: skip
     out = paste_window(latents, problem.window, z_win.to(latents.device), feather=settings.feather) if moved else latents
     before_f = {k: float(v.detach()) for k, v in before.items()}
     after_f = {k: float(v) for k, v in after.items()}
@@ -677,6 +685,38 @@ def fix_latents(
     preview["crop_frames"] = problem.frame0 + problem.pairs[:, 0]
     preview["crop_instances"] = problem.pairs[:, 1].copy()
     return FixResult(out, report, preview, problem.window)
+
+
+@contextlib.contextmanager
+def _frozen(*holders: Any) -> Iterator[None]:
+    """The parameters of the critic and of the codec's modules without gradients while the fix runs, as they were
+    after: the fix differentiates the latents alone, and a caller's unfrozen VAE would gather a weight gradient
+    the size of the decoder on every step (its memory, its compute, and its ``.grad`` changed)."""
+    import torch
+
+    trainable: list[Any] = []
+    seen: set[int] = set()
+
+    def visit(obj: Any, depth: int) -> None:
+        if obj is None or id(obj) in seen or depth > 3:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, torch.nn.Module):
+            trainable.extend(p for p in obj.parameters() if p.requires_grad)
+        elif hasattr(obj, "__dict__"):  # a codec: its modules, and the codecs it wraps (a gradient proxy)
+            for value in vars(obj).values():
+                if isinstance(value, torch.nn.Module) or hasattr(value, "decode_for_grad"):
+                    visit(value, depth + 1)
+
+    for holder in holders:
+        visit(holder, 0)
+    for param in trainable:
+        param.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for param in trainable:
+            param.requires_grad_(True)
 
 
 def _out_of_memory(exc: BaseException, device: Any, codec: Any, problem: _Problem | None) -> str:

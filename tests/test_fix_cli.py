@@ -597,7 +597,10 @@ def test_out_of_memory_is_a_clear_error_in_the_commands_terms(workdir, monkeypat
     err = capsys.readouterr().err
     assert err.startswith("bgfs fix: error: out of memory on cpu decoding through pixel codec with gradients (a "
                           "window of "), err
-    assert says in err and "--max-frames" in err and "roi.margin" in err
+    assert says in err and "--max-frames" in err and "(--set roi.margin=0.15)" in err  # 60% of the 0.25 it had
+    calls["n"] = 0  # a margin already small: no advice to raise it, nor to lower it further
+    assert main([*args, "--set", "roi.margin=0.05"]) == 2 and calls["n"] > 40
+    assert "roi.margin" not in capsys.readouterr().err
 
 
 def test_other_runtime_errors_in_the_fix_are_not_called_out_of_memory(workdir, monkeypatch):

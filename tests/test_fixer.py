@@ -251,9 +251,44 @@ def test_an_edit_that_moves_nothing_is_not_called_a_change(hand_video_frames, mo
     settings = FixSettings(steps=2, mode=mode, strength=0.0, guide=0.0)
     result = fix_latents(latents, codec, *random_critic(), det, settings)
     assert result.latents is latents and not result.report["changed"]
-    assert any(w.startswith("the edit moved nothing") for w in result.report["warnings"])
+    assert any(w.startswith("the edit moved nothing: every gradient was zero (strength is 0 and guide is 0)")
+               for w in result.report["warnings"])  # fmt: skip
     moved = fix_latents(latents, codec, *random_critic(), det, dataclasses.replace(settings, strength=1.0))
     assert moved.report["changed"] and not torch.equal(moved.latents, latents)
+    # the guide alone on one frame: no motion to mend, and the warning says so, not "guide is 0"
+    one = hand_detections(1, latents.shape[-2:], (100.0, 60.0, 200.0, 160.0))
+    still = fix_latents(latents[:, :, :1], codec, None, None, one, FixSettings(steps=2, mode="warp", guide=3.0))
+    assert not still.report["changed"]
+    assert any("(the keypoints already follow steady, well-formed tracks)" in w for w in still.report["warnings"])
+
+
+def test_the_fix_leaves_the_callers_modules_as_they_were():
+    """A critic and a decoder handed over with trainable weights: the fix differentiates the latents alone (no
+    weight gradient gathered on every step, which for a Wan VAE is the decoder's size again) and gives the
+    weights back trainable."""
+    from conftest import lively
+
+    from bgfs_core.codecs import ModuleCodec
+    from bgfs_core.codecs.taehv import TAEHVDecoder
+
+    decoder = lively(TAEHVDecoder(16)).eval()
+    critic, spec = random_critic()
+    critic.requires_grad_(True)
+    codec = ModuleCodec(decoder, latent_channels=16, spatial_ratio=8, signed=False, name="tae")
+    det = hand_detections(5, (64, 96), (8.0, 8.0, 36.0, 36.0))
+    result = fix_latents(torch.randn(1, 16, 2, 8, 12), codec, critic, spec, det, dataclasses.replace(SETTINGS, steps=2))
+    assert result.report["changed"]
+    for module in (decoder, critic):
+        assert all(p.grad is None and p.requires_grad for p in module.parameters())
+
+
+def test_a_region_found_below_min_conf_says_so():
+    codec = PixelCodec()
+    det = hand_detections(4, (32, 32), (4.0, 4.0, 28.0, 28.0))
+    det.confidence[:] = 0.1
+    result = fix_latents(torch.rand(1, 3, 4, 32, 32), codec, *random_critic(), det, SETTINGS)
+    assert not result.report["changed"]
+    assert "found in 4 of the 4 frames, but no keypoint as sure as min_conf 0.3" in result.report["summary"]
 
 
 def test_the_report_says_how_well_the_critic_reads_the_frames():
