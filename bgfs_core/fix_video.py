@@ -6,7 +6,9 @@ the latents before and after, so an edit that fools the critic without fixing an
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,6 +171,7 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
     from .fixer import FixSettings, fix_latents
     from .video_io import (
         audio_kept,
+        check_report_apart,
         check_video_exists,
         check_writable,
         read_comment,
@@ -195,10 +198,13 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
     check_writable(out_path, "--out")
     if req.save_latents:
         _check_latents_path(req, out_path, in_path)
-    if req.fps is not None and not (req.fps > 0 and np.isfinite(req.fps)):
-        raise BGFSError(f"--fps must be > 0, got {req.fps}")
+    if req.fps is not None:
+        from .video_io import check_fps
+
+        check_fps(req.fps, "--fps")
     report_dir = Path(req.report_dir) if req.report_dir else out_path.with_name(out_path.stem + "_report")
     check_folder_possible(report_dir, "--report-dir")
+    check_report_apart(report_dir, "--report-dir", in_path, out_path)
     if req.latents:  # before the models load: the latents may be the whole input
         from .generate import latents_channels
 
@@ -271,49 +277,57 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
         if bar is not None:
             bar.close()
     after = decode_frames(codec, result.latents) if result.report.get("changed") else before
-    judge = judge_fix(before, after, det, region, fps, cfg, report_dir, guard=req.guard and bool(result.report.get("changed")))
-    if judge.get("guard_kept_input"):  # never hand back a video whose geometry the judge finds worse than the input's
-        after = before
-    if refix:
-        result.report.setdefault("warnings", []).append(refix)
-        result.report["summary"] += f"\nWarning: {refix}"
-    kept = result.report.get("changed") and not judge.get("guard_kept_input")
-    regions = [*done, region] if kept and region not in done else done
-    report = {
-        "input": str(in_path or req.latents), "latents_in": req.latents, "output": str(out_path),
-        "critic": str(req.critic) if req.critic else None, "region": region,
-        "codec": codec.name, "frames": len(before), "fps": fps, "fixer": result.report, "judge": judge,
-        "fixed_regions": regions, "seconds": time.perf_counter() - started,
-    }  # fmt: skip
-    if req.save_latents:  # the output's own latents (the fix's, or the input's where nothing was kept), first:
-        from .generate import save_comfy_latent, save_latents  # a failure here leaves no video without them
+    # The report is staged beside its folder and moved in after the video: a run stopped while writing the video
+    # leaves an earlier run's video and report together, not this run's report beside that video
+    report_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{report_dir.name}.", suffix=".partial", dir=report_dir.parent) as tmp:
+        staged = Path(tmp)
+        judge = judge_fix(before, after, det, region, fps, cfg, staged, guard=req.guard and bool(result.report.get("changed")))
+        if judge.get("guard_kept_input"):  # never hand back a video whose geometry the judge finds worse than the input's
+            after = before
+        if refix:
+            result.report.setdefault("warnings", []).append(refix)
+            result.report["summary"] += f"\nWarning: {refix}"
+        kept = result.report.get("changed") and not judge.get("guard_kept_input")
+        regions = [*done, region] if kept and region not in done else done
+        report = {
+            "input": str(in_path or req.latents), "latents_in": req.latents, "output": str(out_path),
+            "critic": str(req.critic) if req.critic else None, "region": region,
+            "codec": codec.name, "frames": len(before), "fps": fps, "fixer": result.report, "judge": judge,
+            "fixed_regions": regions, "seconds": time.perf_counter() - started,
+        }  # fmt: skip
+        if req.save_latents:  # the output's own latents (the fix's, or the input's where nothing was kept), first:
+            from .generate import save_comfy_latent, save_latents  # a failure here leaves no video without them
 
-        out_latents = result.latents if kept else latents
-        save = save_comfy_latent if Path(req.save_latents).suffix == ".latent" else save_latents
-        # a rate chosen here is not the video's: left out, so that a later fix chooses again (or takes --in's)
-        save(req.save_latents, out_latents, {"fixed_regions": regions} | ({} if rate_note else {"fps": fps}))
-        report["latents"] = str(req.save_latents)
-    # the sound of a video file whose frames keep their rate (at another, it would drift)
-    retimed = in_path is not None and not in_path.is_dir() and fps_in is not None and abs(fps - fps_in) > 1e-3
-    write_video(out_path, after, fps, comment=FIXED_TAG + ", ".join(regions) if regions else None,
-                audio_from=None if retimed else in_path)
-    report["audio"] = audio_kept(in_path, out_path) if in_path is not None else None
-    if retimed and report["audio"]:
-        why = f"--fps {fps:g}" if req.fps else f"{Path(req.latents or '').name}'s {fps:g} fps"
-        report["audio"] = f"the input's sound was left out: {why} retimes its {fps_in:g} fps frames"
-    if rate_note:
-        report["fps_note"] = rate_note
-    resized = size_note(out_path, after.shape[1:3])
-    if resized:
-        report["size_note"] = resized
-    report_path = report_dir / "report.json"
-    write_json_atomic(report_path, report)
-    sound = f"\nSound: {report['audio']}." if report["audio"] else ""
-    sound += f"\nFrame rate: {rate_note}." if rate_note else ""
-    sound += f"\nSize: {resized}." if resized else ""
-    summary = (result.report["summary"] + "\n" + judge.get("summary", "") + sound
-               + f"\nWrote {out_path} and {report_path}.")
-    return FixVideoResult(out_path, report_path, report, summary)
+            out_latents = result.latents if kept else latents
+            save = save_comfy_latent if Path(req.save_latents).suffix == ".latent" else save_latents
+            # a rate chosen here is not the video's: left out, so that a later fix chooses again (or takes --in's)
+            save(req.save_latents, out_latents, {"fixed_regions": regions} | ({} if rate_note else {"fps": fps}))
+            report["latents"] = str(req.save_latents)
+        # the sound of a video file whose frames keep their rate (at another, it would drift)
+        retimed = in_path is not None and not in_path.is_dir() and fps_in is not None and abs(fps - fps_in) > 1e-3
+        write_video(out_path, after, fps, comment=FIXED_TAG + ", ".join(regions) if regions else None,
+                    audio_from=None if retimed else in_path)
+        report["audio"] = audio_kept(in_path, out_path) if in_path is not None else None
+        if retimed and report["audio"]:
+            why = f"--fps {fps:g}" if req.fps else f"{Path(req.latents or '').name}'s {fps:g} fps"
+            report["audio"] = f"the input's sound was left out: {why} retimes its {fps_in:g} fps frames"
+        if rate_note:
+            report["fps_note"] = rate_note
+        resized = size_note(out_path, after.shape[1:3])
+        if resized:
+            report["size_note"] = resized
+        write_json_atomic(staged / "report.json", report)
+        report_dir.mkdir(exist_ok=True)
+        for staged_file in sorted(staged.iterdir()):  # file by file: a --report-dir may hold other files too
+            os.replace(staged_file, report_dir / staged_file.name)
+        report_path = report_dir / "report.json"
+        sound = f"\nSound: {report['audio']}." if report["audio"] else ""
+        sound += f"\nFrame rate: {rate_note}." if rate_note else ""
+        sound += f"\nSize: {resized}." if resized else ""
+        summary = (result.report["summary"] + "\n" + judge.get("summary", "") + sound
+                   + f"\nWrote {out_path} and {report_path}.")
+        return FixVideoResult(out_path, report_path, report, summary)
 
 
 def _check_latents_path(req: FixVideoRequest, out_path: Path, in_path: Path | None) -> None:

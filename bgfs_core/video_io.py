@@ -178,7 +178,24 @@ def _read_gif(path: Path, max_frames: int) -> tuple[list[np.ndarray], float]:
         raise BGFSError(f"video {path} cannot be read as a GIF ({e}); re-export it") from None
     valid = [d for d in durations if d > 0]
     fps = 1000.0 / float(np.mean(valid)) if valid else 10.0  # browsers show a GIF without delays at ~10 fps
+    held = _held_frames(durations)
+    if held is not None:  # frames shown for whole multiples of the shortest delay: held frames, one per delay
+        frames = [frame for frame, times in zip(frames, held) for _ in range(times)][: max_frames or None]
+        fps = 1000.0 / min(valid)
     return frames, fps
+
+
+def _held_frames(durations: list[float]) -> list[int] | None:
+    """How many frames each GIF frame stands for, when its delays are whole multiples of the shortest (Pillow, and
+    most GIF optimisers, store a run of identical frames as one frame shown that much longer: BGFS's own 43-frame
+    fix written as a GIF would read back shorter); None when they are not, or nothing is held."""
+    valid = [d for d in durations if d > 0]
+    if not valid or min(valid) < 20:  # delays under 20 ms are shown as 100 ms by browsers: no unit to count in
+        return None
+    base = min(valid)
+    held = [max(1, round(d / base)) if d > 0 else 1 for d in durations]
+    exact = all(abs(d / base - h) < 0.05 for d, h in zip(durations, held) if d > 0)
+    return held if exact and max(held) > 1 and sum(held) <= 4 * len(held) else None
 
 
 def _stream_fps(stream) -> float:
@@ -305,6 +322,25 @@ def check_writable(path: str | Path, what: str = "cannot write") -> None:
     check_folder_possible(path.parent, f"{what} {path}")
 
 
+def check_report_apart(report_dir: str | Path, what: str, *inputs: str | Path | None) -> None:
+    """Refuse a report folder that is one of the ``inputs`` (a folder of frames, or a video's own path): its PNG plots
+    would become frames of that video, or the report would replace it."""
+    out = Path(report_dir).resolve()
+    for given in inputs:
+        if given is not None and Path(given).resolve() == out:
+            raise BGFSError(f"{what} {report_dir} is the input {given}: the report's PNG plots would join its frames; "
+                            "give the report a folder of its own")
+
+
+MIN_FPS, MAX_FPS = 0.01, 1000.0  # what the writers hold: H.264's rate as a fraction over at most 1001, ms clocks
+
+
+def check_fps(fps: float, what: str = "fps") -> None:
+    """Refuse a frame rate no video can be written at (NaN, inf, 0, below ``MIN_FPS`` or above ``MAX_FPS``)."""
+    if not (isinstance(fps, (int, float)) and np.isfinite(fps) and MIN_FPS <= fps <= MAX_FPS):
+        raise BGFSError(f"{what} must be between {MIN_FPS:g} and {MAX_FPS:g} frames per second, got {fps}")
+
+
 def write_video(path: str | Path, frames: np.ndarray, fps: float, comment: str | None = None,
                 audio_from: str | Path | None = None) -> Path:
     """Write frames atomically: .mp4/.mov/.m4v/.mkv as H.264, .gif, or PNG frames for a folder / suffix-less path.
@@ -313,8 +349,7 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, comment: str |
     length (H.264 outputs only; see ``audio_kept`` for what happened)."""
     path = Path(path)
     frames = _check_frames(frames)
-    if not np.isfinite(fps) or fps <= 0:
-        raise BGFSError(f"fps must be > 0, got {fps}")
+    check_fps(fps)
     check_writable(path)
     suffix = path.suffix.lower()
     if path.is_dir() or not suffix:
@@ -436,7 +471,8 @@ def _write_gif(path: Path, frames: np.ndarray, fps: float, comment: str | None =
     from PIL import Image
 
     images = [Image.fromarray(f) for f in frames]
-    # GIF delays are in 1/100 s; identical consecutive frames are merged by the GIF format's optimiser.
+    # GIF delays are in 1/100 s (16 fps is stored as 60 ms: 16.7 fps read back). Pillow merges a run of identical
+    # frames into one shown that much longer; with one delay for all, reading counts them out again (_held_frames).
     duration = max(20, int(round(1000.0 / fps / 10.0)) * 10)
     extra = {"comment": comment.encode()} if comment else {}
     images[0].save(path, format="GIF", save_all=True, append_images=images[1:], duration=duration, loop=0, **extra)

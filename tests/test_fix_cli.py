@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -324,8 +325,14 @@ def test_fps_gives_a_folder_of_frames_its_frame_rate(workdir, hand_video_frames,
     assert main(["fix", "--in", str(frames_dir), "--out", str(out), "--fps", "16", "--steps", "1", "--quiet"]) == 0
     assert read_video(out)[1] == pytest.approx(16.0)
     assert json.loads((workdir / "wan_frames_fixed_report" / "report.json").read_text())["fps"] == 16.0
-    assert main(["fix", "--in", str(frames_dir), "--out", str(out), "--fps", "0", "--quiet"]) == 2
-    assert "--fps must be > 0" in capsys.readouterr().err
+    # the report in the folder of frames it fixes: its plots would become frames of that video
+    assert main(["fix", "--in", str(frames_dir), "--out", str(workdir / "x.mp4"), "--report-dir", str(frames_dir),
+                 "--quiet"]) == 2  # fmt: skip
+    assert f"--report-dir {frames_dir} is the input" in capsys.readouterr().err
+    assert len(list(frames_dir.iterdir())) == 9
+    for bad in ("0", "0.0001", "inf", "nan"):  # 0.0001 ended in a ZeroDivisionError traceback in the writer
+        assert main(["fix", "--in", str(frames_dir), "--out", str(out), "--fps", bad, "--quiet"]) == 2
+        assert "--fps must be between 0.01 and 1000 frames per second" in capsys.readouterr().err
 
 
 def test_an_output_it_cannot_write_is_refused_before_any_work(workdir, capsys, monkeypatch):
@@ -506,6 +513,30 @@ def test_ctrl_c_leaves_no_output(workdir, monkeypatch, capsys):
     assert "interrupted" in capsys.readouterr().err
 
 
+def test_a_run_stopped_while_writing_the_video_leaves_the_earlier_runs_video_and_report(workdir, monkeypatch):
+    """The report is moved in after the video: stopped while the video was written, the folder still holds the
+    earlier run's video beside that run's report (this run's report was written first, beside the old video)."""
+    import bgfs_core.video_io as video_io
+
+    out = workdir / "twice.mp4"
+    args = ["fix", "--in", str(HAND_VIDEO), "--out", str(out), "--max-frames", "5", "--steps", "1", "--quiet"]
+    assert main(args) == 0
+    report_dir = workdir / "twice_report"
+    before = {p.name: p.read_bytes() for p in report_dir.iterdir()}
+    video = out.read_bytes()
+    real = video_io.write_video
+
+    def stopped(path, *a, **kw):
+        if Path(path) == out:
+            raise KeyboardInterrupt
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(video_io, "write_video", stopped)
+    assert main([*args, "--steps", "2"]) == 130
+    assert out.read_bytes() == video and {p.name: p.read_bytes() for p in report_dir.iterdir()} == before
+    assert not [p.name for p in workdir.iterdir() if p.name.endswith(".partial")], "no staged report left behind"
+
+
 def test_guard_refuses_broken_geometry_judged_on_real_frames(hand_video_frames, tmp_path):
     frames = hand_video_frames[:16]
     det = detect_video(frames, "hands", fps=10.0)
@@ -562,6 +593,17 @@ def test_demo_refuses_what_is_not_a_video_before_any_work(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith(f"bgfs demo: error: --video {bad}: give a video file or a folder of frames") and says in err
     assert not (tmp_path / "out").exists()
+    # a corruption that does not exist: said at once, not after minutes of training
+    assert main(["demo", "--out", str(tmp_path / "out"), "--corrupt", "finger_jitter,wobble", "--quiet"]) == 2
+    assert "unknown corruption 'wobble'" in capsys.readouterr().err and not (tmp_path / "out").exists()
+    # the corrupted copy an earlier demo left, fixed again in place: the demo would overwrite it as it reads it
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    shutil.copy(HAND_VIDEO, earlier / "corrupted.mp4")
+    before = (earlier / "corrupted.mp4").read_bytes()
+    assert main(["demo", "--out", str(earlier), "--video", str(earlier / "corrupted.mp4"), "--quiet"]) == 2
+    assert "is a file this demo writes" in capsys.readouterr().err
+    assert (earlier / "corrupted.mp4").read_bytes() == before and sorted(earlier.iterdir()) == [earlier / "corrupted.mp4"]
 
 
 def _cuda_out_of_memory():

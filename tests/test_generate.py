@@ -280,13 +280,17 @@ def _not_an_image(tmp_path: Path) -> Path:
         ("t2v", ["--out", "video.avi"], "--out"),
         ("t2v", ["--boundary-ratio", "1.5"], "between 0 and 1"),
         ("i2v", ["--image", str(IMAGES / "handSrc.jpg"), "--prompt", "a hand"], "has no text encoder"),
+        ("t2v", ["--fps", "inf"], "--fps must be between 0.01 and 1000"),  # was found after generating
+        ("t2v", ["--save-latents", "UNDER_A_FILE"], "--save-latents"),  # likewise: the video was written first
     ],
 )
 def test_cli_errors(models, tmp_path, monkeypatch, capsys, model, extra, needle):
     model_id = {"missing": str(tmp_path / "no-such-model"), "offline": "nobody/no-such-wan-model"}.get(model)
     if model == "offline":
         monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    extra = [{"BROKEN": str(_not_an_image(tmp_path)), "WIDE": str(_bad_embeds(tmp_path))}.get(a, a) for a in extra]
+    (tmp_path / "a_file").write_text("not a folder")
+    extra = [{"BROKEN": str(_not_an_image(tmp_path)), "WIDE": str(_bad_embeds(tmp_path)),
+              "UNDER_A_FILE": str(tmp_path / "a_file" / "x.safetensors")}.get(a, a) for a in extra]  # fmt: skip
     given = "--prompt-embeds" in extra or "--prompt" in extra
     text = [] if given else ["--prompt-embeds", str(g.save_prompt_embeds(tmp_path / "good.safetensors", *_embeds()))]
     out = tmp_path / "out.mp4"

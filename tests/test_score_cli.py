@@ -91,6 +91,18 @@ def test_reference_of_another_length_is_a_clear_error(tmp_path, capsys):
     assert not (tmp_path / "r" / "scores.json").exists()
 
 
+def test_a_report_folder_that_is_the_input_frames_is_refused(tmp_path, capsys):
+    """--out equal to a folder of frames (--in or --ref): the report's PNG plots would become frames of it."""
+    from bgfs_core.video_io import read_video, write_video
+
+    frames, fps = read_video(HAND_VIDEO, max_frames=3)
+    folder = write_video(tmp_path / "frames", frames, fps)
+    for args in (["--in", str(folder)], ["--in", str(HAND_VIDEO), "--ref", str(folder)]):
+        assert main(["score", *args, "--region", "hands", "--out", str(folder), "--quiet"]) == 2
+        assert "bgfs score: error: --out " in capsys.readouterr().err
+        assert sorted(p.name for p in folder.iterdir()) == [f"frame_{i:06d}.png" for i in range(3)]
+
+
 def test_region_not_found_is_reported_and_fails_the_gate(tmp_path, capsys):
     from bgfs_core.video_io import write_video
 

@@ -101,6 +101,11 @@ def test_gif_and_png_folder_round_trips(tmp_path, hand_video_frames):
     back, fps = read_video(write_video(tmp_path / "clip.gif", frames, 10.0))
     assert back.shape == frames.shape and fps == pytest.approx(10.0)
     assert _mae(back, frames) < 3.0  # the source is already a GIF: palette loss is small
+    # a still stretch (a held pose, a frozen fix) is stored as one frame shown longer: read back frame for frame
+    held = frames[[0, 1, 1, 1, 2, 3, 3, 4]]
+    back, fps = read_video(write_video(tmp_path / "held.gif", held, 10.0))
+    assert back.shape == held.shape and fps == pytest.approx(10.0) and _mae(back, held) < 3.0
+    assert read_video(tmp_path / "held.gif", max_frames=3)[0].shape[0] == 3
     folder = write_video(tmp_path / "frames", frames, 10.0)
     back, fps = read_video(folder)
     np.testing.assert_array_equal(back, frames)  # PNG is lossless
@@ -227,8 +232,9 @@ def test_write_rejects_bad_input(tmp_path):
         write_video(tmp_path / "x.mp4", ok[0], 10.0)
     with pytest.raises(BGFSError, match="no frames"):
         write_video(tmp_path / "x.mp4", ok[:0], 10.0)
-    with pytest.raises(BGFSError, match="fps"):
-        write_video(tmp_path / "x.mp4", ok, 0)
+    for fps in (0, 0.0001, float("inf"), float("nan"), 5000):  # 0.0001 was a ZeroDivisionError in the H.264 writer
+        with pytest.raises(BGFSError, match="fps must be between 0.01 and 1000"):
+            write_video(tmp_path / "x.mp4", ok, fps)
     with pytest.raises(BGFSError, match=r"\.mp4.*\.gif"):
         write_video(tmp_path / "x.webm", ok, 10.0)
     assert not list(tmp_path.iterdir()), "nothing written on error"

@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     video = Path(args.video)
     cfg = demo_config(args)
     _check_video(video, out)
+    corruptions = _corruptions(args.corrupt)  # before minutes of training, not after
     print(f"[1/3] precompute: {video} -> {cfg.data.cache_dir}")
     out.mkdir(parents=True, exist_ok=True)
     name = _source_name(video)
@@ -59,9 +60,9 @@ def run(args: argparse.Namespace) -> int:
                 else "trained on every clip, none held out")  # fmt: skip
     print(f"critic: {trained.best_path} ({held_out})")
     target = video
-    if args.corrupt:
+    if corruptions:
         target = out / "corrupted.mp4"
-        _write_corrupted(video, target, args.corrupt.split(","), cfg.roi.region)
+        _write_corrupted(video, target, corruptions, cfg.roi.region)
         print(f"corrupted copy ({args.corrupt}): {target}")
     print(f"[3/3] fix {target} with the pixel codec ({cfg.fixer.mode} mode, {cfg.fixer.steps} steps)")
     result = fix_video(cfg, FixVideoRequest(input=str(target), output=str(out / "fixed.mp4"),
@@ -89,6 +90,25 @@ def _check_video(video: Path, out: Path) -> None:
                         + ("" if video.exists() else " (it does not exist)"))  # fmt: skip
     if video.is_dir() and out.resolve().is_relative_to(video.resolve()):
         raise BGFSError(f"--out {out} lies inside --video {video}: give the demo a folder outside the frames")
+    for written in _WRITES:  # a video left by an earlier demo, say: the demo would write over it as it reads it
+        if video.resolve().is_relative_to((out / written).resolve()):
+            raise BGFSError(f"--video {video} is a file this demo writes ({out / written}): copy it out of --out "
+                            "first, or give the demo another --out")
+
+
+_WRITES = ("corrupted.mp4", "fixed.mp4", "report", "cache", "critic")  # what the demo writes into --out
+
+
+def _corruptions(text: str) -> list[str]:
+    """The --corrupt names, checked ('' for none)."""
+    from ..corruptions import CORRUPTIONS
+    from ..errors import BGFSError
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in CORRUPTIONS]
+    if unknown:
+        raise BGFSError(f"--corrupt {text}: unknown corruption {unknown[0]!r}: choose from {', '.join(CORRUPTIONS)}")
+    return names
 
 
 def _source_name(video: Path) -> str:

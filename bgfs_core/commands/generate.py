@@ -50,12 +50,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _check_paths(args: argparse.Namespace) -> None:
+    from ..atomic import check_folder_possible
     from ..video_io import check_writable
 
     check_writable(args.out, "--out")
     for flag, value in (("--save-latents", args.save_latents), ("--save-prompt-embeds", args.save_prompt_embeds)):
         if value and Path(value).suffix.lower() != ".safetensors":
             raise BGFSError(f"{flag} {value}: the file name must end in .safetensors")
+        if value:  # before minutes of generating, not after
+            check_folder_possible(Path(value).parent, f"{flag} {value}")
     inputs = {Path(p).resolve() for p in (args.image, args.prompt_embeds) if p}
     outputs = [Path(p).resolve() for p in (args.out, args.save_latents, args.save_prompt_embeds) if p]
     if any(o in inputs for o in outputs) or len(set(outputs)) != len(outputs):
@@ -66,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     import secrets
 
     from .. import generate as g
-    from ..video_io import write_video
+    from ..video_io import check_fps, write_video
 
     # Everything cheap first: paths, frame count, image, embeddings file, the model's configs and size rules.
     _check_paths(args)
@@ -83,8 +86,7 @@ def run(args: argparse.Namespace) -> int:
     height, width = args.height or dh, args.width or dw
     g.check_size(height, width, info.spatial_multiple)
     fps = args.fps if args.fps is not None else g.default_fps(info.kind)
-    if not fps > 0:
-        raise BGFSError(f"--fps must be > 0, got {fps}")
+    check_fps(fps, "--fps")
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     guidance = args.guidance_scale > 1.0
     need_text_encoder = embeds is None or bool(args.save_prompt_embeds) or (guidance and negative_embeds is None)

@@ -30,9 +30,10 @@ def run(args: argparse.Namespace) -> int:
     from ..detection import detector_kwargs
     from ..metrics import score_video
     from ..report import write_report
-    from ..video_io import read_video
+    from ..video_io import check_report_apart, read_video
 
     check_folder_possible(args.out, "--out")
+    check_report_apart(args.out, "--out", args.input, args.ref)
     cfg = config_from_args(args, **{"roi.region": args.region, "detect.backend": args.backend,
                                     "detect.model_dir": args.model_dir})  # fmt: skip
     frames, fps = read_video(args.input, max_frames=args.max_frames)
