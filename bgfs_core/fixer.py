@@ -706,7 +706,8 @@ def _frozen(*holders: Any) -> Iterator[None]:
             return
         seen.add(id(obj))
         if isinstance(obj, torch.nn.Module):
-            trainable.extend(p for p in obj.parameters() if p.requires_grad)
+            # (inference tensors, e.g. a ComfyUI model's originals beside the copy the fix uses, never gather one)
+            trainable.extend(p for p in obj.parameters() if p.requires_grad and not p.is_inference())
         elif hasattr(obj, "__dict__"):  # a codec: its modules, and the codecs it wraps (a gradient proxy)
             for value in vars(obj).values():
                 if isinstance(value, torch.nn.Module) or hasattr(value, "decode_for_grad"):
