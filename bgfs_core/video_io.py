@@ -337,7 +337,11 @@ MIN_FPS, MAX_FPS = 0.01, 1000.0  # what the writers hold: H.264's rate as a frac
 
 def check_fps(fps: float, what: str = "fps") -> None:
     """Refuse a frame rate no video can be written at (NaN, inf, 0, below ``MIN_FPS`` or above ``MAX_FPS``)."""
-    if not (isinstance(fps, (int, float)) and np.isfinite(fps) and MIN_FPS <= fps <= MAX_FPS):
+    try:
+        rate = float(fps)  # numpy scalars too
+    except (TypeError, ValueError):
+        rate = float("nan")
+    if not (np.isfinite(rate) and MIN_FPS <= rate <= MAX_FPS):
         raise BGFSError(f"{what} must be between {MIN_FPS:g} and {MAX_FPS:g} frames per second, got {fps}")
 
 
