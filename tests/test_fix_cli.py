@@ -180,6 +180,12 @@ def test_a_folder_of_videos_loads_the_critic_and_codec_once(workdir, hand_video_
     captured = capsys.readouterr()
     assert captured.err.count("no_such_critic") == 1 and "[2/3]" not in captured.out, captured
     assert not list((workdir / "batch_once_out2").glob("*.mp4"))
+    # a frame rate no video can have: said once, before the models load (each video failed with it, one by one)
+    loads.update(critic=0, codec=0)
+    assert main([*args, "--out", str(workdir / "batch_once_out3"), "--fps", "0.0001"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("--fps must be between 0.01 and 1000 frames per second") == 1 and "videos failed" not in err
+    assert loads == {"critic": 0, "codec": 0} and not (workdir / "batch_once_out3").exists()
 
 
 def test_a_folder_of_videos_needs_a_folder_out_and_distinct_names(workdir, hand_video_frames, capsys):
@@ -537,6 +543,30 @@ def test_a_run_stopped_while_writing_the_video_leaves_the_earlier_runs_video_and
     assert not [p.name for p in workdir.iterdir() if p.name.endswith(".partial")], "no staged report left behind"
 
 
+@pytest.mark.usefixtures("needs_diffusers")
+@pytest.mark.parametrize("suffix", [".latent", ".safetensors"])
+def test_a_run_stopped_while_writing_the_video_leaves_the_earlier_runs_latents(workdir, tmp_path, monkeypatch, suffix):
+    """--save-latents are staged and moved in after the video, like the report: stopped while the video was
+    written, the earlier run's latents stay beside its video (they were written first, beside the old video)."""
+    import bgfs_core.video_io as video_io
+
+    out, saved = tmp_path / "fixed.mp4", tmp_path / f"fixed{suffix}"
+    out.write_bytes(b"an earlier run's video")
+    saved.write_bytes(b"an earlier run's latents")
+    real = video_io.write_video
+
+    def stopped(path, *a, **kw):
+        if Path(path) == out:
+            raise KeyboardInterrupt
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(video_io, "write_video", stopped)
+    assert main(["fix", "--in", str(HAND_VIDEO), "--max-frames", "5", "--steps", "1", "--quiet", "--model-id",
+                 str(tiny_wan_folder(workdir)), "--out", str(out), "--save-latents", str(saved)]) == 130  # fmt: skip
+    assert out.read_bytes() == b"an earlier run's video" and saved.read_bytes() == b"an earlier run's latents"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, saved.name]), "nothing staged is left"
+
+
 def test_guard_refuses_broken_geometry_judged_on_real_frames(hand_video_frames, tmp_path):
     frames = hand_video_frames[:16]
     det = detect_video(frames, "hands", fps=10.0)
@@ -586,7 +616,7 @@ def test_demo_trains_its_critic_on_every_clip_unless_asked_to_hold_some_out(tmp_
         demo_config(parser.parse_args(["demo", "--val-fraction", "1.5"]))
 
 
-def test_demo_refuses_what_is_not_a_video_before_any_work(tmp_path, capsys):
+def test_demo_refuses_what_is_not_a_video_before_any_work(tmp_path, capsys, monkeypatch):
     (tmp_path / "notes").mkdir()
     for bad, says in ((tmp_path / "missing.mp4", "(it does not exist)"), (tmp_path / "notes", "a folder of frames")):
         assert main(["demo", "--out", str(tmp_path / "out"), "--video", str(bad), "--quiet"]) == 2
@@ -604,6 +634,12 @@ def test_demo_refuses_what_is_not_a_video_before_any_work(tmp_path, capsys):
     assert main(["demo", "--out", str(earlier), "--video", str(earlier / "corrupted.mp4"), "--quiet"]) == 2
     assert "is a file this demo writes" in capsys.readouterr().err
     assert (earlier / "corrupted.mp4").read_bytes() == before and sorted(earlier.iterdir()) == [earlier / "corrupted.mp4"]
+    # installed from a wheel, the bundled clip is not there: say how to get it
+    import bgfs_core.commands.demo as demo
+
+    monkeypatch.setattr(demo, "BUNDLED_VIDEO", tmp_path / "site" / "fingers-lq.gif")
+    assert main(["demo", "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    assert "ships with the repository, not with an installed wheel" in capsys.readouterr().err
 
 
 def _cuda_out_of_memory():

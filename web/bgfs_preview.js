@@ -157,7 +157,12 @@ app.registerExtension({
       const payload = output?.bgfs_preview?.[0];
       if (!payload) {
         // nothing to show this run (the region was not found): hide the last run's crops, which are not this one's
-        if (this.bgfsPreview) this.bgfsPreview.root.style.display = "none";
+        if (this.bgfsPreview) {
+          this.bgfsPreview.root.style.display = "none";
+          // and give back its room: the frontend asks getMinHeight whether or not the element shows
+          this.setSize([this.size[0], this.computeSize()[1]]);
+          app.graph.setDirtyCanvas(true, true);
+        }
         return;
       }
       if (!this.bgfsPreview) {
@@ -165,10 +170,14 @@ app.registerExtension({
         const widget = this.addDOMWidget("bgfs_preview", "bgfs_preview", this.bgfsPreview.root, {
           serialize: false,
           hideOnZoom: false,
-          getMinHeight: () => VIEW + CONTROLS + 8,
+          getMinHeight: () => (this.bgfsPreview.root.style.display === "none" ? 0 : VIEW + CONTROLS + 8),
         });
         widget.serialize = false; // not a value: keeps widgets_values of saved workflows unchanged
         this.setSize([Math.max(this.size[0], VIEW + 24), Math.max(this.size[1], this.computeSize()[1])]);
+      }
+      if (this.bgfsPreview.root.style.display === "none") {
+        this.bgfsPreview.root.style.display = "flex";
+        this.setSize([this.size[0], Math.max(this.size[1], this.computeSize()[1])]);  // its room back
       }
       this.bgfsPreview.root.style.display = "flex";
       this.bgfsPreview.set(payload).catch((e) => console.error(e));

@@ -85,6 +85,9 @@ def _check_video(video: Path, out: Path) -> None:
     from ..errors import BGFSError
     from ..video_io import holds_frames, is_video_file
 
+    if video == BUNDLED_VIDEO and not video.exists():  # a wheel holds bgfs_core alone, not the repository's media
+        raise BGFSError(f"the bundled hand video ({video}) ships with the repository, not with an installed wheel: "
+                        "install BGFS from its checkout (pip install -e .), or give a video with --video")
     if not (is_video_file(video) or (video.is_dir() and holds_frames(video))):
         raise BGFSError(f"--video {video}: give a video file or a folder of frames"
                         + ("" if video.exists() else " (it does not exist)"))  # fmt: skip
