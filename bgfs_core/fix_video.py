@@ -6,6 +6,7 @@ the latents before and after, so an edit that fools the critic without fixing an
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import write_json_atomic
+from .atomic import atomic_path, write_json_atomic
 from .config import GRAD_DTYPES, Config
 from .errors import BGFSError, OutOfMemoryError
 from .regions import get_region
@@ -296,18 +297,21 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
             "codec": codec.name, "frames": len(before), "fps": fps, "fixer": result.report, "judge": judge,
             "fixed_regions": regions, "seconds": time.perf_counter() - started,
         }  # fmt: skip
-        if req.save_latents:  # the output's own latents (the fix's, or the input's where nothing was kept), first:
-            from .generate import save_comfy_latent, save_latents  # a failure here leaves no video without them
-
-            out_latents = result.latents if kept else latents
-            save = save_comfy_latent if Path(req.save_latents).suffix == ".latent" else save_latents
-            # a rate chosen here is not the video's: left out, so that a later fix chooses again (or takes --in's)
-            save(req.save_latents, out_latents, {"fixed_regions": regions} | ({} if rate_note else {"fps": fps}))
-            report["latents"] = str(req.save_latents)
         # the sound of a video file whose frames keep their rate (at another, it would drift)
         retimed = in_path is not None and not in_path.is_dir() and fps_in is not None and abs(fps - fps_in) > 1e-3
-        write_video(out_path, after, fps, comment=FIXED_TAG + ", ".join(regions) if regions else None,
-                    audio_from=None if retimed else in_path)
+        with contextlib.ExitStack() as stage:
+            if req.save_latents:  # the output's own latents (the fix's, or the input's where nothing was kept),
+                from .generate import save_comfy_latent, save_latents  # written first, moved in after the video:
+
+                # a failure leaves no video without them, and no new latents beside an earlier run's video
+                staged_latents = stage.enter_context(atomic_path(req.save_latents))
+                out_latents = result.latents if kept else latents
+                save = save_comfy_latent if Path(req.save_latents).suffix == ".latent" else save_latents
+                # a rate chosen here is not the video's: left out, so that a later fix chooses again (or takes --in's)
+                save(staged_latents, out_latents, {"fixed_regions": regions} | ({} if rate_note else {"fps": fps}))
+                report["latents"] = str(req.save_latents)
+            write_video(out_path, after, fps, comment=FIXED_TAG + ", ".join(regions) if regions else None,
+                        audio_from=None if retimed else in_path)
         report["audio"] = audio_kept(in_path, out_path) if in_path is not None else None
         if retimed and report["audio"]:
             why = f"--fps {fps:g}" if req.fps else f"{Path(req.latents or '').name}'s {fps:g} fps"

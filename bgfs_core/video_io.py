@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -187,8 +188,8 @@ def _read_gif(path: Path, max_frames: int) -> tuple[list[np.ndarray], float]:
 
 def _held_frames(durations: list[float]) -> list[int] | None:
     """How many frames each GIF frame stands for, when its delays are whole multiples of the shortest (Pillow, and
-    most GIF optimisers, store a run of identical frames as one frame shown that much longer: BGFS's own 43-frame
-    fix written as a GIF would read back shorter); None when they are not, or nothing is held."""
+    most GIF optimisers, store a run of identical frames as one frame shown that much longer, as BGFS's GIFs did
+    before ``_gif_every_frame``); None when they are not, or nothing is held."""
     valid = [d for d in durations if d > 0]
     if not valid or min(valid) < 20:  # delays under 20 ms are shown as 100 ms by browsers: no unit to count in
         return None
@@ -475,11 +476,70 @@ def _write_gif(path: Path, frames: np.ndarray, fps: float, comment: str | None =
     from PIL import Image
 
     images = [Image.fromarray(f) for f in frames]
-    # GIF delays are in 1/100 s (16 fps is stored as 60 ms: 16.7 fps read back). Pillow merges a run of identical
-    # frames into one shown that much longer; with one delay for all, reading counts them out again (_held_frames).
-    duration = max(20, int(round(1000.0 / fps / 10.0)) * 10)
+    delays = _gif_delays(len(frames), fps)
     extra = {"comment": comment.encode()} if comment else {}
-    images[0].save(path, format="GIF", save_all=True, append_images=images[1:], duration=duration, loop=0, **extra)
+    images[0].save(path, format="GIF", save_all=True, append_images=images[1:], duration=[d * 10 for d in delays],
+                   loop=0, **extra)  # fmt: skip
+    path.write_bytes(_gif_every_frame(path.read_bytes(), delays))
+
+
+def _gif_delays(count: int, fps: float) -> list[int]:
+    """Each of ``count`` frames' GIF delay in 1/100 s, the GIF's clock: the frames' times rounded to it, so that the
+    delays average 1/fps (16 fps: 6, 7, 6, 6, ... cs, as ffmpeg writes them; one delay of 6 cs for all read back
+    as 16.7 fps). At least 2 cs each: browsers show shorter delays as 10 cs, so a GIF above 50 fps plays at 50."""
+    step = 100.0 / fps
+    if step <= 2.0:
+        return [2] * count
+    times = [math.floor(k * step + 0.5) for k in range(count + 1)]
+    return [max(2, b - a) for a, b in zip(times, times[1:])]
+
+
+def _gif_every_frame(data: bytes, delays: list[int]) -> bytes:
+    """Pillow writes a run of identical frames as one frame shown for the whole run (it has no option not to), so a
+    held pose or a still clip read back shorter: give each frame of the run its own frame again, a 1x1 transparent
+    one that leaves the picture as it is (as ffmpeg's GIFs do), with its own delay. ``delays``: each frame's delay
+    in 1/100 s, as given to Pillow. ``data`` comes back unchanged where it is not laid out as expected."""
+
+    def blocks_end(at: int) -> int:  # the end of the data sub-blocks that start at ``at``
+        while data[at]:
+            at += data[at] + 1
+        return at + 1
+
+    def table(packed: int) -> int:  # the size of the colour table a descriptor's flags announce
+        return 3 << ((packed & 7) + 1) if packed & 0x80 else 0
+
+    try:
+        pos = 13 + table(data[10])
+        out, gce, i = bytearray(data[:pos]), None, 0
+        while data[pos] != 0x3B:  # the trailer
+            if data[pos] == 0x21:  # an extension; 0xF9, the graphic control extension, holds the next frame's delay
+                end = blocks_end(pos + 2)
+                gce = len(out) if data[pos + 1] == 0xF9 else gce
+                out += data[pos:end]
+            elif data[pos] == 0x2C and gce is not None:  # a frame: its descriptor, colour table and image data
+                end = blocks_end(pos + 10 + table(data[pos + 9]) + 1)
+                out += data[pos:end]
+                stored, run, total = int.from_bytes(out[gce + 4 : gce + 6], "little"), 0, 0
+                while total < stored and i + run < len(delays):
+                    total, run = total + delays[i + run], run + 1
+                if run == 0 or total != stored:
+                    return data
+                out[gce + 4 : gce + 6] = delays[i].to_bytes(2, "little")
+                for delay in delays[i + 1 : i + run]:
+                    out += _GIF_HOLD[:4] + delay.to_bytes(2, "little") + _GIF_HOLD[6:]
+                i, gce = i + run, None
+            else:
+                return data
+            pos = end
+    except IndexError:
+        return data
+    return bytes(out + data[pos:]) if i == len(delays) else data
+
+
+# A frame that changes nothing: a graphic control extension (leave the picture, colour 0 transparent; the delay goes
+# in bytes 4-5), then one transparent pixel at the top left with a 2-colour table of its own.
+_GIF_HOLD = (b"\x21\xf9\x04\x05\x00\x00\x00\x00" + b"\x2c\x00\x00\x00\x00\x01\x00\x01\x00\x80" + b"\x00" * 6
+             + b"\x02\x02\x44\x01\x00")
 
 
 _FRAME_NAME = re.compile(r"frame_\d{6}\.png")

@@ -282,6 +282,14 @@ def _not_an_image(tmp_path: Path) -> Path:
         ("i2v", ["--image", str(IMAGES / "handSrc.jpg"), "--prompt", "a hand"], "has no text encoder"),
         ("t2v", ["--fps", "inf"], "--fps must be between 0.01 and 1000"),  # was found after generating
         ("t2v", ["--save-latents", "UNDER_A_FILE"], "--save-latents"),  # likewise: the video was written first
+        ("missing", ["--fps", "0.0001"], "--fps must be between 0.01 and 1000"),  # before the model is looked up
+        ("t2v", ["--save-latents", "A_FOLDER"], "is a folder: name a file in it"),  # was an OSError after generating
+        # guidance needs negative embeddings, and a model without a text encoder cannot make them: the old message
+        # asked for the --prompt-embeds that were given
+        ("i2v", ["--image", str(IMAGES / "handSrc.jpg"), "--prompt-embeds", "NO_NEGATIVE"],
+         "holds no 'negative_prompt_embeds', which --guidance-scale 5 > 1 needs"),
+        ("i2v", ["--image", str(IMAGES / "handSrc.jpg"), "--prompt", "a hand", "--save-prompt-embeds", "SAVED"],
+         "--save-prompt-embeds encodes --prompt with the model's text encoder"),
     ],
 )
 def test_cli_errors(models, tmp_path, monkeypatch, capsys, model, extra, needle):
@@ -289,8 +297,13 @@ def test_cli_errors(models, tmp_path, monkeypatch, capsys, model, extra, needle)
     if model == "offline":
         monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     (tmp_path / "a_file").write_text("not a folder")
+    (tmp_path / "a_folder.safetensors").mkdir()
+    no_negative = tmp_path / "no_negative.safetensors"
+    g.save_prompt_embeds(no_negative, _embeds()[0], None)
     extra = [{"BROKEN": str(_not_an_image(tmp_path)), "WIDE": str(_bad_embeds(tmp_path)),
-              "UNDER_A_FILE": str(tmp_path / "a_file" / "x.safetensors")}.get(a, a) for a in extra]  # fmt: skip
+              "UNDER_A_FILE": str(tmp_path / "a_file" / "x.safetensors"),
+              "A_FOLDER": str(tmp_path / "a_folder.safetensors"), "NO_NEGATIVE": str(no_negative),
+              "SAVED": str(tmp_path / "saved.safetensors")}.get(a, a) for a in extra]  # fmt: skip
     given = "--prompt-embeds" in extra or "--prompt" in extra
     text = [] if given else ["--prompt-embeds", str(g.save_prompt_embeds(tmp_path / "good.safetensors", *_embeds()))]
     out = tmp_path / "out.mp4"
@@ -322,6 +335,25 @@ def test_ctrl_c_during_denoising_leaves_outputs_untouched(models, tmp_path, monk
     assert rc == 130 and len(seen) == 2
     assert out.read_bytes() == b"previous video" and not lat.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]
+
+
+def test_a_failure_writing_the_latents_leaves_the_earlier_video_and_latents(models, tmp_path, monkeypatch, capsys):
+    """--save-latents are staged and moved in after the video: a disk that fills while they are written leaves the
+    earlier run's video beside its latents (the new video was in place first, beside the old latents)."""
+    out, lat = tmp_path / "out.mp4", tmp_path / "out.latents.safetensors"
+    out.write_bytes(b"previous video")
+    lat.write_bytes(b"previous latents")
+
+    def disk_full(path, *args, **kwargs):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(g, "save_latents", disk_full)
+    rc = main(["generate", "--model-id", str(models["t2v"]), "--prompt", "a hand", "--out", str(out),
+               "--save-latents", str(lat), "--num-frames", "5", "--height", "32", "--width", "32", "--steps", "1",
+               "--device", "cpu"])  # fmt: skip
+    assert rc == 2 and "No space left on device" in capsys.readouterr().err
+    assert out.read_bytes() == b"previous video" and lat.read_bytes() == b"previous latents"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.latents.safetensors", "out.mp4"]
 
 
 def test_frame_and_size_rules_suggest_valid_values():

@@ -22,6 +22,28 @@ from bgfs_core.video_io import (
 )
 
 
+def test_a_gif_keeps_every_frame_and_its_frame_rate(tmp_path, hand_video_frames):
+    """Pillow stores a run of identical frames as one frame shown that much longer, and has no option not to: the
+    writer gives each frame of the run its own frame again, so any reader (PyAV too) counts them, however long the
+    still stretch (counted back from the delays, a still clip read back as one frame). GIF delays are in 1/100 s:
+    the frames' times rounded to it keep 16 fps (6 and 7 cs), where one delay of 6 cs read back as 16.7 fps."""
+    import av
+
+    f = hand_video_frames
+    for frames in (f[[0] * 10], f[[0, 1] + [2] * 20], f[[0, 1, 1, 1, 2, 3, 3, 4]], f[:8]):
+        for fps in (16.0, 10.0):
+            path = write_video(tmp_path / "clip.gif", frames, fps)
+            back, got = read_video(path)
+            assert back.shape == frames.shape and _mae(back, frames) < 3.0 and got == pytest.approx(fps, abs=0.15)
+            with av.open(str(path)) as container:
+                assert sum(1 for _ in container.decode(video=0)) == len(frames)
+    assert read_video(tmp_path / "clip.gif", max_frames=3)[0].shape[0] == 3
+    from bgfs_core.video_io import _gif_delays
+
+    assert _gif_delays(5, 16.0) == [6, 7, 6, 6, 6] and sum(_gif_delays(16, 16.0)) == 100  # 1 s
+    assert _gif_delays(3, 60.0) == [2, 2, 2]  # browsers show shorter delays as 10 cs
+
+
 def _mae(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
 

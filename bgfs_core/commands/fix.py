@@ -75,7 +75,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..fix_video import fix_video
+    from ..video_io import check_fps
 
+    if args.fps is not None:  # once, before a folder of videos loads the models and fails on each video
+        check_fps(args.fps, "--fps")
     cfg = config_from_args(
         args, **{"fixer.steps": args.steps, "fixer.lr": args.lr, "fixer.strength": args.strength,
                  "fixer.mode": args.mode, "fixer.guide": args.guide, "fixer.keep_first_frame": args.keep_first_frame}

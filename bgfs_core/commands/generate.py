@@ -57,7 +57,9 @@ def _check_paths(args: argparse.Namespace) -> None:
     for flag, value in (("--save-latents", args.save_latents), ("--save-prompt-embeds", args.save_prompt_embeds)):
         if value and Path(value).suffix.lower() != ".safetensors":
             raise BGFSError(f"{flag} {value}: the file name must end in .safetensors")
-        if value:  # before minutes of generating, not after
+        if value and Path(value).is_dir():  # before minutes of generating, not after
+            raise BGFSError(f"{flag} {value} is a folder: name a file in it, e.g. {Path(value) / 'out.safetensors'}")
+        if value:
             check_folder_possible(Path(value).parent, f"{flag} {value}")
     inputs = {Path(p).resolve() for p in (args.image, args.prompt_embeds) if p}
     outputs = [Path(p).resolve() for p in (args.out, args.save_latents, args.save_prompt_embeds) if p]
@@ -65,14 +67,32 @@ def _check_paths(args: argparse.Namespace) -> None:
         raise BGFSError("the output paths must differ from each other and from the inputs")
 
 
+def _no_text_encoder(args: argparse.Namespace, model: str, have_embeds: bool) -> None:
+    """Say why this run needs the text encoder that the model lacks, in the flags that asked for it."""
+    if args.save_prompt_embeds:
+        raise BGFSError(f"--save-prompt-embeds encodes --prompt with the model's text encoder, and {model} has "
+                        "none: save the embeddings with a model folder that has its text_encoder and tokenizer")
+    if have_embeds:  # guidance > 1 without negative embeddings in the file: they would be encoded from the text
+        raise BGFSError(f"--prompt-embeds {args.prompt_embeds} holds no 'negative_prompt_embeds', which "
+                        f"--guidance-scale {args.guidance_scale:g} > 1 needs, and {model} has no text encoder to "
+                        "encode --negative-prompt: write the file with both (--save-prompt-embeds with a model that "
+                        "has its text encoder), or use --guidance-scale 1")
+    raise BGFSError(f"{model} has no text encoder/tokenizer: pass --prompt-embeds instead of --prompt")
+
+
 def run(args: argparse.Namespace) -> int:
+    import contextlib
     import secrets
 
     from .. import generate as g
+    from ..atomic import atomic_path
     from ..video_io import check_fps, write_video
 
-    # Everything cheap first: paths, frame count, image, embeddings file, the model's configs and size rules.
+    # Everything cheap first: paths, frame rate, frame count, image, embeddings file, the model's configs and
+    # size rules; then what the model needs for the prompt, before it loads.
     _check_paths(args)
+    if args.fps is not None:  # before the model's configs are read (from the Hugging Face cache or the network)
+        check_fps(args.fps, "--fps")
     if not args.prompt and not args.prompt_embeds:
         raise BGFSError("give --prompt or --prompt-embeds")
     if args.save_prompt_embeds and not args.prompt:
@@ -90,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     guidance = args.guidance_scale > 1.0
     need_text_encoder = embeds is None or bool(args.save_prompt_embeds) or (guidance and negative_embeds is None)
+    if need_text_encoder and not info.has_text_encoder:
+        _no_text_encoder(args, info.source, embeds is not None)
 
     pipe = g.load_pipeline(args.model_id, info.kind, args.device, args.dtype, image=image is not None,
                            text_encoder=need_text_encoder, cpu_offload=args.cpu_offload)
@@ -104,15 +126,19 @@ def run(args: argparse.Namespace) -> int:
         steps=args.steps, guidance_scale=args.guidance_scale, guidance_scale_2=args.guidance_scale_2,
         boundary_ratio=args.boundary_ratio, seed=seed)
 
-    write_video(args.out, frames, fps)
+    # the latents are written first and moved in after the video: a failure in either leaves an earlier run's video
+    # and latents together, not this run's video beside that run's latents
+    with contextlib.ExitStack() as stage:
+        if args.save_latents:
+            boundary = args.boundary_ratio if args.boundary_ratio is not None else info.boundary_ratio
+            g.save_latents(stage.enter_context(atomic_path(args.save_latents)), latents, {
+                "model_id": str(args.model_id), "kind": info.kind, "num_frames": int(len(frames)), "height": height,
+                "width": width, "fps": fps, "seed": seed, "steps": args.steps or g.default_steps(info.kind),
+                "guidance_scale": args.guidance_scale, "guidance_scale_2": args.guidance_scale_2,
+                "boundary_ratio": boundary, "prompt": args.prompt or "", "negative_prompt": args.negative_prompt or "",
+                "image": str(args.image) if args.image else None})
+        write_video(args.out, frames, fps)
     print(f"bgfs generate: wrote {args.out} ({len(frames)} frames, {width}x{height}, {fps:g} fps, seed {seed})")
     if args.save_latents:
-        boundary = args.boundary_ratio if args.boundary_ratio is not None else info.boundary_ratio
-        g.save_latents(args.save_latents, latents, {
-            "model_id": str(args.model_id), "kind": info.kind, "num_frames": int(len(frames)), "height": height,
-            "width": width, "fps": fps, "seed": seed, "steps": args.steps or g.default_steps(info.kind),
-            "guidance_scale": args.guidance_scale, "guidance_scale_2": args.guidance_scale_2,
-            "boundary_ratio": boundary, "prompt": args.prompt or "", "negative_prompt": args.negative_prompt or "",
-            "image": str(args.image) if args.image else None})
         print(f"bgfs generate: wrote {args.save_latents} (latents {list(latents.shape)}, {info.vae} VAE space)")
     return 0
