@@ -172,6 +172,7 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
     from .fixer import FixSettings, fix_latents
     from .video_io import (
         audio_kept,
+        check_fps,
         check_report_apart,
         check_video_exists,
         check_writable,
@@ -200,8 +201,6 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
     if req.save_latents:
         _check_latents_path(req, out_path, in_path)
     if req.fps is not None:
-        from .video_io import check_fps
-
         check_fps(req.fps, "--fps")
     report_dir = Path(req.report_dir) if req.report_dir else out_path.with_name(out_path.stem + "_report")
     check_folder_possible(report_dir, "--report-dir")

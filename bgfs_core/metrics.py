@@ -229,17 +229,18 @@ def score_detections(det: Detections, reference: Detections | None = None,
     det = drop_duplicates(det)
     reference = drop_duplicates(reference) if reference is not None else None
     note = ""
-    if reference is not None and not reference.seen_keypoints(s.min_conf).any():
-        note = f" (the reference shows no {det.region}: detection is judged over every frame)"
-        reference = None
     # found: present with a keypoint sure enough to measure (a detection with none would count as found while
     # every other part left it out, a perfect score for a region nobody can see)
     n_found = det.seen_keypoints(s.min_conf).any(-1).sum(1)
-    if reference is None:
+    ref_found = reference.seen_keypoints(s.min_conf).any(-1).sum(1) if reference is not None else None
+    if ref_found is not None and not ref_found.any():
+        note = f" (the reference shows no {det.region}: detection is judged over every frame)"
+        reference = ref_found = None
+    if ref_found is None:
         expected = np.ones(t_len, np.int64)
         found_frac = (n_found > 0).astype(np.float64)
     else:
-        expected = reference.seen_keypoints(s.min_conf).any(-1).sum(1)
+        expected = ref_found
         with np.errstate(invalid="ignore", divide="ignore"):
             found_frac = np.where(expected > 0, np.minimum(n_found, expected) / np.maximum(expected, 1), np.nan)
     frame_cols = {c: np.full(t_len, np.nan) for c in PER_FRAME_COLUMNS}

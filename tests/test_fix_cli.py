@@ -519,25 +519,30 @@ def test_ctrl_c_leaves_no_output(workdir, monkeypatch, capsys):
     assert "interrupted" in capsys.readouterr().err
 
 
+def _stop_writing(monkeypatch, video: Path) -> None:
+    """Ctrl-C as ``video`` is written (other writes go through)."""
+    import bgfs_core.video_io as video_io
+
+    real = video_io.write_video
+
+    def stopped(path, *a, **kw):
+        if Path(path) == video:
+            raise KeyboardInterrupt
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(video_io, "write_video", stopped)
+
+
 def test_a_run_stopped_while_writing_the_video_leaves_the_earlier_runs_video_and_report(workdir, monkeypatch):
     """The report is moved in after the video: stopped while the video was written, the folder still holds the
     earlier run's video beside that run's report (this run's report was written first, beside the old video)."""
-    import bgfs_core.video_io as video_io
-
     out = workdir / "twice.mp4"
     args = ["fix", "--in", str(HAND_VIDEO), "--out", str(out), "--max-frames", "5", "--steps", "1", "--quiet"]
     assert main(args) == 0
     report_dir = workdir / "twice_report"
     before = {p.name: p.read_bytes() for p in report_dir.iterdir()}
     video = out.read_bytes()
-    real = video_io.write_video
-
-    def stopped(path, *a, **kw):
-        if Path(path) == out:
-            raise KeyboardInterrupt
-        return real(path, *a, **kw)
-
-    monkeypatch.setattr(video_io, "write_video", stopped)
+    _stop_writing(monkeypatch, out)
     assert main([*args, "--steps", "2"]) == 130
     assert out.read_bytes() == video and {p.name: p.read_bytes() for p in report_dir.iterdir()} == before
     assert not [p.name for p in workdir.iterdir() if p.name.endswith(".partial")], "no staged report left behind"
@@ -548,19 +553,10 @@ def test_a_run_stopped_while_writing_the_video_leaves_the_earlier_runs_video_and
 def test_a_run_stopped_while_writing_the_video_leaves_the_earlier_runs_latents(workdir, tmp_path, monkeypatch, suffix):
     """--save-latents are staged and moved in after the video, like the report: stopped while the video was
     written, the earlier run's latents stay beside its video (they were written first, beside the old video)."""
-    import bgfs_core.video_io as video_io
-
     out, saved = tmp_path / "fixed.mp4", tmp_path / f"fixed{suffix}"
     out.write_bytes(b"an earlier run's video")
     saved.write_bytes(b"an earlier run's latents")
-    real = video_io.write_video
-
-    def stopped(path, *a, **kw):
-        if Path(path) == out:
-            raise KeyboardInterrupt
-        return real(path, *a, **kw)
-
-    monkeypatch.setattr(video_io, "write_video", stopped)
+    _stop_writing(monkeypatch, out)
     assert main(["fix", "--in", str(HAND_VIDEO), "--max-frames", "5", "--steps", "1", "--quiet", "--model-id",
                  str(tiny_wan_folder(workdir)), "--out", str(out), "--save-latents", str(saved)]) == 130  # fmt: skip
     assert out.read_bytes() == b"an earlier run's video" and saved.read_bytes() == b"an earlier run's latents"

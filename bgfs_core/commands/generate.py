@@ -105,8 +105,7 @@ def run(args: argparse.Namespace) -> int:
     dh, dw = g.default_size(info.kind, info.spatial_multiple, None if image is None else (image.height, image.width))
     height, width = args.height or dh, args.width or dw
     g.check_size(height, width, info.spatial_multiple)
-    fps = args.fps if args.fps is not None else g.default_fps(info.kind)
-    check_fps(fps, "--fps")
+    fps = args.fps if args.fps is not None else g.default_fps(info.kind)  # --fps was checked above
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     guidance = args.guidance_scale > 1.0
     need_text_encoder = embeds is None or bool(args.save_prompt_embeds) or (guidance and negative_embeds is None)
