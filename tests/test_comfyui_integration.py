@@ -210,29 +210,58 @@ def _check_api_prompt(name: str, prompt: dict, info: dict) -> None:
                 assert isinstance(value, str), f"{name}: {nid}.{key}={value!r}"
 
 
+def _fp8_branch(workflow: dict) -> dict:
+    """A 14B template switched to its other branch, as its note tells users to: the nodes in the group
+    "... fp8_scaled + 4steps LoRA" bypassed, those in the plain "... fp8_scaled" group enabled."""
+    branches = {"LoRA" in g["title"]: g["bounding"] for g in workflow["groups"] if "fp8_scaled" in g["title"]}
+    assert sorted(branches) == [False, True], [g["title"] for g in workflow["groups"]]
+    for lora, (x, y, w, h) in branches.items():
+        for n in workflow["nodes"]:
+            if x <= n["pos"][0] <= x + w and y <= n["pos"][1] <= y + h:
+                n["mode"] = 4 if lora else 0
+    return workflow
+
+
 def test_the_wan_examples_insert_roi_detect_and_the_fixer_after_the_last_sampler(server):
+    """The Fixer follows the last sampler in each Wan template, and in both branches of the 14B ones."""
     for name, vae in (("bgfs_wan2_2_14B_t2v_fix_hands", "wan_2.1_vae.safetensors"),
                       ("bgfs_wan2_2_14B_i2v_fix_hands", "wan_2.1_vae.safetensors"),
                       ("bgfs_wan2_2_5B_ti2v_fix_hands", "wan2.2_vae.safetensors")):  # fmt: skip
-        prompt = workflow_to_api(_example(name), server.object_info)
-        fix = prompt[_by_type(prompt, FIXER)]
-        sampler = prompt[fix["inputs"]["latent"][0]]
-        assert sampler["class_type"] in ("KSamplerAdvanced", "KSampler")
-        if sampler["class_type"] == "KSamplerAdvanced":
-            assert sampler["inputs"]["start_at_step"] > 0, f"{name}: the fixer follows the second (low-noise) sampler"
-        assert prompt[fix["inputs"]["vae"][0]]["inputs"]["vae_name"] == vae
-        roi = prompt[fix["inputs"]["roi"][0]]
-        assert roi["class_type"] == "BGFSROIDetect"
-        pre = prompt[roi["inputs"]["images"][0]]
-        assert pre["class_type"] == "VAEDecode" and pre["inputs"]["samples"] == fix["inputs"]["latent"]
-        # the Fixer decodes its output itself (reusing its guard's decode): no second VAE Decode
-        assert fix["inputs"]["guard"] is True and fix["inputs"]["decode"] is True, name
-        assert [v for v in prompt.values() if v["class_type"] == "VAEDecode"] == [pre], name
-        assert prompt[_by_type(prompt, "CreateVideo")]["inputs"]["images"] == [_by_type(prompt, FIXER), 2], name
-        assert prompt[_by_type(prompt, "BGFSAnatomyScore")]["inputs"]["images"] == [_by_type(prompt, FIXER), 2], name
-        # the Critic Loader is there but bypassed: the template runs before any critic is trained (guide only)
-        loader = [n for n in _example(name)["nodes"] if n["type"] == "BGFSCriticLoader"]
-        assert len(loader) == 1 and loader[0]["mode"] == 4 and "critic" not in fix["inputs"], name
+        variants = [(name, _example(name))]
+        if "14B" in name:  # the "fp8_scaled" branch (no LoRA) that the template invites users to switch to
+            variants.append((f"{name} (fp8_scaled branch)", _fp8_branch(_example(name))))
+            # the shared Critic Loader is in neither branch's group: Ctrl + B on a box-selected branch flips each
+            # node, so a loader inside one would be switched on, asking for a critic the user may not have
+            workflow = variants[0][1]
+            ((lx, ly),) = [n["pos"] for n in workflow["nodes"] if n["type"] == "BGFSCriticLoader"]
+            holders = [g["title"] for g in workflow["groups"] if "fp8_scaled" in g["title"]
+                       and 0 <= lx - g["bounding"][0] <= g["bounding"][2] and 0 <= ly - g["bounding"][1] <= g["bounding"][3]]
+            assert not holders, f"{name}: the Critic Loader sits in {holders}"
+        default: dict = {}
+        for label, workflow in variants:
+            prompt = workflow_to_api(workflow, server.object_info)
+            shared = sorted(default.keys() & prompt.keys())
+            assert not shared, f"{label}: nodes of the default branch still run: {shared}"
+            default = default or prompt
+            fix = prompt[_by_type(prompt, FIXER)]
+            sampler = prompt[fix["inputs"]["latent"][0]]
+            assert sampler["class_type"] in ("KSamplerAdvanced", "KSampler"), label
+            if sampler["class_type"] == "KSamplerAdvanced":
+                assert sampler["inputs"]["start_at_step"] > 0, f"{label}: the fixer follows the second (low-noise) sampler"
+            assert prompt[fix["inputs"]["vae"][0]]["inputs"]["vae_name"] == vae, label
+            roi = prompt[fix["inputs"]["roi"][0]]
+            assert roi["class_type"] == "BGFSROIDetect", label
+            pre = prompt[roi["inputs"]["images"][0]]
+            assert pre["class_type"] == "VAEDecode" and pre["inputs"]["samples"] == fix["inputs"]["latent"], label
+            # the Fixer decodes its output itself (reusing its guard's decode): no second VAE Decode
+            assert fix["inputs"]["guard"] is True and fix["inputs"]["decode"] is True, label
+            assert [v for v in prompt.values() if v["class_type"] == "VAEDecode"] == [pre], label
+            assert prompt[_by_type(prompt, "CreateVideo")]["inputs"]["images"] == [_by_type(prompt, FIXER), 2], label
+            assert prompt[_by_type(prompt, "BGFSAnatomyScore")]["inputs"]["images"] == [_by_type(prompt, FIXER), 2], label
+            # the Critic Loader (one, shared by both branches) is there but bypassed: the template runs before any
+            # critic is trained (guide only)
+            loader = [n for n in workflow["nodes"] if n["type"] == "BGFSCriticLoader"]
+            assert len(loader) == 1 and loader[0]["mode"] == 4 and "critic" not in fix["inputs"], label
 
 
 def test_cancel_stops_mediapipe_within_a_frame(server):
@@ -314,7 +343,15 @@ def test_the_video_example_fixes_a_damaged_real_video_in_pixel_space(server, han
 
 @pytest.fixture(scope="module")
 def cpu_prompt(server) -> dict:
-    prompt = workflow_to_api(_example("bgfs_cpu_tiny_vae"), server.object_info)
+    """The CPU template with its Critic Loader switched on. It ships bypassed, so that a fresh install can queue
+    it before any critic is trained; these tests put a critic in models/bgfs_critics."""
+    workflow = _example("bgfs_cpu_tiny_vae")
+    (loader,) = [n for n in workflow["nodes"] if n["type"] == "BGFSCriticLoader"]
+    shipped = workflow_to_api(_example("bgfs_cpu_tiny_vae"), server.object_info)
+    assert loader["mode"] == 4 and "critic" not in shipped[_by_type(shipped, FIXER)]["inputs"]
+    loader["mode"] = 0
+    prompt = workflow_to_api(workflow, server.object_info)
+    assert prompt[_by_type(prompt, FIXER)]["inputs"]["critic"][0] == str(loader["id"])
     assert prompt[_by_type(prompt, "LoadVideo")]["inputs"]["file"] == SAMPLE_VIDEO
     assert prompt[_by_type(prompt, "VAELoader")]["inputs"]["vae_name"] == TINY_VAE
     return prompt
