@@ -21,8 +21,10 @@ PACK=(mediapipe==0.10.21 av safetensors pyyaml tqdm matplotlib scipy diffusers)
 
 PY="$COMFY_VENV/bin/python"
 if [ ! -x "$PY" ]; then
-  echo "== creating venv $COMFY_VENV" >&2
-  python3 -m venv "$COMFY_VENV" >&2
+  # shellcheck source=pick_python.sh
+  source "$(dirname "$0")/pick_python.sh"
+  echo "== creating venv $COMFY_VENV ($("$PYTHON" --version))" >&2
+  "$PYTHON" -m venv "$COMFY_VENV" >&2
 fi
 
 STAMP="$COMFY_VENV/.bgfs-ci-stamp"

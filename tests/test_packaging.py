@@ -67,3 +67,31 @@ def test_example_workflow_thumbnails_show_their_workflows():
         stale = (np.abs(drawn - committed).max(-1) > 48).mean()
         assert stale < 0.002, (f"{name}.jpg is not its workflow's picture ({stale:.2%} of pixels differ): "
                                "run python tests/workflow_thumbnails.py")
+
+
+def test_the_sdist_carries_every_tracked_file_but_the_media_the_registry_archive_leaves_out(tmp_path):
+    """MANIFEST.in: the sdist holds the nodes, widget, workflows, tests, benchmarks and CI as well as bgfs_core,
+    and leaves out what .comfyignore keeps out of the Registry archive (media whose rights rest with others)."""
+    import shutil
+    import tarfile
+
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True)
+    if listed.returncode != 0 or not listed.stdout:
+        import pytest
+
+        pytest.skip("not a git checkout: the sdist is checked against the files git tracks")
+    tracked = [f for f in listed.stdout.decode().split("\0") if f and (ROOT / f).is_file()]
+    src = tmp_path / "src"
+    for f in tracked:  # a copy of the tracked files, so that the build writes nothing into the checkout
+        (src / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / f, src / f)
+    build = f"from setuptools import build_meta; print(build_meta.build_sdist({str(tmp_path)!r}))"
+    done = subprocess.run([sys.executable, "-c", build], cwd=src, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with tarfile.open(tmp_path / done.stdout.strip().splitlines()[-1]) as sdist:
+        members = {m.name.split("/", 1)[1] for m in sdist.getmembers() if m.isfile() and "/" in m.name}
+    ignore = [ln.strip() for ln in (ROOT / ".comfyignore").read_text().splitlines() if ln.strip() and ln[0] != "#"]
+    left_out = {f for f in tracked if any(f == p or f.startswith(p.rstrip("/") + "/") for p in ignore)}
+    assert left_out, ".comfyignore names no tracked file"
+    assert sorted(set(tracked) - left_out - members) == []
+    assert sorted(left_out & members) == []
