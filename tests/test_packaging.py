@@ -36,6 +36,15 @@ def test_registry_metadata():
     assert data["project"]["name"] and data["project"]["version"]
     assert data["project"]["urls"]["Repository"]
     assert data["project"]["scripts"]["bgfs"] == "bgfs_core.cli:main"
+    # the icon is a committed file, served raw from the Repository's main branch; the Registry asks for a square
+    # image of at most 400x400
+    from PIL import Image
+
+    repo = data["project"]["urls"]["Repository"].removeprefix("https://github.com/")
+    raw = f"https://raw.githubusercontent.com/{repo}/main/"
+    assert comfy["Icon"].startswith(raw), comfy["Icon"]
+    with Image.open(ROOT / comfy["Icon"].removeprefix(raw)) as icon:
+        assert icon.width == icon.height <= 400, icon.size
 
 
 def test_importing_core_is_light():
