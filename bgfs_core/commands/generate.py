@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import BGFSError
 
-HELP = "Generate a video with a Wan 2.2 diffusers model (T2V-A14B, I2V-A14B, TI2V-5B); optionally keep its latents."
+HELP = "generate a video with a Wan 2.2 diffusers model (T2V-A14B, I2V-A14B, TI2V-5B); optionally keep its latents"
 
 
 
