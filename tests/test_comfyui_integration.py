@@ -210,14 +210,19 @@ def _check_api_prompt(name: str, prompt: dict, info: dict) -> None:
                 assert isinstance(value, str), f"{name}: {nid}.{key}={value!r}"
 
 
+def _in_group(pos: list, bounding: list) -> bool:
+    x, y, w, h = bounding
+    return x <= pos[0] <= x + w and y <= pos[1] <= y + h
+
+
 def _fp8_branch(workflow: dict) -> dict:
     """A 14B template switched to its other branch, as its note tells users to: the nodes in the group
     "... fp8_scaled + 4steps LoRA" bypassed, those in the plain "... fp8_scaled" group enabled."""
     branches = {"LoRA" in g["title"]: g["bounding"] for g in workflow["groups"] if "fp8_scaled" in g["title"]}
     assert sorted(branches) == [False, True], [g["title"] for g in workflow["groups"]]
-    for lora, (x, y, w, h) in branches.items():
+    for lora, bounding in branches.items():
         for n in workflow["nodes"]:
-            if x <= n["pos"][0] <= x + w and y <= n["pos"][1] <= y + h:
+            if _in_group(n["pos"], bounding):
                 n["mode"] = 4 if lora else 0
     return workflow
 
@@ -233,9 +238,8 @@ def test_the_wan_examples_insert_roi_detect_and_the_fixer_after_the_last_sampler
             # the shared Critic Loader is in neither branch's group: Ctrl + B on a box-selected branch flips each
             # node, so a loader inside one would be switched on, asking for a critic the user may not have
             workflow = variants[0][1]
-            ((lx, ly),) = [n["pos"] for n in workflow["nodes"] if n["type"] == "BGFSCriticLoader"]
-            holders = [g["title"] for g in workflow["groups"] if "fp8_scaled" in g["title"]
-                       and 0 <= lx - g["bounding"][0] <= g["bounding"][2] and 0 <= ly - g["bounding"][1] <= g["bounding"][3]]
+            (at,) = [n["pos"] for n in workflow["nodes"] if n["type"] == "BGFSCriticLoader"]
+            holders = [g["title"] for g in workflow["groups"] if "fp8_scaled" in g["title"] and _in_group(at, g["bounding"])]
             assert not holders, f"{name}: the Critic Loader sits in {holders}"
         default: dict = {}
         for label, workflow in variants:

@@ -55,12 +55,13 @@ def _check_paths(args: argparse.Namespace) -> None:
 
     check_writable(args.out, "--out")
     for flag, value in (("--save-latents", args.save_latents), ("--save-prompt-embeds", args.save_prompt_embeds)):
-        if value and Path(value).suffix.lower() != ".safetensors":
+        if not value:
+            continue
+        if Path(value).suffix.lower() != ".safetensors":
             raise BGFSError(f"{flag} {value}: the file name must end in .safetensors")
-        if value and Path(value).is_dir():  # before minutes of generating, not after
+        if Path(value).is_dir():  # before minutes of generating, not after
             raise BGFSError(f"{flag} {value} is a folder: name a file in it, e.g. {Path(value) / 'out.safetensors'}")
-        if value:
-            check_folder_possible(Path(value).parent, f"{flag} {value}")
+        check_folder_possible(Path(value).parent, f"{flag} {value}")
     inputs = {Path(p).resolve() for p in (args.image, args.prompt_embeds) if p}
     outputs = [Path(p).resolve() for p in (args.out, args.save_latents, args.save_prompt_embeds) if p]
     if any(o in inputs for o in outputs) or len(set(outputs)) != len(outputs):
