@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 
 from .errors import BGFSError
+from .native_logs import native_info_filtered
 
 COMMANDS = {
     "precompute": "precompute",
@@ -36,19 +38,22 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return int(args._run(args) or 0)
-    except BGFSError as exc:
-        print(f"bgfs {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # a disk that is full or read-only, a path without permission: say which, no traceback
-        where = f" ({exc.filename})" if exc.filename else ""
-        print(f"bgfs {args.command}: error: {exc.strerror or exc}{where}: check the path and free space; inputs "
-              "are untouched and no partial output was left", file=sys.stderr)  # fmt: skip
-        return 2
-    except KeyboardInterrupt:
-        print(f"bgfs {args.command}: interrupted; inputs are untouched and no partial output was left", file=sys.stderr)
-        return 130
+    # --quiet: MediaPipe's native log lines too, which no setting of its own silences
+    with native_info_filtered() if getattr(args, "quiet", False) else contextlib.nullcontext():
+        try:
+            return int(args._run(args) or 0)
+        except BGFSError as exc:
+            print(f"bgfs {args.command}: error: {exc}", file=sys.stderr)
+            return 2
+        except OSError as exc:  # a disk that is full or read-only, a path without permission: say which, no traceback
+            where = f" ({exc.filename})" if exc.filename else ""
+            print(f"bgfs {args.command}: error: {exc.strerror or exc}{where}: check the path and free space; "
+                  "inputs are untouched and no partial output was left", file=sys.stderr)  # fmt: skip
+            return 2
+        except KeyboardInterrupt:
+            print(f"bgfs {args.command}: interrupted; inputs are untouched and no partial output was left",
+                  file=sys.stderr)  # fmt: skip
+            return 130
 
 
 if __name__ == "__main__":

@@ -108,6 +108,9 @@ _POSITIVE = {
     "clips.clip_len", "clips.frame_stride", "clips.clips_per_video", "critic.heatmap_sigma", "critic.width",
     "critic.lr", "critic.batch_size", "critic.epochs", "fixer.lr",
 }  # fmt: skip
+_NON_NEGATIVE = {
+    "roi.margin", "critic.num_workers", "clips.max_frames_per_video", "fixer.guide", "fixer.steps", "fixer.strength",
+}  # fmt: skip
 _UNIT_INTERVAL = {
     "roi.min_conf", "roi.smooth", "detect.min_detection_confidence", "detect.min_tracking_confidence",
     "critic.val_fraction", "critic.articulate",
@@ -161,7 +164,7 @@ def _check_ranges(key: str, value: Any) -> None:
         raise ConfigError(f"config key {key!r}: must be between 0 and 1, got {value!r}")
     if key.endswith("_hw") and any(v < 8 for v in value):
         raise ConfigError(f"config key {key!r}: sizes must be at least 8 pixels, got {value!r}")
-    if key in ("roi.margin", "critic.num_workers", "clips.max_frames_per_video", "fixer.guide") and value < 0:
+    if key in _NON_NEGATIVE and value < 0:
         raise ConfigError(f"config key {key!r}: must be >= 0, got {value!r}")
 
 

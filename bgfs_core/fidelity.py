@@ -40,8 +40,11 @@ class Fidelity:
         if not self.mask_fraction > 0:  # nothing detected: no inside to measure, "outside" is the whole frame
             return f"no ROI: PSNR {_db(self.psnr_outside)}, SSIM {_ssim(self.ssim_outside)} over the whole frame"
         flicker = "n/a" if math.isnan(self.flicker_ratio) else f"x{self.flicker_ratio:.2f} of the source"
-        return (f"PSNR inside/outside ROI {_db(self.psnr_inside)}/{_db(self.psnr_outside)}, SSIM "
-                f"{_ssim(self.ssim_inside)}/{_ssim(self.ssim_outside)}, ROI flicker {flicker}")
+        return (f"{self.describe_psnr()}, SSIM {_ssim(self.ssim_inside)}/{_ssim(self.ssim_outside)}, "
+                f"ROI flicker {flicker}")
+
+    def describe_psnr(self) -> str:
+        return f"PSNR inside/outside ROI {_db(self.psnr_inside)}/{_db(self.psnr_outside)}"
 
 
 def _db(v: float) -> str:

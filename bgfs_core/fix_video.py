@@ -171,6 +171,7 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
     from .detection import detector_from_config
     from .fixer import FixSettings, fix_latents
     from .video_io import (
+        as_written,
         audio_kept,
         check_fps,
         check_report_apart,
@@ -236,6 +237,9 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
         else:
             frames, fps_in = read_video(in_path, max_frames=req.max_frames)
             fps = req.fps or fps_in
+            if in_path.is_dir() and not req.fps and out_path.suffix and not out_path.is_dir():  # a video is timed
+                rate_note = (f"{in_path.name} is a folder of frames, which carries no frame rate: written at {fps:g} "
+                             "fps (--fps to change)")  # fmt: skip
             done = fixed_regions(read_comment(in_path))
             codec.check_frame_count(len(frames))
             # the pixel codec's latents are the frames: they stay on the CPU, fix_latents moves only the ROI's window
@@ -282,7 +286,13 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
     report_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{report_dir.name}.", suffix=".partial", dir=report_dir.parent) as tmp:
         staged = Path(tmp)
-        judge = judge_fix(before, after, det, region, fps, cfg, staged, guard=req.guard and bool(result.report.get("changed")))
+        # judged as written: H.264 at crf 16 costs a few dB outside the ROI, and the report speaks of the file
+        written = as_written(after, out_path, fps)
+        judge = judge_fix(before, written, det, region, fps, cfg, staged,
+                          guard=req.guard and bool(result.report.get("changed")),
+                          unencoded=None if np.array_equal(written, after) else after,
+                          judged=f"{out_path.name} as written")  # fmt: skip
+        del written
         if judge.get("guard_kept_input"):  # never hand back a video whose geometry the judge finds worse than the input's
             after = before
         if refix:
@@ -421,13 +431,18 @@ GUARD_NOTE = ("The guard kept the input: MediaPipe found the region's geometry w
 
 
 def judge_fix(before: np.ndarray, after: np.ndarray, det_before: Any, region: str, fps: float, cfg: Config,
-              report_dir: Path, guard: bool = False) -> dict[str, Any]:
+              report_dir: Path, guard: bool = False, unencoded: np.ndarray | None = None,
+              judged: str | None = None) -> dict[str, Any]:
     """MediaPipe's verdict on before and after, fidelity inside and outside the ROI, and the before/after plots.
-    ``guard``: when the geometry got worse, mark the verdict ``guard_kept_input`` and say so in the report."""
+    ``guard``: when the geometry got worse, mark the verdict ``guard_kept_input`` and say so in the report.
+    ``after`` is what the user gets: the output file's frames as written (``video_io.as_written``). ``unencoded``:
+    the same frames before that encoding, when it changed them; their fidelity is reported beside, so that the
+    edit's own loss and the encoder's can be told apart. ``judged``: what ``after`` is, for the report."""
     from .detection import detector_kwargs
     from .expression import describe as describe_expression
     from .expression import expression_kept
-    from .metrics import PART_NAMES, json_safe, score_video
+    from .fidelity import compare
+    from .metrics import PART_NAMES, fidelity_mask, json_safe, score_video
     from .report import write_report
 
     result = score_video(after, region, reference=before, fps=fps, detector_kwargs=detector_kwargs(cfg),
@@ -441,12 +456,20 @@ def judge_fix(before: np.ndarray, after: np.ndarray, det_before: Any, region: st
     kept = expression_kept(result.ref_detections, result.detections)
     out = {"score_before": ref.score, "score_after": now.score, "geometry_before": ref.geometry_score,
            "geometry_after": now.geometry_score, "metrics": table, "expression": kept,
-           "fidelity": result.fidelity.to_dict() if result.fidelity is not None else None}  # fmt: skip
+           "fidelity": result.fidelity.to_dict() if result.fidelity is not None else None, "judged": judged}  # fmt: skip
+    fid = result.fidelity.describe() if result.fidelity is not None else ""
+    if judged:
+        fid = f"{judged}: {fid}"
+    if unencoded is not None:  # the same mask: only the encoding differs between the two
+        mask = fidelity_mask(result.ref_detections, result.detections, before.shape[1:3],
+                             (cfg.roi.margin, cfg.roi.min_conf, cfg.roi.smooth))  # fmt: skip
+        edit = compare(unencoded, before, mask)
+        out["fidelity_before_encoding"] = edit.to_dict()
+        psnr = edit.describe_psnr() if edit.mask_fraction > 0 else edit.describe()
+        fid += f"\n  before encoding: {psnr} (the difference is the encoder's loss)"
     kept_input = guard and geometry_worse(out)
     write_report(report_dir, result, after, before, note=GUARD_NOTE if kept_input else None)
     rows = [f"  {name:<17} {v['before']:.4f} -> {v['after']:.4f}" for name, v in table.items()]
-
-    fid = result.fidelity.describe() if result.fidelity is not None else ""
     t = _score_text
     head = (f"MediaPipe's judgement (anatomy score {t(ref.score)} -> {t(now.score)}; geometry "
             f"{t(ref.geometry_score)} -> {t(now.geometry_score)}):")

@@ -536,18 +536,25 @@ def score_video(
     if reference is not None:
         ref_score = score_detections(ref_detections, None, settings)
         from .fidelity import compare
-        from .roi import roi_boxes, roi_mask_union
 
-        margin, min_conf, smooth = roi
-        mask_det = ref_detections if ref_detections.present.any() else detections
-        # instances followed by position, as the fixer does, so a flipped label does not smear the smoothed boxes
-        boxes = roi_boxes(follow_tracks(mask_det, min_conf)[0], margin, min_conf, smooth)
-        mask = roi_mask_union(boxes, frames.shape[1:3], feather=0.1)
-        fid = compare(frames, reference, mask)
+        fid = compare(frames, reference, fidelity_mask(ref_detections, detections, frames.shape[1:3], roi))
     result = ScoreResult(region, float(fps), anatomy, detections, ref_score,
                          ref_detections if reference is not None else None, fid)  # fmt: skip
     result.summary = summarize(result)
     return result
+
+
+def fidelity_mask(ref_detections: Detections, detections: Detections, frame_hw: tuple[int, int],
+                  roi: tuple[float, float, float] = (0.25, 0.3, 0.6)) -> np.ndarray:
+    """The ROI mask fidelity is measured with (``float32 [T, H, W]``): the reference's region (the video's where the
+    reference has none), boxed with ``roi`` = (margin, min_conf, smooth) and feathered."""
+    from .roi import roi_boxes, roi_mask_union
+
+    margin, min_conf, smooth = roi
+    mask_det = ref_detections if ref_detections.present.any() else detections
+    # instances followed by position, as the fixer does, so a flipped label does not smear the smoothed boxes
+    boxes = roi_boxes(follow_tracks(mask_det, min_conf)[0], margin, min_conf, smooth)
+    return roi_mask_union(boxes, frame_hw, feather=0.1)
 
 
 def summarize(result: ScoreResult) -> str:

@@ -375,6 +375,26 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, comment: str |
     return path
 
 
+def as_written(frames: np.ndarray, path: str | Path, fps: float) -> np.ndarray:
+    """The frames that reading ``path`` back gives after ``write_video(path, frames, fps)``: H.264 (crf 16, yuv420p)
+    and GIF (a 256-colour palette) lose detail, a folder of PNG frames keeps every pixel. Same shape as ``frames``
+    (an odd size's repeated row or column is cut off). The encoders are deterministic (H.264 with mbtree off), so
+    these are the file's own frames: a report can judge what the user gets, not the frames before encoding."""
+    frames = _check_frames(frames)
+    suffix = Path(path).suffix.lower()
+    if Path(path).is_dir() or suffix not in WRITABLE_SUFFIXES:
+        return frames
+    with tempfile.TemporaryDirectory(prefix="bgfs-as-written.") as tmp:
+        probe = Path(tmp) / f"frames{suffix}"
+        write_video(probe, frames, fps)
+        back, _ = read_video(probe)
+    h, w = frames.shape[1:3]
+    if back.shape[0] != frames.shape[0] or back.shape[1] < h or back.shape[2] < w:  # never seen: say it, not guess
+        raise BGFSError(f"{suffix} gave back {back.shape[0]} frames of {back.shape[2]}x{back.shape[1]} for "
+                        f"{frames.shape[0]} of {w}x{h}: write a folder of PNG frames instead")  # fmt: skip
+    return np.ascontiguousarray(back[:, :h, :w])
+
+
 def audio_streams(path: str | Path) -> int:
     """How many sound streams a video file holds (0 for GIFs, frame folders and anything unreadable)."""
     path = Path(path)

@@ -72,6 +72,41 @@ def test_fix_runs_end_to_end_and_judges_with_mediapipe(workdir, capsys):
     assert "MediaPipe's judgement" in capsys.readouterr().out
 
 
+def test_the_report_judges_the_file_as_written(workdir, capsys):
+    """H.264 at crf 16 costs a few dB outside the hand: the report's numbers are the written file's, the same as
+    `bgfs score` of that file against the input gives, and the frames before encoding are reported beside."""
+    out = workdir / "as_written.mp4"
+    assert main(["fix", "--in", str(HAND_VIDEO), "--out", str(out), "--max-frames", "8", "--steps", "2",
+                 "--no-guard", "--quiet"]) == 0  # fmt: skip
+    judge = json.loads((workdir / "as_written_report" / "report.json").read_text())["judge"]
+    summary = capsys.readouterr().out
+    assert judge["judged"] == "as_written.mp4 as written" and "as_written.mp4 as written: PSNR" in summary
+    assert main(["score", "--in", str(out), "--ref", str(HAND_VIDEO), "--max-frames", "8",
+                 "--out", str(workdir / "as_written_score"), "--quiet"]) == 0  # fmt: skip
+    scored = json.loads((workdir / "as_written_score" / "scores.json").read_text())
+    assert judge["score_after"] == pytest.approx(scored["score"], abs=1e-9)
+    assert judge["fidelity"] == pytest.approx(scored["fidelity"], abs=1e-9)
+    unencoded = judge["fidelity_before_encoding"]
+    assert unencoded["psnr_outside"] > judge["fidelity"]["psnr_outside"] + 3, (unencoded, judge["fidelity"])
+    assert "before encoding: PSNR inside/outside ROI" in summary
+    folder = workdir / "as_written_frames"  # PNG frames lose nothing: nothing to report beside
+    assert main(["fix", "--in", str(HAND_VIDEO), "--out", str(folder), "--max-frames", "8", "--steps", "2",
+                 "--no-guard", "--quiet"]) == 0  # fmt: skip
+    assert "fidelity_before_encoding" not in json.loads((workdir / "as_written_frames_report" / "report.json")
+                                                        .read_text())["judge"]  # fmt: skip
+
+
+def test_a_folder_of_frames_without_fps_says_the_rate_it_is_written_at(workdir, capsys):
+    frames = write_video(workdir / "rate_frames", read_video(HAND_VIDEO, max_frames=5)[0], 10.0)
+    out = workdir / "rate_fixed.mp4"
+    assert main(["fix", "--in", str(frames), "--out", str(out), "--steps", "1", "--quiet"]) == 0
+    says = "rate_frames is a folder of frames, which carries no frame rate: written at 25 fps (--fps to change)"
+    assert f"Frame rate: {says}" in capsys.readouterr().out
+    assert json.loads((workdir / "rate_fixed_report" / "report.json").read_text())["fps_note"] == says
+    assert main(["fix", "--in", str(frames), "--out", str(out), "--fps", "10", "--steps", "1", "--quiet"]) == 0
+    assert "Frame rate:" not in capsys.readouterr().out
+
+
 def test_fix_without_a_critic_lets_the_guide_alone_move_the_hand(workdir, capsys):
     out = workdir / "guided.mp4"
     code = main(["fix", "--in", str(HAND_VIDEO), "--out", str(out), "--max-frames", "8", "--steps", "3",
@@ -224,16 +259,19 @@ def test_nothing_detected_passes_through_with_a_message(workdir, capsys):
     (["--in", str(HAND_VIDEO), "--latents", "sampler.latent", "--max-frames", "-1", "--model-id", "./no-such-vae"],
      "--max-frames must be >= 0"),
     (["--in", str(HAND_VIDEO), "--out", "."], "--out . names no file or folder"),
+    (["--in", str(HAND_VIDEO), "--steps", "-1"], "'fixer.steps': must be >= 0, got -1"),
+    (["--in", str(HAND_VIDEO), "--strength", "-0.5"], "'fixer.strength': must be >= 0, got -0.5"),
 ])  # fmt: skip
 def test_mistakes_in_the_paths_are_named_before_anything_loads(tmp_path, monkeypatch, capsys, args, needle):
-    """A mistyped --in, latents without their VAE, a negative --max-frames, an --out with no name: each is named
-    at once (not after the VAE's load, nor as a traceback), and nothing is written."""
+    """A mistyped --in, latents without their VAE, a negative --max-frames, --steps or --strength, an --out with no
+    name: each is named at once (not after the VAE's load or MediaPipe's reading, nor as a traceback), and nothing
+    is written."""
     from safetensors.torch import save_file
 
     monkeypatch.chdir(tmp_path)
     save_file({"latent_tensor": torch.zeros(1, 16, 3, 4, 4)}, str(tmp_path / "sampler.latent"))  # as Save Latent
     out = [] if "--out" in args else ["--out", "fixed.mp4"]
-    assert main(["fix", *args, *out, "--steps", "1", "--quiet"]) == 2
+    assert main(["fix", *out, "--steps", "1", *args, "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("bgfs fix: error:") and needle in err and "Traceback" not in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sampler.latent"]

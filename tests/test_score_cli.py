@@ -131,3 +131,49 @@ def test_write_report_checks_its_inputs(tmp_path, hand_video_frames):
     assert set(plots) == {"trajectories", "bone_lengths", "per_frame_score"}
     img = png_to_rgb(plots["per_frame_score"])
     assert img.ndim == 3 and img.shape[2] == 3 and img.std() > 0
+
+
+def test_quiet_keeps_mediapipe_native_log_lines_off_stderr(tmp_path):
+    """MediaPipe's C++ side writes its notices straight to descriptor 2 ("W0000 ... inference_feedback_manager.cc",
+    "INFO: Created TensorFlow Lite XNNPACK delegate"): --quiet drops them and only them; without it they pass, and
+    an error under --quiet still arrives."""
+    import subprocess
+    import sys
+
+    def score(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "bgfs_core", "score", "--in", str(HAND_VIDEO), "--max-frames",
+                               "3", "--out", str(tmp_path / "r"), *extra], capture_output=True, text=True,
+                              timeout=300)  # fmt: skip
+
+    loud = score()
+    assert loud.returncode == 0, loud.stderr[-2000:]
+    assert "inference_feedback_manager.cc" in loud.stderr, "MediaPipe no longer logs: this test checks nothing"
+    quiet = score("--quiet")
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
+    wrong = score("--quiet", "--region", "tail")
+    assert wrong.returncode == 2 and wrong.stderr.startswith("bgfs score: error:"), wrong.stderr
+
+
+def test_the_native_log_filter_drops_only_mediapipes_notices():
+    """Through descriptor 2 and Python's stderr alike: absl's I/W lines and TensorFlow Lite's notice go, an absl
+    error line and everything else stay, in order; after the block nothing is filtered."""
+    import subprocess
+    import sys
+
+    script = """if True:
+        import os, sys
+        from bgfs_core.native_logs import native_info_filtered
+        with native_info_filtered():
+            os.write(2, b"W0000 00:00:1796492498.377485    7785 inference_feedback_manager.cc:114] Feedback\\n")
+            print("first", file=sys.stderr)
+            os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\\n")
+            os.write(2, b"E0000 00:00:1796492498.377485    7785 calculator_graph.cc:887] failed\\n")
+            os.write(2, b"I1205 17:01:02.000001 12 gl_context.cc:369] GL version\\nsecond\\n")
+        os.write(2, b"W0000 00:00:1.5 1 after.cc:1] kept\\n")
+    """
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines() == [
+        "first", "E0000 00:00:1796492498.377485    7785 calculator_graph.cc:887] failed", "second",
+        "W0000 00:00:1.5 1 after.cc:1] kept",
+    ]  # fmt: skip
