@@ -53,4 +53,5 @@ def native_info_filtered() -> Iterator[None]:
             sys.stderr.flush()
         os.dup2(saved, 2)  # closes the pipe's last write end: the pump reads to its end and stops
         thread.join(timeout=5)
-        os.close(saved)
+        if not thread.is_alive():  # else a child process still holds the pipe: the pump keeps its descriptor
+            os.close(saved)
