@@ -218,6 +218,7 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
     critic, spec, region, codec = models.critic, models.spec, models.region, models.codec
     cfg.roi.region = region
     rate_note = None  # how the frame rate was chosen, when nothing gave one
+    rate_guessed = False  # nothing gave one: saved latents leave it out, so that a later fix chooses again
     # `done`: the regions an earlier `bgfs fix` wrote into this file, or into the --latents file (--save-latents)
     with torch.no_grad():
         if req.latents:  # the frames are the latents' decode; --in, when given, lends its frame rate and sound
@@ -229,6 +230,7 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
             fps = float(req.fps or lat_meta.get("fps") or fps_in or 0)
             if not fps:  # a .latent from Save Latent carries no rate: the Wan model's own
                 fps = default_fps_of_latents(int(latents.shape[1]))
+                rate_guessed = True
                 rate_note = (f"{Path(req.latents).name} carries no frame rate: written at {fps:g} fps, the rate of "
                              "the Wan models of its VAE (--fps to change)")  # fmt: skip
             done = [str(r) for r in lat_meta.get("fixed_regions", [])]
@@ -237,7 +239,8 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
         else:
             frames, fps_in = read_video(in_path, max_frames=req.max_frames)
             fps = req.fps or fps_in
-            if in_path.is_dir() and not req.fps and out_path.suffix and not out_path.is_dir():  # a video is timed
+            rate_guessed = in_path.is_dir() and not req.fps
+            if rate_guessed and out_path.suffix and not out_path.is_dir():  # a video file is timed, frames are not
                 rate_note = (f"{in_path.name} is a folder of frames, which carries no frame rate: written at {fps:g} "
                              "fps (--fps to change)")  # fmt: skip
             done = fixed_regions(read_comment(in_path))
@@ -291,7 +294,7 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
         judge = judge_fix(before, written, det, region, fps, cfg, staged,
                           guard=req.guard and bool(result.report.get("changed")),
                           unencoded=None if np.array_equal(written, after) else after,
-                          judged=f"{out_path.name} as written")  # fmt: skip
+                          written_to=out_path.name)  # fmt: skip
         del written
         if judge.get("guard_kept_input"):  # never hand back a video whose geometry the judge finds worse than the input's
             after = before
@@ -317,7 +320,7 @@ def fix_video(cfg: Config, req: FixVideoRequest, models: FixModels | None = None
                 out_latents = result.latents if kept else latents
                 save = save_comfy_latent if Path(req.save_latents).suffix == ".latent" else save_latents
                 # a rate chosen here is not the video's: left out, so that a later fix chooses again (or takes --in's)
-                save(staged_latents, out_latents, {"fixed_regions": regions} | ({} if rate_note else {"fps": fps}))
+                save(staged_latents, out_latents, {"fixed_regions": regions} | ({} if rate_guessed else {"fps": fps}))
                 report["latents"] = str(req.save_latents)
             write_video(out_path, after, fps, comment=FIXED_TAG + ", ".join(regions) if regions else None,
                         audio_from=None if retimed else in_path)
@@ -432,12 +435,16 @@ GUARD_NOTE = ("The guard kept the input: MediaPipe found the region's geometry w
 
 def judge_fix(before: np.ndarray, after: np.ndarray, det_before: Any, region: str, fps: float, cfg: Config,
               report_dir: Path, guard: bool = False, unencoded: np.ndarray | None = None,
-              judged: str | None = None) -> dict[str, Any]:
+              written_to: str | None = None) -> dict[str, Any]:
     """MediaPipe's verdict on before and after, fidelity inside and outside the ROI, and the before/after plots.
-    ``guard``: when the geometry got worse, mark the verdict ``guard_kept_input`` and say so in the report.
-    ``after`` is what the user gets: the output file's frames as written (``video_io.as_written``). ``unencoded``:
-    the same frames before that encoding, when it changed them; their fidelity is reported beside, so that the
-    edit's own loss and the encoder's can be told apart. ``judged``: what ``after`` is, for the report."""
+
+    ``after`` is what the user gets: the output file's frames as written (``video_io.as_written``; ``written_to``
+    names the file, for the report). ``unencoded``: the same frames before that encoding, when it changed them:
+    they are judged too, so that the edit's own effect and the encoder's can be told apart. ``guard``: when the
+    edit's geometry got worse, mark the verdict ``guard_kept_input`` and say so in the report. The guard reads the
+    frames before encoding where there are some: on 8 frames of the bundled clip, encoding alone moved the geometry
+    score by up to 6 points, as much as a fix gains, which would let the encoder decide.
+    """
     from .detection import detector_kwargs
     from .expression import describe as describe_expression
     from .expression import expression_kept
@@ -445,8 +452,9 @@ def judge_fix(before: np.ndarray, after: np.ndarray, det_before: Any, region: st
     from .metrics import PART_NAMES, fidelity_mask, json_safe, score_video
     from .report import write_report
 
+    roi = (cfg.roi.margin, cfg.roi.min_conf, cfg.roi.smooth)
     result = score_video(after, region, reference=before, fps=fps, detector_kwargs=detector_kwargs(cfg),
-                         ref_detections=det_before, roi=(cfg.roi.margin, cfg.roi.min_conf, cfg.roi.smooth))  # fmt: skip
+                         ref_detections=det_before, roi=roi)  # fmt: skip
     ref, now = result.reference, result.anatomy
     table = {
         name: {"before": ref.parts[name].raw, "after": now.parts[name].raw}
@@ -456,24 +464,31 @@ def judge_fix(before: np.ndarray, after: np.ndarray, det_before: Any, region: st
     kept = expression_kept(result.ref_detections, result.detections)
     out = {"score_before": ref.score, "score_after": now.score, "geometry_before": ref.geometry_score,
            "geometry_after": now.geometry_score, "metrics": table, "expression": kept,
-           "fidelity": result.fidelity.to_dict() if result.fidelity is not None else None, "judged": judged}  # fmt: skip
+           "fidelity": result.fidelity.to_dict() if result.fidelity is not None else None}  # fmt: skip
+    verdict = out  # what the guard reads
+    t = _score_text
     fid = result.fidelity.describe() if result.fidelity is not None else ""
-    if judged:
-        fid = f"{judged}: {fid}"
-    if unencoded is not None:  # the same mask: only the encoding differs between the two
-        mask = fidelity_mask(result.ref_detections, result.detections, before.shape[1:3],
-                             (cfg.roi.margin, cfg.roi.min_conf, cfg.roi.smooth))  # fmt: skip
+    unencoded_line = ""
+    if unencoded is not None:
+        verdict = judge_detections(result.ref_detections, unencoded, fps, detector_kwargs(cfg))
+        mask = fidelity_mask(result.ref_detections, result.detections, before.shape[1:3], roi)  # the same mask
         edit = compare(unencoded, before, mask)
-        out["fidelity_before_encoding"] = edit.to_dict()
         psnr = edit.describe_psnr() if edit.mask_fraction > 0 else edit.describe()
-        fid += f"\n  before encoding: {psnr} (the difference is the encoder's loss)"
-    kept_input = guard and geometry_worse(out)
+        out["before_encoding"] = {key: verdict[key] for key in ("score_after", "geometry_after")}
+        out["before_encoding"]["fidelity"] = edit.to_dict()
+        unencoded_line = (f"\n  before encoding: anatomy score {t(verdict['score_after'])}, geometry "
+                          f"{t(verdict['geometry_after'])}, {psnr} (the differences are the encoder's)")
+    kept_input = guard and geometry_worse(verdict)
+    if written_to:
+        out["judged"] = (f"the rejected edit, as {written_to} would have held it" if kept_input
+                         else f"{written_to} as written")  # fmt: skip
+        fid = f"{out['judged']}: {fid}"
     write_report(report_dir, result, after, before, note=GUARD_NOTE if kept_input else None)
     rows = [f"  {name:<17} {v['before']:.4f} -> {v['after']:.4f}" for name, v in table.items()]
-    t = _score_text
     head = (f"MediaPipe's judgement (anatomy score {t(ref.score)} -> {t(now.score)}; geometry "
             f"{t(ref.geometry_score)} -> {t(now.geometry_score)}):")
-    out["summary"] = "\n".join([head, *rows, *([f"  {describe_expression(kept)}"] if kept else []), f"  {fid}"])
+    expression = [f"  {describe_expression(kept)}"] if kept else []
+    out["summary"] = "\n".join([head, *rows, *expression, f"  {fid}"]) + unencoded_line
     if kept_input:
         out["guard_kept_input"] = True
         out["summary"] += ("\nGuard: MediaPipe found the region's geometry (detection, jitter, bone lengths, joint "

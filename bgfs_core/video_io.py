@@ -384,15 +384,28 @@ def as_written(frames: np.ndarray, path: str | Path, fps: float) -> np.ndarray:
     suffix = Path(path).suffix.lower()
     if Path(path).is_dir() or suffix not in WRITABLE_SUFFIXES:
         return frames
+    t, h, w, _ = frames.shape
     with tempfile.TemporaryDirectory(prefix="bgfs-as-written.") as tmp:
         probe = Path(tmp) / f"frames{suffix}"
         write_video(probe, frames, fps)
-        back, _ = read_video(probe)
-    h, w = frames.shape[1:3]
-    if back.shape[0] != frames.shape[0] or back.shape[1] < h or back.shape[2] < w:  # never seen: say it, not guess
-        raise BGFSError(f"{suffix} gave back {back.shape[0]} frames of {back.shape[2]}x{back.shape[1]} for "
-                        f"{frames.shape[0]} of {w}x{h}: write a folder of PNG frames instead")  # fmt: skip
-    return np.ascontiguousarray(back[:, :h, :w])
+        if suffix == ".gif":
+            back = np.stack(_read_gif(probe, 0)[0])
+        else:  # into one array, as read_video decodes it: a long video is held twice, not three times
+            import av
+
+            back = np.empty_like(frames)
+            count = 0
+            with av.open(str(probe)) as container:
+                stream = container.streams.video[0]
+                stream.thread_type = "AUTO"
+                for count, frame in enumerate(container.decode(stream), 1):
+                    if count <= t:
+                        back[count - 1] = frame.to_ndarray(format="rgb24")[:h, :w]
+        count = len(back) if suffix == ".gif" else count
+    if count != t or back.shape[1:] != frames.shape[1:]:  # never seen: say it, not guess
+        raise BGFSError(f"{suffix} gave back {count} frames of {back.shape[2]}x{back.shape[1]} for {t} of {w}x{h}: "
+                        "write a folder of PNG frames instead")  # fmt: skip
+    return back
 
 
 def audio_streams(path: str | Path) -> int:

@@ -81,18 +81,19 @@ def test_the_report_judges_the_file_as_written(workdir, capsys):
     judge = json.loads((workdir / "as_written_report" / "report.json").read_text())["judge"]
     summary = capsys.readouterr().out
     assert judge["judged"] == "as_written.mp4 as written" and "as_written.mp4 as written: PSNR" in summary
+    assert "guard_kept_input" not in judge
     assert main(["score", "--in", str(out), "--ref", str(HAND_VIDEO), "--max-frames", "8",
                  "--out", str(workdir / "as_written_score"), "--quiet"]) == 0  # fmt: skip
     scored = json.loads((workdir / "as_written_score" / "scores.json").read_text())
     assert judge["score_after"] == pytest.approx(scored["score"], abs=1e-9)
     assert judge["fidelity"] == pytest.approx(scored["fidelity"], abs=1e-9)
-    unencoded = judge["fidelity_before_encoding"]
+    unencoded = judge["before_encoding"]["fidelity"]
     assert unencoded["psnr_outside"] > judge["fidelity"]["psnr_outside"] + 3, (unencoded, judge["fidelity"])
-    assert "before encoding: PSNR inside/outside ROI" in summary
+    assert "before encoding: anatomy score" in summary and "PSNR inside/outside ROI" in summary
     folder = workdir / "as_written_frames"  # PNG frames lose nothing: nothing to report beside
     assert main(["fix", "--in", str(HAND_VIDEO), "--out", str(folder), "--max-frames", "8", "--steps", "2",
                  "--no-guard", "--quiet"]) == 0  # fmt: skip
-    assert "fidelity_before_encoding" not in json.loads((workdir / "as_written_frames_report" / "report.json")
+    assert "before_encoding" not in json.loads((workdir / "as_written_frames_report" / "report.json")
                                                         .read_text())["judge"]  # fmt: skip
 
 
@@ -620,6 +621,16 @@ def test_guard_refuses_broken_geometry_judged_on_real_frames(hand_video_frames, 
     assert json.loads((tmp_path / "guarded" / "scores.json").read_text())["note"].startswith("The guard kept")
     kept = judge_fix(frames, frames.copy(), det, "hands", 10.0, cfg, tmp_path / "kept", guard=True)
     assert "guard_kept_input" not in kept and "note" not in json.loads((tmp_path / "kept" / "scores.json").read_text())
+    # the guard reads the frames before encoding (the edit), the report the file: here the "file" is the broken copy
+    edit = judge_fix(frames, broken, det, "hands", 10.0, cfg, tmp_path / "edit", guard=True, unencoded=frames.copy(),
+                     written_to="out.mp4")  # fmt: skip
+    assert "guard_kept_input" not in edit and edit["judged"] == "out.mp4 as written"
+    assert edit["geometry_after"] == pytest.approx(worse["geometry_after"])
+    assert edit["before_encoding"]["geometry_after"] == pytest.approx(same["geometry_after"])
+    assert edit["before_encoding"]["fidelity"]["psnr_outside"] == "inf"  # JSON's infinity: nothing changed
+    rejected = judge_fix(frames, frames.copy(), det, "hands", 10.0, cfg, tmp_path / "rejected", guard=True,
+                         unencoded=broken, written_to="out.mp4")  # fmt: skip
+    assert rejected["guard_kept_input"] and rejected["judged"] == "the rejected edit, as out.mp4 would have held it"
     assert geometry_worse({"geometry_before": 70.0, "geometry_after": None}), "losing the region is worse"
     assert not geometry_worse({"geometry_before": None, "geometry_after": None})
 

@@ -156,7 +156,8 @@ def test_quiet_keeps_mediapipe_native_log_lines_off_stderr(tmp_path):
 
 def test_the_native_log_filter_drops_only_mediapipes_notices():
     """Through descriptor 2 and Python's stderr alike: absl's I/W lines and TensorFlow Lite's notice go, an absl
-    error line and everything else stay, in order; after the block nothing is filtered."""
+    error line and everything else stay, in order; after the block nothing is filtered. A native abort inside the
+    block loses nothing: its last line still arrives."""
     import subprocess
     import sys
 
@@ -177,3 +178,12 @@ def test_the_native_log_filter_drops_only_mediapipes_notices():
         "first", "E0000 00:00:1796492498.377485    7785 calculator_graph.cc:887] failed", "second",
         "W0000 00:00:1.5 1 after.cc:1] kept",
     ]  # fmt: skip
+    crash = """if True:
+        import os
+        from bgfs_core.native_logs import native_info_filtered
+        with native_info_filtered():
+            os.write(2, b"W0000 00:00:1.5 1 feedback.cc:1] noise\\nF0000 00:00:1.5 1 graph.cc:9] Check failed\\n")
+            os.abort()
+    """
+    died = subprocess.run([sys.executable, "-c", crash], capture_output=True, text=True, timeout=120)
+    assert died.returncode != 0 and died.stderr.splitlines() == ["F0000 00:00:1.5 1 graph.cc:9] Check failed"], died
