@@ -66,7 +66,9 @@ class FixModels:
 def load_fix_models(cfg: Config, req: FixVideoRequest) -> FixModels:
     """The critic and codec ``req`` names, and the region: the critic's own, else ``req.region`` or the config's."""
     from .critic_io import load_critic
+    from .devices import check_device
 
+    check_device(req.device)
     if req.critic:
         critic, spec, _ = load_critic(req.critic, region=req.region, device=req.device)
         region = spec.region

@@ -261,11 +261,12 @@ def test_nothing_detected_passes_through_with_a_message(workdir, capsys):
      "--max-frames must be >= 0"),
     (["--in", str(HAND_VIDEO), "--out", "."], "--out . names no file or folder"),
     (["--in", str(HAND_VIDEO), "--steps", "-1"], "'fixer.steps': must be >= 0, got -1"),
+    (["--in", str(HAND_VIDEO), "--device", "gpu"], "--device 'gpu' is not a torch device: use cpu, cuda"),
     (["--in", str(HAND_VIDEO), "--strength", "-0.5"], "'fixer.strength': must be >= 0, got -0.5"),
 ])  # fmt: skip
 def test_mistakes_in_the_paths_are_named_before_anything_loads(tmp_path, monkeypatch, capsys, args, needle):
     """A mistyped --in, latents without their VAE, a negative --max-frames, --steps or --strength, an --out with no
-    name: each is named at once (not after the VAE's load or MediaPipe's reading, nor as a traceback), and nothing
+    name, a --device that names no torch device: each is named at once (not after the VAE's load or MediaPipe's reading, nor as a traceback), and nothing
     is written."""
     from safetensors.torch import save_file
 
@@ -276,6 +277,22 @@ def test_mistakes_in_the_paths_are_named_before_anything_loads(tmp_path, monkeyp
     err = capsys.readouterr().err
     assert err.startswith("bgfs fix: error:") and needle in err and "Traceback" not in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sampler.latent"]
+
+
+def test_a_device_torch_cannot_use_is_refused_up_front(monkeypatch):
+    """A CPU build asked for cuda (or a machine with one GPU asked for cuda:1) is told so before any work, not with
+    torch's AssertionError at the fixer's first step."""
+    from bgfs_core.devices import check_device
+
+    check_device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(BGFSError, match=r"--device cuda: this torch \(.*\) sees no cuda device .* use --device cpu"):
+        check_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    check_device("cuda:0")
+    with pytest.raises(BGFSError, match=r"--device cuda:1: torch sees 1 cuda device\(s\), numbered from 0"):
+        check_device("cuda:1")
 
 
 def test_an_odd_size_that_h264_cannot_keep_is_said(workdir, capsys):

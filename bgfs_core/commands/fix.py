@@ -74,11 +74,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..devices import check_device
     from ..fix_video import fix_video
     from ..video_io import check_fps
 
     if args.fps is not None:  # once, before a folder of videos loads the models and fails on each video
         check_fps(args.fps, "--fps")
+    check_device(args.device)  # before MediaPipe reads the video, not at the fixer's first step
     cfg = config_from_args(
         args, **{"fixer.steps": args.steps, "fixer.lr": args.lr, "fixer.strength": args.strength,
                  "fixer.mode": args.mode, "fixer.guide": args.guide, "fixer.keep_first_frame": args.keep_first_frame}
