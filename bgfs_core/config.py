@@ -213,9 +213,12 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         if not path.is_file():
             raise ConfigError(f"config file {str(path)!r} does not exist (the bundled one is configs/default.yaml)")
         try:
-            tree = yaml.safe_load(path.read_text()) or {}
+            tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {str(path)!r} is not text (UTF-8): give a YAML file, e.g. a copy of "
+                              "configs/default.yaml") from None  # fmt: skip
         if not isinstance(tree, dict):
             raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections")
         for key, value in _flatten(tree).items():

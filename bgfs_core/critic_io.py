@@ -124,6 +124,7 @@ def check_region(path: str | Path, spec: CriticSpec, region: str | None) -> None
     """Raise a :class:`BGFSError` unless the critic in ``path`` fits ``region`` (and today's keypoint set)."""
     name = Path(path).name
     if region is not None and region != spec.region:
+        get_region(region)  # an unknown name is said as such, not as "train one for it"
         raise BGFSError(
             f"critic {name} was trained for {spec.region!r}, but region {region!r} was asked: "
             f"train one for {region} or pick another file"

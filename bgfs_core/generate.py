@@ -23,6 +23,7 @@ loaded (the 11 GB UMT5-XXL); `save_prompt_embeds` writes such a file.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -402,6 +403,25 @@ def _check_embeds(name: str, t: torch.Tensor, text_dim: int) -> None:
                         f"got {list(t.shape)}; were they made with another text encoder?")
 
 
+def check_settings(*, steps: int | None = None, guidance_scale: float = 5.0, guidance_scale_2: float | None = None,
+                   boundary_ratio: float | None = None, seed: int | None = None, height: int | None = None,
+                   width: int | None = None) -> None:
+    """The numbers of a generation, before the model loads: a NaN guidance would switch guidance off without a
+    word, an infinite one write noise, a height of 0 fall back to the default, a seed past 64 bits fail at the end."""
+    if steps is not None and steps < 1:
+        raise BGFSError(f"--steps must be >= 1, got {steps}")
+    for flag, value in (("--guidance-scale", guidance_scale), ("--guidance-scale-2", guidance_scale_2)):
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise BGFSError(f"{flag} must be a finite number >= 0 (Wan: 5.0; 1 or less: no guidance), got {value}")
+    if boundary_ratio is not None and not 0.0 < boundary_ratio < 1.0:  # NaN fails too
+        raise BGFSError(f"--boundary-ratio must be between 0 and 1 (A14B: T2V 0.875, I2V 0.9), got {boundary_ratio}")
+    if seed is not None and not 0 <= seed < 2**64:
+        raise BGFSError(f"--seed must be between 0 and 2**64 - 1, got {seed}")
+    for flag, value in (("--height", height), ("--width", width)):
+        if value is not None and value <= 0:
+            raise BGFSError(f"{flag} must be > 0 (leave it out for the model's own size), got {value}")
+
+
 def generate_video(pipe: Any, prompt: str | None = None, negative_prompt: str | None = None, *,
                    prompt_embeds: torch.Tensor | None = None, negative_prompt_embeds: torch.Tensor | None = None,
                    image: Any = None, num_frames: int = 81, height: int | None = None, width: int | None = None,
@@ -427,6 +447,8 @@ def generate_video(pipe: Any, prompt: str | None = None, negative_prompt: str | 
                         "(load_pipeline(..., image=True))")
     if image is not None:
         image = as_image(image)
+    check_settings(steps=steps, guidance_scale=guidance_scale, guidance_scale_2=guidance_scale_2,
+                   boundary_ratio=boundary_ratio, seed=seed, height=height, width=width)
     if height is None or width is None:
         image_hw = (image.height, image.width) if image is not None else None
         dh, dw = default_size(info.kind, info.spatial_multiple, image_hw)
@@ -434,14 +456,10 @@ def generate_video(pipe: Any, prompt: str | None = None, negative_prompt: str | 
     check_num_frames(num_frames, pipe.vae_scale_factor_temporal)
     check_size(height, width, info.spatial_multiple)
     steps = default_steps(info.kind) if steps is None else steps
-    if steps < 1:
-        raise BGFSError(f"--steps must be >= 1, got {steps}")
     two_experts = pipe.transformer_2 is not None and pipe.config.boundary_ratio is not None
     if (guidance_scale_2 is not None or boundary_ratio is not None) and not two_experts:
         raise BGFSError("--guidance-scale-2 and --boundary-ratio set the low-noise expert of the two-expert A14B "
                         f"models; {info.source} has one transformer")
-    if boundary_ratio is not None and not 0.0 < boundary_ratio < 1.0:
-        raise BGFSError(f"--boundary-ratio must be between 0 and 1 (A14B: T2V 0.875, I2V 0.9), got {boundary_ratio}")
 
     guidance = guidance_scale > 1.0  # the pipeline runs the negative branch only then
     if prompt_embeds is None:
@@ -574,6 +592,21 @@ def latents_channels(path: str | Path) -> int | None:
     return None
 
 
+def _read_bgfs_metadata(path: Path, metadata: dict[str, str]) -> dict[str, Any]:
+    """The ``bgfs.*`` entries `save_latents` wrote (JSON values), checked where a fix reads them."""
+    try:
+        meta = {k[5:]: json.loads(v) for k, v in metadata.items() if k.startswith("bgfs.")}
+    except json.JSONDecodeError:
+        raise BGFSError(f"{path}: its bgfs metadata is not what bgfs writes (not JSON): is it a latents file? "
+                        "Give the .safetensors `bgfs generate --save-latents` or `bgfs fix --save-latents` wrote, "
+                        "or a .latent from ComfyUI's Save Latent") from None  # fmt: skip
+    fps = meta.get("fps")
+    if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps)):
+        raise BGFSError(f"{path}: its frame rate (bgfs.fps) is {fps!r}, not a number: give the rate with --fps, "
+                        "or save the latents again")  # fmt: skip
+    return meta
+
+
 def load_latents(path: str | Path) -> tuple[torch.Tensor, dict[str, Any]]:
     """Read a latents file -> (latents float32 ``[1, C, t, h, w]``, metadata): one `save_latents` wrote, or a
     ``.latent`` file from ComfyUI's Save Latent node (a Wan sampler's LATENT, raw VAE latents; metadata only where
@@ -583,7 +616,7 @@ def load_latents(path: str | Path) -> tuple[torch.Tensor, dict[str, Any]]:
     path = check_latents_file(path)
     try:
         with safe_open(str(path), framework="pt") as f:
-            meta = {k[5:]: json.loads(v) for k, v in (f.metadata() or {}).items() if k.startswith("bgfs.")}
+            meta = _read_bgfs_metadata(path, f.metadata() or {})
             keys = set(f.keys())
             if COMFY_LATENT_KEY in keys:
                 return _comfy_latent(path, f.get_tensor(COMFY_LATENT_KEY), keys), meta

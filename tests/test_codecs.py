@@ -49,6 +49,21 @@ def test_pixel_codec_roundtrip_on_real_video(hand_video_frames):
     assert torch.allclose(codec.decode(z), frames, atol=1e-6)
 
 
+def test_empty_or_non_finite_latents_are_refused():
+    """Latents with no frame (a ComfyUI LATENT cut to nothing) failed deep in a convolution; NaN latents (a sampler
+    that diverged) decoded to noise and came back "unchanged" with exit code 0."""
+    codec = PixelCodec()
+    codec.check_latents(torch.zeros(1, 3, 2, 4, 4))
+    with pytest.raises(BGFSError, match=r"latents \[1, 3, 0, 4, 4\] hold no frames or no pixels"):
+        codec.check_latents(torch.zeros(1, 3, 0, 4, 4))
+    bad = torch.zeros(1, 3, 2, 4, 4)
+    bad[0, 1, 1, 2, 3] = float("nan")
+    with pytest.raises(BGFSError, match="hold NaN or infinite values .* sample them again"):
+        codec.check_latents(bad)
+    with pytest.raises(BGFSError, match="hold NaN or infinite values"):
+        codec.check_latents(bad.nan_to_num(posinf=0.0).index_fill(2, torch.tensor([0]), float("inf")))
+
+
 def test_straight_through_clamp_keeps_gradients():
     codec = PixelCodec()
     z = torch.full((1, 3, 1, 2, 2), 1.5, requires_grad=True)  # decodes to 1.25, shown as 1.0

@@ -55,6 +55,10 @@ def test_bad_yaml_files(tmp_path):
     bad.write_text("roi:\n  margin: [\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+    binary = tmp_path / "photo.yaml"
+    binary.write_bytes(b"\xff\xd8\xff\xe0 a JPEG, not YAML")
+    with pytest.raises(ConfigError, match="is not text \\(UTF-8\\): give a YAML file"):
+        load_config(binary)
     flat = tmp_path / "flat.yaml"
     flat.write_text("margin: 0.2\n")
     with pytest.raises(ConfigError, match="'margin' must sit inside a section"):

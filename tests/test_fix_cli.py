@@ -434,6 +434,7 @@ def test_a_disk_error_is_one_line_that_names_the_path(workdir, capsys, monkeypat
     ("extra", "needle"),
     [
         (["--critic", "face.safetensors", "--region", "hands"], "trained for 'face'"),
+        (["--region", "bogus"], "unknown region 'bogus'"),  # with a critic too, not "train one for bogus"
         (["--critic", "missing.safetensors"], "missing.safetensors"),
         (["--codec", "wan"], "--codec wan needs --model-id"),
         (["--model-id", "./no-such-folder-here"], "does not exist"),

@@ -283,6 +283,16 @@ def _not_an_image(tmp_path: Path) -> Path:
         ("t2v", ["--fps", "inf"], "--fps must be between 0.01 and 1000"),  # was found after generating
         ("t2v", ["--save-latents", "UNDER_A_FILE"], "--save-latents"),  # likewise: the video was written first
         ("missing", ["--fps", "0.0001"], "--fps must be between 0.01 and 1000"),  # before the model is looked up
+        # each also before the model is looked up: a NaN guidance switched guidance off without a word, inf wrote
+        # noise, a height of 0 fell back to the default size, a seed past 64 bits failed after the model loaded
+        ("missing", ["--guidance-scale", "nan"], "--guidance-scale must be a finite number >= 0"),
+        ("missing", ["--guidance-scale-2", "inf"], "--guidance-scale-2 must be a finite number >= 0"),
+        ("missing", ["--guidance-scale", "-3"], "--guidance-scale must be a finite number >= 0"),
+        ("missing", ["--height", "0"], "--height must be > 0"),
+        ("missing", ["--width", "-16"], "--width must be > 0"),
+        ("missing", ["--seed", str(2**70)], "--seed must be between 0 and 2**64 - 1"),
+        ("missing", ["--steps", "0"], "--steps must be >= 1"),
+        ("missing", ["--boundary-ratio", "nan"], "--boundary-ratio must be between 0 and 1"),
         ("t2v", ["--save-latents", "A_FOLDER"], "is a folder: name a file in it"),  # was an OSError after generating
         # guidance needs negative embeddings, and a model without a text encoder cannot make them: the old message
         # asked for the --prompt-embeds that were given
@@ -354,6 +364,24 @@ def test_a_failure_writing_the_latents_leaves_the_earlier_video_and_latents(mode
     assert rc == 2 and "No space left on device" in capsys.readouterr().err
     assert out.read_bytes() == b"previous video" and lat.read_bytes() == b"previous latents"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.latents.safetensors", "out.mp4"]
+
+
+def test_latents_files_with_metadata_bgfs_did_not_write_are_refused(tmp_path):
+    """A critic (its bgfs.* metadata is not JSON) or a hand-edited rate crashed bgfs fix --latents with a
+    JSONDecodeError or a ValueError; each is a prefixed error now."""
+    from safetensors.torch import save_file
+
+    latents = {"latents": torch.zeros(1, 16, 2, 4, 4)}
+    save_file(latents, str(tmp_path / "critic.safetensors"), metadata={"bgfs.spec": "region=hands, width=8"})
+    with pytest.raises(BGFSError, match="bgfs metadata is not what bgfs writes .* is it a latents file"):
+        g.load_latents(tmp_path / "critic.safetensors")
+    meta = {"bgfs.format": f'"{g.LATENTS_FORMAT}"', "bgfs.channels": "16"}
+    save_file(latents, str(tmp_path / "ok.safetensors"), metadata=meta)
+    assert g.load_latents(tmp_path / "ok.safetensors")[0].shape == (1, 16, 2, 4, 4)
+    for rate in ('"abc"', "true", "NaN"):
+        save_file(latents, str(tmp_path / "rate.safetensors"), metadata=meta | {"bgfs.fps": rate})
+        with pytest.raises(BGFSError, match=r"frame rate \(bgfs.fps\) is .*, not a number: give the rate with --fps"):
+            g.load_latents(tmp_path / "rate.safetensors")
 
 
 def test_frame_and_size_rules_suggest_valid_values():

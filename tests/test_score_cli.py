@@ -103,6 +103,15 @@ def test_a_report_folder_that_is_the_input_frames_is_refused(tmp_path, capsys):
         assert sorted(p.name for p in folder.iterdir()) == [f"frame_{i:06d}.png" for i in range(3)]
 
 
+@pytest.mark.parametrize("gate", ["nan", "inf", "101", "-5"])
+def test_a_gate_no_score_can_meet_is_refused(tmp_path, capsys, gate):
+    """--fail-below nan never failed and 101 always did: a score runs from 0 to 100."""
+    rc = main(["score", "--in", str(HAND_VIDEO), "--out", str(tmp_path / "r"), "--fail-below", gate, "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("bgfs score: error: --fail-below is a score from 0 to 100"), err
+    assert not (tmp_path / "r").exists()
+
+
 def test_region_not_found_is_reported_and_fails_the_gate(tmp_path, capsys):
     from bgfs_core.video_io import write_video
 

@@ -143,6 +143,12 @@ class LatentCodec(ABC):
                 f"{self.name}: latents have {c} channels, but this VAE expects {self.latent_channels}: "
                 f"{KNOWN_LATENT_SPACES}. Load the VAE that produced these latents."
             )
+        if latents.numel() == 0:
+            raise BGFSError(f"{self.name}: latents {list(latents.shape)} hold no frames or no pixels: pass the "
+                            "sampler's output for a whole video")  # fmt: skip
+        if not bool(latents.isfinite().all()):  # they would decode to noise and be "fixed" as if fine
+            raise BGFSError(f"{self.name}: latents hold NaN or infinite values (a sampler that diverged, often fp16 "
+                            "overflow): sample them again, e.g. in bf16 or fp32")  # fmt: skip
 
     def __repr__(self) -> str:
         return (

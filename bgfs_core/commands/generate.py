@@ -92,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
     # Everything cheap first: paths, frame rate, frame count, image, embeddings file, the model's configs and
     # size rules; then what the model needs for the prompt, before it loads.
     _check_paths(args)
+    g.check_settings(steps=args.steps, guidance_scale=args.guidance_scale, guidance_scale_2=args.guidance_scale_2,
+                     boundary_ratio=args.boundary_ratio, seed=args.seed, height=args.height, width=args.width)
     if args.fps is not None:  # before the model's configs are read (from the Hugging Face cache or the network)
         check_fps(args.fps, "--fps")
     if not args.prompt and not args.prompt_embeds:

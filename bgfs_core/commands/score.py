@@ -28,10 +28,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..atomic import check_folder_possible
     from ..detection import detector_kwargs
+    from ..errors import BGFSError
     from ..metrics import score_video
     from ..report import write_report
     from ..video_io import check_report_apart, read_video
 
+    if args.fail_below is not None and not 0.0 <= args.fail_below <= 100.0:  # NaN too: a gate that never shuts
+        raise BGFSError(f"--fail-below is a score from 0 to 100, got {args.fail_below}")
     check_folder_possible(args.out, "--out")
     check_report_apart(args.out, "--out", args.input, args.ref)
     cfg = config_from_args(args, **{"roi.region": args.region, "detect.backend": args.backend,
