@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
                   "inputs are untouched and no partial output was left", file=sys.stderr)  # fmt: skip
             return 2
         except KeyboardInterrupt:
-            print(f"bgfs {args.command}: interrupted; inputs are untouched and no partial output was left",
+            print(f"bgfs {args.command}: interrupted; inputs are untouched and no half-written file was left",
                   file=sys.stderr)  # fmt: skip
             return 130
 

@@ -686,6 +686,10 @@ def test_demo_refuses_what_is_not_a_video_before_any_work(tmp_path, capsys, monk
         err = capsys.readouterr().err
         assert err.startswith(f"bgfs demo: error: --video {bad}: give a video file or a folder of frames") and says in err
     assert not (tmp_path / "out").exists()
+    (tmp_path / "empty.mp4").write_bytes(b"")  # named as itself, not as precompute's copy of it after the work
+    assert main(["demo", "--out", str(tmp_path / "out"), "--video", str(tmp_path / "empty.mp4"), "--quiet"]) == 2
+    assert capsys.readouterr().err.startswith(f"bgfs demo: error: video {tmp_path / 'empty.mp4'} cannot be opened")
+    assert not (tmp_path / "out").exists()
     # a corruption that does not exist: said at once, not after minutes of training
     assert main(["demo", "--out", str(tmp_path / "out"), "--corrupt", "finger_jitter,wobble", "--quiet"]) == 2
     assert "unknown corruption 'wobble'" in capsys.readouterr().err and not (tmp_path / "out").exists()

@@ -83,7 +83,7 @@ def demo_config(args: argparse.Namespace) -> Config:
 
 def _check_video(video: Path, out: Path) -> None:
     from ..errors import BGFSError
-    from ..video_io import holds_frames, is_video_file
+    from ..video_io import holds_frames, is_video_file, video_info
 
     if video == BUNDLED_VIDEO and not video.exists():  # a wheel holds bgfs_core alone, not the repository's media
         raise BGFSError(f"the bundled hand video ({video}) ships with the repository, not with an installed wheel: "
@@ -97,6 +97,8 @@ def _check_video(video: Path, out: Path) -> None:
         if video.resolve().is_relative_to((out / written).resolve()):
             raise BGFSError(f"--video {video} is a file this demo writes ({out / written}): copy it out of --out "
                             "first, or give the demo another --out")
+    if video.is_file():  # an empty or broken file is named now, not as the cache's copy of it after precompute
+        video_info(video, timed=False)
 
 
 _WRITES = ("corrupted.mp4", "fixed.mp4", "report", "cache", "critic")  # what the demo writes into --out
