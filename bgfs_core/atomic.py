@@ -40,11 +40,20 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def check_folder_possible(folder: str | Path, what: str) -> None:
-    """Refuse a folder that cannot be made because a file stands where it or one of its parents would go."""
+    """Refuse a folder that cannot be made, or written in, before any work is done for it: a file stands where it
+    or one of its parents would go, or the nearest folder that exists cannot be written (read-only, no permission;
+    tried with a file made and removed at once, as permission bits do not tell root or a read-only mount)."""
     for above in (Path(folder), *Path(folder).parents):
         if above.exists():
             if not above.is_dir():
                 raise BGFSError(f"{what}: {above} is a file, where a folder would have to be")
+            try:
+                fd, probe = tempfile.mkstemp(prefix=".bgfs-write-probe.", dir=above)
+            except OSError as exc:
+                raise BGFSError(f"{what}: {above} cannot be written ({exc.strerror or exc}): choose a folder you can "
+                                "write to") from None  # fmt: skip
+            os.close(fd)
+            os.unlink(probe)
             return
 
 

@@ -103,6 +103,9 @@ def grad_dtype_for(name: str, device: str) -> Any:
 
 def codec_kind(kind: str, model_id: str | None) -> str:
     """The codec a request names, ``auto`` resolved: ``wan`` when a VAE is given, else ``pixel``."""
+    if kind == "pixel" and model_id:  # else the VAE named would be left out without a word
+        raise BGFSError(f"--codec pixel edits the frames themselves and takes no VAE, but --model-id {model_id} was "
+                        "given: leave one of them out")  # fmt: skip
     return ("wan" if model_id else "pixel") if kind == "auto" else kind
 
 

@@ -320,6 +320,11 @@ def check_writable(path: str | Path, what: str = "cannot write") -> None:
     path = Path(path)
     if path.suffix and not path.is_dir() and path.suffix.lower() not in WRITABLE_SUFFIXES:
         raise BGFSError(f"{what} {path}: use {', '.join(WRITABLE_SUFFIXES)}, or a folder for PNG frames")
+    if path.is_dir():  # PNG frames: images of its own there would read back as frames of the video
+        others = sorted(f.name for f in _frame_files(path) if not _FRAME_NAME.fullmatch(f.name))
+        if others:
+            raise BGFSError(f"{what} {path} holds other images ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}"
+                            "), which would read back as frames: give an empty or new folder")  # fmt: skip
     check_folder_possible(path.parent, f"{what} {path}")
 
 

@@ -262,11 +262,13 @@ def test_nothing_detected_passes_through_with_a_message(workdir, capsys):
     (["--in", str(HAND_VIDEO), "--out", "."], "--out . names no file or folder"),
     (["--in", str(HAND_VIDEO), "--steps", "-1"], "'fixer.steps': must be >= 0, got -1"),
     (["--in", str(HAND_VIDEO), "--device", "gpu"], "--device 'gpu' is not a torch device: use cpu, cuda"),
+    # a folder that cannot be written (here /proc, which even root cannot): said before the fix, not after it
+    (["--in", str(HAND_VIDEO), "--out", "/proc/bgfs/fixed.mp4"], "cannot be written"),
     (["--in", str(HAND_VIDEO), "--strength", "-0.5"], "'fixer.strength': must be >= 0, got -0.5"),
 ])  # fmt: skip
 def test_mistakes_in_the_paths_are_named_before_anything_loads(tmp_path, monkeypatch, capsys, args, needle):
     """A mistyped --in, latents without their VAE, a negative --max-frames, --steps or --strength, an --out with no
-    name, a --device that names no torch device: each is named at once (not after the VAE's load or MediaPipe's reading, nor as a traceback), and nothing
+    name or in a folder that cannot be written, a --device that names no torch device: each is named at once (not after the VAE's load or MediaPipe's reading, nor as a traceback), and nothing
     is written."""
     from safetensors.torch import save_file
 
@@ -437,6 +439,7 @@ def test_a_disk_error_is_one_line_that_names_the_path(workdir, capsys, monkeypat
         (["--region", "bogus"], "unknown region 'bogus'"),  # with a critic too, not "train one for bogus"
         (["--critic", "missing.safetensors"], "missing.safetensors"),
         (["--codec", "wan"], "--codec wan needs --model-id"),
+        (["--codec", "pixel", "--model-id", "./no-such-folder-here"], "takes no VAE, but --model-id"),
         (["--model-id", "./no-such-folder-here"], "does not exist"),
         (["--model-id", "./no-such-folder-here", "--grad-dtype", "fp16"], "--grad-dtype fp16 needs a CUDA device"),
         (["--grad-dtype", "bf16"], "the pixel codec has no decoder"),

@@ -134,6 +134,12 @@ def test_gif_and_png_folder_round_trips(tmp_path, hand_video_frames):
     assert fps == 25.0  # a folder has no timing: the default
     write_video(folder, frames[:3], 10.0)  # rewriting drops the stale frames
     assert read_video(folder)[0].shape[0] == 3
+    (folder / "notes.txt").write_text("kept")  # other files are kept, other images refused: they would be frames
+    write_video(folder, frames[:2], 10.0)
+    assert read_video(folder)[0].shape[0] == 2 and (folder / "notes.txt").read_text() == "kept"
+    (folder / "0000.png").write_bytes((folder / "frame_000000.png").read_bytes())
+    with pytest.raises(BGFSError, match=r"frames holds other images \(0000.png\), which would read back as frames"):
+        write_video(folder, frames[:2], 10.0)
     assert stat.S_IMODE(folder.stat().st_mode) == 0o777 & ~current_umask()  # not mkdtemp's 0700
 
 
