@@ -146,7 +146,11 @@ class LatentCodec(ABC):
         if latents.numel() == 0:
             raise BGFSError(f"{self.name}: latents {list(latents.shape)} hold no frames or no pixels: pass the "
                             "sampler's output for a whole video")  # fmt: skip
-        if not bool(latents.isfinite().all()):  # they would decode to noise and be "fixed" as if fine
+        # they would decode to noise and be "fixed" as if fine. NaN and inf carry into the sum, which, unlike
+        # isfinite(), makes no second tensor the size of a long video's latents (a pixel codec's are its frames)
+        import torch
+
+        if not bool(latents.sum(dtype=torch.float32).isfinite()):
             raise BGFSError(f"{self.name}: latents hold NaN or infinite values (a sampler that diverged, often fp16 "
                             "overflow): sample them again, e.g. in bf16 or fp32")  # fmt: skip
 
