@@ -392,6 +392,9 @@ def load_prompt_embeds(path: str | Path) -> tuple[torch.Tensor, torch.Tensor | N
             t = t.unsqueeze(0) if t.ndim == 2 else t
             if t.ndim != 3 or t.shape[0] != 1:
                 raise BGFSError(f"--prompt-embeds {path}: '{key}' must be [1, L, D] or [L, D], got {list(t.shape)}")
+            if t.numel() == 0 or not bool(t.float().isfinite().all()):  # would generate from nothing, or noise
+                raise BGFSError(f"--prompt-embeds {path}: '{key}' {list(t.shape)} is empty or holds NaN/inf values: "
+                                "save the embeddings again (--save-prompt-embeds)")  # fmt: skip
         out.append(t)
     return out[0], out[1]
 

@@ -277,6 +277,8 @@ def _not_an_image(tmp_path: Path) -> Path:
         ("t2v", ["--image", str(IMAGES / "handSrc.jpg")], "takes no --image"),
         ("ti2v", ["--guidance-scale-2", "3"], "has one transformer"),
         ("t2v", ["--prompt-embeds", "WIDE"], f"[batch, tokens, {TEXT_DIM}]"),
+        ("missing", ["--prompt-embeds", "NAN_EMBEDS"], "is empty or holds NaN/inf values"),  # were accepted
+        ("missing", ["--prompt-embeds", "NO_TOKENS"], "is empty or holds NaN/inf values"),
         ("t2v", ["--out", "video.avi"], "--out"),
         ("t2v", ["--boundary-ratio", "1.5"], "between 0 and 1"),
         ("i2v", ["--image", str(IMAGES / "handSrc.jpg"), "--prompt", "a hand"], "has no text encoder"),
@@ -310,10 +312,13 @@ def test_cli_errors(models, tmp_path, monkeypatch, capsys, model, extra, needle)
     (tmp_path / "a_folder.safetensors").mkdir()
     no_negative = tmp_path / "no_negative.safetensors"
     g.save_prompt_embeds(no_negative, _embeds()[0], None)
+    nan_embeds = g.save_prompt_embeds(tmp_path / "nan.safetensors", _embeds()[0] * float("nan"), None)
+    no_tokens = g.save_prompt_embeds(tmp_path / "empty.safetensors", _embeds()[0][:, :0], None)
     extra = [{"BROKEN": str(_not_an_image(tmp_path)), "WIDE": str(_bad_embeds(tmp_path)),
               "UNDER_A_FILE": str(tmp_path / "a_file" / "x.safetensors"),
               "A_FOLDER": str(tmp_path / "a_folder.safetensors"), "NO_NEGATIVE": str(no_negative),
-              "SAVED": str(tmp_path / "saved.safetensors")}.get(a, a) for a in extra]  # fmt: skip
+              "SAVED": str(tmp_path / "saved.safetensors"), "NAN_EMBEDS": str(nan_embeds),
+              "NO_TOKENS": str(no_tokens)}.get(a, a) for a in extra]  # fmt: skip
     given = "--prompt-embeds" in extra or "--prompt" in extra
     text = [] if given else ["--prompt-embeds", str(g.save_prompt_embeds(tmp_path / "good.safetensors", *_embeds()))]
     out = tmp_path / "out.mp4"
