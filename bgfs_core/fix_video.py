@@ -479,8 +479,8 @@ def judge_fix(before: np.ndarray, after: np.ndarray, det_before: Any, region: st
         mask = fidelity_mask(result.ref_detections, result.detections, before.shape[1:3], roi)  # the same mask
         edit = compare(unencoded, before, mask)
         psnr = edit.describe_psnr() if edit.mask_fraction > 0 else edit.describe()
-        out["before_encoding"] = {key: verdict[key] for key in ("score_after", "geometry_after")}
-        out["before_encoding"]["fidelity"] = edit.to_dict()
+        out["before_encoding"] = {"score_after": verdict["score_after"], "geometry_after": verdict["geometry_after"],
+                                  "fidelity": edit.to_dict()}  # fmt: skip
         unencoded_line = (f"\n  before encoding: anatomy score {t(verdict['score_after'])}, geometry "
                           f"{t(verdict['geometry_after'])}, {psnr} (the differences are the encoder's)")
     kept_input = guard and geometry_worse(verdict)

@@ -545,7 +545,7 @@ def score_video(
 
 
 def fidelity_mask(ref_detections: Detections, detections: Detections, frame_hw: tuple[int, int],
-                  roi: tuple[float, float, float] = (0.25, 0.3, 0.6)) -> np.ndarray:
+                  roi: tuple[float, float, float]) -> np.ndarray:
     """The ROI mask fidelity is measured with (``float32 [T, H, W]``): the reference's region (the video's where the
     reference has none), boxed with ``roi`` = (margin, min_conf, smooth) and feathered."""
     from .roi import roi_boxes, roi_mask_union

@@ -395,6 +395,7 @@ def as_written(frames: np.ndarray, path: str | Path, fps: float) -> np.ndarray:
         write_video(probe, frames, fps)
         if suffix == ".gif":
             back = np.stack(_read_gif(probe, 0)[0])
+            count = len(back)
         else:  # into one array, as read_video decodes it: a long video is held twice, not three times
             import av
 
@@ -406,7 +407,6 @@ def as_written(frames: np.ndarray, path: str | Path, fps: float) -> np.ndarray:
                 for count, frame in enumerate(container.decode(stream), 1):
                     if count <= t:
                         back[count - 1] = frame.to_ndarray(format="rgb24")[:h, :w]
-        count = len(back) if suffix == ".gif" else count
     if count != t or back.shape[1:] != frames.shape[1:]:  # never seen: say it, not guess
         raise BGFSError(f"{suffix} gave back {count} frames of {back.shape[2]}x{back.shape[1]} for {t} of {w}x{h}: "
                         "write a folder of PNG frames instead")  # fmt: skip
