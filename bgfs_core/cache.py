@@ -20,11 +20,14 @@ Layout of ``cache_dir``:
 - ``detections/<source>.npz``: MediaPipe's output per source, so a resumed run does not detect again.
 
 Every file is written atomically and the manifest is rewritten after each source, so an interrupted run resumes:
-finished sources are skipped, clips already on disk are kept.
+finished sources are skipped, clips already on disk are kept. A cache keeps the settings it was started with
+(``cache_settings``), except one that holds no clip yet: other settings start it over. A new cache none of whose
+videos could be read is not left behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import re
@@ -285,6 +288,13 @@ class _Builder:
         manifest = load_manifest(self.dir)
         want, have = cache_settings(self.cfg), manifest.get("config", {})
         changed = [f"{k} {have.get(k)!r} -> {v!r}" for k, v in want.items() if have.get(k) != v]
+        if changed and not manifest.get("clips"):
+            # Nothing to keep: a run that found no clip advises other detector settings, and those must not then
+            # be refused. Its detections go too, since they were made with the old settings.
+            _log(f"the ROI cache in {str(self.dir)!r} holds no clips: starting it over with the new settings "
+                 f"({'; '.join(changed)})", self.progress)  # fmt: skip
+            self._delete_cache()
+            return _new_manifest(self.cfg)
         if changed:
             raise BGFSError(
                 f"the ROI cache in {str(self.dir)!r} was built with other settings ({'; '.join(changed)}): "
@@ -491,6 +501,8 @@ def build_cache(cfg: Config, progress: bool = True, overwrite: bool = False) -> 
         videos = list_videos(cfg.data.videos_dir)
     except BGFSError as e:
         raise BGFSError(f"{e} (the folder is data.videos_dir, or --videos-dir)") from None
+    cache_dir = Path(cfg.data.cache_dir)
+    made_dir, made_manifest = not cache_dir.exists(), not (cache_dir / MANIFEST).exists()
     builder = _Builder(cfg, overwrite, progress)
     summary = builder.summary
     summary.sources_total = len(videos)
@@ -509,8 +521,19 @@ def build_cache(cfg: Config, progress: bool = True, overwrite: bool = False) -> 
             builder.run_source(idx, lambda p=path: read_video(p, max_frames=cfg.clips.max_frames_per_video))
     finally:
         builder.close()
+    if made_manifest and summary.sources_failed == summary.sources_total:
+        _remove_unread_cache(cache_dir, made_dir)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _remove_unread_cache(cache_dir: Path, made_dir: bool) -> None:
+    """Take away the manifest (and the folder) of a new cache none of whose videos could be read: it holds nothing,
+    and a folder left behind would look like a cache."""
+    (cache_dir / MANIFEST).unlink(missing_ok=True)
+    if made_dir:
+        with contextlib.suppress(OSError):  # only an empty folder goes
+            cache_dir.rmdir()
 
 
 def append_frames_to_cache(

@@ -119,7 +119,10 @@ def _check_settings(cache_dir, cfg) -> None:
 
     if not (cache_dir / MANIFEST).is_file():
         return
-    have = load_manifest(cache_dir).get("config", {})
+    manifest = load_manifest(cache_dir)
+    if not manifest.get("clips"):  # nothing to keep: core starts such a cache over with the new settings
+        return
+    have = manifest.get("config", {})
     changed = []
     for key, want in cache_settings(cfg).items():
         if key in have and have[key] != want:

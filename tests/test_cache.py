@@ -242,13 +242,13 @@ def test_sample_clips_is_deterministic_and_non_overlapping() -> None:
     assert sample_clips(np.zeros((3, 2), bool), 8, 1, 4, 0, "short") == []
 
 
-def test_changed_settings_need_a_new_cache_or_overwrite(videos: Path, tmp_path: Path) -> None:
+def test_changed_settings_need_a_new_cache_or_overwrite(built, videos: Path, tmp_path: Path) -> None:
     only_broken = tmp_path / "v"
     only_broken.mkdir()
     shutil.copy(videos / "broken.mp4", only_broken)
     cache = tmp_path / "c"
+    shutil.copytree(built[0], cache)  # a cache with clips: those would mix with clips cut otherwise
     with contextlib.redirect_stderr(io.StringIO()):
-        build_cache(_cfg(only_broken, cache), progress=False)
         with pytest.raises(BGFSError, match=r"roi.out_hw \[96, 96\] -> \[128, 128\].*new data.cache_dir.*--overwrite"):
             build_cache(_cfg(only_broken, cache, **{"roi.out_hw": [128, 128]}), progress=False)
         with pytest.raises(BGFSError, match="roi.region 'hands' -> 'face'"):
@@ -265,7 +265,7 @@ def test_changed_settings_need_a_new_cache_or_overwrite(videos: Path, tmp_path: 
     assert len(load_manifest(cache)["keypoint_names"]) == 21
 
 
-def test_overwrite_deletes_only_a_bgfs_cache(videos: Path, tmp_path: Path) -> None:
+def test_overwrite_deletes_only_a_bgfs_cache(built, videos: Path, tmp_path: Path) -> None:
     """A folder of the user's own videos called clips/ is not a cache's clips/: --overwrite must not delete it, and
     a cache may not be built into the videos' folder."""
     project = tmp_path / "project"
@@ -283,8 +283,7 @@ def test_overwrite_deletes_only_a_bgfs_cache(videos: Path, tmp_path: Path) -> No
             build_cache(_cfg(project, project), progress=False)
         # a real cache beside them is overwritten as before
         cache = tmp_path / "cache"
-        build_cache(_cfg(project, cache), progress=False)
-        (cache / "clips").mkdir(exist_ok=True)
+        shutil.copytree(built[0], cache)
         (cache / "clips" / "stale.npz").write_bytes(b"x")
         build_cache(_cfg(project, cache), progress=False, overwrite=True)
     assert not (cache / "clips" / "stale.npz").exists() and load_manifest(cache)["sources"]
@@ -423,10 +422,35 @@ def test_precompute_command(built, videos: Path, tmp_path: Path, capsys: pytest.
     only_broken = tmp_path / "v"
     only_broken.mkdir()
     shutil.copy(videos / "broken.mp4", only_broken)
-    rc = precompute.run(parser.parse_args(["--videos-dir", str(only_broken), "--cache-dir", str(tmp_path / "d"),
-                                           "--quiet", *sets]))  # fmt: skip
-    captured = capsys.readouterr()
-    assert rc == 1 and "no clip shows the hands" in captured.err and "1 failed" in captured.out
+    args = parser.parse_args(["--videos-dir", str(only_broken), "--cache-dir", str(tmp_path / "d"), "--quiet", *sets])
+    with pytest.raises(BGFSError, match=r"none of the 1 video\(s\) .* could be read \(broken.mp4: "):
+        precompute.run(args)
+    assert "1 failed" in capsys.readouterr().out
+    assert not (tmp_path / "d").exists(), "a cache none of whose videos was read is not left behind"
+    grey = tmp_path / "grey"
+    write_video(grey / "grey.mp4", np.full((6, 72, 96, 3), 90, np.uint8), 10.0)
+    args = parser.parse_args(["--videos-dir", str(grey), "--cache-dir", str(tmp_path / "e"), "--quiet", *sets])
+    with pytest.raises(BGFSError, match="no clip shows the hands region: .* lower detect.min_detection_confidence"):
+        precompute.run(args)
+
+
+def test_a_cache_without_clips_starts_over_with_new_settings(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # "no clip shows the region: lower detect.min_detection_confidence" must not be answered by "the cache was
+    # built with other settings"; a cache with clips still refuses them
+    grey = tmp_path / "grey"
+    write_video(grey / "grey.mp4", np.full((6, 72, 96, 3), 90, np.uint8), 10.0)
+    cache = tmp_path / "c"
+    assert build_cache(_cfg(grey, cache), progress=False).sources_empty == 1
+    assert (cache / "detections").is_dir() and not load_manifest(cache)["clips"]
+    lower = {"detect.min_detection_confidence": 0.2}
+    again = build_cache(_cfg(grey, cache, **lower), progress=False)
+    assert again.detections_run == 1, "the old settings' detections are not reused"
+    assert load_manifest(cache)["config"]["detect.min_detection_confidence"] == 0.2
+    assert "holds no clips: starting it over with the new settings" in capsys.readouterr().err
+    append_frames_to_cache(read_video(HAND_VIDEO, max_frames=24)[0], 10.0, "hand", _cfg(grey, cache, **lower))
+    assert load_manifest(cache)["clips"]
+    with pytest.raises(BGFSError, match="built with other settings"):
+        build_cache(_cfg(grey, cache), progress=False)
 
 
 def test_clips_follow_a_hand_whose_label_flips(videos: Path, tmp_path: Path) -> None:

@@ -870,6 +870,21 @@ def test_a_cache_queued_with_other_settings_is_refused_in_the_nodes_words(server
     assert "crop_size 128, not 96" in text and "clip_seed 0, not 7" in text and "use a new cache_name" in text, text
     assert "--cache-dir" not in text, text
     assert (cache_dir / "manifest.json").read_bytes() == before
+    # a cache that got no clip (the wrong region for the video) is started over with other settings, not refused:
+    # it holds nothing to keep
+    from bgfs_core.cache import load_manifest
+
+    del prompt[_by_type(prompt, "BGFSCriticTrainer")]  # no clips to train on
+    empty_dir = cache_dir.parent / "e2e_no_clips"
+    prompt[builder]["inputs"].update(cache_name="e2e_no_clips", region="feet")
+    entry = server.wait(server.queue(prompt), timeout=400)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000] + server.log()[-3000:]
+    assert load_manifest(empty_dir)["clips"] == []
+    prompt[builder]["inputs"].update(region="hands")
+    entry = server.wait(server.queue(prompt), timeout=400)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000] + server.log()[-3000:]
+    manifest = load_manifest(empty_dir)
+    assert manifest["region"] == "hands" and manifest["clips"], manifest["sources"]
 
 
 def test_out_of_memory_in_training_unloads_the_other_models_and_resumes(server):

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
+from ..errors import BGFSError
 from .common import add_config_arguments, config_from_args
 
 HELP = "build the ROI cache (crops, heatmaps, keypoints) from a folder of videos; resumes an interrupted run"
@@ -27,10 +27,13 @@ def run(args: argparse.Namespace) -> int:
     )
     summary = build_cache(cfg, progress=not args.quiet, overwrite=args.overwrite)
     print(summary.format())
+    if summary.sources_total and summary.sources_failed == summary.sources_total:
+        raise BGFSError(f"none of the {summary.sources_total} video(s) in {cfg.data.videos_dir!r} could be read "
+                        f"({summary.errors[0]}{', ...' if len(summary.errors) > 1 else ''}): convert them to mp4 "
+                        "(H.264) or to folders of PNG frames")  # fmt: skip
     clips = len(load_manifest(cfg.data.cache_dir)["clips"])
     if clips == 0:
-        print(f"bgfs precompute: no clip shows the {cfg.roi.region} region: check the videos and roi.region "
-              "(or lower detect.min_detection_confidence / roi.min_conf)", file=sys.stderr)  # fmt: skip
-        return 1
+        raise BGFSError(f"no clip shows the {cfg.roi.region} region: check the videos and roi.region, or run again "
+                        "with lower detect.min_detection_confidence / roi.min_conf (--set KEY=VALUE)")  # fmt: skip
     print(f"{clips} clip(s) in {cfg.data.cache_dir}: ready to train the critic on")
     return 0
