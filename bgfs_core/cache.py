@@ -106,7 +106,29 @@ def load_manifest(cache_dir: str | Path) -> dict:
             f"{path} is cache format {got!r}, this BGFS reads version {CACHE_VERSION}: "
             "rebuild it with bgfs precompute --overwrite (or use a new data.cache_dir)"
         )
+    _check_entries(path, manifest)
     return manifest
+
+
+def _check_entries(path: Path, manifest: dict) -> None:
+    """The manifest's lists hold what readers index (a hand-edited or truncated one may not): refuse it here, by
+    entry, rather than with a KeyError deep in training."""
+    damaged = ("the manifest was edited or damaged; rebuild the cache with bgfs precompute --overwrite (or use a "
+               "new data.cache_dir)")  # fmt: skip
+    needs = {"sources": {"name": str}, "clips": {"file": str, "source": int, "frame_indices": list}}
+    for key, fields in needs.items():
+        entries = manifest.get(key)
+        if not isinstance(entries, list):
+            raise BGFSError(f"{path} has no {key!r} list: {damaged}")
+        for i, entry in enumerate(entries):
+            bad = [repr(name) for name, typ in fields.items() if not isinstance(entry, dict)
+                   or not isinstance(entry.get(name), typ) or isinstance(entry.get(name), bool)]  # fmt: skip
+            if bad:
+                raise BGFSError(f"{path}: {key} entry {i} lacks a valid {', '.join(bad)}: {damaged}")
+    for i, clip in enumerate(manifest["clips"]):
+        if not 0 <= clip["source"] < len(manifest["sources"]) or not clip["frame_indices"]:
+            raise BGFSError(f"{path}: clips entry {i} names source {clip['source']} of {len(manifest['sources'])} "
+                            f"or no frames: {damaged}")  # fmt: skip
 
 
 def load_clip(cache_dir: str | Path, entry: dict) -> dict[str, Any]:

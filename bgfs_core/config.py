@@ -162,6 +162,9 @@ def _check_ranges(key: str, value: Any) -> None:
         raise ConfigError(f"config key {key!r}: must be > 0, got {value!r}")
     if key in _UNIT_INTERVAL and not 0.0 <= value <= 1.0:
         raise ConfigError(f"config key {key!r}: must be between 0 and 1, got {value!r}")
+    if key == "critic.val_fraction" and value == 1.0:  # holding out every clip would leave none to train on
+        raise ConfigError(f"config key {key!r}: the share of clips held out for validation must be below 1 (0 holds "
+                          "out none; at most half the clips are held out when the cache has two or more videos)")
     if key.endswith("_hw") and any(v < 8 for v in value):
         raise ConfigError(f"config key {key!r}: sizes must be at least 8 pixels, got {value!r}")
     if key in _NON_NEGATIVE and value < 0:

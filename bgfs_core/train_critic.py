@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from collections import Counter
@@ -117,6 +118,9 @@ def _load_frames(cache_dir: Path, entries: list[dict], spec: CriticSpec, num_wor
     parts: dict[str, list[np.ndarray]] = {"crops": [], "keypoints": [], "visible": [], "crop_scale": []}
     if entries:
         reader = _ClipReader(cache_dir, entries, spec.input_hw)
+        # Each worker is a process reading whole clips: more than the clips or the CPUs only costs start-up time,
+        # and the frames come out the same whatever the number.
+        num_workers = min(num_workers, len(entries), os.cpu_count() or 1)
         loader = torch.utils.data.DataLoader(reader, batch_size=None, num_workers=num_workers, collate_fn=_identity)
         try:
             for item in loader:
@@ -172,6 +176,55 @@ def split_clips(clips: list[dict], val_fraction: float, seed: int) -> tuple[list
         val = sorted(val) or sorted(order[:n_val])
     val_set = set(val)
     return [i for i in range(len(clips)) if i not in val_set], val
+
+
+STEP_MARGIN = 1.3  # a step's peak over what autograd saves (gradients, optimiser, loss): measured 1.13 at 512 px
+
+
+def training_step_bytes(spec: CriticSpec, batch_size: int) -> int:
+    """Bytes one training step of ``batch_size`` crops needs: what autograd saves for the backward pass, counted on
+    the meta device (shapes only: no memory, no time), with ``STEP_MARGIN`` for the rest."""
+    import torch
+
+    from .critic import HeatmapCritic
+
+    saved = 0
+
+    def count(t: Any) -> Any:
+        nonlocal saved
+        saved += t.numel() * t.element_size()
+        return t
+
+    with torch.device("meta"):
+        model = HeatmapCritic(spec)
+        with torch.autograd.graph.saved_tensors_hooks(count, lambda t: t):
+            model(torch.zeros(batch_size, 3, *spec.input_hw))
+    return int(saved * STEP_MARGIN)
+
+
+def check_training_fits(spec: CriticSpec, batch_size: int, frames: int, device: str) -> None:
+    """Refuse, before the cache is read, a critic size or batch whose training would not fit in memory: the kernel
+    kills such a run without a word (on the CPU), or torch fails mid-way (on a GPU)."""
+    import torch
+
+    from .memory import available_bytes, gib
+
+    batch = min(batch_size, frames)
+    crops = frames * spec.input_hw[0] * spec.input_hw[1] * 3  # held as uint8 for the whole run
+    step = training_step_bytes(spec, batch)
+    on_cpu = torch.device(device).type == "cpu"
+    advice = (f"use a smaller critic.input_hw (now {list(spec.input_hw)}, by default [128, 128]) or critic.batch_size "
+              f"(now {batch_size}; the node's batch_size)")  # fmt: skip
+    host, free = crops + (step if on_cpu else 0), available_bytes()
+    if free is not None and host > 0.8 * free:
+        parts = f"{gib(step)} for a step of {batch} crops, " if on_cpu else ""
+        raise BGFSError(f"training this critic needs about {gib(host)} of memory ({parts}{gib(crops)} for the "
+                        f"{frames} cached frames at its input size) and {gib(free)} are free: {advice}")  # fmt: skip
+    if torch.device(device).type == "cuda":
+        free_gpu = torch.cuda.mem_get_info(torch.device(device))[0]
+        if step > 0.9 * free_gpu:
+            raise BGFSError(f"a training step of {batch} crops needs about {gib(step)} on {device}, which has "
+                            f"{gib(free_gpu)} free: {advice}")  # fmt: skip
 
 
 def _instance_key(clip: dict) -> tuple[int, int]:
@@ -553,6 +606,9 @@ def train_critic(
     spec = CriticSpec.from_config(cfg)
     clips = manifest["clips"]
     train_idx, val_idx = split_clips(clips, c.val_fraction, c.seed)
+    frames = sum(len(clips[i]["frame_indices"]) for i in train_idx) + 2 * sum(  # validation: plain and bent
+        len(clips[i]["frame_indices"]) for i in val_idx)
+    check_training_fits(spec, c.batch_size, frames, device)
     train = _load_frames(cache_dir, [clips[i] for i in train_idx], spec, c.num_workers)
     val = _load_frames(cache_dir, [clips[i] for i in val_idx], spec, c.num_workers)
     val_bent = bent_copy(val, spec.region, c.seed)

@@ -101,23 +101,14 @@ def read_video(path: str | Path, max_frames: int = 0) -> tuple[np.ndarray, float
     return np.stack(frames), fps
 
 
-def _available_bytes() -> int | None:
-    """MemAvailable from /proc/meminfo (Linux), None where it cannot be read."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
 def _check_fits(path: Path, info: VideoInfo, max_frames: int) -> None:
     """Refuse, before decoding, a video whose frames would not fit in memory (decoding holds them twice while
     stacking): a clear error instead of the process being killed half-way."""
     n = min(info.num_frames, max_frames) if max_frames else info.num_frames
     need = 2 * n * info.height * info.width * 3
-    available = _available_bytes()
+    from .memory import available_bytes
+
+    available = available_bytes()
     if available is not None and need > 0.8 * available:
         fit = max(1, int(0.8 * available / (2 * info.height * info.width * 3)))
         raise BGFSError(

@@ -216,6 +216,73 @@ def test_missing_or_empty_cache(tmp_path, hand_cache):
         assert "Traceback" not in str(caught.value)
 
 
+def test_a_hand_edited_manifest_is_named_by_entry(hand_cache, tmp_path):
+    manifest = json.loads((hand_cache / "manifest.json").read_text())
+    edited = tmp_path / "edited"
+    shutil.copytree(hand_cache, edited)
+    cases = [
+        ({**manifest, "clips": [{k: v for k, v in manifest["clips"][0].items() if k != "file"}]},
+         r"clips entry 0 lacks a valid 'file': the manifest was edited or damaged; rebuild the cache with bgfs "
+         r"precompute --overwrite"),
+        ({**manifest, "clips": manifest["clips"][:1] + [{**manifest["clips"][1], "source": 7}]},
+         r"clips entry 1 names source 7 of 1"),
+        ({**manifest, "sources": None}, r"has no 'sources' list"),
+        ({**manifest, "clips": ["clips/a.npz"]}, r"clips entry 0 lacks a valid 'file', 'source', 'frame_indices'"),
+    ]  # fmt: skip
+    for broken, says in cases:
+        (edited / "manifest.json").write_text(json.dumps(broken))
+        with pytest.raises(BGFSError, match=says):
+            train_critic(_cfg(edited), tmp_path / "out", epochs=1, progress=False)
+    assert not (tmp_path / "out" / "critic_best.safetensors").exists()
+
+
+def test_a_critic_too_big_for_memory_is_refused_before_the_cache_is_read(hand_cache, tmp_path, monkeypatch):
+    from bgfs_core import memory
+    from bgfs_core import train_critic as tc
+    from bgfs_core.critic import HeatmapCritic
+
+    # the meta-device count is what a real forward saves for backward, and it grows with the area and the batch
+    spec = CriticSpec.for_region("hands", input_hw=(64, 48), heatmap_hw=(32, 24), width=8)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel() * t.element_size()) or t,
+                                                  lambda t: t):  # fmt: skip
+        HeatmapCritic(spec)(torch.rand(3, 3, 64, 48))
+    assert tc.training_step_bytes(spec, 3) == int(sum(saved) * tc.STEP_MARGIN)
+    double = CriticSpec.for_region("hands", input_hw=(128, 96), heatmap_hw=(64, 48), width=8)
+    assert 3.5 < tc.training_step_bytes(double, 3) / tc.training_step_bytes(spec, 3) < 4.2  # ~area, less rounding
+    assert tc.training_step_bytes(spec, 6) == pytest.approx(2 * tc.training_step_bytes(spec, 3), rel=0.1)  # + weights
+
+    monkeypatch.setattr(memory, "available_bytes", lambda: 2**30)
+    read = []
+    monkeypatch.setattr(tc, "_load_frames", lambda *a: read.append(a))
+    big = {"critic.input_hw": [1024, 1024], "critic.heatmap_hw": [128, 128]}
+    with pytest.raises(BGFSError, match=r"training this critic needs about [\d.]+ GiB of memory \([\d.]+ GiB for a step "
+                                        r"of 4 crops, [\d.]+ GiB for the \d+ cached frames at its input size\) and 1.0 "
+                                        r"GiB are free: use a smaller critic.input_hw \(now \[1024, 1024\]"):
+        train_critic(_cfg(hand_cache, **big), tmp_path / "out", epochs=1, progress=False)
+    assert not read, "refused before the cache's clips are read"
+    monkeypatch.setattr(memory, "available_bytes", lambda: None)  # not Linux: no check
+    with pytest.raises(TypeError):  # got past the check, into the stand-in reader
+        train_critic(_cfg(hand_cache, **big), tmp_path / "out", epochs=1, progress=False)
+    assert read
+
+
+def test_more_workers_than_clips_or_cpus_read_the_same_frames(hand_cache):
+    from bgfs_core.train_critic import _load_frames, _read_cache
+
+    cache_dir, manifest = _read_cache(_cfg(hand_cache))
+    spec = CriticSpec.from_config(_cfg(hand_cache))
+    one = _load_frames(cache_dir, manifest["clips"], spec, 0)
+    many = _load_frames(cache_dir, manifest["clips"], spec, 1000)  # as many processes as clips and CPUs allow
+    assert np.array_equal(one.crops, many.crops) and np.array_equal(one.keypoints, many.keypoints)
+
+
+def test_holding_out_every_clip_is_refused():
+    with pytest.raises(BGFSError, match="critic.val_fraction.*must be below 1"):
+        load_config(None, {"critic.val_fraction": 1})
+    assert load_config(None, {"critic.val_fraction": 0.9}).critic.val_fraction == 0.9
+
+
 def test_command_line(hand_cache, tmp_path, capsys):
     from bgfs_core.commands import train_critic as cmd
 

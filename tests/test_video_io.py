@@ -270,17 +270,17 @@ def test_write_rejects_bad_input(tmp_path):
 
 
 def test_a_video_too_big_for_memory_is_refused_before_decoding(tmp_path, hand_video_frames, monkeypatch):
-    import bgfs_core.video_io as vio
+    from bgfs_core import memory
 
     path = write_video(tmp_path / "clip.mp4", hand_video_frames, 16.0)
     frames, _ = read_video(path)  # fits: read as before
     assert len(frames) == len(hand_video_frames)
     per_frame = 2 * frames[0].nbytes
-    monkeypatch.setattr(vio, "_available_bytes", lambda: 10 * per_frame)
+    monkeypatch.setattr(memory, "available_bytes", lambda: 10 * per_frame)
     with pytest.raises(BGFSError, match=r"clip.mp4: 43 frames of 320x240 need .* read at most about 8 frames"):
         read_video(path)
     assert len(read_video(path, max_frames=8)[0]) == 8  # the advice works
-    monkeypatch.setattr(vio, "_available_bytes", lambda: None)  # not Linux: no check, as before
+    monkeypatch.setattr(memory, "available_bytes", lambda: None)  # not Linux: no check, as before
     assert len(read_video(path)[0]) == 43
 
 
