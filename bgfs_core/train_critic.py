@@ -221,10 +221,12 @@ def check_training_fits(spec: CriticSpec, batch_size: int, frames: int, device: 
         raise BGFSError(f"training this critic needs about {gib(host)} of memory ({parts}{gib(crops)} for the "
                         f"{frames} cached frames at its input size) and {gib(free)} are free: {advice}")  # fmt: skip
     if torch.device(device).type == "cuda":
-        free_gpu = torch.cuda.mem_get_info(torch.device(device))[0]
-        if step > 0.9 * free_gpu:
+        # against the card's whole memory, not what is free now: other models on it can be unloaded (ComfyUI's
+        # Critic Trainer does so when it runs out), a step larger than the card cannot be helped that way
+        total = torch.cuda.mem_get_info(torch.device(device))[1]
+        if step > 0.9 * total:
             raise BGFSError(f"a training step of {batch} crops needs about {gib(step)} on {device}, which has "
-                            f"{gib(free_gpu)} free: {advice}")  # fmt: skip
+                            f"{gib(total)} in all: {advice}")  # fmt: skip
 
 
 def _instance_key(clip: dict) -> tuple[int, int]:
