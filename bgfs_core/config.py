@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from .errors import BGFSError
+from .errors import BGFSError, not_a_file
 from .regions import REGION_NAMES
 
 
@@ -214,7 +214,8 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} does not exist (the bundled one is configs/default.yaml)")
+            raise ConfigError(f"config file {str(path)!r} {not_a_file(path)} (the bundled one is "
+                              "configs/default.yaml)")
         try:
             tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:

@@ -17,7 +17,7 @@ from typing import Any
 from . import __version__
 from .atomic import atomic_path
 from .critic import CriticSpec
-from .errors import BGFSError
+from .errors import BGFSError, not_a_file
 from .regions import REGION_NAMES, get_region
 
 FORMAT = "bgfs-critic-1"
@@ -56,9 +56,12 @@ def save_critic(path: str | Path, model: Any, spec: CriticSpec, extra_meta: dict
 def read_raw_metadata(path: str | Path) -> dict[str, str]:
     """The ``__metadata__`` strings of a safetensors file, read from its header only (no torch, no weights)."""
     path = Path(path)
+    if path.is_dir() and (path / "critic_best.safetensors").is_file():
+        raise BGFSError(f"critic file {str(path)!r} is a folder: give the critic in it, "
+                        f"{str(path / 'critic_best.safetensors')!r}")  # fmt: skip
     if not path.is_file():
         raise BGFSError(
-            f"critic file {str(path)!r} does not exist: train one with `bgfs train-critic-cmd` "
+            f"critic file {str(path)!r} {not_a_file(path)}: train one with `bgfs train-critic-cmd` "
             "(it writes critic_best.safetensors) or check the path"
         )
     try:

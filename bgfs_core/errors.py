@@ -1,5 +1,6 @@
 """Errors a user can act on. The CLI and the nodes prefix them with the command or node name."""
 
+from pathlib import Path
 from typing import Any
 
 # pyproject.toml's optional extra `diffusers` (the nodes use ComfyUI's VAE and need none of it)
@@ -27,6 +28,11 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
     return (isinstance(exc, (torch.OutOfMemoryError, OutOfMemoryError))
             or "DefaultCPUAllocator: can't allocate memory" in str(exc))  # fmt: skip
+
+
+def not_a_file(path: Path) -> str:
+    """How a path that should name a file fails to, for a message ("critic file X {not_a_file(X)}")."""
+    return "is a folder, not a file" if path.is_dir() else "does not exist"
 
 
 def first_line(exc: BaseException, limit: int | None = None) -> str:

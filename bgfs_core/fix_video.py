@@ -30,7 +30,7 @@ class FixVideoRequest:
     critic: str | None  # None: the guide alone drives the edit (warp mode)
     codec: str = "auto"  # auto | pixel | wan
     model_id: str | None = None
-    vae_subfolder: str = "vae"
+    vae_subfolder: str | None = None  # None: "vae" (a diffusers model folder's), or the VAE folder itself
     latents: str | None = None
     region: str | None = None
     max_frames: int = 0
@@ -109,7 +109,7 @@ def codec_kind(kind: str, model_id: str | None) -> str:
     return ("wan" if model_id else "pixel") if kind == "auto" else kind
 
 
-def make_codec(kind: str, model_id: str | None, subfolder: str = "vae", device: str = "cpu",
+def make_codec(kind: str, model_id: str | None, subfolder: str | None = None, device: str = "cpu",
                grad_dtype: str = "auto", gradient_vae: str | None = None) -> Any:
     """The codec a request names: ``pixel`` (no VAE) or ``wan`` (a Wan VAE from ``model_id``: a file, a diffusers
     folder or model id), whose gradients go through a copy in ``grad_dtype`` when that is not fp32, or through the
@@ -119,6 +119,11 @@ def make_codec(kind: str, model_id: str | None, subfolder: str = "vae", device: 
     from .codecs import DiffusersWanCodec, GradientProxyCodec, ModuleCodec, PixelCodec
 
     kind = codec_kind(kind, model_id)
+    if subfolder is not None and (kind == "pixel" or not model_id or Path(model_id).expanduser().is_file()):
+        # a subfolder only means something inside a diffusers model folder: elsewhere it would be ignored
+        given = f"--model-id {model_id} is a file" if model_id else "no --model-id was given"
+        raise BGFSError(f"--vae-subfolder {subfolder} names the VAE's folder inside a diffusers model folder, but "
+                        f"{given}: leave --vae-subfolder out")  # fmt: skip
     if kind == "pixel":
         if grad_dtype not in ("auto", "fp32"):
             raise BGFSError(f"--grad-dtype {grad_dtype} is for a Wan VAE (--model-id); the pixel codec has no decoder")
@@ -134,7 +139,7 @@ def make_codec(kind: str, model_id: str | None, subfolder: str = "vae", device: 
             from .codecs.taehv import load_taehv_decoder
 
             tae = load_taehv_decoder(gradient_vae)
-        codec = DiffusersWanCodec.from_pretrained(model_id, subfolder=subfolder, device=device)
+        codec = DiffusersWanCodec.from_pretrained(model_id, subfolder=subfolder or "vae", device=device)
         if tae is not None:
             name = f"TAEHV {Path(gradient_vae).name}"
             name += "" if dtype == torch.float32 else f" ({str(dtype).replace('torch.', '')})"

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .atomic import atomic_path
-from .errors import BGFSError, first_line, import_diffusers
+from .errors import BGFSError, first_line, import_diffusers, not_a_file
 
 if TYPE_CHECKING:
     import torch
@@ -222,7 +222,7 @@ def read_image(path: str | Path) -> Image.Image:
 
     path = Path(path)
     if not path.is_file():
-        raise BGFSError(f"--image {path} does not exist")
+        raise BGFSError(f"--image {path} {not_a_file(path)}")
     try:
         with Image.open(path) as im:
             return upright_rgb(im)
@@ -377,7 +377,7 @@ def load_prompt_embeds(path: str | Path) -> tuple[torch.Tensor, torch.Tensor | N
 
     path = Path(path)
     if not path.is_file():
-        raise BGFSError(f"--prompt-embeds {path} does not exist")
+        raise BGFSError(f"--prompt-embeds {path} {not_a_file(path)}")
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
@@ -574,7 +574,7 @@ def check_latents_file(path: str | Path) -> Path:
     """``path`` as a Path, when it is a file (`load_latents` reads it)."""
     path = Path(path)
     if not path.is_file():
-        raise BGFSError(f"latents file {path} does not exist: write one with `bgfs generate --save-latents` or "
+        raise BGFSError(f"latents file {path} {not_a_file(path)}: write one with `bgfs generate --save-latents` or "
                         "ComfyUI's Save Latent node")  # fmt: skip
     return path
 

@@ -311,6 +311,9 @@ def check_writable(path: str | Path, what: str = "cannot write") -> None:
     path = Path(path)
     if path.suffix and not path.is_dir() and path.suffix.lower() not in WRITABLE_SUFFIXES:
         raise BGFSError(f"{what} {path}: use {', '.join(WRITABLE_SUFFIXES)}, or a folder for PNG frames")
+    if not path.suffix and path.exists() and not path.is_dir():  # no suffix means a folder of PNG frames
+        raise BGFSError(f"{what} {path} is a file, and a name without a suffix is written as a folder of PNG frames: "
+                        f"name the video with its suffix ({path}.mp4), or give a folder")  # fmt: skip
     if path.is_dir():  # PNG frames: images of its own there would read back as frames of the video
         others = sorted(f.name for f in _frame_files(path) if not _FRAME_NAME.fullmatch(f.name))
         if others:

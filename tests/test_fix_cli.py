@@ -185,6 +185,19 @@ def test_a_folder_of_videos_is_fixed_video_by_video_and_resumes(workdir, hand_vi
     assert (out / "take1.mp4").stat().st_mtime_ns == stamp, "a video already fixed is not fixed again"
 
 
+def test_a_folder_of_videos_none_of_which_reads_leaves_no_output_folder(workdir, capsys):
+    videos, out = workdir / "batch_broken", workdir / "batch_broken_out"
+    videos.mkdir()
+    for name in ("a.mp4", "b.gif"):
+        (videos / name).write_bytes(b"not a video")
+    assert main(["fix", "--in", str(videos), "--out", str(out), "--steps", "1", "--quiet"]) == 2
+    assert "2 of 2 videos failed (a.mp4, b.gif); 0 fixed" in capsys.readouterr().err
+    assert not out.exists(), "an empty folder would look like a result"
+    out.mkdir()  # one the user made is theirs: it stays
+    assert main(["fix", "--in", str(videos), "--out", str(out), "--steps", "1", "--quiet"]) == 2
+    assert out.is_dir()
+
+
 def test_a_folder_of_videos_loads_the_critic_and_codec_once(workdir, hand_video_frames, capsys, monkeypatch):
     """A batch loads its critic and VAE for the first video and keeps them (a Wan VAE takes seconds to load); one
     that does not load stops the batch before any video, as no video could be fixed."""
@@ -265,6 +278,23 @@ def test_nothing_detected_passes_through_with_a_message(workdir, capsys):
     # a folder that cannot be written (here /proc, which even root cannot): said before the fix, not after it
     (["--in", str(HAND_VIDEO), "--out", "/proc/bgfs/fixed.mp4"], "cannot be written"),
     (["--in", str(HAND_VIDEO), "--strength", "-0.5"], "'fixer.strength': must be >= 0, got -0.5"),
+    # a folder where a file is wanted is named as one, not as "does not exist"
+    (["--in", str(HAND_VIDEO), "--critic", "."], "critic file '.' is a folder, not a file"),
+    (["--latents", "."], "latents file . is a folder, not a file"),
+    (["--in", str(HAND_VIDEO), "--config", "."], "config file '.' is a folder, not a file"),
+    (["--in", str(HAND_VIDEO), "--model-id", "sampler.latent", "--gradient-vae", "."],
+     "gradient VAE file . is a folder, not a file"),
+    # a VAE subfolder with no diffusers folder to look in would be ignored
+    (["--in", str(HAND_VIDEO), "--vae-subfolder", "vae"], "--vae-subfolder vae names the VAE's folder inside a "
+                                                          "diffusers model folder, but no --model-id was given"),
+    (["--in", str(HAND_VIDEO), "--vae-subfolder", "vae", "--model-id", "sampler.latent"],
+     "but --model-id sampler.latent is a file"),
+    # a file that is neither safetensors nor a torch checkpoint: not torch's advice to turn its safety off
+    (["--in", str(HAND_VIDEO), "--model-id", "notes.txt"], "notes.txt as a weights file: it is neither a "
+                                                           "safetensors file nor a PyTorch checkpoint"),
+    # an existing file without a suffix: it would be written as a folder of PNG frames, and fail at the end
+    (["--in", str(HAND_VIDEO), "--out", "notes"], "--out notes is a file, and a name without a suffix is written "
+                                                  "as a folder of PNG frames: name the video with its suffix"),
 ])  # fmt: skip
 def test_mistakes_in_the_paths_are_named_before_anything_loads(tmp_path, monkeypatch, capsys, args, needle):
     """A mistyped --in, latents without their VAE, a negative --max-frames, --steps or --strength, an --out with no
@@ -274,11 +304,14 @@ def test_mistakes_in_the_paths_are_named_before_anything_loads(tmp_path, monkeyp
 
     monkeypatch.chdir(tmp_path)
     save_file({"latent_tensor": torch.zeros(1, 16, 3, 4, 4)}, str(tmp_path / "sampler.latent"))  # as Save Latent
+    (tmp_path / "notes.txt").write_text("not weights")
+    (tmp_path / "notes").write_text("a file without a suffix")
     out = [] if "--out" in args else ["--out", "fixed.mp4"]
     assert main(["fix", *out, "--steps", "1", *args, "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("bgfs fix: error:") and needle in err and "Traceback" not in err, err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["sampler.latent"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes", "notes.txt", "sampler.latent"]
+    assert (tmp_path / "notes").read_text() == "a file without a suffix"
 
 
 def test_a_device_torch_cannot_use_is_refused_up_front(monkeypatch):

@@ -296,6 +296,9 @@ def _not_an_image(tmp_path: Path) -> Path:
         ("missing", ["--steps", "0"], "--steps must be >= 1"),
         ("missing", ["--boundary-ratio", "nan"], "--boundary-ratio must be between 0 and 1"),
         ("t2v", ["--save-latents", "A_FOLDER"], "is a folder: name a file in it"),  # was an OSError after generating
+        # an existing file named without a suffix would be written as a folder of PNG frames: it failed after generating
+        ("missing", ["--out", "A_FILE"], "is a file, and a name without a suffix is written as a folder of PNG frames"),
+        ("missing", ["--image", "A_DIR"], "is a folder, not a file"),  # it said "does not exist"
         # guidance needs negative embeddings, and a model without a text encoder cannot make them: the old message
         # asked for the --prompt-embeds that were given
         ("i2v", ["--image", str(IMAGES / "handSrc.jpg"), "--prompt-embeds", "NO_NEGATIVE"],
@@ -318,7 +321,8 @@ def test_cli_errors(models, tmp_path, monkeypatch, capsys, model, extra, needle)
               "UNDER_A_FILE": str(tmp_path / "a_file" / "x.safetensors"),
               "A_FOLDER": str(tmp_path / "a_folder.safetensors"), "NO_NEGATIVE": str(no_negative),
               "SAVED": str(tmp_path / "saved.safetensors"), "NAN_EMBEDS": str(nan_embeds),
-              "NO_TOKENS": str(no_tokens)}.get(a, a) for a in extra]  # fmt: skip
+              "NO_TOKENS": str(no_tokens), "A_FILE": str(tmp_path / "a_file"), "A_DIR": str(tmp_path)}.get(a, a)
+             for a in extra]  # fmt: skip
     given = "--prompt-embeds" in extra or "--prompt" in extra
     text = [] if given else ["--prompt-embeds", str(g.save_prompt_embeds(tmp_path / "good.safetensors", *_embeds()))]
     out = tmp_path / "out.mp4"

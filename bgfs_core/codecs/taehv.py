@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import BGFSError
+from ..errors import BGFSError, not_a_file
 
 WIDTHS = (256, 128, 64, 64)  # channels of the decoder's stages
 TIME_GROWTH = (1, 2, 2)
@@ -107,7 +107,7 @@ def load_taehv_decoder(path: str | Path) -> TAEHVDecoder:
     path = Path(os.path.expanduser(str(path)))
     use = "use lighttaew2_1.safetensors or taew2_1 (the Wan 2.1 VAE), lighttaew2_2.safetensors (Wan 2.2)"
     if not path.is_file():
-        raise BGFSError(f"gradient VAE file {path} does not exist: {use}")
+        raise BGFSError(f"gradient VAE file {path} {not_a_file(path)}: {use}")
     sd = read_state_dict(path, marker="decoder.22.bias")
     if "decoder.22.bias" not in sd or "decoder.1.weight" not in sd:
         raise BGFSError(f"{path} is not a Tiny AutoEncoder for Wan (no decoder.1.weight and decoder.22.bias): {use}")

@@ -36,7 +36,7 @@ def read_state_dict(path: str | Path, marker: str) -> dict[str, torch.Tensor]:
     except BGFSError:
         raise
     except Exception as e:  # a truncated or foreign file: safetensors, pickle and zip raise their own kinds
-        raise BGFSError(f"could not read {path} as a weights file: {first_line(e)}") from e
+        raise BGFSError(f"could not read {path} as a weights file: {_why_unreadable(path, e)}") from e
     if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):  # a training checkpoint
         sd = sd["state_dict"]
     if not isinstance(sd, dict):
@@ -52,6 +52,19 @@ def read_state_dict(path: str | Path, marker: str) -> dict[str, torch.Tensor]:
 def _prefix(keys: list[str], marker: str) -> str | None:
     have = set(keys)
     return next((p for p in ("", *PREFIXES) if p + marker in have), None)
+
+
+def _why_unreadable(path: Path, exc: Exception) -> str:
+    """torch's weights-only refusal, said for what the file is: its long advice to turn the safety off fits a
+    checkpoint that pickles objects beside its tensors, not a file that is no checkpoint at all."""
+    if "Weights only load failed" not in str(exc):
+        return first_line(exc)
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    if head == b"PK" or head[:1] == b"\x80":  # a torch zip archive, or a legacy pickle
+        return ("it pickles Python objects beside its tensors, and BGFS loads weights only (no code in a file runs): "
+                "save its state_dict as .safetensors")
+    return "it is neither a safetensors file nor a PyTorch checkpoint (.pth, .pt, .ckpt)"
 
 
 def _torch_load(path: Path) -> Any:

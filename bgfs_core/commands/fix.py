@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-id", default=None,
                    help="the Wan VAE: a file (ComfyUI's models/vae/wan_2.1_vae.safetensors for the 14B models, "
                         "wan2.2_vae.safetensors for TI2V-5B), a diffusers model folder, or a Hugging Face model id")
-    p.add_argument("--vae-subfolder", default="vae",
+    p.add_argument("--vae-subfolder", default=None,
                    help="subfolder of a diffusers --model-id with the VAE (default: vae)")
     p.add_argument("--latents", default=None,
                    help="start from these latents instead of encoding --in: a bgfs generate --save-latents file, "
@@ -151,13 +151,22 @@ def _stem(video: Path) -> str:
 def _fix_each(cfg, args: argparse.Namespace, videos: list[Path]) -> int:
     """Fix every video into ``--out``/NAME.mp4; one that fails is named and the others go on; a video whose output
     and report are already there is skipped, so a stopped batch resumes."""
+    out = Path(args.out)
+    made_out = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _fix_into(cfg, args, videos, out)
+    finally:  # a batch none of whose videos was written leaves no empty folder that looks like a result
+        if made_out and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+
+
+def _fix_into(cfg, args: argparse.Namespace, videos: list[Path], out: Path) -> int:
     import copy
 
     from ..errors import BGFSError, OutOfMemoryError
     from ..fix_video import fix_video, load_fix_models
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     rows: list[tuple[str, str]] = []
     failed, skipped = [], 0
     models = None  # the critic and codec, loaded for the first video to fix and kept for the others
