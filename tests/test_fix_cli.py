@@ -737,12 +737,13 @@ def test_demo_refuses_what_is_not_a_video_before_any_work(tmp_path, capsys, monk
     assert main(["demo", "--out", str(earlier), "--video", str(earlier / "corrupted.mp4"), "--quiet"]) == 2
     assert "is a file this demo writes" in capsys.readouterr().err
     assert (earlier / "corrupted.mp4").read_bytes() == before and sorted(earlier.iterdir()) == [earlier / "corrupted.mp4"]
-    # installed from a wheel, the bundled clip is not there: say how to get it
+    # neither the checkout's clip nor a wheel's copy is there (an install that lost it): say how to get it
     import bgfs_core.commands.demo as demo
 
     monkeypatch.setattr(demo, "BUNDLED_VIDEO", tmp_path / "site" / "fingers-lq.gif")
+    monkeypatch.setattr(demo, "WHEEL_VIDEO", tmp_path / "site" / "samples" / "fingers-lq.gif")
     assert main(["demo", "--out", str(tmp_path / "out"), "--quiet"]) == 2
-    assert "ships with the repository, not with an installed wheel" in capsys.readouterr().err
+    assert "the bundled hand video is missing (looked for " in capsys.readouterr().err
 
 
 def _cuda_out_of_memory():

@@ -104,3 +104,35 @@ def test_the_sdist_carries_every_tracked_file_but_the_media_the_registry_archive
     assert left_out, ".comfyignore names no tracked file"
     assert sorted(set(tracked) - left_out - members) == []
     assert sorted(left_out & members) == []
+
+
+def test_a_wheel_carries_the_demo_clip_and_runs_its_demo_from_there(tmp_path):
+    """The wheel holds bgfs_core (and its subpackages) and the bundled hand clip as bgfs_core.samples, so that
+    `bgfs demo` installed from a wheel finds its default video, not just a checkout; nothing else of the repository."""
+    import shutil
+    import zipfile
+
+    src = tmp_path / "src"  # a copy, so that the build writes nothing (build/, egg-info) into the checkout
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", ".venv*", ".ci-*", "*.egg-info", "build",
+                                                              "__pycache__", "test-artifacts", "film"))  # fmt: skip
+    build = f"from setuptools import build_meta; print(build_meta.build_wheel({str(tmp_path)!r}))"
+    done = subprocess.run([sys.executable, "-c", build], cwd=src, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    wheel = tmp_path / done.stdout.strip().splitlines()[-1]
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        assert zf.read("bgfs_core/samples/fingers-lq.gif") == (ROOT / "tests/data/clips/fingers-lq.gif").read_bytes()
+    tops = {n.split("/", 1)[0] for n in names}
+    assert tops == {"bgfs_core", wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info"}, tops
+    py = {Path(n).parent.as_posix() for n in names if n.endswith(".py")}
+    assert {str(p.parent.relative_to(ROOT).as_posix()) for p in (ROOT / "bgfs_core").rglob("*.py")} <= py
+    assert any(n.endswith("NOTICE") for n in names), "the clip's MIT notice travels in NOTICE"
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as zf:
+        zf.extractall(site)
+    # installed (unpacked) away from the checkout: the demo's default video is the wheel's copy
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from bgfs_core.commands import demo; "
+            "assert demo.__file__.startswith(sys.argv[1]), demo.__file__; print(demo.bundled_video())")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code, str(site)], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert Path(done.stdout.strip()) == site / "bgfs_core" / "samples" / "fingers-lq.gif"

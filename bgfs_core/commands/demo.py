@@ -13,13 +13,16 @@ from .common import add_config_arguments, config_from_args
 HELP = ("precompute and train a small critic on the bundled hand video, then fix a copy of it with warped, jittering "
         "fingers (pixel codec, CPU, a few minutes)")
 
+# In a checkout (or an editable install) the clip the tests use; a wheel carries it as the package bgfs_core.samples
+# (pyproject.toml maps that package to tests/data/clips).
 BUNDLED_VIDEO = Path(__file__).resolve().parents[2] / "tests" / "data" / "clips" / "fingers-lq.gif"
+WHEEL_VIDEO = Path(__file__).resolve().parents[1] / "samples" / "fingers-lq.gif"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p)
     p.add_argument("--out", default="outputs/demo", help="folder for the cache, critic, fixed video and report")
-    p.add_argument("--video", default=str(BUNDLED_VIDEO), help="video to fix (default: the bundled hand video)")
+    p.add_argument("--video", default=None, help="video to fix (default: the bundled hand video)")
     p.add_argument("--epochs", type=int, default=None, help="critic training epochs (default: critic.epochs)")
     p.add_argument("--val-fraction", type=float, default=0.0,
                    help="share of the clips held out to validate the critic (default 0: with one video, held-out "
@@ -37,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from ..train_critic import OtherRunError, train_critic
 
     out = Path(args.out)
-    video = Path(args.video)
+    video = Path(args.video) if args.video else bundled_video()
     cfg = demo_config(args)
     _check_video(video, out)
     corruptions = _corruptions(args.corrupt)  # before minutes of training, not after
@@ -72,11 +75,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def bundled_video() -> Path:
+    """The bundled hand clip: the checkout's, else the wheel's copy (``BUNDLED_VIDEO`` when neither is there)."""
+    return next((p for p in (BUNDLED_VIDEO, WHEEL_VIDEO) if p.is_file()), BUNDLED_VIDEO)
+
+
 def demo_config(args: argparse.Namespace) -> Config:
     """The demo's configuration: the defaults and ``--set``, then the demo's own flags."""
     out = Path(args.out)
     return config_from_args(
-        args, **{"data.videos_dir": str(args.video), "data.cache_dir": str(out / "cache"), "critic.epochs": args.epochs, "fixer.steps": args.steps,
+        args, **{"data.cache_dir": str(out / "cache"), "critic.epochs": args.epochs, "fixer.steps": args.steps,
                  "fixer.mode": args.mode, "critic.val_fraction": args.val_fraction}
     )  # fmt: skip
 
@@ -85,9 +93,9 @@ def _check_video(video: Path, out: Path) -> None:
     from ..errors import BGFSError
     from ..video_io import holds_frames, is_video_file, video_info
 
-    if video == BUNDLED_VIDEO and not video.exists():  # a wheel holds bgfs_core alone, not the repository's media
-        raise BGFSError(f"the bundled hand video ({video}) ships with the repository, not with an installed wheel: "
-                        "install BGFS from its checkout (pip install -e .), or give a video with --video")
+    if video == BUNDLED_VIDEO and not video.exists():  # neither a checkout nor a wheel with the clip in it
+        raise BGFSError(f"the bundled hand video is missing (looked for {BUNDLED_VIDEO} and {WHEEL_VIDEO}): "
+                        "reinstall BGFS (pip install -e . in its checkout), or give a video with --video")
     if not (is_video_file(video) or (video.is_dir() and holds_frames(video))):
         raise BGFSError(f"--video {video}: give a video file or a folder of frames"
                         + ("" if video.exists() else " (it does not exist)"))  # fmt: skip
