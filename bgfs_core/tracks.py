@@ -94,6 +94,10 @@ GAP_ALLOWANCE = 0.15  # region sizes added per frame the track was not seen acro
 STEADY = 4  # sightings fitted on each side of a frame; a glitch of up to STEADY - 1 frames is never a cut
 SIZE_JUMP = float(np.log(1.4))  # or its size must change by more than 40% there (the film's cut to a close-up: 66%)
 WOBBLE = 4.0  # the two sides' lines must lie this many times farther apart than any centre lies off its line
+# Two cuts at most this many frames apart (0.5 s at Wan's 16 fps) between which the region left its motion and after
+# which it is back on it are a longer glitch, not a shot of their own: no shot of a generated clip is that short
+# and returns the region where it was going.
+GLITCH_FRAMES = 8
 
 
 def cuts(keypoints: np.ndarray, valid: np.ndarray, max_gap: int = MAX_GAP, jump: float = JUMP,
@@ -110,8 +114,9 @@ def cuts(keypoints: np.ndarray, valid: np.ndarray, max_gap: int = MAX_GAP, jump:
     as large. With ``by_size`` (a region that `holds_its_size`), the same for the logarithm of its size, by
     ``SIZE_JUMP`` (plus ``GAP_ALLOWANCE / 2`` per frame unseen), where each side's size must also hold (a cut to a
     close-up in the same place). A glitch (a region thrown elsewhere for up to ``STEADY - 1`` frames and back)
-    leaves a side unsteady: it is for the fixer to mend and the judge to count, not a cut. Fast or accelerating
-    motion meets itself where the two lines join.
+    leaves a side unsteady, and a longer one (up to ``GLITCH_FRAMES``) returns to the motion it left: either is for
+    the fixer to mend and the judge to count, not a cut. Fast or accelerating motion meets itself where the two lines
+    join.
 
     Nothing that works over time reaches across a cut: ROI boxes are neither smoothed nor bridged across it,
     kinematic targets are drawn on each side alone, and the fixer's bone, smoothness and warp terms and the judge's
@@ -195,7 +200,34 @@ def _track_cuts(seen: np.ndarray, c: np.ndarray, size: np.ndarray, max_gap: int,
     for n in sorted(found, key=found.get, reverse=True):
         if all(abs(n - m) >= STEADY for m in kept):
             kept.append(n)
-    return sorted(int(seen[n]) for n in kept)
+    kept.sort()
+    glitches = [(n1, n2) for n1, n2 in zip(kept, kept[1:])
+                if _returns(seen, c, log_size, run, n1, n2, jump, by_size)]  # fmt: skip
+    dropped = {n for pair in glitches for n in pair}
+    return [int(seen[n]) for n in kept if n not in dropped]
+
+
+def _returns(seen: np.ndarray, c: np.ndarray, log_size: np.ndarray, run: np.ndarray, n1: int, n2: int, jump: float,
+             by_size: bool) -> bool:
+    """Whether the region, thrown elsewhere at sighting ``n1``, is back on its motion from sighting ``n2`` on (within
+    ``GLITCH_FRAMES`` frames): the lines through the sightings before ``n1`` and from ``n2`` lie closer than a cut's
+    threshold, in place and, with ``by_size``, in size."""
+    if seen[n2] - seen[n1] > GLITCH_FRAMES or run[n1 - 1] != run[n2]:
+        return False
+    in_run = np.flatnonzero(run == run[n1])
+    before = in_run[(in_run < n1) & (in_run >= n1 - STEADY)]
+    after = in_run[(in_run >= n2) & (in_run < n2 + STEADY)]
+    if len(before) < 3 or len(after) < 3:
+        return False
+    at = (int(seen[n1 - 1]), int(seen[n2]))
+    unit = float(np.median(np.exp(log_size[np.r_[before, after], 0])))
+    apart, _, _ = _parting(seen[before], c[before], seen[after], c[after], at)
+    if apart > jump * unit:
+        return False
+    if by_size:
+        apart, _, _ = _parting(seen[before], log_size[before], seen[after], log_size[after], at)
+        return apart <= SIZE_JUMP
+    return True
 
 
 _ONE = {"hands": "hand", "face": "face", "feet": "foot", "upper_body": "person", "full_body": "person"}

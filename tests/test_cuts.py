@@ -61,6 +61,37 @@ def test_a_cut_is_a_jump_that_stays_and_a_glitch_or_fast_motion_is_not():
         assert found(wave) == [], (period, amplitude)
 
 
+def test_a_longer_glitch_that_returns_is_no_cut_and_a_short_shot_elsewhere_is_two():
+    # thrown elsewhere for 4 to 8 frames (GLITCH_FRAMES), then back on its way: the judge counts it and the fixer
+    # mends it, as a shorter glitch; it used to read as two cuts, between which nothing was compared
+    t = np.arange(40, dtype=np.float64)
+    size = float(np.linalg.norm(SHAPE.max(0) - SHAPE.min(0)))
+    moving = np.stack([150 + 2 * t, 200 + 0 * t], -1)
+    for length in (4, 5, 8):
+        where = moving.copy()
+        where[14 : 14 + length] += [3 * size, 2 * size]
+        assert found(where) == [], length
+    # longer than GLITCH_FRAMES, or not back where it was going: shots of their own
+    where = moving.copy()
+    where[14:26] += [3 * size, 2 * size]
+    assert found(where) == [14, 26]
+    elsewhere = moving.copy()
+    elsewhere[14:20] += [3 * size, 2 * size]
+    elsewhere[20:] += [0, 4 * size]
+    assert found(elsewhere) == [14, 20]
+    # a face shrunk to 60% for five frames: no cut in size either
+    det = hand_track(moving, np.where((t >= 14) & (t < 19), 0.6, 1.0))
+    assert np.flatnonzero(cuts(det.keypoints, det.seen_keypoints(0.3), by_size=True)).tolist() == []
+    det = hand_track(moving, np.where(t >= 14, np.where(t < 19, 0.6, 1.66), 1.0))  # shrunk, then a close-up
+    assert np.flatnonzero(cuts(det.keypoints, det.seen_keypoints(0.3), by_size=True)).tolist() == [14, 19]
+    # and the judge now counts such a glitch as jitter
+    where = moving.copy()
+    where[14:19] += [3 * size, 2 * size]
+    glitched = score_detections(hand_track(where, np.ones(40)))
+    steady = score_detections(hand_track(moving, np.ones(40)))
+    assert glitched.parts["jitter"].raw > 10 * max(steady.parts["jitter"].raw, 1e-6)
+
+
 def test_a_cut_to_a_close_up_in_the_same_place_is_a_cut_and_a_region_coming_closer_is_not():
     t = np.arange(24, dtype=np.float64)
     place = np.stack([300 + 0 * t, 200 + 0 * t], -1)
