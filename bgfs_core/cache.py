@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import glob
 import json
 import re
 import shutil
@@ -187,6 +188,11 @@ def _new_manifest(cfg: Config) -> dict:
     }  # fmt: skip
 
 
+def _source_key(index: int, name: str) -> str:
+    """What a source's files are named by: ``detections/<key>.npz``, ``clips/<key>_<label>_<frame>.npz``."""
+    return f"{index:04d}_{_safe_name(name)}"
+
+
 def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_")[:60] or "source"
 
@@ -295,6 +301,18 @@ class _Builder:
             shutil.rmtree(sub)
         (self.dir / MANIFEST).unlink(missing_ok=True)
 
+    def _delete_sources_files(self, manifest: dict) -> None:
+        """Delete the detections and clips a build wrote for the manifest's sources (known by their file names),
+        then their folders if that left them empty."""
+        for i, src in enumerate(manifest["sources"]):
+            key = _source_key(i, src["name"])
+            (self.dir / "detections" / f"{key}.npz").unlink(missing_ok=True)
+            for clip in (self.dir / "clips").glob(f"{glob.escape(key)}_*.npz"):
+                clip.unlink()
+        for sub in ("detections", "clips"):
+            with contextlib.suppress(OSError):  # only an empty folder goes
+                (self.dir / sub).rmdir()
+
     def _open_manifest(self) -> dict:
         if not (self.dir / MANIFEST).exists():
             if self.dir.exists() and not self.dir.is_dir():
@@ -312,10 +330,11 @@ class _Builder:
         changed = [f"{k} {have.get(k)!r} -> {v!r}" for k, v in want.items() if have.get(k) != v]
         if changed and not manifest.get("clips"):
             # Nothing to keep: a run that found no clip advises other detector settings, and those must not then
-            # be refused. Its detections go too, since they were made with the old settings.
+            # be refused. What it wrote goes (detections made with the old settings, clips a stopped run may have
+            # left under its sources' names), and nothing else in the folder.
             _log(f"the ROI cache in {str(self.dir)!r} holds no clips: starting it over with the new settings "
                  f"({'; '.join(changed)})", self.progress)  # fmt: skip
-            self._delete_cache()
+            self._delete_sources_files(manifest)
             return _new_manifest(self.cfg)
         if changed:
             raise BGFSError(
@@ -378,7 +397,7 @@ class _Builder:
             return
         self.summary.frames += len(frames)
         src.update(frames=int(len(frames)), fps=float(fps), hw=[int(frames.shape[1]), int(frames.shape[2])])
-        key = f"{idx:04d}_{_safe_name(src['name'])}"
+        key = _source_key(idx, src["name"])
         det = self._detections(key, src["name"], frames, fps)
         entries = self._write_clips(idx, key, frames, det)
         self.manifest["clips"].extend(entries)

@@ -119,8 +119,9 @@ def make_codec(kind: str, model_id: str | None, subfolder: str | None = None, de
     from .codecs import DiffusersWanCodec, GradientProxyCodec, ModuleCodec, PixelCodec
 
     kind = codec_kind(kind, model_id)
-    if subfolder is not None and (kind == "pixel" or not model_id or Path(model_id).expanduser().is_file()):
-        # a subfolder only means something inside a diffusers model folder: elsewhere it would be ignored
+    if subfolder not in (None, "vae") and (kind == "pixel" or not model_id or Path(model_id).expanduser().is_file()):
+        # a subfolder only means something inside a diffusers model folder: elsewhere it would be ignored ("vae",
+        # the default, is what callers that name none have always passed)
         given = f"--model-id {model_id} is a file" if model_id else "no --model-id was given"
         raise BGFSError(f"--vae-subfolder {subfolder} names the VAE's folder inside a diffusers model folder, but "
                         f"{given}: leave --vae-subfolder out")  # fmt: skip

@@ -23,36 +23,51 @@ def available_bytes() -> int | None:
 
 
 def _cgroup_room(proc: Path = Path("/proc/self/cgroup"), root: Path = Path("/sys/fs/cgroup")) -> int | None:
-    """What this process's cgroup (v2 or v1, as containers set it) still allows: its limit less its working set
-    (usage less the page cache the kernel can drop, as ``docker stats`` counts it); None without a limit."""
+    """What this process's cgroups (v2 or v1, as containers and pods set them) still allow: the smallest limit less
+    its working set (usage less the page cache the kernel can drop, as ``docker stats`` counts it) over the
+    process's folder and those above it; None without a limit."""
     try:
         lines = proc.read_text().splitlines()
     except OSError:
         return None
     v2 = next((ln.split("::", 1)[1] for ln in lines if ln.startswith("0::")), None)
     v1 = next((ln.split(":", 2)[2] for ln in lines if ln.split(":")[1:2] == ["memory"]), None)
-    places = []  # (folder, limit file, usage file, page-cache key in memory.stat)
-    if v1 is not None:
-        for folder in (root / "memory" / v1.lstrip("/"), root / "memory"):
-            places.append((folder, "memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file"))
-    if v2 is not None:
-        for folder in (root / v2.lstrip("/"), root):
-            places.append((folder, "memory.max", "memory.current", "inactive_file"))
-    for folder, limit_file, usage_file, cache_key in places:
-        try:
-            limit_text = (folder / limit_file).read_text().strip()
-            usage = int((folder / usage_file).read_text())
-        except (OSError, ValueError):
-            continue
-        if limit_text == "max" or int(limit_text) >= 2**60:  # v1 writes "no limit" as a page-rounded 2**63
-            return None
-        try:
-            stat = dict(ln.split() for ln in (folder / "memory.stat").read_text().splitlines() if ln.count(" ") == 1)
-            usage -= int(stat.get(cache_key, 0))
-        except (OSError, ValueError):
-            pass
-        return max(0, int(limit_text) - usage)
-    return None
+    rooms = []
+    if v1 is not None:  # v1 states the limit of the folders above in memory.stat (hierarchical_memory_limit)
+        for folder in (root / "memory" / v1.strip("/"), root / "memory"):
+            room = _room(folder, "memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file",
+                         "hierarchical_memory_limit")  # fmt: skip
+            if room is not False:
+                rooms.append(room)
+                break
+    if v2 is not None:  # v2 keeps each folder's own limit: walk up from the process's own
+        folder = root / v2.strip("/")
+        while folder != root.parent:
+            room = _room(folder, "memory.max", "memory.current", "inactive_file")
+            if room is not False:
+                rooms.append(room)
+            if folder == root:
+                break
+            folder = folder.parent
+    limited = [r for r in rooms if r is not None]
+    return min(limited) if limited else None
+
+
+def _room(folder: Path, limit_file: str, usage_file: str, cache_key: str, stat_limit: str = "") -> int | None | bool:
+    """One cgroup folder's limit less its working set: None without a limit, False where the folder has no such
+    files (not this hierarchy's, or not mounted here)."""
+    try:
+        limit_text = (folder / limit_file).read_text().strip()
+        usage = int((folder / usage_file).read_text())
+        stat = dict(ln.split() for ln in (folder / "memory.stat").read_text().splitlines() if ln.count(" ") == 1)
+        limits = [int(limit_text)] if limit_text != "max" else []
+        if stat_limit in stat:
+            limits.append(int(stat[stat_limit]))
+        usage -= int(stat.get(cache_key, 0))
+    except (OSError, ValueError):
+        return False
+    limits = [n for n in limits if n < 2**60]  # v1 writes "no limit" as a page-rounded 2**63
+    return max(0, min(limits) - usage) if limits else None
 
 
 def gib(n: float) -> str:

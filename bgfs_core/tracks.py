@@ -201,10 +201,14 @@ def _track_cuts(seen: np.ndarray, c: np.ndarray, size: np.ndarray, max_gap: int,
         if all(abs(n - m) >= STEADY for m in kept):
             kept.append(n)
     kept.sort()
-    glitches = [(n1, n2) for n1, n2 in zip(kept, kept[1:])
-                if _returns(seen, c, log_size, run, n1, n2, jump, by_size)]  # fmt: skip
-    dropped = {n for pair in glitches for n in pair}
-    return [int(seen[n]) for n in kept if n not in dropped]
+    out, i = [], 0
+    while i < len(kept):  # a glitch takes both its cuts: the next pair starts after it (its own side is no shot)
+        if i + 1 < len(kept) and _returns(seen, c, log_size, run, kept[i], kept[i + 1], jump, by_size):
+            i += 2
+            continue
+        out.append(int(seen[kept[i]]))
+        i += 1
+    return out
 
 
 def _returns(seen: np.ndarray, c: np.ndarray, log_size: np.ndarray, run: np.ndarray, n1: int, n2: int, jump: float,

@@ -195,10 +195,13 @@ def training_step_bytes(spec: CriticSpec, batch_size: int) -> int:
         saved += t.numel() * t.element_size()
         return t
 
-    with torch.device("meta"):
-        model = HeatmapCritic(spec)
-        with torch.autograd.graph.saved_tensors_hooks(count, lambda t: t):
-            model(torch.zeros(batch_size, 3, *spec.input_hw))
+    try:  # with gradients on whatever the caller's mode: under no_grad nothing would be saved, and counted
+        with torch.device("meta"), torch.inference_mode(False), torch.enable_grad():
+            model = HeatmapCritic(spec)
+            with torch.autograd.graph.saved_tensors_hooks(count, lambda t: t):
+                model(torch.zeros(batch_size, 3, *spec.input_hw))
+    except (RuntimeError, NotImplementedError):  # an op without a meta kernel (a patched torch): no estimate
+        return 0
     return int(saved * STEP_MARGIN)
 
 
@@ -212,7 +215,7 @@ def check_training_fits(spec: CriticSpec, batch_size: int, frames: int, device: 
     batch = min(batch_size, frames)
     crops = frames * spec.input_hw[0] * spec.input_hw[1] * 3  # held as uint8 for the whole run
     step = training_step_bytes(spec, batch)
-    on_cpu = torch.device(device).type == "cpu"
+    on_cpu = torch.device(device).type in ("cpu", "mps")  # a Mac's GPU shares the host's memory
     advice = (f"use a smaller critic.input_hw (now {list(spec.input_hw)}, by default [128, 128]) or critic.batch_size "
               f"(now {batch_size}; the node's batch_size)")  # fmt: skip
     host, free = crops + (step if on_cpu else 0), available_bytes()

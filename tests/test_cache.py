@@ -442,9 +442,13 @@ def test_a_cache_without_clips_starts_over_with_new_settings(tmp_path: Path, cap
     cache = tmp_path / "c"
     assert build_cache(_cfg(grey, cache), progress=False).sources_empty == 1
     assert (cache / "detections").is_dir() and not load_manifest(cache)["clips"]
+    (cache / "clips").mkdir()
+    (cache / "clips" / "0000_grey_mp4_left_000000.npz").write_bytes(b"a clip a stopped run left, old settings")
+    (cache / "clips" / "holiday.mp4").write_bytes(b"the user's own")
     lower = {"detect.min_detection_confidence": 0.2}
     again = build_cache(_cfg(grey, cache, **lower), progress=False)
     assert again.detections_run == 1, "the old settings' detections are not reused"
+    assert sorted(p.name for p in (cache / "clips").iterdir()) == ["holiday.mp4"], "BGFS's own files go, no other"
     assert load_manifest(cache)["config"]["detect.min_detection_confidence"] == 0.2
     assert "holds no clips: starting it over with the new settings" in capsys.readouterr().err
     append_frames_to_cache(read_video(HAND_VIDEO, max_frames=24)[0], 10.0, "hand", _cfg(grey, cache, **lower))

@@ -79,6 +79,10 @@ def test_a_longer_glitch_that_returns_is_no_cut_and_a_short_shot_elsewhere_is_tw
     elsewhere[14:20] += [3 * size, 2 * size]
     elsewhere[20:] += [0, 4 * size]
     assert found(elsewhere) == [14, 20]
+    flicker = moving.copy()  # a glitch, back on its way for a while, then another shot: that cut stays
+    flicker[14:20] += [3 * size, 2 * size]
+    flicker[26:] += [3 * size, 2 * size]
+    assert found(flicker) == [26]
     # a face shrunk to 60% for five frames: no cut in size either
     det = hand_track(moving, np.where((t >= 14) & (t < 19), 0.6, 1.0))
     assert np.flatnonzero(cuts(det.keypoints, det.seen_keypoints(0.3), by_size=True)).tolist() == []

@@ -285,9 +285,9 @@ def test_nothing_detected_passes_through_with_a_message(workdir, capsys):
     (["--in", str(HAND_VIDEO), "--model-id", "sampler.latent", "--gradient-vae", "."],
      "gradient VAE file . is a folder, not a file"),
     # a VAE subfolder with no diffusers folder to look in would be ignored
-    (["--in", str(HAND_VIDEO), "--vae-subfolder", "vae"], "--vae-subfolder vae names the VAE's folder inside a "
-                                                          "diffusers model folder, but no --model-id was given"),
-    (["--in", str(HAND_VIDEO), "--vae-subfolder", "vae", "--model-id", "sampler.latent"],
+    (["--in", str(HAND_VIDEO), "--vae-subfolder", "transformer"], "--vae-subfolder transformer names the VAE's "
+                                                          "folder inside a diffusers model folder, but no --model-id"),
+    (["--in", str(HAND_VIDEO), "--vae-subfolder", "vae_2", "--model-id", "sampler.latent"],
      "but --model-id sampler.latent is a file"),
     # a file that is neither safetensors nor a torch checkpoint: not torch's advice to turn its safety off
     (["--in", str(HAND_VIDEO), "--model-id", "notes.txt"], "notes.txt as a weights file: it is neither a "

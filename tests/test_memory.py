@@ -32,6 +32,21 @@ def test_a_cgroup_limit_is_read_less_its_working_set(tmp_path: Path) -> None:
                               "sys/memory.current": "100"})  # fmt: skip
     assert _cgroup_room(tmp_path / "none/proc", tmp_path / "none/sys") is None
     assert _cgroup_room(tmp_path / "missing", tmp_path) is None
+    # a limit set on a folder above the process's own (a pod around its container): the smallest room counts
+    _tree(tmp_path / "pod", {"proc": "0::/pod/ctr\n", "sys/pod/ctr/memory.max": "max\n",
+                             "sys/pod/ctr/memory.current": "100\n", "sys/pod/ctr/memory.stat": "inactive_file 0\n",
+                             "sys/pod/memory.max": f"{4 * gib}\n", "sys/pod/memory.current": f"{gib}\n",
+                             "sys/pod/memory.stat": "inactive_file 0\n"})  # fmt: skip
+    assert _cgroup_room(tmp_path / "pod/proc", tmp_path / "pod/sys") == 3 * gib
+    # v1 states the limit of the folders above as hierarchical_memory_limit
+    _tree(tmp_path / "v1h", {"proc": "4:memory:/\n", "sys/memory/memory.limit_in_bytes": "9223372036854771712",
+                             "sys/memory/memory.usage_in_bytes": f"{gib}", "sys/memory/memory.stat":
+                             f"hierarchical_memory_limit {2 * gib}\ntotal_inactive_file 0\n"})  # fmt: skip
+    assert _cgroup_room(tmp_path / "v1h/proc", tmp_path / "v1h/sys") == gib
+    # a file that cannot be parsed is no limit, not a traceback
+    _tree(tmp_path / "odd", {"proc": "0::/\n", "sys/memory.max": "", "sys/memory.current": "1",
+                             "sys/memory.stat": ""})  # fmt: skip
+    assert _cgroup_room(tmp_path / "odd/proc", tmp_path / "odd/sys") is None
 
 
 def test_available_bytes_on_this_machine() -> None:

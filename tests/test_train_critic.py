@@ -251,6 +251,8 @@ def test_a_critic_too_big_for_memory_is_refused_before_the_cache_is_read(hand_ca
     double = CriticSpec.for_region("hands", input_hw=(128, 96), heatmap_hw=(64, 48), width=8)
     assert 3.5 < tc.training_step_bytes(double, 3) / tc.training_step_bytes(spec, 3) < 4.2  # ~area, less rounding
     assert tc.training_step_bytes(spec, 6) == pytest.approx(2 * tc.training_step_bytes(spec, 3), rel=0.1)  # + weights
+    with torch.no_grad():  # counted as training counts, whatever the caller's mode
+        assert tc.training_step_bytes(spec, 3) == int(sum(saved) * tc.STEP_MARGIN)
 
     monkeypatch.setattr(memory, "available_bytes", lambda: 2**30)
     read = []
@@ -267,13 +269,24 @@ def test_a_critic_too_big_for_memory_is_refused_before_the_cache_is_read(hand_ca
     assert read
 
 
-def test_more_workers_than_clips_or_cpus_read_the_same_frames(hand_cache):
+def test_more_workers_than_clips_or_cpus_read_the_same_frames(hand_cache, monkeypatch):
+    import os
+
     from bgfs_core.train_critic import _load_frames, _read_cache
 
     cache_dir, manifest = _read_cache(_cfg(hand_cache))
     spec = CriticSpec.from_config(_cfg(hand_cache))
     one = _load_frames(cache_dir, manifest["clips"], spec, 0)
+    started = []
+    real = torch.utils.data.DataLoader
+
+    def loader(*args, **kwargs):
+        started.append(kwargs["num_workers"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.utils.data, "DataLoader", loader)
     many = _load_frames(cache_dir, manifest["clips"], spec, 1000)  # as many processes as clips and CPUs allow
+    assert started == [min(len(manifest["clips"]), os.cpu_count() or 1)]
     assert np.array_equal(one.crops, many.crops) and np.array_equal(one.keypoints, many.keypoints)
 
 
