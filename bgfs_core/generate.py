@@ -264,8 +264,10 @@ def resolve_device(device: str = "auto") -> str:
         raise BGFSError(f"unknown device {device!r}; use {', '.join(DEVICES)}")
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise BGFSError("--device cuda: no CUDA GPU is visible to torch here; use --device cpu")
+    if device == "cuda":
+        from .devices import check_device
+
+        check_device(device)  # the check bgfs fix makes, in the same words
     return device
 
 

@@ -40,15 +40,14 @@ def _cgroup_room(proc: Path = Path("/proc/self/cgroup"), root: Path = Path("/sys
             if room is not False:
                 rooms.append(room)
                 break
-    if v2 is not None:  # v2 keeps each folder's own limit: walk up from the process's own
-        folder = root / v2.strip("/")
-        while folder != root.parent:
+    if v2 is not None:  # v2 keeps each folder's own limit: walk up from the process's own to the root
+        leaf = root / v2.strip("/")
+        for folder in (leaf, *leaf.parents):
             room = _room(folder, "memory.max", "memory.current", "inactive_file")
             if room is not False:
                 rooms.append(room)
             if folder == root:
                 break
-            folder = folder.parent
     limited = [r for r in rooms if r is not None]
     return min(limited) if limited else None
 

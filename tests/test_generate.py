@@ -406,3 +406,12 @@ def test_frame_and_size_rules_suggest_valid_values():
     assert g.default_size("ti2v", 32) == (704, 1280)
     h, w = g.default_size("i2v", 16, (1000, 500))  # portrait image: portrait video of about the same area
     assert h > w and h % 16 == 0 and w % 16 == 0 and abs(h * w - 480 * 832) < 0.1 * 480 * 832
+
+
+def test_cuda_without_a_gpu_is_refused_as_bgfs_fix_refuses_it(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(BGFSError, match=r"--device cuda: this torch \(.*\) sees no cuda device .* use --device cpu"):
+        g.resolve_device("cuda")
+    assert g.resolve_device("auto") == "cpu"
